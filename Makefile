@@ -1,0 +1,35 @@
+# make train: set up .venv (pinned dependencies) and train the autoencoder on Fashion-MNIST.
+# make test:  set up .venv and run the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Datasets: $DATA_DIR if set, else ../shared/data when it exists, else ./data (downloaded there).
+ifeq ($(DATA_DIR),)
+  ifneq ($(wildcard ../shared/data),)
+    export DATA_DIR := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: train test test-all bench clean
+
+$(BIN)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	touch $@
+
+train: $(BIN)/.installed
+	$(BIN)/python -m src.train model=ae data=fashion_mnist $(ARGS)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "" $(ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.data_throughput
+
+clean:
+	rm -rf outputs .pytest_cache
