@@ -1,0 +1,1 @@
+"""genlab: generative models (autoencoder, VAE, GAN, mini-GPT) with Lightning and Hydra."""
