@@ -1,0 +1,1 @@
+"""LightningModules, one file per model family: losses, steps, optimizers, logging, sampling."""

@@ -1,0 +1,88 @@
+"""Convolutional autoencoder: images -> `latent_dim` vector -> images; optionally denoising."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from src.callbacks.image_grid import ReconstructionGrid
+from src.errors import ConfigError
+from src.models.nets.conv import ConvDecoder, ConvEncoder
+
+
+class Autoencoder(L.LightningModule):
+    """Compresses images to a latent vector and reconstructs them.
+
+    With `noise` set, the encoder sees corrupted images and the loss compares the reconstruction
+    with the clean ones: a denoising autoencoder (Vincent et al., 2008). Validation and test
+    corrupt their inputs the same way, so their losses measure the denoising task as well.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int = 32,
+        channels: tuple[int, ...] = (32, 64),
+        loss: Literal["bce", "mse"] = "bce",
+        noise: Literal["none", "gaussian", "masking"] = "none",
+        noise_level: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        num_grid_images: int = 32,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if not 0.0 <= noise_level <= 1.0:
+            raise ConfigError(f"model.noise_level must be in [0, 1], got {noise_level}")
+        self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
+        self.encoder = ConvEncoder(image_shape, latent_dim, channels)
+        self.decoder = ConvDecoder(image_shape, latent_dim, channels)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Reconstructions in [0, 1] of images (B, C, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.encoder(images)))
+
+    def corrupt(self, images: Tensor) -> Tensor:
+        """The encoder's input: the images themselves, or with Gaussian or masking noise."""
+        level = self.hparams.noise_level
+        if self.hparams.noise == "gaussian":
+            return (images + level * torch.randn_like(images)).clamp(0.0, 1.0)
+        if self.hparams.noise == "masking":  # each pixel set to 0 with probability `level`
+            return images * (torch.rand_like(images) >= level)
+        return images
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, _ = batch  # labels are not used
+        logits = self.decoder(self.encoder(self.corrupt(images)))  # (B, C, H, W)
+        if self.hparams.loss == "bce":  # Bernoulli likelihood of [0, 1] intensities, per pixel
+            loss = F.binary_cross_entropy_with_logits(logits, images)
+        else:
+            loss = F.mse_loss(torch.sigmoid(logits), images)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
+            mse = F.mse_loss(torch.sigmoid(logits.detach()), images)
+            self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True, sync_dist=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Lightning's hook for callbacks that belong to a model rather than to a run.
+        return [ReconstructionGrid(num_images=self.hparams.num_grid_images)]

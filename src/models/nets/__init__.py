@@ -1,0 +1,1 @@
+"""Plain torch.nn.Module networks, with no training logic: usable without Lightning."""

@@ -1,0 +1,56 @@
+"""Convolutional encoder and decoder between images and flat vectors."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _feature_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -> tuple[int, int, int]:
+    """Shape (C, H, W) of the feature map after one stride-2 stage per entry of `channels`."""
+    _, height, width = image_shape
+    stride = 2 ** len(channels)
+    if height % stride or width % stride:
+        raise ValueError(
+            f"images of {height}x{width} do not halve cleanly {len(channels)} times; "
+            f"use fewer channel stages than {list(channels)}"
+        )
+    return channels[-1], height // stride, width // stride
+
+
+class ConvEncoder(nn.Module):
+    """Images (B, C, H, W) -> vectors (B, out_dim): stride-2 conv stages, then a linear layer."""
+
+    def __init__(self, image_shape: tuple[int, int, int], out_dim: int, channels: tuple[int, ...] = (32, 64)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = image_shape[0]
+        for out_channels in channels:
+            layers += [nn.Conv2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+            in_channels = out_channels
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        c, h, w = _feature_shape(image_shape, channels)
+        self.head = nn.Linear(c * h * w, out_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))  # (B, C, H, W) -> (B, c*h*w) -> (B, out_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Vectors (B, in_dim) -> image logits (B, C, H, W): a linear layer, then stride-2 transposed convs.
+
+    `channels` are listed as for the encoder it mirrors (first stage first), so the same tuple
+    configures both.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], in_dim: int, channels: tuple[int, ...] = (32, 64)) -> None:
+        super().__init__()
+        c, h, w = _feature_shape(image_shape, channels)
+        self.head = nn.Sequential(nn.Linear(in_dim, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w)))
+        layers: list[nn.Module] = []
+        stages = list(reversed(channels))  # e.g. (32, 64) -> 64 -> 32 -> image channels
+        for in_channels, out_channels in zip(stages, stages[1:] + [image_shape[0]], strict=True):
+            layers += [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1), nn.ReLU()]
+        self.upsample = nn.Sequential(*layers[:-1])  # the last stage outputs logits: no ReLU
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.upsample(self.head(z))  # (B, in_dim) -> (B, c, h, w) -> (B, C, H, W)

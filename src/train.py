@@ -1,0 +1,92 @@
+"""Train a model: `python -m src.train model=ae data=fashion_mnist [overrides]`.
+
+One linear pipeline, every object instantiated from the Hydra config:
+check config -> seed -> datamodule -> model -> callbacks -> loggers -> trainer -> fit
+-> test on the best checkpoint -> metrics.json -> return the monitored metric (for sweeps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError, GenlabError
+from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
+from src.utils.instantiate import finish_loggers, instantiate_all
+
+log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra resolves the config
+
+
+def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
+    check_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.extras.print_config:
+        print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    log.info(f"Instantiating model <{cfg.model._target_}>")
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
+    callbacks = instantiate_all(cfg.get("callbacks"), "callback")
+    loggers = instantiate_all(cfg.get("logger"), "logger")
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
+    for logger in trainer.loggers:
+        logger.log_hyperparams(to_plain(cfg))
+
+    metrics: dict[str, float] = {}
+    try:
+        if cfg.train:
+            log.info("Starting training")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not best:
+                log.warning("No best checkpoint (nothing monitored, or fast_dev_run): testing the current weights")
+            log.info(f"Starting testing on {best or 'the current weights'}")
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+    finally:
+        finish_loggers(trainer.loggers)
+
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    return monitored_value(cfg, metrics), metrics
+
+
+def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value of `monitor.metric`, which sweeps optimise; None when nothing was trained."""
+    name = cfg.monitor.metric
+    if not name or not cfg.train or cfg.trainer.get("fast_dev_run"):
+        return None
+    if name not in metrics:
+        raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
+    return metrics[name]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        value, _ = train(cfg)
+    except GenlabError as err:
+        # The user's to fix, and the message says how: no traceback. SystemExit passes Hydra by.
+        raise SystemExit(f"error: {err}") from None
+    return value
+
+
+if __name__ == "__main__":
+    main()

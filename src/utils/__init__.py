@@ -1,0 +1,1 @@
+"""Helpers for the entry points: config checking and printing, building callbacks and loggers."""

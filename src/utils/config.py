@@ -1,0 +1,136 @@
+"""Config checks and resolvers shared by the entry points."""
+
+from __future__ import annotations
+
+import inspect
+import netrc
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import rich.syntax
+import rich.tree
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
+from pydantic import TypeAdapter, ValidationError
+
+from src.errors import ConfigError
+
+
+def register_resolvers() -> None:
+    """Register this project's OmegaConf resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+def wandb_offline() -> bool:
+    """W&B runs offline unless the user has configured it: WANDB_MODE, WANDB_API_KEY, or `wandb login`."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return False  # the user chose; wandb reads these variables itself
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+def check_config(cfg: DictConfig, key: str = "") -> None:
+    """Check every `_target_` node against the signature of what it instantiates, before building anything.
+
+    An unknown key or a value of the wrong type (`data.batch_size=abc`) raises ConfigError
+    naming the key, the value and the type expected by the constructor's annotation.
+    """
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            if isinstance(item, (DictConfig, ListConfig)):
+                check_config(item, f"{key}[{i}]")
+        return
+    if "_target_" in cfg:
+        _check_target(cfg, key)
+    for name, node in cfg.items_ex(resolve=False):
+        if isinstance(node, (DictConfig, ListConfig)) and not str(name).startswith("_"):
+            check_config(node, f"{key}.{name}" if key else str(name))
+
+
+def _check_target(node: DictConfig, key: str) -> None:
+    try:
+        target = get_object(node._target_)
+    except Exception as err:
+        raise ConfigError(f"{key}._target_={node._target_!r} cannot be imported: {err}") from None
+    parameters, hints, takes_any_keyword = _signature(target)
+    for name, value in node.items_ex(resolve=False):
+        name = str(name)
+        if name.startswith("_"):
+            continue
+        if name not in parameters and not takes_any_keyword:
+            raise ConfigError(
+                f"{key}.{name}: {target.__name__} has no parameter '{name}'; it takes {', '.join(parameters)}"
+            )
+        if name not in hints or (isinstance(value, DictConfig) and "_target_" in value):
+            continue
+        plain_value = _resolved(node, name, key)
+        try:
+            adapter = TypeAdapter(hints[name])
+        except Exception:  # a type pydantic cannot check (an nn.Module, a Strategy): leave it to the constructor
+            continue
+        try:
+            adapter.validate_python(plain_value)
+        except ValidationError as err:
+            hint = hints[name]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            raise ConfigError(
+                f"{key}.{name}={plain_value!r} is not valid for {target.__name__}: expected {expected} "
+                f"({err.errors()[0]['msg']})"
+            ) from None
+
+
+def _signature(target: Any) -> tuple[list[str], dict[str, Any], bool]:
+    """Parameter names, their type hints, and whether any keyword goes, of a class or function.
+
+    A subclass whose __init__ passes **kwargs on to its parent's takes the parent's parameters too.
+    """
+    functions = (
+        [klass.__init__ for klass in inspect.getmro(target) if "__init__" in vars(klass)]
+        if inspect.isclass(target)
+        else [target]
+    )
+    names: list[str] = []
+    hints: dict[str, Any] = {}
+    for function in functions:
+        try:
+            hints = typing.get_type_hints(function) | hints
+        except Exception:  # annotations that do not resolve: check names only
+            pass
+        parameters = list(inspect.signature(function).parameters.values())
+        names += [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names, hints, False
+    return names, hints, True
+
+
+def _resolved(node: DictConfig, name: str, key: str) -> Any:
+    try:
+        value = node[name]
+        return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+    except InterpolationResolutionError as err:  # e.g. ${data.image_shape} with text data
+        raise ConfigError(
+            f"{key}.{name}={OmegaConf.to_container(node)[name]} cannot be resolved: {str(err).splitlines()[0]}. "
+            f"Is this model meant for this data?"
+        ) from None
+
+
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
+    """Print the resolved config as a rich tree, one branch per top-level group."""
+    tree = rich.tree.Tree("config", style="dim", guide_style="dim")
+    for group, node in cfg.items():
+        content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
+        tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain, resolved Python containers (what loggers and checkpoints can hold)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

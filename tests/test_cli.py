@@ -1,0 +1,98 @@
+"""`python -m src.train` as a user runs it: exit codes, what it writes, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT
+
+QUICK = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "extras.print_config=false",
+]
+
+
+def start_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", *overrides],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    process = start_train(*overrides, env=env)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_two_runs_started_together_each_write_their_own_folder(tmp_path: Path, mnist_dir: Path) -> None:
+    overrides = [*QUICK, "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}"]
+    processes = [start_train(*overrides) for _ in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    run_dirs = sorted((tmp_path / "train" / "runs").iterdir())
+    assert len(run_dirs) == 2
+    for run_dir in run_dirs:
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert {"train/loss_epoch", "val/loss", "test/loss"} <= metrics.keys()
+        checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)  # data, never code
+        assert checkpoint["hyper_parameters"]["image_shape"] == [1, 28, 28]
+        assert next(run_dir.glob("csv/metrics.csv")).stat().st_size > 0
+        assert list(run_dir.glob("images/reconstructions_epoch000.png"))
+
+
+def test_unknown_option_lists_the_choices() -> None:
+    result = run_train("model=nope")
+    assert result.returncode != 0
+    assert "Could not find 'model/nope'" in result.stderr
+    assert "Available options in 'model':\n\tae" in result.stderr
+
+
+def test_wrong_type_names_the_key() -> None:
+    result = run_train("data.batch_size=abc")
+    assert result.returncode == 1
+    assert "error: data.batch_size='abc' is not valid for FashionMNISTDataModule: expected int" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_is_refused_by_hydra() -> None:
+    result = run_train("data.batchsize=64")
+    assert result.returncode != 0
+    assert "Key 'batchsize' is not in struct" in result.stderr
+
+
+def test_model_for_other_data_is_refused_before_training() -> None:
+    result = run_train("model=ae", "data=shakespeare")
+    assert result.returncode == 1
+    assert "error: model.image_shape=${data.image_shape} cannot be resolved" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) -> None:
+    mirror = ["data.mirrors=[http://127.0.0.1:9/]"] if dataset == "mnist" else ["data.download=false"]
+    result = run_train(
+        *QUICK, f"data={dataset}", *mirror, f"paths.log_dir={tmp_path / 'outputs'}", env={"DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    folder = tmp_path / ("MNIST" if dataset == "mnist" else "FashionMNIST") / "raw"
+    assert error.startswith("error: ") and f"was not found in {folder}" in error and "DATA_DIR" in error
+    assert "Traceback" not in result.stderr and "urlopen" not in result.stderr.replace(error, "")

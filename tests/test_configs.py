@@ -1,0 +1,135 @@
+"""Every option of every config group composes, and what it names instantiates."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from src.errors import ConfigError
+from src.utils.config import check_config
+from src.utils.instantiate import instantiate_all
+from tests.conftest import CONF_DIR, compose_config
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> None:
+    cfg = compose_config([], tmp_path)
+    assert cfg.model._target_ == "src.models.autoencoder.Autoencoder"
+    assert cfg.data._target_ == "src.data.images.FashionMNISTDataModule"
+    assert list(cfg.logger) == ["csv"]
+    assert set(cfg.callbacks) == {"model_checkpoint", "rich_progress_bar", "lr_monitor"}
+    check_config(cfg)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_options(tmp_path: Path, data: str) -> None:
+    cfg = compose_config([f"data={data}"], tmp_path)
+    check_config(cfg.data, "data")
+    assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
+
+
+@pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("model", options("model"))
+def test_model_options_on_every_image_dataset(tmp_path: Path, model: str, data: str) -> None:
+    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    check_config(cfg)
+    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    images = torch.rand(2, *cfg.data.image_shape)
+    assert module(images).shape == images.shape
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_options(tmp_path: Path, trainer: str) -> None:
+    cfg = compose_config([f"trainer={trainer}"], tmp_path)
+    check_config(cfg)
+    if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip(f"trainer={trainer} needs a GPU (composed and checked only)")
+    assert isinstance(hydra.utils.instantiate(cfg.trainer, _convert_="all"), L.Trainer)
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_logger_options(tmp_path: Path, logger: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` here either
+    cfg = compose_config([f"logger={logger}"], tmp_path)
+    check_config(cfg)
+    loggers = instantiate_all(cfg.logger, "logger")
+    assert len(loggers) == (3 if logger == "many" else 1)
+    if logger in ("wandb", "many"):
+        assert cfg.logger.wandb.offline is True  # no account configured: W&B must not try the network
+
+
+@pytest.mark.parametrize("callbacks", [*options("callbacks"), "[default,early_stopping]"])
+def test_callback_options(tmp_path: Path, callbacks: str) -> None:
+    cfg = compose_config([f"callbacks={callbacks}"], tmp_path)
+    check_config(cfg)
+    built = instantiate_all(cfg.callbacks, "callback")
+    assert built and all(isinstance(callback, L.Callback) for callback in built)
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_options(tmp_path: Path, debug: str) -> None:
+    cfg = compose_config([f"debug={debug}"], tmp_path)
+    check_config(cfg)
+    assert isinstance(hydra.utils.instantiate(cfg.trainer, _convert_="all"), L.Trainer)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_options(tmp_path: Path, experiment: str) -> None:
+    cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    check_config(cfg)
+    assert cfg.task_name == experiment
+    hydra.utils.instantiate(cfg.model, _convert_="all")
+    hydra.utils.instantiate(cfg.data, _convert_="all")
+
+
+def test_hydra_paths_and_extras_compose() -> None:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(config_name="train", return_hydra_config=True)
+    # down to microseconds, so that two runs started in the same second get folders of their own
+    assert re.fullmatch(r"\./outputs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", cfg.hydra.run.dir)
+    assert cfg.paths.data_dir in (os.environ.get("DATA_DIR"), "./data")
+    assert cfg.hydra.job.chdir is False
+    assert cfg.extras.print_config is True
+
+
+def test_hyperparameters_in_checkpoints_are_plain_containers(tmp_path: Path) -> None:
+    cfg = compose_config(["model=ae", "data=cifar10"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    assert type(module.hparams.image_shape) is list and type(module.hparams.channels) is list
+    path = tmp_path / "hparams.pt"
+    torch.save({"hparams": dict(module.hparams)}, path)
+    assert torch.load(path, weights_only=True)["hparams"]["image_shape"] == [3, 32, 32]
+
+
+def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> None:
+    cfg = compose_config(["data.batch_size=abc"], tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"data.batch_size='abc' is not valid for FashionMNISTDataModule: expected int"
+    ):
+        check_config(cfg)
+    cfg = compose_config(["model.loss=l1"], tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"model.loss='l1' is not valid for Autoencoder: expected Literal\['bce', 'mse'\]"
+    ):
+        check_config(cfg)
+    cfg = compose_config(["+model.latent_size=3"], tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"model.latent_size: Autoencoder has no parameter 'latent_size'; it takes image_shape, latent_dim",
+    ):
+        check_config(cfg)
+    OmegaConf.set_struct(cfg, False)
