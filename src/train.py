@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,8 @@ from src.utils.instantiate import finish_loggers, instantiate_all
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra resolves the config
+# Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates: noise in every run, nothing to act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:

@@ -108,3 +108,24 @@ def test_reconstruction_grid_is_a_png(tmp_path: Path, mnist_dir: Path) -> None:
         assert image.format == "PNG"
         # 16 images, 8 per row: 2 rows x 3 panels (clean, noisy, reconstructed) of 28 px + 2 px padding
         assert image.size == (8 * 30 + 2, 6 * 30 + 2)
+
+
+def test_grids_and_config_reach_tensorboard_and_wandb(tmp_path: Path, mnist_dir: Path, monkeypatch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login`: W&B runs offline
+    train(_ae_config(tmp_path, mnist_dir, "logger=many", "test=false"))
+    run_dir = tmp_path / "run"
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert "reconstructions" in events.Tags()["images"]
+    assert "val/loss" in events.Tags()["scalars"]
+
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("files/media/images/reconstructions_*.png"))
+    # the resolved config went into the run's record (protobuf keeps strings as they are)
+    record = next(offline_run.glob("run-*.wandb")).read_bytes()
+    assert b"latent_dim" in record and b"src.data.images.MNISTDataModule" in record

@@ -96,3 +96,16 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) ->
     folder = tmp_path / ("MNIST" if dataset == "mnist" else "FashionMNIST") / "raw"
     assert error.startswith("error: ") and f"was not found in {folder}" in error and "DATA_DIR" in error
     assert "Traceback" not in result.stderr and "urlopen" not in result.stderr.replace(error, "")
+
+
+def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Path) -> None:
+    result = run_train(
+        "-m", "model.latent_dim=4,8", *QUICK, "test=false", "data=mnist", "data.val_size=100",
+        f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    for job, latent_dim in (("0", 4), ("1", 8)):
+        checkpoint = torch.load(sweep_dir / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
+        assert "val/loss" in json.loads((sweep_dir / job / "metrics.json").read_text())

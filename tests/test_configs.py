@@ -61,7 +61,7 @@ def test_trainer_options(tmp_path: Path, trainer: str) -> None:
 def test_logger_options(tmp_path: Path, logger: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` here either
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no `wandb login` either
     cfg = compose_config([f"logger={logger}"], tmp_path)
     check_config(cfg)
     loggers = instantiate_all(cfg.logger, "logger")

@@ -132,7 +132,9 @@ class ImageDataModule(L.LightningDataModule):
             images, labels = self.load_split(train=True)
             val_size = self.hparams.val_size
             if val_size >= len(images):
-                raise ConfigError(f"data.val_size={val_size} leaves no training images: the train split has {len(images)}")
+                raise ConfigError(
+                    f"data.val_size={val_size} leaves no training images: the train split has {len(images)}"
+                )
             # Seeded so that the validation set, and so its loss, is the same in every run.
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
             val_index, train_index = order[:val_size], order[val_size:]
@@ -261,7 +263,9 @@ def check_idx_file(path: Path, ndim: int) -> None:
         raise CorruptDatasetError(f"{path}: truncated inside its header")
     dims = [int.from_bytes(header[i : i + 4], "big") for i in range(0, len(header), 4)]
     if len(dims) != ndim:
-        raise CorruptDatasetError(f"{path}: holds an array of shape {dims}, expected {ndim} dimensions (a different file?)")
+        raise CorruptDatasetError(
+            f"{path}: holds an array of shape {dims}, expected {ndim} dimensions (a different file?)"
+        )
     expected_size = 4 + len(header) + math.prod(dims) * _IDX_ITEM_SIZE[magic[2]]
     if size != expected_size:
         raise CorruptDatasetError(

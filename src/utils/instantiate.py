@@ -24,7 +24,7 @@ def instantiate_all(group: DictConfig | None, kind: str) -> list:
 def finish_loggers(loggers: list[Logger]) -> None:
     """Close W&B runs (so the next run of a sweep starts a new one) and say how to sync offline ones."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger):
             run = logger.experiment
             offline = run.settings.mode == "offline"
             run.finish()
