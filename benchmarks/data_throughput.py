@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
@@ -18,6 +17,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from torchvision.transforms import ToTensor
 
+from benchmarks.machine import describe_machine
 from src.data.images import FashionMNISTDataModule
 
 
@@ -52,8 +52,7 @@ def main() -> None:
         DataLoader(per_item, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers), args.epochs
     )
 
-    threads = torch.get_num_threads()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {threads} threads")
+    print(describe_machine())
     print(f"batch size {args.batch_size}, {args.num_workers} workers, {args.epochs} epochs")
     print(f"ours (tensor-resident, {len(datamodule.data_train)} images): {ours:12,.0f} images/s")
     print(f"torchvision per-item ({len(per_item)} images):     {theirs:12,.0f} images/s")

@@ -4,6 +4,12 @@ The entry points print these as one clear message and exit non-zero, without a t
 the message itself says which key, file or folder is wrong and what was expected.
 """
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class GenlabError(Exception):
     """Base class of every error that is the user's to fix, not a bug."""
@@ -19,3 +25,19 @@ class DatasetNotFoundError(GenlabError, FileNotFoundError):
 
 class CorruptDatasetError(GenlabError, ValueError):
     """A dataset file exists but is truncated or is not the file expected."""
+
+
+def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
+    """Wrap an entry point so that a GenlabError ends it as `error: <message>` and exit code 1, no traceback.
+
+    SystemExit is not an Exception, so Hydra's error handler lets it through untouched.
+    """
+
+    @functools.wraps(entry_point)
+    def wrapper(*args, **kwargs) -> T:
+        try:
+            return entry_point(*args, **kwargs)
+        except GenlabError as err:
+            raise SystemExit(f"error: {err}") from None
+
+    return wrapper

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError, GenlabError
+from src.callbacks.checkpoint import SaveRunConfig
+from src.errors import ConfigError, exit_on_user_error
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
 from src.utils.instantiate import finish_loggers, instantiate_all
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra resolves the config
-# Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates: noise in every run, nothing to act on.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
@@ -42,7 +40,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
-    callbacks = instantiate_all(cfg.get("callbacks"), "callback")
+    # the resolved config rides in every checkpoint, so that src.eval and src.sample need nothing else
+    callbacks = [*instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg))]
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
@@ -82,12 +81,9 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    try:
-        value, _ = train(cfg)
-    except GenlabError as err:
-        # The user's to fix, and the message says how: no traceback. SystemExit passes Hydra by.
-        raise SystemExit(f"error: {err}") from None
+    value, _ = train(cfg)
     return value
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torchvision
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from src.data.images import CIFAR10DataModule, MNISTDataModule
+from src.utils.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 
 # Overrides that make any training config small and quiet enough for a test.
 TEST_OVERRIDES = [
@@ -40,14 +39,7 @@ TEST_OVERRIDES = [
 
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """The training config as `python -m src.train <overrides>` composes it, writing into output_dir."""
-    import src.train  # noqa: F401  registers the resolvers
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir.parent)
-    return cfg
+    return compose([f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir.parent}", *overrides])
 
 
 def shared_data_dir() -> Path | None:

@@ -13,9 +13,9 @@ import torch
 from omegaconf import OmegaConf
 
 from src.errors import ConfigError
-from src.utils.config import check_config
+from src.utils.config import CONF_DIR, check_config
 from src.utils.instantiate import instantiate_all
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import compose_config
 
 
 def options(group: str) -> list[str]:
@@ -45,7 +45,8 @@ def test_model_options_on_every_image_dataset(tmp_path: Path, model: str, data: 
     check_config(cfg)
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     images = torch.rand(2, *cfg.data.image_shape)
-    assert module(images).shape == images.shape
+    expected = (2, cfg.data.num_classes) if model == "classifier" else images.shape  # logits, or reconstructions
+    assert module(images).shape == expected
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

@@ -47,7 +47,8 @@ class ImageDataModule(L.LightningDataModule):
     """
 
     dataset_cls: type[torchvision.datasets.VisionDataset]
-    dataset_name: str
+    name: str  # as in conf/data/<name>.yaml; names the dataset's files under checkpoints/eval/
+    dataset_name: str  # for people
     image_shape: tuple[int, int, int]  # (C, H, W)
     num_classes: int
 
@@ -177,6 +178,7 @@ class MNISTDataModule(ImageDataModule):
     """MNIST: 60,000 train and 10,000 test 28x28 grayscale digits."""
 
     dataset_cls = torchvision.datasets.MNIST
+    name = "mnist"
     dataset_name = "MNIST"
     image_shape = (1, 28, 28)
     num_classes = 10
@@ -210,6 +212,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST: MNIST's format and sizes, with 10 classes of clothing."""
 
     dataset_cls = torchvision.datasets.FashionMNIST
+    name = "fashion_mnist"
     dataset_name = "Fashion-MNIST"
 
 
@@ -217,6 +220,7 @@ class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: 50,000 train and 10,000 test 32x32 colour images in 10 classes."""
 
     dataset_cls = torchvision.datasets.CIFAR10
+    name = "cifar10"
     dataset_name = "CIFAR-10"
     image_shape = (3, 32, 32)
     num_classes = 10

@@ -72,6 +72,8 @@ class TokenWindows(Dataset):
 class ShakespeareDataModule(L.LightningDataModule):
     """Tiny Shakespeare, character by character: 90% train, 10% validation (as nanoGPT splits it)."""
 
+    name = "shakespeare"
+
     def __init__(
         self,
         data_dir: str,

@@ -48,6 +48,10 @@ class Autoencoder(L.LightningModule):
         """Reconstructions in [0, 1] of images (B, C, H, W) in [0, 1]."""
         return torch.sigmoid(self.decoder(self.encoder(images)))
 
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """What the model makes of the images as it sees them in training: corrupted first if denoising."""
+        return self(self.corrupt(images))
+
     def corrupt(self, images: Tensor) -> Tensor:
         """The encoder's input: the images themselves, or with Gaussian or masking noise."""
         level = self.hparams.noise_level

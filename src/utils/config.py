@@ -11,6 +11,8 @@ from typing import Any
 
 import rich.syntax
 import rich.tree
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
@@ -18,10 +20,23 @@ from pydantic import TypeAdapter, ValidationError
 
 from src.errors import ConfigError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 
 def register_resolvers() -> None:
     """Register this project's OmegaConf resolvers (idempotent)."""
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+
+
+def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config that `python -m src.<config_name> <overrides>` would run with, through Hydra's compose API.
+
+    For code that runs outside the command line (tests, benchmarks): Hydra's run folder is not
+    made, so `paths.output_dir` must be among the overrides.
+    """
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name=config_name, overrides=overrides)
 
 
 def wandb_offline() -> bool:

@@ -1,0 +1,96 @@
+"""Evaluate a checkpoint: `python -m src.eval ckpt_path=outputs/.../checkpoints/last.ckpt [num_samples=10000]`.
+
+Rebuilds the model and its data from the config stored in the checkpoint, runs the test split
+through the model's own test_step, and, for image models that generate (`sample`) or reconstruct
+(`reconstruct`), scores those images against the test split with FID, KID and the classifier-IS.
+Writes metrics.json to its run folder and prints a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import rich
+import rich.table
+import torch
+from omegaconf import DictConfig
+
+from src.data.images import ImageDataModule
+from src.errors import exit_on_user_error
+from src.metrics.sample_quality import SampleQuality, load_feature_classifier
+from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    L.seed_everything(cfg.seed, workers=True)
+    model = model_from_checkpoint(checkpoint)
+    # the run's data, read from this machine's data folder
+    data_config = {**checkpoint["config"]["data"], "data_dir": cfg.paths.data_dir, "batch_size": cfg.batch_size}
+    datamodule = hydra.utils.instantiate(data_config, _convert_="all")
+
+    output_dir = Path(cfg.paths.output_dir)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=1, logger=False, default_root_dir=output_dir, enable_checkpointing=False
+    )
+    metrics = dict(trainer.test(model, datamodule=datamodule, verbose=False)[0])
+    if isinstance(datamodule, ImageDataModule) and (hasattr(model, "sample") or hasattr(model, "reconstruct")):
+        metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
+    log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    return metrics
+
+
+@torch.no_grad()
+def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: DictConfig) -> dict[str, float]:
+    """FID, KID and IS of the model's samples (or of its reconstructions of the test split) vs the test split."""
+    device = model.device
+    generative = hasattr(model, "sample")
+    num_real = len(datamodule.data_test)
+    num_fake = cfg.num_samples if generative else num_real
+    classifier = None
+    if cfg.metrics.feature == "classifier":
+        classifier = load_feature_classifier(cfg.metrics.classifier_ckpt, datamodule.name)
+    kid_subset_size = min(cfg.metrics.kid_subset_size, num_real, num_fake)
+    quality = SampleQuality(classifier, cfg.metrics.feature, kid_subset_size=kid_subset_size).to(device)
+
+    for images, _ in datamodule.test_dataloader():
+        images = images.to(device)
+        quality.update(images, real=True)
+        if not generative:
+            quality.update(model.reconstruct(images), real=False)
+    if generative:
+        log.info(f"Generating {num_fake} samples")
+        for start in range(0, num_fake, cfg.batch_size):
+            quality.update(model.sample(min(cfg.batch_size, num_fake - start)), real=False)
+    prefix = "sample" if generative else "reconstruction"
+    return {f"{prefix}/{name}": value for name, value in quality.compute().items()}
+
+
+def _print_table(metrics: dict[str, float], title: str) -> None:
+    table = rich.table.Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.6g}")
+    rich.print(table)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
