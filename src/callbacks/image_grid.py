@@ -30,7 +30,8 @@ def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor) -> Path:
 class ReconstructionGrid(Callback):
     """After each validation epoch: rows of validation images, (noisy inputs,) and reconstructions.
 
-    Works with any module that has `forward(images) -> reconstructions` and `corrupt(images)`.
+    Works with any module whose `forward(images)` returns reconstructions; a module with
+    `corrupt(images)` (a denoising autoencoder) gets a row of its corrupted inputs as well.
     The images are the first `num_images` of the validation set, the same every epoch.
     """
 
@@ -48,7 +49,7 @@ class ReconstructionGrid(Callback):
         if trainer.sanity_checking or self.images is None:
             return
         with torch.no_grad():
-            inputs = pl_module.corrupt(self.images)
+            inputs = pl_module.corrupt(self.images) if hasattr(pl_module, "corrupt") else self.images
             panels = [self.images] + ([inputs] if inputs is not self.images else []) + [pl_module(inputs)]
         n = len(self.images) - len(self.images) % self.images_per_row or len(self.images)
         per_row = min(self.images_per_row, n)

@@ -18,9 +18,18 @@ def _feature_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...])
 
 
 class ConvEncoder(nn.Module):
-    """Images (B, C, H, W) -> vectors (B, out_dim): stride-2 conv stages, then a linear layer."""
+    """Images (B, C, H, W) -> vectors (B, out_dim): stride-2 conv stages, then linear layers.
 
-    def __init__(self, image_shape: tuple[int, int, int], out_dim: int, channels: tuple[int, ...] = (32, 64)) -> None:
+    With `hidden_dim`, a hidden fully connected layer of that width comes before the output.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        out_dim: int,
+        channels: tuple[int, ...] = (32, 64),
+        hidden_dim: int | None = None,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = image_shape[0]
@@ -29,7 +38,8 @@ class ConvEncoder(nn.Module):
             in_channels = out_channels
         self.features = nn.Sequential(*layers, nn.Flatten())
         c, h, w = _feature_shape(image_shape, channels)
-        self.head = nn.Linear(c * h * w, out_dim)
+        hidden = [nn.Linear(c * h * w, hidden_dim), nn.ReLU()] if hidden_dim else []
+        self.head = nn.Sequential(*hidden, nn.Linear(hidden_dim or c * h * w, out_dim))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))  # (B, C, H, W) -> (B, c*h*w) -> (B, out_dim)
@@ -38,14 +48,23 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """Vectors (B, in_dim) -> image logits (B, C, H, W): a linear layer, then stride-2 transposed convs.
 
-    `channels` are listed as for the encoder it mirrors (first stage first), so the same tuple
-    configures both.
+    `channels` and `hidden_dim` are given as for the encoder it mirrors (first stage first), so
+    the same values configure both.
     """
 
-    def __init__(self, image_shape: tuple[int, int, int], in_dim: int, channels: tuple[int, ...] = (32, 64)) -> None:
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        in_dim: int,
+        channels: tuple[int, ...] = (32, 64),
+        hidden_dim: int | None = None,
+    ) -> None:
         super().__init__()
         c, h, w = _feature_shape(image_shape, channels)
-        self.head = nn.Sequential(nn.Linear(in_dim, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w)))
+        hidden = [nn.Linear(in_dim, hidden_dim), nn.ReLU()] if hidden_dim else []
+        self.head = nn.Sequential(
+            *hidden, nn.Linear(hidden_dim or in_dim, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))
+        )
         layers: list[nn.Module] = []
         stages = list(reversed(channels))  # e.g. (32, 64) -> 64 -> 32 -> image channels
         for in_channels, out_channels in zip(stages, stages[1:] + [image_shape[0]], strict=True):

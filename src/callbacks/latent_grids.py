@@ -1,0 +1,80 @@
+"""Pictures of a latent-variable model: samples from fixed noise, interpolations, the 2-D latent manifold.
+
+Each works with any module that has `generate(z) -> images` and `hparams.latent_dim`; the
+interpolation also needs `encode(images) -> (mean, ...)`.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from src.callbacks.image_grid import save_and_log_grid
+
+
+class SampleGrid(Callback):
+    """After each validation epoch, images generated from the same fixed noise: progress is comparable by eye."""
+
+    def __init__(self, num_images: int = 64, images_per_row: int = 8, seed: int = 0) -> None:
+        self.num_images = num_images
+        self.images_per_row = images_per_row
+        self.seed = seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        generator = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.num_images, pl_module.hparams.latent_dim, generator=generator).to(pl_module.device)
+        with torch.no_grad():
+            images = pl_module.generate(z)
+        save_and_log_grid(trainer, "samples", make_grid(images.float().cpu(), nrow=self.images_per_row))
+
+
+class LatentInterpolation(Callback):
+    """Rows of decoded latents on the straight line between the posterior means of two validation images."""
+
+    def __init__(self, num_pairs: int = 8, steps: int = 10) -> None:
+        self.num_pairs = num_pairs
+        self.steps = steps
+        self.images: Tensor | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.images is None:  # the first batch: the same pairs every epoch
+            self.images = batch[0][: 2 * self.num_pairs].detach()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.images is None or len(self.images) < 2:
+            return
+        pairs = len(self.images) // 2
+        with torch.no_grad():
+            mu = pl_module.encode(self.images[: 2 * pairs])[0]  # (2P, latent_dim)
+            start, end = mu[:pairs], mu[pairs:]  # (P, latent_dim) each
+            weights = torch.linspace(0, 1, self.steps, device=mu.device)[None, :, None]  # (1, S, 1)
+            z = start[:, None] + weights * (end - start)[:, None]  # (P, S, latent_dim)
+            images = pl_module.generate(z.flatten(0, 1))  # (P*S, C, H, W)
+        save_and_log_grid(trainer, "interpolations", make_grid(images.float().cpu(), nrow=self.steps))
+
+
+class LatentManifold(Callback):
+    """For a 2-D latent space: decode a regular grid of z placed at equal probability steps of the prior.
+
+    The grid's coordinates go through the inverse Gaussian CDF (as in Kingma & Welling 2014, Fig. 4),
+    so every cell covers the same prior mass.
+    """
+
+    def __init__(self, size: int = 20) -> None:
+        self.size = size
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or pl_module.hparams.latent_dim != 2:
+            return
+        quantiles = torch.linspace(0.05, 0.95, self.size)
+        coordinates = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)  # (size,)
+        # rows go down the second latent dimension, columns across the first
+        z = torch.stack(torch.meshgrid(coordinates, coordinates.flip(0), indexing="xy"), dim=-1)  # (size, size, 2)
+        with torch.no_grad():
+            images = pl_module.generate(z.reshape(-1, 2).to(pl_module.device))
+        save_and_log_grid(trainer, "manifold", make_grid(images.float().cpu(), nrow=self.size, padding=0))

@@ -1,0 +1,120 @@
+"""Variational autoencoder (Kingma & Welling, 2014): Bernoulli decoder, N(0, I) prior, optional beta and KL warm-up."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from src.callbacks.image_grid import ReconstructionGrid
+from src.callbacks.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
+from src.errors import ConfigError
+from src.models.nets.conv import ConvDecoder, ConvEncoder
+from src.models.nets.mlp import MLPDecoder, MLPEncoder
+
+
+class VAE(L.LightningModule):
+    """Encoder -> (mu, log-variance) of q(z|x); reparameterised z; decoder -> Bernoulli logits of p(x|z).
+
+    Logged per image, in nats: `nelbo` (the negative ELBO, an upper bound on -log p(x)), its two
+    terms `recon` and `kl`, and `bpd`, the negative ELBO in bits per dimension.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int = 20,
+        architecture: Literal["mlp", "conv"] = "mlp",
+        hidden_dims: tuple[int, ...] = (400,),
+        channels: tuple[int, ...] = (32, 64),
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        num_grid_images: int = 32,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if beta < 0 or kl_warmup_steps < 0:
+            raise ConfigError(f"model.beta and model.kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
+        self.save_hyperparameters(logger=False)
+        if architecture == "mlp":
+            self.encoder = MLPEncoder(image_shape, 2 * latent_dim, hidden_dims)
+            self.decoder = MLPDecoder(image_shape, latent_dim, hidden_dims)
+        else:  # conv stages, then one hidden layer of the first hidden_dims width
+            self.encoder = ConvEncoder(image_shape, 2 * latent_dim, channels, hidden_dims[0] if hidden_dims else None)
+            self.decoder = ConvDecoder(image_shape, latent_dim, channels, hidden_dims[0] if hidden_dims else None)
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance (B, latent_dim) each, of the Gaussian q(z|x)."""
+        mu, logvar = self.encoder(images).chunk(2, dim=1)
+        return mu, logvar
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1]: the Bernoulli means of p(x|z) for latents z (B, latent_dim)."""
+        return torch.sigmoid(self.decoder(z))
+
+    def sample(self, num_samples: int) -> Tensor:
+        """Images decoded from z ~ N(0, I), the prior."""
+        return self.generate(torch.randn(num_samples, self.hparams.latent_dim, device=self.device))
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Reconstructions: the decoded posterior means."""
+        return self.generate(self.encode(images)[0])
+
+    reconstruct = forward
+
+    def elbo_terms(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Reconstruction and KL terms of the negative ELBO, each summed over dimensions, averaged over the batch."""
+        mu, logvar = self.encode(images)  # (B, latent_dim) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation: gradients reach mu and sigma
+        logits = self.decoder(z)  # (B, C, H, W)
+        # -log p(x|z) for a Bernoulli decoder on [0, 1] intensities, and KL(q(z|x) || N(0, I)) in closed form
+        # (Kingma & Welling 2014, Appendix B): -1/2 * sum(1 + log sigma^2 - mu^2 - sigma^2)
+        recon = F.binary_cross_entropy_with_logits(logits, images, reduction="sum") / len(images)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(images)
+        return recon, kl
+
+    def kl_weight(self) -> float:
+        """beta, ramped up linearly from 0 over the first `kl_warmup_steps` training steps."""
+        warmup = self.hparams.kl_warmup_steps
+        ramp = min(1.0, self.global_step / warmup) if warmup and self.training else 1.0
+        return self.hparams.beta * ramp
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        images, _ = batch
+        recon, kl = self.elbo_terms(images)
+        loss = recon + self.kl_weight() * kl
+        nelbo = recon + kl
+        on_step = stage == "train"
+        bpd = nelbo / (images[0].numel() * math.log(2))
+        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
+        log_options = {"on_step": on_step, "on_epoch": True, "sync_dist": not on_step}
+        self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **log_options)
+        self.log(f"{stage}/nelbo", nelbo, prog_bar=True, **log_options)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def configure_callbacks(self) -> list[Callback]:
+        n = self.hparams.num_grid_images
+        callbacks = [ReconstructionGrid(num_images=n), SampleGrid(num_images=64), LatentInterpolation()]
+        if self.hparams.latent_dim == 2:
+            callbacks.append(LatentManifold())
+        return callbacks
