@@ -45,8 +45,12 @@ def test_model_options_on_every_image_dataset(tmp_path: Path, model: str, data: 
     check_config(cfg)
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     images = torch.rand(2, *cfg.data.image_shape)
-    expected = (2, cfg.data.num_classes) if model == "classifier" else images.shape  # logits, or reconstructions
-    assert module(images).shape == expected
+    if model == "gan":  # noise in, images out
+        assert module(torch.randn(2, cfg.model.latent_dim)).shape == images.shape
+    elif model == "classifier":  # images in, logits out
+        assert module(images).shape == (2, cfg.data.num_classes)
+    else:  # images in, reconstructions out
+        assert module(images).shape == images.shape
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
