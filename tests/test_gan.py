@@ -106,7 +106,6 @@ def _sample_fid(model: GAN, real: torch.Tensor, classifier) -> float:
     return quality.compute()["fid"]
 
 
-@pytest.mark.slow
 def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     """After a short run the samples are much closer to real garments, and D no longer wins every time."""
     cfg = _gan_config(
@@ -125,7 +124,6 @@ def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Pa
     assert metrics["val/d_acc"] < 0.95 and metrics["train/d_acc_epoch"] < 0.95
 
 
-@pytest.mark.slow
 def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = _gan_config(
         tmp_path, fashion_mnist_dir, "data=fashion_mnist", "data.batch_size=64", "model.conditional=true",
