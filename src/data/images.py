@@ -14,9 +14,10 @@ import lightning as L
 import torch
 import torchvision
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_convert
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity
 
+from src.data.batching import batch_loader
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
 
 
@@ -161,17 +162,7 @@ class ImageDataModule(L.LightningDataModule):
         return self._dataloader(self.data_test, shuffle=False)
 
     def _dataloader(self, dataset: TensorImageDataset | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            # __getitems__ already returns a batch: only tensors pass, nothing to collate.
-            collate_fn=default_convert,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        return batch_loader(dataset, self.batch_size, shuffle, self.hparams.num_workers)
 
 
 class MNISTDataModule(ImageDataModule):

@@ -15,9 +15,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_convert
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import calculate_md5, download_url
 
+from src.data.batching import batch_loader
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -167,13 +168,4 @@ class ShakespeareDataModule(L.LightningDataModule):
         return self._dataloader(self.data_val, shuffle=False)
 
     def _dataloader(self, dataset: TokenWindows | None, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() before asking for a dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            collate_fn=default_convert,  # __getitems__ already returns the batch
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+        return batch_loader(dataset, self.hparams.batch_size, shuffle, self.hparams.num_workers)
