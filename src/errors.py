@@ -27,6 +27,11 @@ class CorruptDatasetError(GenlabError, ValueError):
     """A dataset file exists but is truncated or is not the file expected."""
 
 
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An underlying error's message folded onto one line, to quote inside one of ours."""
+    return " ".join(str(err).split())[:limit] or type(err).__name__
+
+
 def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point so that a GenlabError ends it as `error: <message>` and exit code 1, no traceback.
 

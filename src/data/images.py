@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity
 
 from src.data.batching import batch_loader
-from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
+from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
 
 class TensorImageDataset(Dataset):
@@ -120,7 +120,7 @@ class ImageDataModule(L.LightningDataModule):
                 self.download_files()
                 return
             except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
-                reason = f"the download failed ({_first_line(err)})"
+                reason = f"the download failed ({one_line(err)})"
         raise DatasetNotFoundError(
             f"{self.dataset_name} was not found in {folder} (expected {expected}), and {reason}. "
             f"Set DATA_DIR (or paths.data_dir) to the folder that holds "
@@ -268,7 +268,3 @@ def check_idx_file(path: Path, ndim: int) -> None:
             f"(truncated or corrupted). Replace it, or empty {path.parent} to download the dataset again."
         )
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return " ".join(text.split())[:300]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import calculate_md5, download_url
 
 from src.data.batching import batch_loader
-from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
+from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
@@ -122,7 +122,7 @@ class ShakespeareDataModule(L.LightningDataModule):
                     os.replace(Path(tmp) / self.path.name, self.path)
                 return
             except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
-                reason = f"the download from {self.hparams.url} failed ({' '.join(str(err).split())[:300]})"
+                reason = f"the download from {self.hparams.url} failed ({one_line(err)})"
         raise DatasetNotFoundError(
             f"Tiny Shakespeare was not found at {self.path}, and {reason}. Set DATA_DIR (or paths.data_dir) "
             f"to the folder that holds tinyshakespeare/input.txt, or run once with network access."

@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 import torch
 
-from src.errors import GenlabError
+from src.errors import GenlabError, one_line
 
 
 class CheckpointError(GenlabError):
@@ -37,7 +37,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a readable PyTorch checkpoint, or truncated (not a zip or pickle file)"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
         found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
@@ -53,6 +53,3 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
