@@ -267,4 +267,3 @@ def check_idx_file(path: Path, ndim: int) -> None:
             f"{path}: the header declares shape {dims} ({expected_size} bytes) but the file has {size} bytes "
             f"(truncated or corrupted). Replace it, or empty {path.parent} to download the dataset again."
         )
-

@@ -52,4 +52,3 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
     model = hydra.utils.instantiate(checkpoint["config"]["model"], _convert_="all")
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
-
