@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.checkpoint import SaveRunConfig
@@ -54,7 +55,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             log.info("Starting training")
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
-        if cfg.test:
+        if cfg.test and not is_overridden("test_dataloader", datamodule):
+            log.info(f"{type(datamodule).__name__} has no test split: skipping the test")
+        elif cfg.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             if not best:
                 log.warning("No best checkpoint (nothing monitored, or fast_dev_run): testing the current weights")

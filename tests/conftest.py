@@ -56,7 +56,7 @@ def fashion_mnist_dir() -> Path:
     return data_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shakespeare_dir() -> Path:
     data_dir = shared_data_dir()
     if data_dir is None or not (data_dir / "tinyshakespeare" / "input.txt").is_file():

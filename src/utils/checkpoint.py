@@ -50,5 +50,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
     """Rebuild the LightningModule from the checkpoint's own config and load its weights, in eval mode."""
     model = hydra.utils.instantiate(checkpoint["config"]["model"], _convert_="all")
+    model.on_load_checkpoint(checkpoint)  # as Lightning's load_from_checkpoint: what the model kept besides weights
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

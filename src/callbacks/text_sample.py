@@ -1,0 +1,48 @@
+"""Text generated at each validation, saved in the run folder and shown by the loggers that show text."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+class TextSample(Callback):
+    """After each validation, a continuation of `prompt` from the same seed, so that progress reads by eye.
+
+    Works with any module that has `generate_text(prompt, max_new_tokens, temperature, top_k, seed=...)`.
+    Written to <run>/samples/step_NNNNNN.txt, to TensorBoard's text tab and to a W&B table.
+    """
+
+    def __init__(
+        self, prompt: str = "\n", max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 50, seed: int = 0
+    ) -> None:
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_k = top_k
+        self.seed = seed
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.max_new_tokens < 1:
+            return
+        (text,) = pl_module.generate_text(
+            self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed
+        )
+        step = trainer.global_step
+        path = Path(trainer.default_root_dir) / "samples" / f"step_{step:06d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        log.info(f"Sample at step {step}:\n{text}")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):  # markdown: a code block keeps the line breaks
+                logger.experiment.add_text("samples", f"```\n{text}\n```", global_step=step)
+            elif isinstance(logger, WandbLogger):
+                logger.log_text(key="samples", columns=["step", "text"], data=[[step, text]], step=step)

@@ -1,0 +1,169 @@
+"""Mini-GPT: the transformer's shapes and causality, KV-cache generation, the schedule, and real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.data.text import ShakespeareDataModule
+from src.models.gpt import GPT, adamw, warmup_cosine_lr
+from src.models.nets.transformer import Transformer, sample_next_token
+from src.train import train
+from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from tests.conftest import TEST_OVERRIDES, compose_config
+from tests.test_eval_sample import run_module
+
+
+def tiny_net(block_size: int = 16, dropout: float = 0.0) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(vocab_size=11, block_size=block_size, n_layer=2, n_head=2, n_embd=16, dropout=dropout).eval()
+
+
+def test_logits_have_one_row_per_position() -> None:
+    net = tiny_net()
+    idx = torch.randint(11, (3, 16))
+    assert net(idx).shape == (3, 16, 11)
+    with pytest.raises(ValueError, match="block_size=16"):
+        net(torch.randint(11, (1, 17)))
+
+
+def test_a_later_token_never_changes_earlier_logits() -> None:
+    net = tiny_net()
+    idx = torch.randint(11, (2, 12))
+    changed = idx.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % 11
+    before, after = net(idx), net(changed)
+    torch.testing.assert_close(before[:, :7], after[:, :7])
+    assert not torch.allclose(before[:, 7:], after[:, 7:])
+
+
+def test_output_head_shares_the_token_embedding() -> None:
+    net = tiny_net()
+    assert net.lm_head.weight is net.wte.weight
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for _, p in net.named_parameters())
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 1.0}, {"temperature": 0.8, "top_k": 5, "top_p": 0.9},
+                                      {"temperature": 0.0}])  # fmt: skip
+def test_kv_cache_generates_the_same_tokens_as_recomputing(sampling: dict) -> None:
+    net = tiny_net(block_size=16)
+    prompt = torch.randint(11, (3, 5))
+    # 40 new tokens overrun the 16-token block twice: the window shifts are part of what must agree
+    cached = net.generate(prompt, 40, **sampling, use_cache=True, generator=torch.Generator().manual_seed(1))
+    recomputed = net.generate(prompt, 40, **sampling, use_cache=False, generator=torch.Generator().manual_seed(1))
+    assert cached.shape == (3, 45)
+    assert torch.equal(cached, recomputed)
+    assert torch.equal(cached[:, :5], prompt)
+
+
+def test_kv_cache_encodes_each_position_about_once() -> None:
+    net = tiny_net(block_size=16)
+    encoded = []  # the number of positions of each forward pass
+    net.wte.register_forward_hook(lambda module, args, output: encoded.append(args[0].size(1)))
+
+    def positions(use_cache: bool, n: int) -> int:
+        encoded.clear()
+        net.generate(torch.zeros(1, 1, dtype=torch.long), n, use_cache=use_cache)
+        return sum(encoded)
+
+    # with the cache: one position per token plus half a block re-encoded every half block, at most 2 per token
+    assert positions(True, 200) <= 2 * 200
+    assert positions(True, 400) <= 2 * positions(True, 200) + 16
+    assert positions(False, 200) > 4 * positions(True, 200)  # without it, the whole window for every token
+
+
+def test_sampling_filters() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]]).expand(200, -1)
+    assert sample_next_token(logits, temperature=0.0).eq(1).all()
+    assert sample_next_token(logits, top_k=1).eq(1).all()
+    assert set(sample_next_token(logits, top_k=2).flatten().tolist()) == {1, 3}
+    # probabilities 0.64, 0.24, 0.09, 0.03: top_p=0.8 keeps the first two, the mass before the third is 0.88
+    assert set(sample_next_token(logits, top_p=0.8).flatten().tolist()) == {1, 3}
+    assert sample_next_token(logits, top_p=0.5).eq(1).all()
+
+
+def test_learning_rate_warms_up_then_decays_to_min_lr() -> None:
+    lrs = [warmup_cosine_lr(step, lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=2000) for step in range(2500)]
+    assert lrs[0] == pytest.approx(1e-3 / 101)
+    assert max(lrs) == pytest.approx(1e-3, rel=1e-3) and lrs.index(max(lrs)) in (99, 100)
+    assert lrs[1050] == pytest.approx(0.55e-3, rel=1e-2)  # halfway through the cosine
+    assert lrs[2000:] == [1e-4] * 500
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:], strict=False))
+
+
+def test_weight_decay_only_on_matrices() -> None:
+    optimizer = adamw(tiny_net(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    decayed, not_decayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
+    assert not_decayed["weight_decay"] == 0.0 and all(p.dim() == 1 for p in not_decayed["params"])
+
+
+def test_model_refuses_heads_that_do_not_divide_channels() -> None:
+    with pytest.raises(Exception, match="model.n_embd=100 must be divisible by model.n_head=3"):
+        GPT(block_size=8, vocab="abc", n_head=3, n_embd=100)
+
+
+# --- real runs on Tiny Shakespeare ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_gpt(tmp_path_factory: pytest.TempPathFactory, shakespeare_dir: Path) -> Path:
+    """The CPU recipe for 150 iterations (about 10 s), validated at 50 and at 150; its run folder."""
+    run_dir = tmp_path_factory.mktemp("gpt") / "run"
+    overrides = [
+        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}",
+        "trainer.max_steps=150", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null",
+        "trainer.val_check_interval=50", "data.num_val_windows=240", "model.sample_length=40",
+    ]  # fmt: skip
+    train(compose_config(overrides, run_dir))
+    return run_dir
+
+
+def test_loss_falls_and_the_logs_show_it(trained_gpt: Path) -> None:
+    metrics = json.loads((trained_gpt / "metrics.json").read_text())
+    # an untrained model is at ln(65) = 4.17 nats; 150 iterations of the recipe reach about 2.5
+    assert metrics["val/loss"] < 2.9
+    assert metrics["val/bpc"] == pytest.approx(metrics["val/loss"] / math.log(2), rel=1e-4)
+    assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-3)
+    samples = sorted((trained_gpt / "samples").glob("step_*.txt"))
+    assert [path.name for path in samples] == ["step_000050.txt", "step_000100.txt", "step_000150.txt"]
+    assert all(len(path.read_text()) == 41 for path in samples)  # the prompt "\n" and 40 characters
+
+
+def test_checkpoint_reloads_to_the_model_that_was_validated(trained_gpt: Path, shakespeare_dir: Path) -> None:
+    checkpoint = load_checkpoint(trained_gpt / "checkpoints" / "last.ckpt")
+    assert len(checkpoint["vocab"]) == 65  # the vocabulary rides in the checkpoint
+    model = model_from_checkpoint(checkpoint)
+    # the last checkpoint was written right after the last validation: the same windows give the same loss
+    datamodule = ShakespeareDataModule(str(shakespeare_dir), block_size=64, batch_size=12, num_val_windows=240)
+    datamodule.setup("validate")
+    losses = [F.cross_entropy(model(x).flatten(0, 1), y.flatten()) for x, y in datamodule.val_dataloader()]
+    metrics = json.loads((trained_gpt / "metrics.json").read_text())
+    assert torch.stack(losses).mean().item() == pytest.approx(metrics["val/loss"], abs=1e-5)
+
+
+def test_sample_cli_prints_a_continuation_with_no_data(tmp_path: Path, trained_gpt: Path) -> None:
+    result = run_module(
+        "src.sample", f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}", "prompt=ROMEO:", "max_new_tokens=100",
+        "temperature=0.8", "top_k=50", f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'no_data'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "sample" / "runs").iterdir()
+    text = (run_dir / "samples.txt").read_text()
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 100 + 1  # and a final newline
+    assert text.strip() in result.stdout
+
+
+def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, trained_gpt: Path) -> None:
+    result = run_module(
+        "src.sample", f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}", "prompt='ROMÉO@é:'",
+        f"paths.log_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "characters not in the vocabulary: '@Éé'" in result.stderr
+    assert "Traceback" not in result.stderr
