@@ -1,0 +1,153 @@
+"""Training tokens/second of the Mini-GPT: our LightningModule + Trainer vs a minimal plain-PyTorch loop.
+
+    DATA_DIR=../shared/data python -m benchmarks.gpt_throughput [--steps 500] [--rounds 3] [--experiment ...]
+    DATA_DIR=../shared/data python -m benchmarks.gpt_throughput --steps 2000 --rounds 1 --validate
+
+Both train the same network (the experiment's), on the same data, with the same optimizer, schedule
+and gradient clipping, for the same number of steps. The Lightning path is the training pipeline as
+users run it (progress bar, logging, learning-rate monitor, checkpointing), without validation. Each
+is timed from step `--skip` to the end of training; the rounds alternate the two, and medians are reported.
+With `--validate`, both networks are then scored on the experiment's validation windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+from benchmarks.machine import describe_machine
+from src.models.gpt import adamw, warmup_cosine_lr
+from src.models.nets.transformer import Transformer
+from src.utils.config import compose
+from src.utils.instantiate import instantiate_all
+
+
+class StepTimer(Callback):
+    """Wall time from the start of optimizer step `skip` to the end of training."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.skip and not self.start:
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.end = time.perf_counter()
+
+
+def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:
+    """Train through the LightningModule and Trainer, as src.train builds them; the timed seconds and the network."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    timer = StepTimer(skip)
+    callbacks = [*instantiate_all(cfg.callbacks, "callback"), timer]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.logger, "logger"), _convert_="all"
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return timer.end - timer.start, model.net
+
+
+def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, Transformer]:
+    """The same training in a minimal plain-PyTorch loop (nanoGPT's, with batches cut by one gather)."""
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    tokens = datamodule.data_train.tokens.to(device)
+    m, t = cfg.model, cfg.trainer
+    net = Transformer(datamodule.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias)
+    net = net.to(device).train()
+    optimizer = adamw(net, m.lr, m.betas, m.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine_lr(step, m.lr, m.min_lr, m.warmup_steps, t.max_steps) / m.lr
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed")
+    offsets = torch.arange(m.block_size + 1, device=device)
+    start = 0.0
+    for step in range(t.max_steps):
+        if step == skip:
+            _synchronize(device)
+            start = time.perf_counter()
+        starts = torch.randint(len(tokens) - m.block_size, (cfg.data.batch_size,), device=device)
+        chunks = tokens[starts[:, None] + offsets]  # (B, T + 1)
+        inputs, targets = chunks[:, :-1], chunks[:, 1:]
+        with autocast:
+            logits = net(inputs)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), t.gradient_clip_val)
+        optimizer.step()
+        schedule.step()
+    _synchronize(device)
+    return time.perf_counter() - start, net
+
+
+@torch.no_grad()
+def validation_loss(net: Transformer, cfg: DictConfig) -> float:
+    """Mean cross-entropy over the experiment's fixed validation windows."""
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("validate")
+    device = next(net.parameters()).device
+    net.eval()
+    losses = [F.cross_entropy(net(x.to(device)).flatten(0, 1), y.to(device).flatten()) for x, y in
+              datamodule.val_dataloader()]  # fmt: skip
+    return torch.stack(losses).mean().item()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="gpt_shakespeare_cpu")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--skip", type=int, default=20, help="steps not timed (first allocations, warm-up)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--validate", action="store_true", help="score both trained networks on the validation windows")
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. trainer.accelerator=gpu")
+    args = parser.parse_args()
+
+    cfg = compose([
+        f"experiment={args.experiment}", f"trainer.max_steps={args.steps}", "trainer.limit_val_batches=0",
+        "paths.output_dir=outputs/benchmarks/gpt_throughput", "extras.print_config=false", *args.overrides,
+    ])  # fmt: skip
+    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+                          else "cpu")  # fmt: skip
+    timed_tokens = (args.steps - args.skip) * cfg.data.batch_size * cfg.data.block_size
+    lightning, plain = [], []
+    for _ in range(args.rounds):
+        seconds, lightning_net = lightning_run(cfg, args.skip)
+        lightning.append(timed_tokens / seconds)
+        seconds, plain_net = plain_run(cfg, args.skip, device)
+        plain.append(timed_tokens / seconds)
+
+    print(describe_machine())
+    print(f"experiment={args.experiment} {' '.join(args.overrides)}: {args.steps} steps of {cfg.data.batch_size} "
+          f"x {cfg.data.block_size} tokens, timed from step {args.skip}, on {device}")  # fmt: skip
+    print(f"Lightning (LightningModule + Trainer): {statistics.median(lightning):10,.0f} tokens/s  "
+          f"(rounds: {', '.join(f'{x:,.0f}' for x in lightning)})")  # fmt: skip
+    print(f"plain PyTorch loop:                    {statistics.median(plain):10,.0f} tokens/s  "
+          f"(rounds: {', '.join(f'{x:,.0f}' for x in plain)})")  # fmt: skip
+    print(f"Lightning / plain: {statistics.median(lightning) / statistics.median(plain):.3f}")
+    if args.validate:
+        losses = {name: validation_loss(net, cfg) for name, net in (("Lightning", lightning_net), ("plain", plain_net))}
+        print(f"validation loss after {args.steps} steps (last round): "
+              f"{', '.join(f'{name} {loss:.4f}' for name, loss in losses.items())}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
