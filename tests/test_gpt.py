@@ -167,3 +167,17 @@ def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, traine
     assert result.returncode == 1
     assert "characters not in the vocabulary: '@Éé'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_its_checkpoint_samples(tmp_path: Path, shakespeare_dir: Path) -> None:
+    overrides = [
+        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "model.compile=true",
+        "trainer.max_steps=20", "trainer.val_check_interval=20", "trainer.limit_train_batches=null",
+        "data.num_val_windows=24", "model.sample_length=20",
+    ]  # fmt: skip
+    _, metrics = train(compose_config(overrides, tmp_path / "run"))
+    assert metrics["val/loss"] < math.log(65)
+    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    (text,) = model.generate_text("ROMEO:", 30, temperature=0.8, seed=0)
+    assert text.startswith("ROMEO:") and len(text) == 36

@@ -165,17 +165,19 @@ class Transformer(nn.Module):
             raise ValueError("generation needs a prompt of at least one token")
         window_start = max(0, idx.size(1) - self.block_size)
         caches, logits = None, None
+        # self.forward, not self(...): once compiled (model.compile=true), every new length would recompile
+        forward = self.forward
         for _ in range(max_new_tokens):
             if idx.size(1) - window_start >= self.block_size:  # the window is full: keep its last half
                 window_start = idx.size(1) - max(1, self.block_size // 2)
                 caches = None
             if not use_cache:
-                logits = self(idx[:, window_start:])[:, -1]  # (B, vocab_size)
+                logits = forward(idx[:, window_start:])[:, -1]  # (B, vocab_size)
             elif caches is None:  # encode the window once (prefill), then one position per token
                 caches = self.new_caches(idx.size(0))
-                logits = self(idx[:, window_start:], caches)[:, -1]
+                logits = forward(idx[:, window_start:], caches)[:, -1]
             else:
-                logits = self(idx[:, -1:], caches)[:, -1]
+                logits = forward(idx[:, -1:], caches)[:, -1]
             next_token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
             idx = torch.cat([idx, next_token], dim=1)
         return idx
