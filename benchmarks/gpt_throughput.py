@@ -21,43 +21,19 @@ import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from benchmarks.machine import describe_machine
+from benchmarks.timed_fit import timed_fit
 from src.models.gpt import adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer
 from src.utils.config import compose
-from src.utils.instantiate import instantiate_all
-
-
-class StepTimer(Callback):
-    """Wall time from the start of optimizer step `skip` to the end of training."""
-
-    def __init__(self, skip: int) -> None:
-        self.skip = skip
-        self.start = self.end = 0.0
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step == self.skip and not self.start:
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.end = time.perf_counter()
 
 
 def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:
     """Train through the LightningModule and Trainer, as src.train builds them; the timed seconds and the network."""
-    L.seed_everything(cfg.seed, verbose=False)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    timer = StepTimer(skip)
-    callbacks = [*instantiate_all(cfg.callbacks, "callback"), timer]
-    trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=instantiate_all(cfg.logger, "logger"), _convert_="all"
-    )
-    trainer.fit(model, datamodule=datamodule)
-    return timer.end - timer.start, model.net
+    seconds, _, model, _ = timed_fit(cfg, skip)
+    return seconds, model.net
 
 
 def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, Transformer]:

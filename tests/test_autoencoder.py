@@ -94,7 +94,7 @@ def test_resume_from_last_checkpoint_continues(tmp_path: Path, mnist_dir: Path) 
     train(resumed)
     after = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert (after["epoch"], after["global_step"]) == (1, 10)  # one more epoch, not two
-    logged_steps = [int(row["step"]) for row in _csv_rows(tmp_path / "b" / "run") if row.get("train/loss_step")]
+    logged_steps = [int(row["step"]) for row in _csv_rows(tmp_path / "b" / "run") if row.get("train/loss")]
     assert min(logged_steps) >= 5  # the resumed run logged from the saved step on
     # the optimizer's state came along: Adam's step count continues
     assert after["optimizer_states"][0]["state"][0]["step"].item() == 10

@@ -12,6 +12,8 @@ from torch import Tensor
 
 from src.callbacks.image_grid import ReconstructionGrid
 from src.errors import ConfigError
+from src.models.fused import fused_optimizer_available
+from src.models.logged_steps import is_logged_step
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 
 
@@ -68,11 +70,13 @@ class Autoencoder(L.LightningModule):
             loss = F.binary_cross_entropy_with_logits(logits, images)
         else:
             loss = F.mse_loss(torch.sigmoid(logits), images)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
+        if stage == "train":  # the values of the logged steps
+            if is_logged_step(self):
+                self.log("train/loss", loss, prog_bar=True)
+            return loss
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
         if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
-            mse = F.mse_loss(torch.sigmoid(logits.detach()), images)
-            self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True, sync_dist=True)
+            self.log(f"{stage}/mse", F.mse_loss(torch.sigmoid(logits), images), sync_dist=True)
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -85,7 +89,10 @@ class Autoencoder(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        return torch.optim.AdamW(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
 
     def configure_callbacks(self) -> list[Callback]:
         # Lightning's hook for callbacks that belong to a model rather than to a run.

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.models.fused import fused_optimizer_available
+from src.models.logged_steps import is_logged_step
 from src.models.nets.classifier import ConvClassifier
 
 
@@ -40,10 +42,13 @@ class Classifier(L.LightningModule):
         logits = self.net(images)  # (B, num_classes)
         loss = F.cross_entropy(logits, labels)
         accuracy = getattr(self, f"{stage}_acc")
-        accuracy(logits, labels)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, sync_dist=not on_step)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        accuracy.update(logits, labels)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
+        if stage == "train":  # the loss of the logged steps
+            if is_logged_step(self):
+                self.log("train/loss", loss, prog_bar=True)
+            return loss
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)  # the mean over the epoch, across devices
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -56,7 +61,10 @@ class Classifier(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            fused=fused_optimizer_available(self),
+        )  # fmt: skip
         # one cosine cycle over the whole run, stepped per batch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches

@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from src.callbacks.latent_grids import SampleGrid
 from src.errors import ConfigError
+from src.models.fused import fused_optimizer_available
 from src.models.nets.dcgan import Discriminator, Generator
 
 Loss = Literal["bce", "hinge", "wgan-gp"]
@@ -198,10 +199,10 @@ class GAN(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
-        betas = tuple(self.hparams.betas)
+        options = {"betas": tuple(self.hparams.betas), "fused": fused_optimizer_available(self)}
         return (
-            torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_generator, betas=betas),
-            torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_discriminator, betas=betas),
+            torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr_generator, **options),
+            torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_discriminator, **options),
         )
 
     def configure_callbacks(self) -> list[Callback]:

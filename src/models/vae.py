@@ -14,6 +14,8 @@ from torch import Tensor
 from src.callbacks.image_grid import ReconstructionGrid
 from src.callbacks.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 from src.errors import ConfigError
+from src.models.fused import fused_optimizer_available
+from src.models.logged_steps import is_logged_step
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.nets.mlp import MLPDecoder, MLPEncoder
 
@@ -92,10 +94,12 @@ class VAE(L.LightningModule):
         recon, kl = self.elbo_terms(images)
         loss = recon + self.kl_weight() * kl
         nelbo = recon + kl
-        on_step = stage == "train"
+        if stage == "train" and not is_logged_step(self):
+            return loss
         bpd = nelbo / (images[0].numel() * math.log(2))
         terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
-        log_options = {"on_step": on_step, "on_epoch": True, "sync_dist": not on_step}
+        # training: the values of the logged steps; validation and test: means over the epoch, across devices
+        log_options = {"on_step": stage == "train", "on_epoch": stage != "train", "sync_dist": stage != "train"}
         self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **log_options)
         self.log(f"{stage}/nelbo", nelbo, prog_bar=True, **log_options)
         return loss
@@ -110,7 +114,10 @@ class VAE(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        return torch.optim.Adam(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
 
     def configure_callbacks(self) -> list[Callback]:
         n = self.hparams.num_grid_images
