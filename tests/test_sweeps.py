@@ -1,0 +1,93 @@
+"""Optuna sweeps through `python -m src.train -m hparams_search=...`: stored, resumed, pruned; and their summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.test_cli import QUICK, run_train
+from tests.test_eval_sample import run_module
+
+SMALL_VAE_SEARCH = [
+    "-m", "hparams_search=vae_optuna", *QUICK, "test=false", "data=mnist", "data.val_size=100", "trainer.max_epochs=2",
+    "~hydra.sweeper.params",
+    "+hydra.sweeper.params={model.lr: 'tag(log, interval(1e-4, 1e-2))', model.latent_dim: 'choice(2, 4)'}",
+]  # fmt: skip
+
+
+def sweep(mnist_dir: Path, sweep_dir: Path, *overrides: str) -> None:
+    result = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}", *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def load(sweep_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="vae_fashion_mnist", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=2")
+    study = load(sweep_dir)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in study.trials:  # each trial's value is what its job returned: the monitored metric
+        metrics = json.loads((sweep_dir / str(trial.number) / "metrics.json").read_text())
+        assert trial.value == pytest.approx(metrics["val/nelbo"])
+        assert set(trial.params) == {"model.lr", "model.latent_dim"}
+
+    # a sweep killed mid-trial leaves that trial RUNNING in the study
+    cut_off = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+                         "model.latent_dim": optuna.distributions.CategoricalDistribution([2, 4])})  # fmt: skip
+    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=4")
+    trials = load(sweep_dir).trials
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(completed) == 4  # two from before, the cut-off trial again, and one more
+    assert trials[cut_off.number].state == optuna.trial.TrialState.FAIL
+    assert any(t.params == cut_off.params and t.number > cut_off.number for t in completed)
+    assert sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()) == [0, 1, 3, 4]  # one per trial run
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+
+
+def test_bad_trials_are_pruned_at_their_first_validation(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    # a threshold no negative ELBO is under: every trial is pruned at its first validation (of two epochs)
+    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=2", "~hydra.sweeper.pruner",
+          "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, upper: 0.0}")  # fmt: skip
+    trials = load(sweep_dir).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(len(t.intermediate_values) == 1 for t in trials)  # one report each, at the first validation
+    assert not (sweep_dir / "0" / "checkpoints" / "epoch_001.ckpt").exists()  # it stopped after the first epoch
+
+
+def test_summary_ranks_the_trials_and_plots_them(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=3")
+    result = run_module("src.sweep_summary", f"sweep_dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.reader((sweep_dir / "summary.csv").open()))
+    assert rows[0] == ["trial", "state", "val/nelbo", "model.latent_dim", "model.lr"]
+    values = [float(row[2]) for row in rows[1:]]
+    assert len(values) == 3 and values == sorted(values)  # best (lowest) first
+    assert values[0] == pytest.approx(load(sweep_dir).best_value, rel=1e-5)
+    assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "val/nelbo" in result.stdout.splitlines()[0]
+
+
+def test_summary_of_a_grid_sweep(tmp_path: Path, mnist_dir: Path) -> None:
+    result = run_train("-m", "model.latent_dim=2,4", *QUICK, "test=false", "data=mnist", "data.val_size=100",
+                       f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'grid'}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_module("src.sweep_summary", f"sweep_dir={tmp_path / 'grid'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.reader((tmp_path / "grid" / "summary.csv").open()))
+    assert rows[0] == ["trial", "state", "val/loss", "model.latent_dim"]
+    assert sorted(row[3] for row in rows[1:]) == ["2", "4"]
+
+
+def test_summary_of_a_folder_that_is_no_sweep(tmp_path: Path) -> None:
+    result = run_module("src.sweep_summary", f"sweep_dir={tmp_path}")
+    assert result.returncode == 1
+    assert "not a sweep folder (no multirun.yaml" in result.stderr and "Traceback" not in result.stderr
