@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,9 +31,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.extras.print_config:
-        print_config_tree(cfg, save_to=output_dir / "config_tree.log")
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
+        if cfg.extras.print_config:
+            print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)

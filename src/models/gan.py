@@ -8,6 +8,8 @@ class-conditional generation.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -50,22 +52,23 @@ def gradient_penalty(discriminator: torch.nn.Module, real: Tensor, fake: Tensor,
     return (gradients.flatten(1).norm(2, dim=1) - 1).pow(2).mean()  # create_graph: backward runs through it
 
 
-def ema_with_warmup(decay: float):
+def ema_with_warmup(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
     """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) after n updates.
 
     torch's get_ema_multi_avg_fn uses the full decay from the first update, so for the first few
     thousand steps (0.999^1000 = 0.37) the average is still mostly the untrained generator.
+    A partial of a module-level function, not a closure: the model must pickle (ddp_spawn).
     """
+    return functools.partial(_ema_update, decay=decay)
 
-    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        step_decay = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-        for average, value in zip(averaged, current, strict=True):
-            if average.is_floating_point():
-                average.lerp_(value, 1 - step_decay)
-            else:  # batch norm's step counter: nothing to average
-                average.copy_(value)
 
-    return update
+def _ema_update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor, decay: float) -> None:
+    step_decay = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
+    for average, value in zip(averaged, current, strict=True):
+        if average.is_floating_point():
+            average.lerp_(value, 1 - step_decay)
+        else:  # batch norm's step counter: nothing to average
+            average.copy_(value)
 
 
 class GAN(L.LightningModule):
