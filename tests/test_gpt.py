@@ -181,3 +181,24 @@ def test_compiled_model_trains_and_its_checkpoint_samples(tmp_path: Path, shakes
     model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     (text,) = model.generate_text("ROMEO:", 30, temperature=0.8, seed=0)
     assert text.startswith("ROMEO:") and len(text) == 36
+
+
+def test_losses_lr_and_text_reach_dashboards(tmp_path: Path, shakespeare_dir: Path, monkeypatch) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login`: W&B runs offline
+    overrides = [
+        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "logger=many",
+        "trainer.max_steps=10", "trainer.val_check_interval=10", "trainer.limit_train_batches=null",
+        "data.num_val_windows=24", "model.sample_length=20",
+    ]  # fmt: skip
+    train(compose_config(overrides, tmp_path / "run"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "val/loss", "val/bpc", "val/ppl", "lr-AdamW/pg1"} <= set(events.Tags()["scalars"])
+    assert "samples/text_summary" in events.Tags()["tensors"]
+    (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    (table,) = offline_run.glob("files/media/table/samples_*.table.json")
+    assert json.loads(table.read_text())["columns"] == ["step", "text"]
