@@ -5,6 +5,7 @@ the message itself says which key, file or folder is wrong and what was expected
 """
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,6 +28,14 @@ class CorruptDatasetError(GenlabError, ValueError):
     """A dataset file exists but is truncated or is not the file expected."""
 
 
+class RunInterrupted(GenlabError):
+    """Training stopped by a signal (Ctrl-C, preemption) after saving its last checkpoint."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def one_line(err: BaseException, limit: int = 300) -> str:
     """An underlying error's message folded onto one line, to quote inside one of ours."""
     return " ".join(str(err).split())[:limit] or type(err).__name__
@@ -35,6 +44,8 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
     """Wrap an entry point so that a GenlabError ends it as `error: <message>` and exit code 1, no traceback.
 
+    An interrupted run exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell would.
+
     SystemExit is not an Exception, so Hydra's error handler lets it through untouched.
     """
 
@@ -42,6 +53,9 @@ def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs) -> T:
         try:
             return entry_point(*args, **kwargs)
+        except RunInterrupted as err:
+            print(f"interrupted: {err}", file=sys.stderr)
+            raise SystemExit(err.exit_code) from None
         except GenlabError as err:
             raise SystemExit(f"error: {err}") from None
 

@@ -18,7 +18,9 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.checkpoint import SaveRunConfig
-from src.errors import ConfigError, exit_on_user_error
+from src.callbacks.finite_loss import StopOnNonFiniteLoss
+from src.callbacks.interrupt import CheckpointOnInterrupt
+from src.errors import ConfigError, RunInterrupted, exit_on_user_error
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
 from src.utils.instantiate import finish_loggers, instantiate_all
 
@@ -43,8 +45,13 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
-    # the resolved config rides in every checkpoint, so that src.eval and src.sample need nothing else
-    callbacks = [*instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg))]
+    # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else),
+    # a last checkpoint on Ctrl-C or SIGTERM, and a stop at the first NaN or infinite loss
+    interrupt = CheckpointOnInterrupt()
+    callbacks = [
+        *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), interrupt,
+        StopOnNonFiniteLoss(),
+    ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
@@ -55,7 +62,16 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     try:
         if cfg.train:
             log.info("Starting training")
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            try:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with exit(1), a SIGTERM with exit()
+                if interrupt.signal is None:
+                    raise
+                raise RunInterrupted(
+                    f"{interrupt.signal.name} at step {trainer.global_step}; last checkpoint: {interrupt.path}. "
+                    f"Resume with: python -m src.train <same overrides> ckpt_path={interrupt.path}",
+                    exit_code=128 + interrupt.signal,
+                ) from None
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
         if cfg.test and not is_overridden("test_dataloader", datamodule):
             log.info(f"{type(datamodule).__name__} has no test split: skipping the test")

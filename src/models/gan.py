@@ -128,7 +128,7 @@ class GAN(L.LightningModule):
         return self.generate(torch.randn(num_samples, self.hparams.latent_dim, device=self.device), labels)
 
     # --- training ----------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         real = images * 2 - 1  # [0, 1] -> [-1, 1], the range of the generator's tanh
         labels = labels if self.hparams.conditional else None
@@ -139,6 +139,8 @@ class GAN(L.LightningModule):
         if (batch_idx + 1) % self.hparams.n_critic == 0:
             g_loss = self.generator_step(fake, labels)
             self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, prog_bar=True)
+            return d_loss + g_loss  # detached: for the callbacks that watch the losses (a NaN stops the run)
+        return d_loss
 
     def discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """One update of D on real images and (detached) generated ones; returns its loss and logits (detached)."""

@@ -1,0 +1,63 @@
+"""Stop a run whose training loss turns NaN or infinite, before it writes a checkpoint of the bad state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from src.errors import GenlabError
+
+
+class NonFiniteLossError(GenlabError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Track whether each step's loss is finite, and stop with a clear error at the first one that is not.
+
+    The test runs on the device (no synchronisation per step); the flag is read every
+    `trainer.log_every_n_steps` steps and before every validation and end of epoch, that is before
+    ModelCheckpoint (which Lightning runs last) can write last.ckpt or a "best" from the bad state.
+    """
+
+    def __init__(self) -> None:
+        self.first_bad_step: Tensor | None = None  # -1 while every loss is finite
+        self.step = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self.step = trainer.global_step  # the step whose loss comes next (on_train_batch_end sees it incremented)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if not isinstance(loss, Tensor):
+            return
+        if self.first_bad_step is None:
+            self.first_bad_step = torch.tensor(-1, device=loss.device)
+        bad_now = ~torch.isfinite(loss.detach()).all() & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad_now, torch.tensor(self.step, device=loss.device),
+                                          self.first_bad_step)  # fmt: skip
+        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self.first_bad_step is None or (step := int(self.first_bad_step.item())) < 0:
+            return
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        raise NonFiniteLossError(
+            f"the training loss became NaN or infinite at step {step} (noticed at step {trainer.global_step}); "
+            f"stopped without saving this state. Last good checkpoint: {last or 'none yet'}. "
+            f"Lower model.lr, clip gradients (trainer.gradient_clip_val=1.0) or use trainer.precision=32."
+        )

@@ -1,0 +1,42 @@
+"""A last checkpoint when a run is interrupted by Ctrl-C (SIGINT) or preempted (SIGTERM)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointOnInterrupt(Callback):
+    """On SIGINT or SIGTERM during fit, write <checkpoints>/last.ckpt before the run ends; remember the signal.
+
+    Lightning turns SIGTERM into SIGTERMException between two batches, so that checkpoint holds a
+    whole step. Ctrl-C interrupts wherever the program is: a step cut in half is not saved (the
+    weights are those of the last finished step, the optimizer may be half-way: resume with care).
+    Checkpoints are written atomically by Lightning (to a temporary file, then renamed).
+    """
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self.path: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = signal.SIGINT
+        elif isinstance(exception, SIGTERMException):
+            self.signal = signal.SIGTERM
+        else:
+            return
+        checkpoints = trainer.checkpoint_callback
+        if trainer.state.fn != "fit" or not isinstance(checkpoints, ModelCheckpoint) or checkpoints.dirpath is None:
+            return
+        name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
+        self.path = Path(checkpoints.dirpath) / name
+        trainer.save_checkpoint(self.path)
+        log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
