@@ -23,6 +23,7 @@ from src.data.images import ImageDataModule
 from src.errors import exit_on_user_error
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = model_from_checkpoint(checkpoint)
     # the run's data, read from this machine's data folder
     data_config = {**checkpoint["config"]["data"], "data_dir": cfg.paths.data_dir, "batch_size": cfg.batch_size}
-    datamodule = hydra.utils.instantiate(data_config, _convert_="all")
+    datamodule = instantiate(data_config)
 
     output_dir = Path(cfg.paths.output_dir)
     trainer = L.Trainer(

@@ -22,7 +22,7 @@ from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.errors import ConfigError, RunInterrupted, exit_on_user_error
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
-from src.utils.instantiate import finish_loggers, instantiate_all
+from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra resolves the config
@@ -42,9 +42,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
+    model: L.LightningModule = instantiate(cfg.model)
     # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else),
     # a last checkpoint on Ctrl-C or SIGTERM, and a stop at the first NaN or infinite loss
     interrupt = CheckpointOnInterrupt()
@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 

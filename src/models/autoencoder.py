@@ -40,6 +40,8 @@ class Autoencoder(L.LightningModule):
         super().__init__()
         if latent_dim < 1:
             raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
         if not 0.0 <= noise_level <= 1.0:
             raise ConfigError(f"model.noise_level must be in [0, 1], got {noise_level}")
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
 from src.models.logged_steps import is_logged_step
 from src.models.nets.classifier import ConvClassifier
@@ -27,6 +28,8 @@ class Classifier(L.LightningModule):
         weight_decay: float = 5e-4,
     ) -> None:
         super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
         self.save_hyperparameters(logger=False)
         self.net = ConvClassifier(image_shape, num_classes, channels, feature_dim, dropout)
         # one metric object per split: torchmetrics accumulates over the epoch and syncs across ranks

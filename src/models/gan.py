@@ -93,8 +93,15 @@ class GAN(L.LightningModule):
         gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
-        if n_critic < 1:
-            raise ConfigError(f"model.n_critic must be >= 1, got {n_critic}")
+        if min(latent_dim, n_critic, generator_channels, discriminator_channels) < 1:
+            raise ConfigError(
+                f"model.latent_dim, n_critic, generator_channels and discriminator_channels must be >= 1, got "
+                f"{latent_dim}, {n_critic}, {generator_channels} and {discriminator_channels}"
+            )
+        if lr_generator <= 0 or lr_discriminator <= 0:
+            raise ConfigError(
+                f"model.lr_generator and lr_discriminator must be > 0, got {lr_generator}, {lr_discriminator}"
+            )
         if label_smoothing and loss != "bce":
             raise ConfigError(f"model.label_smoothing applies to loss=bce only, not loss={loss}")
         if not 0.0 <= label_smoothing < 0.5:

@@ -48,10 +48,13 @@ class GPT(L.LightningModule):
         sample_length: int = 200,
     ) -> None:
         super().__init__()
+        if min(block_size, n_layer, n_head, n_embd) < 1:
+            raise ConfigError(
+                f"model.block_size, n_layer, n_head and n_embd must be >= 1, got {block_size}, {n_layer}, {n_head} "
+                f"and {n_embd}"
+            )
         if n_embd % n_head:
             raise ConfigError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
-        if min(block_size, n_layer, n_head, n_embd) < 1:
-            raise ConfigError("model.block_size, n_layer, n_head and n_embd must be >= 1")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
         if lr <= 0 or min_lr < 0 or warmup_steps < 0:

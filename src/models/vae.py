@@ -43,6 +43,8 @@ class VAE(L.LightningModule):
         super().__init__()
         if latent_dim < 1:
             raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
         if beta < 0 or kl_warmup_steps < 0:
             raise ConfigError(f"model.beta and model.kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
         self.save_hyperparameters(logger=False)

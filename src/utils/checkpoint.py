@@ -7,11 +7,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 
 from src.errors import GenlabError, one_line
+from src.utils.instantiate import instantiate
 
 
 class CheckpointError(GenlabError):
@@ -49,7 +49,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
     """Rebuild the LightningModule from the checkpoint's own config and load its weights, in eval mode."""
-    model = hydra.utils.instantiate(checkpoint["config"]["model"], _convert_="all")
+    model = instantiate(checkpoint["config"]["model"])
     model.on_load_checkpoint(checkpoint)  # as Lightning's load_from_checkpoint: what the model kept besides weights
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()

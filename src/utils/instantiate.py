@@ -1,14 +1,31 @@
-"""Build the lists of callbacks and loggers from their config groups."""
+"""Build objects from config nodes: one at a time, or the lists of callbacks and loggers."""
 
 from __future__ import annotations
 
 import logging
 
 import hydra
+from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
+from src.errors import GenlabError
+
 log = logging.getLogger(__name__)
+
+
+def instantiate(node: DictConfig | dict, **kwargs):
+    """hydra.utils.instantiate (to plain containers), letting our own errors through as they are.
+
+    Hydra wraps whatever a constructor raises in an InstantiationException with a traceback; a
+    GenlabError (`model.latent_dim must be >= 1`) is the user's to fix and is re-raised unwrapped.
+    """
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, GenlabError):
+            raise err.__cause__ from None
+        raise
 
 
 def instantiate_all(group: DictConfig | None, kind: str) -> list:
@@ -17,7 +34,7 @@ def instantiate_all(group: DictConfig | None, kind: str) -> list:
     for name, node in (group or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
             log.info(f"Instantiating {kind} <{node._target_}> ({name})")
-            built.append(hydra.utils.instantiate(node, _convert_="all"))
+            built.append(instantiate(node))
     return built
 
 

@@ -1,0 +1,73 @@
+"""Property: any override of a family's main settings either trains (fast_dev_run) or fails with one of our
+clear errors, never with an unhandled traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from src.errors import GenlabError
+from src.train import train
+from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
+
+IMAGES = ["data=mnist", "data.val_size=100"]
+SMALL_INT = st.integers(min_value=-2, max_value=40)
+LR = st.sampled_from(["1e-3", "0", "-1e-3", "1e9"])
+
+FAMILIES = {
+    "ae": st.fixed_dictionaries({
+        "model.latent_dim": SMALL_INT, "model.noise": st.sampled_from(["none", "gaussian", "masking", "blur"]),
+        "model.noise_level": st.sampled_from(["0.3", "-1", "2"]), "model.lr": LR,
+        "data.batch_size": st.integers(min_value=-1, max_value=800),
+    }),
+    "vae": st.fixed_dictionaries({
+        "model.latent_dim": SMALL_INT, "model.architecture": st.sampled_from(["mlp", "conv", "rnn"]),
+        "model.beta": st.sampled_from(["1", "0", "-1"]), "model.kl_warmup_steps": SMALL_INT, "model.lr": LR,
+    }),
+    "gan": st.fixed_dictionaries({
+        "model.latent_dim": SMALL_INT, "model.loss": st.sampled_from(["bce", "hinge", "wgan-gp", "l2"]),
+        "model.n_critic": SMALL_INT, "model.label_smoothing": st.sampled_from(["0", "0.1", "1.5"]),
+        "model.conditional": st.booleans(), "model.lr_generator": LR,
+    }),
+    "gpt": st.fixed_dictionaries({
+        "model.n_layer": SMALL_INT, "model.n_head": st.integers(min_value=-1, max_value=8),
+        "model.n_embd": st.integers(min_value=-1, max_value=64),
+        "data.block_size": st.sampled_from([-1, 0, 8, 2_000_000]),
+        "model.dropout": st.sampled_from(["0", "0.2", "1.5"]), "model.lr": LR,
+    }),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import shared_data_dir
+
+    root = tmp_path_factory.mktemp("fuzz_data")
+    write_mnist_raw(root / "MNIST" / "raw")
+    shared = shared_data_dir()
+    if shared and (shared / "tinyshakespeare").is_dir():
+        (root / "tinyshakespeare").symlink_to(shared / "tinyshakespeare")
+    return root
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_fast_dev_run_succeeds_or_fails_clearly(family: str, data_dir: Path, tmp_path_factory) -> None:
+    if family == "gpt" and not (data_dir / "tinyshakespeare").exists():
+        pytest.skip("Tiny Shakespeare is not under $DATA_DIR")
+    base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else [f"model={family}", *IMAGES]
+
+    @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(FAMILIES[family])
+    def check(overrides: dict) -> None:
+        run_dir = tmp_path_factory.mktemp("run")
+        cfg = compose_config([*TEST_OVERRIDES, *base, "debug=fdr", f"paths.data_dir={data_dir}",
+                              *(f"{key}={value}" for key, value in overrides.items())], run_dir)  # fmt: skip
+        try:
+            train(cfg)
+        except GenlabError:
+            pass  # one of ours: a message that names the key and what was expected
+
+    check()
