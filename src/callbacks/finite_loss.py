@@ -40,8 +40,8 @@ class StopOnNonFiniteLoss(Callback):
         if self.first_bad_step is None:
             self.first_bad_step = torch.tensor(-1, device=loss.device)
         bad_now = ~torch.isfinite(loss.detach()).all() & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad_now, torch.tensor(self.step, device=loss.device),
-                                          self.first_bad_step)  # fmt: skip
+        # a Python scalar, not a new device tensor: no host-to-device copy on this per-step path
+        self.first_bad_step = torch.where(bad_now, self.step, self.first_bad_step)
         if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
             self._check(trainer)
 
