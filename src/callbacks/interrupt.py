@@ -17,8 +17,8 @@ class CheckpointOnInterrupt(Callback):
     """On SIGINT or SIGTERM during fit, write <checkpoints>/last.ckpt before the run ends; remember the signal.
 
     Lightning turns SIGTERM into SIGTERMException between two batches, so that checkpoint holds a
-    whole step. Ctrl-C interrupts wherever the program is: a step cut in half is not saved (the
-    weights are those of the last finished step, the optimizer may be half-way: resume with care).
+    whole step. Ctrl-C interrupts wherever the program is: if it lands inside an optimizer step, the
+    checkpoint holds that half-updated state (rare, as the update is a small part of a step).
     Checkpoints are written atomically by Lightning (to a temporary file, then renamed).
     """
 
