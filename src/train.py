@@ -20,7 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from src.callbacks.checkpoint import SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
+from src.callbacks.resume import ExactResume
 from src.errors import ConfigError, RunInterrupted, exit_on_user_error
+from src.utils.checkpoint import AtomicCheckpointIO, resume_path
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
 from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
 
@@ -31,6 +33,7 @@ register_resolvers()  # before Hydra resolves the config
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
     check_config(cfg)
+    ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
@@ -45,16 +48,17 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model)
-    # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else),
-    # a last checkpoint on Ctrl-C or SIGTERM, and a stop at the first NaN or infinite loss
+    # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
+    # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
+    # SIGTERM, a stop at the first NaN or infinite loss, and checkpoints written atomically
     interrupt = CheckpointOnInterrupt()
     callbacks = [
-        *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), interrupt,
-        StopOnNonFiniteLoss(),
+        *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), ExactResume(),
+        interrupt, StopOnNonFiniteLoss(),
     ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
@@ -63,7 +67,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         if cfg.train:
             log.info("Starting training")
             try:
-                trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with exit(1), a SIGTERM with exit()
                 if interrupt.signal is None:
                     raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+
+from src.utils.checkpoint import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ class ExportBestCheckpoint(Callback):
     """At the end of fitting, write the best checkpoint's weights and config to `path`.
 
     The copy holds what inference needs (state_dict, hyper_parameters, config) and no optimizer
-    state, so it is small enough to commit; it is written to a temporary file and renamed, so a
-    crash never leaves a half-written file at `path`.
+    state, so it is small enough to commit; it is written atomically, so a crash never leaves a
+    half-written file at `path`.
     """
 
     def __init__(self, path: str) -> None:
@@ -49,8 +50,5 @@ class ExportBestCheckpoint(Callback):
         checkpoint = torch.load(best, map_location="cpu", weights_only=True)
         slim = {key: checkpoint[key] for key in ("state_dict", "hyper_parameters", "config", "epoch", "global_step")}
         slim["exported_from"] = str(best)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        torch.save(slim, partial)
-        os.replace(partial, self.path)
+        AtomicCheckpointIO().save_checkpoint(slim, self.path)
         log.info(f"Exported {best} to {self.path}")

@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from torch.utils.data import DataLoader, Dataset, default_convert
+import warnings
+
+import torch
+from torch.utils.data import Dataset, default_convert
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+# torchdata 0.11 calls an API that torch 2.14 deprecates, once per loader; nothing for users to act on
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
-def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int) -> DataLoader:
-    """A DataLoader whose dataset's __getitems__(indices) returns the batch itself: nothing is left to collate."""
+def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int) -> StatefulDataLoader:
+    """A DataLoader whose dataset's __getitems__(indices) returns the batch itself: nothing is left to collate.
+
+    It resumes mid-epoch: Lightning saves its state_dict (the shuffling generator, the batches already
+    drawn) in every checkpoint. Its random numbers come from generators of its own, seeded from the
+    run's seed, never from the global one: data order and the model's draws (noise, dropout) are
+    separate streams, and a resumed run restores both (see src/callbacks/random_state.py).
+    """
     if dataset is None:
         raise RuntimeError("call setup() before asking for a dataloader")
-    return DataLoader(
+    loader = StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle,  # as a keyword, so that Lightning keeps shuffling when it swaps in a DistributedSampler
         num_workers=num_workers,
         collate_fn=default_convert,  # passes the batch's tensors through as they are
         persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(torch.initial_seed()),  # the workers' seeds
     )
+    if shuffle:
+        # A generator for the order alone: torchdata restores the sampler's generator but not the draw each
+        # new iterator makes from the loader's, so sharing one would change the order of every epoch after
+        # a mid-epoch resume.
+        loader.sampler.generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
+    return loader

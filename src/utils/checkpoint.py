@@ -1,7 +1,9 @@
-"""Load this project's checkpoints safely (weights only) and rebuild their models."""
+"""Write this project's checkpoints atomically; load them safely (weights only) and rebuild their models."""
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -9,13 +11,73 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from src.errors import GenlabError, one_line
+from src.errors import ConfigError, GenlabError, one_line
 from src.utils.instantiate import instantiate
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(GenlabError):
     """A checkpoint path that is missing, unreadable, unsafe, or not one of this project's."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside its target, sync it to disk, then rename it over the target.
+
+    A run killed during a save (kill -9, a node lost) leaves the previous checkpoint whole; at worst a stray
+    `.<name>.partial` remains, overwritten by the next save. Lightning's own writer stages the file in the
+    system's temporary folder and moves it, which is a copy, not a rename, when that folder is on another
+    file system (tmpfs, a node's local disk against a shared one). Remote URLs keep Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
+        os.replace(partial, path)
+
+
+def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
+    """The checkpoint to resume from: `ckpt_path` as given, or for `last` the newest `checkpoints/last.ckpt`
+    among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides
+    (ckpt_path aside): re-running the same command continues it. None, with a log line, when there is none.
+    """
+    if ckpt_path != "last":
+        if ckpt_path and "://" not in ckpt_path and not Path(ckpt_path).is_file():
+            raise CheckpointError(f"ckpt_path={ckpt_path}: no such checkpoint file (or ckpt_path=last to resume)")
+        return ckpt_path
+    if not HydraConfig.initialized():
+        raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
+    overrides = _without_ckpt_path(HydraConfig.get().overrides.task)
+    candidates = [
+        run / "checkpoints" / "last.ckpt"
+        for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml")
+        for overrides_file in task_dir.glob(pattern)
+        if (run := overrides_file.parent.parent) and (run / "checkpoints" / "last.ckpt").is_file()
+        and _without_ckpt_path(yaml.safe_load(overrides_file.read_text()) or []) == overrides
+    ]  # fmt: skip
+    if not candidates:
+        log.warning(
+            f"ckpt_path=last: no earlier run of these overrides under {task_dir} has a last.ckpt; starting anew"
+        )
+        return None
+    newest = max(candidates, key=lambda path: path.stat().st_mtime)
+    log.info(f"ckpt_path=last: resuming from {newest}")
+    return str(newest)
+
+
+def _without_ckpt_path(overrides: list[str]) -> list[str]:
+    return sorted(override for override in overrides if not override.lstrip("+~").startswith("ckpt_path="))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
