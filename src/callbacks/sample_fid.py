@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
+
+log = logging.getLogger(__name__)
 
 
 class SampleFID(Callback):
@@ -14,6 +19,10 @@ class SampleFID(Callback):
 
     A small budget (1,000 or so) is noisy but cheap, and enough to follow a run and to pick its
     best checkpoint (`monitor.metric=val/fid monitor.mode=min`). The model must have `sample(n)`.
+
+    Also logs val/label_entropy, the spread of the samples over the classifier's classes, and warns of
+    mode collapse when it falls below `min_label_entropy` nats (ln 10 = 2.30 is ten classes alike;
+    ln 3 = 1.10 is three; a GAN that collapses onto one garment drops towards 0).
     """
 
     def __init__(
@@ -22,11 +31,13 @@ class SampleFID(Callback):
         batch_size: int = 250,
         every_n_epochs: int = 1,
         classifier_ckpt: str | None = None,
+        min_label_entropy: float | None = 1.0,
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.every_n_epochs = every_n_epochs
         self.classifier_ckpt = classifier_ckpt
+        self.min_label_entropy = min_label_entropy
         self.quality: SampleQuality | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -48,7 +59,17 @@ class SampleFID(Callback):
                 quality.update(pl_module.sample(min(self.batch_size, self.num_samples - start)), real=False)
         scores = quality.compute()
         # computed identically on every rank (same samples per rank is fine for a monitoring metric)
-        pl_module.log_dict({f"val/{name}": scores[name] for name in ("fid", "kid", "is")}, sync_dist=True)
+        names = ("fid", "kid", "is", "label_entropy")
+        pl_module.log_dict({f"val/{name}": scores[name] for name in names}, sync_dist=True)
+        entropy = scores["label_entropy"]
+        if self.min_label_entropy is not None and entropy < self.min_label_entropy and trainer.is_global_zero:
+            classes = len(quality.label_counts)
+            log.warning(
+                f"Possible mode collapse at epoch {trainer.current_epoch}, step {trainer.global_step}: the "
+                f"{self.num_samples} samples spread over the classifier's classes with entropy {entropy:.2f} nats "
+                f"(below min_label_entropy={self.min_label_entropy}; {math.log(classes):.2f} is all {classes} "
+                f"classes alike), like {math.exp(entropy):.1f} equally common classes"
+            )
 
 
 def _first_images(loader, count: int):

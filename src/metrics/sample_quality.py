@@ -59,6 +59,8 @@ class SampleQuality(nn.Module):
                     feature=_Precomputed(num_features), subset_size=kid_subset_size, reset_real_features=False
                 )
                 self.inception_score = InceptionScore(feature=classifier.head, splits=is_splits)
+                # how many generated images the classifier puts in each class: their spread is sample diversity
+                self.register_buffer("label_counts", torch.zeros(classifier.num_classes), persistent=False)
             elif feature == "inception":
                 try:
                     self.fid = FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False)
@@ -82,6 +84,8 @@ class SampleQuality(nn.Module):
             self.kid.update(inputs, real=real)
             if not real:
                 self.inception_score.update(inputs)  # the classifier's head turns them into logits
+                labels = self.classifier.head(inputs).argmax(dim=1)
+                self.label_counts += torch.bincount(labels, minlength=len(self.label_counts))
         else:
             inputs = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images  # Inception wants RGB
             self.fid.update(inputs, real=real)
@@ -90,20 +94,28 @@ class SampleQuality(nn.Module):
                 self.inception_score.update(inputs)
 
     def compute(self) -> dict[str, float]:
+        """The scores; with the classifier also `label_entropy`: the entropy (nats) of the classes the
+        classifier assigns to the generated images, ln(num_classes) when all classes are equally
+        common, 0 when every sample looks like one class (mode collapse)."""
         kid_mean, kid_std = self.kid.compute()
         is_mean, is_std = self.inception_score.compute()
-        return {
+        scores = {
             "fid": float(self.fid.compute()),
             "kid": float(kid_mean),
             "kid_std": float(kid_std),
             "is": float(is_mean),
             "is_std": float(is_std),
         }
+        if self.feature == "classifier":
+            scores["label_entropy"] = float(torch.special.entr(self.label_counts / self.label_counts.sum()).sum())
+        return scores
 
     def reset_generated(self) -> None:
         """Forget the generated images, keep the real ones (to score a new set of samples)."""
         for metric in (self.fid, self.kid, self.inception_score):
             metric.reset()  # reset_real_features=False keeps the real statistics of FID and KID
+        if self.feature == "classifier":
+            self.label_counts.zero_()
 
 
 def default_classifier_path(dataset: str) -> Path:

@@ -36,6 +36,7 @@ class ConvClassifier(nn.Module):
             ]
             in_channels, height, width = out_channels, height // 2, width // 2
         self.feature_dim = feature_dim
+        self.num_classes = num_classes
         self.features = nn.Sequential(
             *layers,
             nn.Flatten(),
