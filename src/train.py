@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import hydra
@@ -21,8 +22,8 @@ from src.callbacks.checkpoint import SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.resume import ExactResume
-from src.errors import ConfigError, RunInterrupted, exit_on_user_error
-from src.utils.checkpoint import AtomicCheckpointIO, resume_path
+from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, RunInterrupted, exit_on_user_error
+from src.utils.checkpoint import AtomicCheckpointIO, CheckpointError, resume_path
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
 from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
 
@@ -105,10 +106,26 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[name]
 
 
+# input a run refuses: its folder is removed when nothing came of it
+BAD_INPUT = (ConfigError, DatasetNotFoundError, CorruptDatasetError, CheckpointError)
+# what a run writes before its first step: a folder holding only these has no results in it
+SETUP_FILES = {".hydra", "config.yaml", "config_tree.log", "csv", "tensorboard", "wandb"}
+
+
+def discard_run_folder(output_dir: Path, task_name: str) -> None:
+    if rank_zero_only.rank == 0 and output_dir.is_dir():
+        if {path.name for path in output_dir.iterdir()} <= SETUP_FILES | {f"{task_name}.log"}:
+            shutil.rmtree(output_dir)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    value, _ = train(cfg)
+    try:
+        value, _ = train(cfg)
+    except BAD_INPUT:
+        discard_run_folder(Path(cfg.paths.output_dir), cfg.task_name)
+        raise
     return value
 
 

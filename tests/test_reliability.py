@@ -1,7 +1,9 @@
-"""Runs that survive: a signal (Ctrl-C, preemption) saves a last checkpoint; a NaN loss stops before saving."""
+"""Runs that survive: a signal (Ctrl-C, preemption) saves a last checkpoint; a NaN loss stops before saving;
+mode collapse is warned of."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from pathlib import Path
@@ -12,6 +14,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.finite_loss import NonFiniteLossError
+from src.callbacks.sample_fid import SampleFID
+from src.data.images import FashionMNISTDataModule
+from src.errors import GenlabError
 from src.train import train
 from src.utils.checkpoint import load_checkpoint
 from tests.conftest import TEST_OVERRIDES, compose_config
@@ -78,3 +83,65 @@ def test_same_seed_and_config_give_identical_metrics_on_cpu(tmp_path: Path, mnis
     _, first = train(compose_config(overrides, tmp_path / "a"))
     _, second = train(compose_config(overrides, tmp_path / "b"))
     assert first == second and len(first) > 3
+
+
+class FixedSamples(L.LightningModule):
+    """A stand-in generator whose samples are given images: distinct ones, or one image repeated (collapse)."""
+
+    def __init__(self, images: torch.Tensor, collapsed: bool) -> None:
+        super().__init__()
+        self.images, self.collapsed = images, collapsed
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.images[:1].expand(n, -1, -1, -1) if self.collapsed else self.images[:n]
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("collapsed", [True, False])
+def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
+    fashion_mnist_dir: Path, caplog: pytest.LogCaptureFixture, collapsed: bool
+) -> None:
+    datamodule = FashionMNISTDataModule(str(fashion_mnist_dir), [1, 28, 28], 10, batch_size=250, val_size=500)
+    datamodule.setup("fit")
+    images = torch.cat([images for images, _ in datamodule.train_dataloader()][:2])  # not the validation images
+    trainer = L.Trainer(callbacks=[SampleFID(num_samples=500)], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=1)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="src.callbacks.sample_fid"):
+        trainer.validate(FixedSamples(images, collapsed), datamodule=datamodule)
+
+    entropy = float(trainer.callback_metrics["val/label_entropy"])
+    warnings = [record.message for record in caplog.records if "mode collapse" in record.message]
+    if collapsed:
+        assert entropy == 0.0
+        assert len(warnings) == 1 and "entropy 0.00 nats (below min_label_entropy=1.0" in warnings[0]
+    else:
+        assert entropy > 2.0  # real garments: all ten classes, near ln 10 = 2.30
+        assert not warnings
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=ae", "data=mnist", "model.lr=-0.1"], "model.lr must be > 0, got -0.1"),
+        (["model=vae", "data=mnist", "model.latent_dim=0"], "model.latent_dim must be >= 1, got 0"),
+        (["model=gan", "data=mnist", "model.n_critic=0"], "model.latent_dim, n_critic, generator_channels"),
+        (["model=ae", "data=mnist", "data.batch_size=1000"],
+         "data.batch_size=1000 is larger than the training split: 500 images (600 less data.val_size=100)"),
+        (["model=gpt", "data=shakespeare", "model.n_head=3", "model.n_embd=32"],
+         "model.n_embd=32 must be divisible by model.n_head=3"),
+        (["model=gpt", "data=shakespeare", "data.block_size=200000"],
+         "data.block_size=200000 is not smaller than the validation split (111540 characters"),
+    ],
+)  # fmt: skip
+def test_out_of_range_values_are_refused_naming_the_key(
+    tmp_path: Path, request: pytest.FixtureRequest, overrides: list[str], message: str
+) -> None:
+    data_dir = request.getfixturevalue("shakespeare_dir" if "data=shakespeare" in overrides else "mnist_dir")
+    overrides = [*TEST_OVERRIDES, *overrides, "data.val_size=100" if "data=mnist" in overrides else "test=false",
+                 f"paths.data_dir={data_dir}"]  # fmt: skip
+    with pytest.raises(GenlabError) as error:
+        train(compose_config(overrides, tmp_path / "run"))
+    assert message in str(error.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()

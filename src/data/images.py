@@ -140,6 +140,11 @@ class ImageDataModule(L.LightningDataModule):
             # Seeded so that the validation set, and so its loss, is the same in every run.
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
             val_index, train_index = order[:val_size], order[val_size:]
+            if self.batch_size > len(train_index):
+                raise ConfigError(
+                    f"data.batch_size={self.batch_size} is larger than the training split: {len(train_index)} "
+                    f"images ({len(images)} less data.val_size={val_size})"
+                )
             self.data_train = TensorImageDataset(images[train_index], labels[train_index])
             self.data_val = TensorImageDataset(images[val_index], labels[val_index])
         if stage in ("test", None) and self.data_test is None:

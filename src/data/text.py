@@ -145,6 +145,11 @@ class ShakespeareDataModule(L.LightningDataModule):
                     f"data.block_size={block_size} is not smaller than the {split} split "
                     f"({len(split_tokens)} characters of {self.path})"
                 )
+        if self.hparams.batch_size > len(train_tokens) - block_size:
+            raise ConfigError(
+                f"data.batch_size={self.hparams.batch_size} is larger than the training split: "
+                f"{len(train_tokens) - block_size} windows of data.block_size={block_size} in {self.path}"
+            )
         generator = torch.Generator().manual_seed(self.hparams.seed)
         val_starts = torch.randint(len(val_tokens) - block_size, (self.hparams.num_val_windows,), generator=generator)
         self.data_train = TokenWindows(train_tokens, block_size, torch.arange(len(train_tokens) - block_size))

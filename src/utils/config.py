@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import netrc
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,43 @@ def _resolved(node: DictConfig, name: str, key: str) -> Any:
         value = node[name]
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
     except InterpolationResolutionError as err:  # e.g. ${data.image_shape} with text data
+        raw = OmegaConf.to_container(node)[name]
         raise ConfigError(
-            f"{key}.{name}={OmegaConf.to_container(node)[name]} cannot be resolved: {str(err).splitlines()[0]}. "
-            f"Is this model meant for this data?"
+            f"{key}.{name}={raw} cannot be resolved: {str(err).splitlines()[0]}. {_pairing_hint(node, raw)}"
         ) from None
+
+
+def _pairing_hint(node: DictConfig, raw: Any) -> str:
+    """Which data options a model works with, and which models the data works with, for a model
+    value `${data.<key>}` that the chosen data lacks. Read from the config groups: a model works with
+    the data whose config has every `data.<key>` that the model's config interpolates."""
+    if not re.fullmatch(r"\$\{data\.\w+\}", str(raw)):
+        return "Is this model meant for this data?"
+    root = node._get_root()
+    options = {group: {path.stem: _option(path, group) for path in sorted((CONF_DIR / group).glob("*.yaml"))}
+               for group in ("model", "data")}  # fmt: skip
+
+    def needs(model: DictConfig) -> set[str]:
+        return set(re.findall(r"\$\{data\.(\w+)\}", OmegaConf.to_yaml(model)))
+
+    def option(group: str) -> str:  # the option whose _target_ the run uses
+        return next((name for name, cfg in options[group].items() if cfg.get("_target_") == root[group]._target_), "?")
+
+    model, data = option("model"), option("data")
+    model_needs = needs(options["model"][model]) if model in options["model"] else needs(root.model)
+    data_for_model = [name for name, cfg in options["data"].items() if model_needs <= set(cfg)]
+    models_for_data = [name for name, cfg in options["model"].items() if needs(cfg) <= set(root.data)]
+    return (
+        f"model={model} needs data with {', '.join(sorted(model_needs))}: it works with "
+        f"data={', '.join(data_for_model) or '(none)'}; data={data} works with "
+        f"model={', '.join(models_for_data) or '(none)'}"
+    )
+
+
+def _option(path: Path, group: str) -> DictConfig:
+    """A config group option's own node, also from a `# @package _global_` file (that nests it under its group)."""
+    cfg = OmegaConf.load(path)
+    return cfg[group] if "_target_" not in cfg and group in cfg else cfg
 
 
 def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
