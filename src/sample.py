@@ -28,7 +28,8 @@ def sample(cfg: DictConfig) -> Path:
     model = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
     if not hasattr(model, "generate_text") and not hasattr(model, "sample"):
         raise ConfigError(
-            f"{cfg.ckpt_path}: a {type(model).__name__} does not generate samples (it has no sample method); "
+            f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it has no sample "
+            f"method); "
             f"evaluate it with: python -m src.eval ckpt_path={cfg.ckpt_path}"
         )
     if cfg.num_samples is not None and cfg.num_samples < 1:

@@ -75,7 +75,7 @@ def test_eval_reports_elbo_and_sample_quality_of_a_vae(tmp_path: Path, trained: 
 def test_sample_refuses_a_model_that_does_not_generate(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module("src.sample", f"ckpt_path={trained['ae']}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 1
-    assert f"error: {trained['ae']}: a Autoencoder does not generate samples" in result.stderr
+    assert f"error: {trained['ae']}: its model, Autoencoder, does not generate samples" in result.stderr
     assert "Traceback" not in result.stderr
 
 
