@@ -76,6 +76,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Pat
     assert sorted(p.name for p in last.parent.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no new "best"
 
 
+def test_nan_loss_between_periodic_checkpoints_is_caught_before_the_next_save(tmp_path: Path, mnist_dir: Path) -> None:
+    # a checkpoint after every step, the flag read only every 50: the save itself must check it
+    overrides = [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}",
+                 "trainer.max_epochs=3", "trainer.log_every_n_steps=50", "callbacks=[default,periodic_checkpoint]",
+                 "callbacks.periodic_checkpoint.every_n_train_steps=1", "+callbacks.poison.at_step=6",
+                 "+callbacks.poison._target_=tests.test_reliability.PoisonWeights"]  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="became NaN or infinite at step 6"):
+        train(compose_config(overrides, tmp_path / "run"))
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 6  # saved before the poisoned step, and not replaced after it
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["state_dict"].values())
+
+
 @pytest.mark.parametrize("model", ["ae", "gan"])
 def test_same_seed_and_config_give_identical_metrics_on_cpu(tmp_path: Path, mnist_dir: Path, model: str) -> None:
     overrides = [*TEST_OVERRIDES, f"model={model}", "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}",

@@ -21,8 +21,9 @@ class StopOnNonFiniteLoss(Callback):
     """Track whether each step's loss is finite, and stop with a clear error at the first one that is not.
 
     The test runs on the device (no synchronisation per step); the flag is read every
-    `trainer.log_every_n_steps` steps and before every validation and end of epoch, that is before
-    ModelCheckpoint (which Lightning runs last) can write last.ckpt or a "best" from the bad state.
+    `trainer.log_every_n_steps` steps, before every validation and end of epoch, and as any checkpoint
+    is put together (periodic ones come between those), so that no checkpoint of the bad state is
+    written: neither last.ckpt nor a "best".
     """
 
     def __init__(self) -> None:
@@ -51,6 +52,9 @@ class StopOnNonFiniteLoss(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer)  # before anything is written: the previous checkpoint stays the last one
 
     def _check(self, trainer: L.Trainer) -> None:
         if self.first_bad_step is None or (step := int(self.first_bad_step.item())) < 0:
