@@ -32,8 +32,8 @@ from src.utils.config import compose
 
 def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:
     """Train through the LightningModule and Trainer, as src.train builds them; the timed seconds and the network."""
-    seconds, _, model, _ = timed_fit(cfg, skip)
-    return seconds, model.net
+    timer, _, model, _ = timed_fit(cfg, skip)
+    return timer.seconds, model.net
 
 
 def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, Transformer]:
