@@ -59,13 +59,12 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     if not HydraConfig.initialized():
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
     overrides = _without_ckpt_path(HydraConfig.get().overrides.task)
-    candidates = [
-        run / "checkpoints" / "last.ckpt"
-        for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml")
-        for overrides_file in task_dir.glob(pattern)
-        if (run := overrides_file.parent.parent) and (run / "checkpoints" / "last.ckpt").is_file()
-        and _without_ckpt_path(yaml.safe_load(overrides_file.read_text()) or []) == overrides
-    ]  # fmt: skip
+    candidates = []
+    for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml"):
+        for overrides_file in task_dir.glob(pattern):
+            last = overrides_file.parent.parent / "checkpoints" / "last.ckpt"
+            if last.is_file() and _without_ckpt_path(yaml.safe_load(overrides_file.read_text()) or []) == overrides:
+                candidates.append(last)
     if not candidates:
         log.warning(
             f"ckpt_path=last: no earlier run of these overrides under {task_dir} has a last.ckpt; starting anew"
