@@ -12,6 +12,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
+from src.models.capabilities import Denoiser, Reconstructor, require
+
 
 @rank_zero_only
 def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor) -> Path:
@@ -30,8 +32,8 @@ def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor) -> Path:
 class ReconstructionGrid(Callback):
     """After each validation epoch: rows of validation images, (noisy inputs,) and reconstructions.
 
-    Works with any module whose `forward(images)` returns reconstructions; a module with
-    `corrupt(images)` (a denoising autoencoder) gets a row of its corrupted inputs as well.
+    Works with any Reconstructor; a Denoiser (a denoising autoencoder) gets a row of its corrupted
+    inputs as well.
     The images are the first `num_images` of the validation set, the same every epoch.
     """
 
@@ -39,6 +41,9 @@ class ReconstructionGrid(Callback):
         self.num_images = num_images
         self.images_per_row = images_per_row
         self.images: Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, Reconstructor, type(self).__name__)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.images is None or len(self.images) < self.num_images:
@@ -49,8 +54,8 @@ class ReconstructionGrid(Callback):
         if trainer.sanity_checking or self.images is None:
             return
         with torch.no_grad():
-            inputs = pl_module.corrupt(self.images) if hasattr(pl_module, "corrupt") else self.images
-            panels = [self.images] + ([inputs] if inputs is not self.images else []) + [pl_module(inputs)]
+            inputs = pl_module.corrupt(self.images) if isinstance(pl_module, Denoiser) else self.images
+            panels = [self.images] + ([inputs] if inputs is not self.images else []) + [pl_module.reconstruct(inputs)]
         n = len(self.images) - len(self.images) % self.images_per_row or len(self.images)
         per_row = min(self.images_per_row, n)
         # (P, n, C, H, W) -> rows of `per_row` images, panel after panel: input row, then its reconstruction row

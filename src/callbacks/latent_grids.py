@@ -1,7 +1,6 @@
 """Pictures of a latent-variable model: samples from fixed noise, interpolations, the 2-D latent manifold.
 
-Each works with any module that has `generate(z) -> images` and `hparams.latent_dim`; the
-interpolation also needs `encode(images) -> (mean, ...)`.
+Each works with any LatentDecoder; the interpolation also needs an ImageEncoder.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from src.callbacks.image_grid import save_and_log_grid
+from src.models.capabilities import ImageEncoder, LatentDecoder, require
 
 
 class SampleGrid(Callback):
@@ -23,11 +23,14 @@ class SampleGrid(Callback):
         self.images_per_row = images_per_row
         self.seed = seed
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, LatentDecoder, type(self).__name__)
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         generator = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_images, pl_module.hparams.latent_dim, generator=generator).to(pl_module.device)
+        z = torch.randn(self.num_images, pl_module.latent_dim, generator=generator).to(pl_module.device)
         with torch.no_grad():
             images = pl_module.generate(z)
         save_and_log_grid(trainer, "samples", make_grid(images.float().cpu(), nrow=self.images_per_row))
@@ -40,6 +43,10 @@ class LatentInterpolation(Callback):
         self.num_pairs = num_pairs
         self.steps = steps
         self.images: Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, LatentDecoder, type(self).__name__)
+        require(pl_module, ImageEncoder, type(self).__name__)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self.images is None:  # the first batch: the same pairs every epoch
@@ -68,8 +75,11 @@ class LatentManifold(Callback):
     def __init__(self, size: int = 20) -> None:
         self.size = size
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, LatentDecoder, type(self).__name__)
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or pl_module.hparams.latent_dim != 2:
+        if trainer.sanity_checking or pl_module.latent_dim != 2:
             return
         quantiles = torch.linspace(0.05, 0.95, self.size)
         coordinates = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)  # (size,)

@@ -10,13 +10,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from src.models.capabilities import TextGenerator, require
+
 log = logging.getLogger(__name__)
 
 
 class TextSample(Callback):
     """After each validation, a continuation of `prompt` from the same seed, so that progress reads by eye.
 
-    Works with any module that has `generate_text(prompt, max_new_tokens, temperature, top_k, seed=...)`.
+    Works with any TextGenerator.
     Written to <run>/samples/step_NNNNNN.txt, to TensorBoard's text tab and to a W&B table.
     """
 
@@ -28,6 +30,9 @@ class TextSample(Callback):
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        require(pl_module, TextGenerator, type(self).__name__)
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -13,7 +13,7 @@ from torch import Tensor
 from src.callbacks.image_grid import ReconstructionGrid
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import is_logged_step
+from src.models.logged_steps import logs_this_step
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 
 
@@ -48,16 +48,12 @@ class Autoencoder(L.LightningModule):
         self.encoder = ConvEncoder(image_shape, latent_dim, channels)
         self.decoder = ConvDecoder(image_shape, latent_dim, channels)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Reconstructions in [0, 1] of images (B, C, H, W) in [0, 1]."""
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Reconstructions (B, C, H, W) in [0, 1] of images as given (a denoiser's callers corrupt them first)."""
         return torch.sigmoid(self.decoder(self.encoder(images)))
 
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """What the model makes of the images as it sees them in training: corrupted first if denoising."""
-        return self(self.corrupt(images))
-
     def corrupt(self, images: Tensor) -> Tensor:
-        """The encoder's input: the images themselves, or with Gaussian or masking noise."""
+        """The encoder's input in training: the images themselves, or with Gaussian or masking noise."""
         level = self.hparams.noise_level
         if self.hparams.noise == "gaussian":
             return (images + level * torch.randn_like(images)).clamp(0.0, 1.0)
@@ -65,30 +61,32 @@ class Autoencoder(L.LightningModule):
             return images * (torch.rand_like(images) >= level)
         return images
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        images, _ = batch  # labels are not used
+    def _loss(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss of reconstructing the clean images from corrupted ones, and the reconstructions' logits."""
         logits = self.decoder(self.encoder(self.corrupt(images)))  # (B, C, H, W)
         if self.hparams.loss == "bce":  # Bernoulli likelihood of [0, 1] intensities, per pixel
-            loss = F.binary_cross_entropy_with_logits(logits, images)
-        else:
-            loss = F.mse_loss(torch.sigmoid(logits), images)
-        if stage == "train":  # the values of the logged steps
-            if is_logged_step(self):
-                self.log("train/loss", loss, prog_bar=True)
-            return loss
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
-        if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
-            self.log(f"{stage}/mse", F.mse_loss(torch.sigmoid(logits), images), sync_dist=True)
-        return loss
+            return F.binary_cross_entropy_with_logits(logits, images), logits
+        return F.mse_loss(torch.sigmoid(logits), images), logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        images, _ = batch  # labels are not used
+        loss, _ = self._loss(images)
+        if logs_this_step(self.trainer):
+            self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        images, _ = batch
+        loss, logits = self._loss(images)
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
+        if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
+            self.log(f"{split}/mse", F.mse_loss(torch.sigmoid(logits), images), sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -97,5 +95,7 @@ class Autoencoder(L.LightningModule):
         )
 
     def configure_callbacks(self) -> list[Callback]:
-        # Lightning's hook for callbacks that belong to a model rather than to a run.
+        # Lightning's hook for callbacks that belong to a model rather than to a run; pictures of training only
+        if self.trainer.state.fn != "fit":
+            return []
         return [ReconstructionGrid(num_images=self.hparams.num_grid_images)]

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import is_logged_step
+from src.models.logged_steps import logs_this_step
 from src.models.nets.classifier import ConvClassifier
 
 
@@ -40,28 +40,29 @@ class Classifier(L.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
         logits = self.net(images)  # (B, num_classes)
         loss = F.cross_entropy(logits, labels)
-        accuracy = getattr(self, f"{stage}_acc")
-        accuracy.update(logits, labels)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
-        if stage == "train":  # the loss of the logged steps
-            if is_logged_step(self):
-                self.log("train/loss", loss, prog_bar=True)
-            return loss
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)  # the mean over the epoch, across devices
+        self.train_acc.update(logits, labels)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
+        if logs_this_step(self.trainer):
+            self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:
+        images, labels = batch
+        logits = self.net(images)
+        accuracy.update(logits, labels)
+        self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+        # the mean over the epoch, across devices
+        self.log(f"{split}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluate(batch, "val", self.val_acc)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluate(batch, "test", self.test_acc)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(

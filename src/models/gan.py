@@ -129,10 +129,13 @@ class GAN(L.LightningModule):
         generator = self.ema_generator if self.ema_generator is not None else self.generator
         return (generator(z, labels if self.hparams.conditional else None) + 1) / 2
 
-    forward = generate
+    @property
+    def latent_dim(self) -> int:
+        return self.hparams.latent_dim
 
     def sample(self, num_samples: int, labels: Tensor | None = None) -> Tensor:
-        return self.generate(torch.randn(num_samples, self.hparams.latent_dim, device=self.device), labels)
+        """Images from noise z ~ N(0, I); a conditional model's cycle through the classes unless labels are given."""
+        return self.generate(torch.randn(num_samples, self.latent_dim, device=self.device), labels)
 
     # --- training ----------------------------------------------------------------------------------
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -218,6 +221,8 @@ class GAN(L.LightningModule):
         )
 
     def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":  # pictures of training only
+            return []
         # a conditional grid has one column per class: generate() cycles through the classes
         per_row = self.hparams.num_classes if self.hparams.conditional else 8
         return [SampleGrid(num_images=per_row * 8, images_per_row=per_row)]

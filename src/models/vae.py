@@ -15,7 +15,7 @@ from src.callbacks.image_grid import ReconstructionGrid
 from src.callbacks.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import is_logged_step
+from src.models.logged_steps import logs_this_step
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.nets.mlp import MLPDecoder, MLPEncoder
 
@@ -64,15 +64,17 @@ class VAE(L.LightningModule):
         """Images (B, C, H, W) in [0, 1]: the Bernoulli means of p(x|z) for latents z (B, latent_dim)."""
         return torch.sigmoid(self.decoder(z))
 
+    @property
+    def latent_dim(self) -> int:
+        return self.hparams.latent_dim
+
     def sample(self, num_samples: int) -> Tensor:
         """Images decoded from z ~ N(0, I), the prior."""
-        return self.generate(torch.randn(num_samples, self.hparams.latent_dim, device=self.device))
+        return self.generate(torch.randn(num_samples, self.latent_dim, device=self.device))
 
-    def forward(self, images: Tensor) -> Tensor:
+    def reconstruct(self, images: Tensor) -> Tensor:
         """Reconstructions: the decoded posterior means."""
         return self.generate(self.encode(images)[0])
-
-    reconstruct = forward
 
     def elbo_terms(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Reconstruction and KL terms of the negative ELBO, each summed over dimensions, averaged over the batch."""
@@ -88,32 +90,36 @@ class VAE(L.LightningModule):
     def kl_weight(self) -> float:
         """beta, ramped up linearly from 0 over the first `kl_warmup_steps` training steps."""
         warmup = self.hparams.kl_warmup_steps
-        ramp = min(1.0, self.global_step / warmup) if warmup and self.training else 1.0
+        ramp = min(1.0, self.global_step / warmup) if warmup else 1.0
         return self.hparams.beta * ramp
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch
         recon, kl = self.elbo_terms(images)
         loss = recon + self.kl_weight() * kl
-        nelbo = recon + kl
-        if stage == "train" and not is_logged_step(self):
-            return loss
-        bpd = nelbo / (images[0].numel() * math.log(2))
-        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
-        # training: the values of the logged steps; validation and test: means over the epoch, across devices
-        log_options = {"on_step": stage == "train", "on_epoch": stage != "train", "sync_dist": stage != "train"}
-        self.log_dict({f"{stage}/{name}": value for name, value in terms.items()}, **log_options)
-        self.log(f"{stage}/nelbo", nelbo, prog_bar=True, **log_options)
+        if logs_this_step(self.trainer):
+            self._log_terms("train", images, loss, recon, kl, on_step=True, on_epoch=False)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        images, _ = batch
+        recon, kl = self.elbo_terms(images)
+        # means over the epoch, across devices; the full KL weight, so that loss is the negative ELBO here
+        self._log_terms(split, images, recon + self.hparams.beta * kl, recon, kl, on_step=False, on_epoch=True,
+                        sync_dist=True)  # fmt: skip
+
+    def _log_terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor, **options) -> None:
+        nelbo = recon + kl
+        bpd = nelbo / (images[0].numel() * math.log(2))  # nats per image -> bits per dimension
+        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
+        self.log_dict({f"{split}/{name}": value for name, value in terms.items()}, **options)
+        self.log(f"{split}/nelbo", nelbo, prog_bar=True, **options)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._evaluate(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -122,6 +128,8 @@ class VAE(L.LightningModule):
         )
 
     def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":  # pictures of training only
+            return []
         n = self.hparams.num_grid_images
         callbacks = [ReconstructionGrid(num_images=n), SampleGrid(num_images=64), LatentInterpolation()]
         if self.hparams.latent_dim == 2:

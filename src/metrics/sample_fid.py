@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
+from src.models.capabilities import ImageSampler, require
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +19,15 @@ class SampleFID(Callback):
     """Score `num_samples` samples against the first `num_samples` validation images every `every_n_epochs`.
 
     A small budget (1,000 or so) is noisy but cheap, and enough to follow a run and to pick its
-    best checkpoint (`monitor.metric=val/fid monitor.mode=min`). The model must have `sample(n)`.
+    best checkpoint (`monitor.metric=val/fid monitor.mode=min`). The model must be an ImageSampler.
 
     Also logs val/label_entropy, the spread of the samples over the classifier's classes, and warns of
     mode collapse when it falls below `min_label_entropy` nats (ln 10 = 2.30 is ten classes alike;
     ln 3 = 1.10 is three; a GAN that collapses onto one garment drops towards 0).
     """
+
+    # logged at validation ends after the sanity check (see RequireMonitoredMetric)
+    logged_metrics = ("val/fid", "val/kid", "val/is", "val/label_entropy")
 
     def __init__(
         self,
@@ -41,8 +45,7 @@ class SampleFID(Callback):
         self.quality: SampleQuality | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if not hasattr(pl_module, "sample"):
-            raise TypeError(f"SampleFID needs a model with sample(n); {type(pl_module).__name__} has none")
+        require(pl_module, ImageSampler, type(self).__name__)
         classifier = load_feature_classifier(self.classifier_ckpt, trainer.datamodule.name)
         self.quality = SampleQuality(classifier, kid_subset_size=min(1000, self.num_samples))
 
@@ -59,8 +62,7 @@ class SampleFID(Callback):
                 quality.update(pl_module.sample(min(self.batch_size, self.num_samples - start)), real=False)
         scores = quality.compute()
         # computed identically on every rank (same samples per rank is fine for a monitoring metric)
-        names = ("fid", "kid", "is", "label_entropy")
-        pl_module.log_dict({f"val/{name}": scores[name] for name in names}, sync_dist=True)
+        pl_module.log_dict({name: scores[name.removeprefix("val/")] for name in self.logged_metrics}, sync_dist=True)
         entropy = scores["label_entropy"]
         if self.min_label_entropy is not None and entropy < self.min_label_entropy and trainer.is_global_zero:
             classes = len(quality.label_counts)
