@@ -16,13 +16,13 @@ import torch
 
 from benchmarks.machine import describe_machine
 from src.models.nets.transformer import Transformer
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.utils.checkpoint import load_checkpoint, load_model
 from src.utils.config import compose
 
 
 def build_net(args: argparse.Namespace) -> Transformer:
     if args.ckpt:
-        return model_from_checkpoint(load_checkpoint(args.ckpt)).net
+        return load_model(args.ckpt).net
     m = compose([f"experiment={args.experiment}", "paths.output_dir=outputs/benchmarks"]).model
     return Transformer(65, m.block_size, m.n_layer, m.n_head, m.n_embd, 0.0, m.bias).eval()
 

@@ -1,9 +1,10 @@
 """Evaluate a checkpoint: `python -m src.eval ckpt_path=outputs/.../checkpoints/last.ckpt [num_samples=10000]`.
 
-Rebuilds the model and its data from the config stored in the checkpoint, runs the test split
-through the model's own test_step, and, for image models that generate (`sample`) or reconstruct
-(`reconstruct`), scores those images against the test split with FID, KID and the classifier-IS.
-Writes metrics.json to its run folder and prints a table.
+Rebuilds the model from the checkpoint and its data from the data config stored in it (read from this
+machine's data folder), runs the test split through the model's own test_step (text data, which has
+no test split: the validation windows), and scores the images of an ImageSampler (its samples) or a
+Reconstructor (its reconstructions of the test split) against the test split with FID, KID and the
+classifier-IS. Writes metrics.json to its run folder and prints a table.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import lightning as L
 import rich
 import rich.table
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
+from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from src.data import DATA_CLASSES
 from src.data.images import ImageDataModule
 from src.errors import exit_on_user_error
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.models.capabilities import Denoiser, ImageSampler, Reconstructor
+from src.utils.checkpoint import CheckpointError, load_checkpoint, load_model
 from src.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)
@@ -30,20 +35,31 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    model = load_model(cfg.ckpt_path)
+    data_config = load_checkpoint(cfg.ckpt_path)["config"].get("data", {})
+    if data_config.get("_target_") not in DATA_CLASSES:
+        raise CheckpointError(
+            f"{cfg.ckpt_path}: names the data class {data_config.get('_target_')!r}, which is not one of genlab's "
+            f"datamodules; refused without importing it"
+        )
     L.seed_everything(cfg.seed, workers=True)
-    model = model_from_checkpoint(checkpoint)
     # the run's data, read from this machine's data folder
-    data_config = {**checkpoint["config"]["data"], "data_dir": cfg.paths.data_dir, "batch_size": cfg.batch_size}
-    datamodule = instantiate(data_config)
+    datamodule = instantiate({**data_config, "data_dir": cfg.paths.data_dir, "batch_size": cfg.batch_size}, "data")
 
     output_dir = Path(cfg.paths.output_dir)
+    interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, default_root_dir=output_dir, enable_checkpointing=False
-    )
-    metrics = dict(trainer.test(model, datamodule=datamodule, verbose=False)[0])
-    if isinstance(datamodule, ImageDataModule) and (hasattr(model, "sample") or hasattr(model, "reconstruct")):
-        metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
+        accelerator=cfg.accelerator, devices=1, logger=False, default_root_dir=output_dir, enable_checkpointing=False,
+        callbacks=[interrupt],
+    )  # fmt: skip
+    with interrupt.reported(trainer, "Run the same command again"):
+        if is_overridden("test_dataloader", datamodule):
+            metrics = dict(trainer.test(model, datamodule=datamodule, verbose=False)[0])
+        else:  # text: the fixed validation windows, as training measured them
+            metrics = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
+    if isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor)):
+        with interruptible("the scoring of images", "Run the same command again"):
+            metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -56,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: DictConfig) -> dict[str, float]:
     """FID, KID and IS of the model's samples (or of its reconstructions of the test split) vs the test split."""
     device = model.device
-    generative = hasattr(model, "sample")
+    generative = isinstance(model, ImageSampler)
     num_real = len(datamodule.data_test)
     num_fake = cfg.num_samples if generative else num_real
     classifier = None
@@ -68,8 +84,9 @@ def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: Dic
     for images, _ in datamodule.test_dataloader():
         images = images.to(device)
         quality.update(images, real=True)
-        if not generative:
-            quality.update(model.reconstruct(images), real=False)
+        if not generative:  # a denoiser reconstructs the corrupted images, as it was trained to
+            quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images),
+                           real=False)  # fmt: skip
     if generative:
         log.info(f"Generating {num_fake} samples")
         for start in range(0, num_fake, cfg.batch_size):

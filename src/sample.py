@@ -1,14 +1,15 @@
 """Sample from a checkpoint: `python -m src.sample ckpt_path=... [num_samples=64 | prompt="ROMEO:"]`.
 
-Needs only the checkpoint (its config rebuilds the model, and a text model's vocabulary rides in
-it), not the dataset. Image models write a grid, samples.png; text models print their texts and
-write them to samples.txt; both in the run folder.
+Needs only the checkpoint (it names one of genlab's models and holds its hyperparameters, a text
+model's vocabulary among them), not the dataset. Image models write a grid, samples.png; text
+models print their texts and write them to samples.txt; both in the run folder.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import hydra
@@ -17,53 +18,73 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from src.callbacks.interrupt import interruptible
 from src.errors import ConfigError, exit_on_user_error
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.models.capabilities import ImageSampler, TextGenerator
+from src.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
+
+# generated a batch at a time, so that the network's activations stay small whatever num_samples is
+BATCH_SIZE = 500
 
 
 def sample(cfg: DictConfig) -> Path:
     """Generate samples as the config says and write them to the run folder; return the file written."""
-    model = model_from_checkpoint(load_checkpoint(cfg.ckpt_path))
-    if not hasattr(model, "generate_text") and not hasattr(model, "sample"):
-        raise ConfigError(
-            f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it has no sample "
-            f"method); "
-            f"evaluate it with: python -m src.eval ckpt_path={cfg.ckpt_path}"
-        )
-    if cfg.num_samples is not None and cfg.num_samples < 1:
-        raise ConfigError(f"num_samples must be >= 1, got {cfg.num_samples}")
-    L.seed_everything(cfg.seed)
+    check_options(cfg)
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+    model = load_model(cfg.ckpt_path, map_location=device)
+    if not isinstance(model, (TextGenerator, ImageSampler)):
+        raise ConfigError(
+            f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it is neither an "
+            f"ImageSampler nor a TextGenerator); evaluate it with: python -m src.eval ckpt_path={cfg.ckpt_path}"
+        )
+    L.seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
+    with interruptible("sampling", "Run the same command again"), torch.no_grad():
+        if isinstance(model, TextGenerator):
+            texts = model.generate_text(cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+                                        cfg.num_samples or 1, seed=cfg.seed)  # fmt: skip
+        else:
+            num_samples = cfg.num_samples or 64
+            check_fits_in_memory(model, num_samples)
+            images = torch.cat([model.sample(min(BATCH_SIZE, num_samples - start)).cpu()
+                                for start in range(0, num_samples, BATCH_SIZE)])  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
-    model = model.to(device)
-    with torch.no_grad():
-        if hasattr(model, "generate_text"):
-            return _write_texts(model, cfg, output_dir / "samples.txt")
-        return _write_image_grid(model, cfg, output_dir / "samples.png")
-
-
-def _write_texts(model: L.LightningModule, cfg: DictConfig, path: Path) -> Path:
-    if cfg.max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}")
-    texts = model.generate_text(
-        cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.num_samples or 1, seed=cfg.seed
-    )
-    separator = "\n\n" + "-" * 40 + "\n\n"
-    print(separator.join(texts))
-    path.write_text(separator.join(texts) + "\n")
-    log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
+    if isinstance(model, TextGenerator):
+        path = output_dir / "samples.txt"
+        separator = "\n\n" + "-" * 40 + "\n\n"
+        print(separator.join(texts))
+        path.write_text(separator.join(texts) + "\n")
+        log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
+    else:
+        path = output_dir / "samples.png"
+        save_image(images, path, nrow=cfg.nrow or math.ceil(math.sqrt(len(images))))  # (N, C, H, W) in [0, 1]
+        log.info(f"Wrote {len(images)} samples to {path}")
     return path
 
 
-def _write_image_grid(model: L.LightningModule, cfg: DictConfig, path: Path) -> Path:
-    num_samples = cfg.num_samples or 64
-    images = model.sample(num_samples)  # (N, C, H, W) in [0, 1]
-    save_image(images, path, nrow=cfg.nrow or math.ceil(math.sqrt(num_samples)))
-    log.info(f"Wrote {num_samples} samples to {path}")
-    return path
+def check_options(cfg: DictConfig) -> None:
+    """Refuse counts that no model can use, before the checkpoint is read (text models check their own
+    sampling options: temperature, top_k, top_p)."""
+    for key in ("num_samples", "nrow", "max_new_tokens"):
+        value = cfg[key]
+        if not (value is None and key != "max_new_tokens") and (type(value) is not int or value < 1):
+            raise ConfigError(f"{key}={value!r}: expected a whole number >= 1")
+    if not isinstance(cfg.prompt, str):
+        raise ConfigError(f"prompt={cfg.prompt!r}: expected text (quote it: 'prompt=\"To be, or not\"')")
+
+
+def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:
+    """Refuse a grid whose images (float32, twice over: samples and grid) would not fit in the free memory."""
+    image_bytes = 4 * model.sample(1).numel()
+    needed = 2 * num_samples * image_bytes
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if needed > free:
+        raise ConfigError(
+            f"num_samples={num_samples}: a grid of that many images needs about {needed / 2**30:.1f} GiB, and "
+            f"{free / 2**30:.1f} GiB of memory is free; at most {free // (2 * image_bytes)} here"
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")

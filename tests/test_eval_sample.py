@@ -97,13 +97,14 @@ def _bad_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     malicious = tmp_path / "malicious.ckpt"
-    torch.save({"state_dict": {}, "config": _RunsCode(tmp_path / "pwned")}, malicious)
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "config": _RunsCode(tmp_path / "pwned")}, malicious)
     return {
         "missing": (tmp_path / "nope.ckpt", "no such checkpoint file"),
         "text": (text, "not a readable PyTorch checkpoint, or truncated"),
         "foreign": (
             foreign,
-            "not a genlab checkpoint (expected 'state_dict' and 'config' entries, found ['epoch', 'model'])",
+            "not a genlab checkpoint (expected 'state_dict', 'hyper_parameters' and 'config' entries, found "
+            "['epoch', 'model'])",
         ),
         "truncated": (truncated, "not a readable PyTorch checkpoint, or truncated"),
         "malicious": (malicious, "refused to load objects other than tensors and plain data"),

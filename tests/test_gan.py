@@ -14,7 +14,7 @@ from src.data.images import FashionMNISTDataModule
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.gan import GAN, gradient_penalty
 from src.train import train
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.utils.checkpoint import load_checkpoint, load_model
 from tests.conftest import TEST_OVERRIDES, compose_config
 
 
@@ -114,7 +114,7 @@ def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Pa
     )  # fmt: skip
     untrained = hydra.utils.instantiate(cfg.model, _convert_="all")
     _, metrics = train(cfg)
-    trained = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    trained = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
     classifier = load_feature_classifier(None, "fashion_mnist")
     datamodule = FashionMNISTDataModule(str(fashion_mnist_dir), image_shape=(1, 28, 28), num_classes=10)
@@ -131,7 +131,7 @@ def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mn
         "trainer.limit_train_batches=400", "trainer.limit_val_batches=5", "test=false",
     )  # fmt: skip
     train(cfg)
-    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     classifier = load_feature_classifier(None, "fashion_mnist")
     labels = torch.arange(10).repeat(50)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from src.data.text import ShakespeareDataModule
 from src.models.gpt import GPT, adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer, sample_next_token
 from src.train import train
-from src.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from src.utils.checkpoint import load_checkpoint, load_model
 from tests.conftest import TEST_OVERRIDES, compose_config
 from tests.test_eval_sample import run_module
 
@@ -137,8 +137,9 @@ def test_loss_falls_and_the_logs_show_it(trained_gpt: Path) -> None:
 
 def test_checkpoint_reloads_to_the_model_that_was_validated(trained_gpt: Path, shakespeare_dir: Path) -> None:
     checkpoint = load_checkpoint(trained_gpt / "checkpoints" / "last.ckpt")
-    assert len(checkpoint["vocab"]) == 65  # the vocabulary rides in the checkpoint
-    model = model_from_checkpoint(checkpoint)
+    assert len(checkpoint["hyper_parameters"]["vocab"]) == 65  # the vocabulary rides in the checkpoint, once
+    assert "vocab" not in checkpoint
+    model = load_model(trained_gpt / "checkpoints" / "last.ckpt")
     # the last checkpoint was written right after the last validation: the same windows give the same loss
     datamodule = ShakespeareDataModule(str(shakespeare_dir), block_size=64, batch_size=12, num_val_windows=240)
     datamodule.setup("validate")
@@ -178,7 +179,7 @@ def test_compiled_model_trains_and_its_checkpoint_samples(tmp_path: Path, shakes
     ]  # fmt: skip
     _, metrics = train(compose_config(overrides, tmp_path / "run"))
     assert metrics["val/loss"] < math.log(65)
-    model = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     (text,) = model.generate_text("ROMEO:", 30, temperature=0.8, seed=0)
     assert text.startswith("ROMEO:") and len(text) == 36
 

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from src.errors import ConfigError
 from src.utils.checkpoint import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,29 @@ class ExportBestCheckpoint(Callback):
             log.warning(f"No best checkpoint to export to {self.path}")
             return
         checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-        slim = {key: checkpoint[key] for key in ("state_dict", "hyper_parameters", "config", "epoch", "global_step")}
+        # what Lightning's load_from_checkpoint reads (the version: for its format migrations), and our config
+        keep = ("state_dict", "hyper_parameters", "config", "epoch", "global_step", "pytorch-lightning_version")
+        slim = {key: checkpoint[key] for key in keep}
         slim["exported_from"] = str(best)
         AtomicCheckpointIO().save_checkpoint(slim, self.path)
         log.info(f"Exported {best} to {self.path}")
+
+
+class RequireMonitoredMetric(Callback):
+    """Refuse a `monitor.metric` that nothing logs, at the end of the sanity check rather than after an epoch.
+
+    The sanity check's validation shows what the model logs; callbacks that log at validation ends but
+    skip the sanity check (SampleFID) name theirs in `logged_metrics`.
+    """
+
+    def __init__(self, metric: str | None) -> None:
+        self.metric = metric
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        promised = {name for callback in trainer.callbacks for name in getattr(callback, "logged_metrics", ())}
+        logged = set(trainer.callback_metrics) | promised
+        if self.metric and self.metric not in logged:
+            raise ConfigError(
+                f"monitor.metric={self.metric!r} is never logged by {type(pl_module).__name__}; its validation logs "
+                f"{', '.join(sorted(logged)) or 'nothing'} (or monitor.metric=null to keep the latest checkpoint)"
+            )

@@ -21,7 +21,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from src.errors import ConfigError
 from src.models.classifier import Classifier
 from src.models.nets.classifier import ConvClassifier
-from src.utils.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from src.utils.checkpoint import CheckpointError, load_model
 
 
 class _Precomputed(nn.Identity):
@@ -131,7 +131,7 @@ def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassi
             f"python -m src.train experiment=classifier_{dataset}  (or model=classifier data={dataset} "
             f"callbacks=[default,export_best] callbacks.export_best.path={path})"
         )
-    model = model_from_checkpoint(load_checkpoint(path))
+    model = load_model(path)
     if not isinstance(model, Classifier):
         raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a Classifier")
     return model.net

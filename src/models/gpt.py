@@ -1,8 +1,8 @@
 """Mini-GPT: a character-level transformer language model (nanoGPT's recipe, trained by Lightning).
 
 The network needs the vocabulary, which only the data knows: it is taken from the datamodule in
-`setup()`, built in `configure_model()` (where sharded strategies want models built), and carried
-in every checkpoint, so that sampling needs no dataset.
+`setup()`, built in `configure_model()` (where sharded strategies want models built), and kept
+as a hyperparameter, so that every checkpoint carries it and sampling needs no dataset.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from src.callbacks.text_sample import TextSample
 from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import is_logged_step
+from src.models.logged_steps import logs_this_step
 from src.models.nets.transformer import Transformer
 
 
@@ -94,13 +94,6 @@ class GPT(L.LightningModule):
         if hp.compile:
             self.net.compile()  # in place: the state_dict keeps its names, checkpoints stay loadable without it
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vocab"] = self.vocab.chars
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._use_vocab(checkpoint["vocab"])
-        self.configure_model()
-
     def forward(self, idx: Tensor) -> Tensor:
         """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
         return self.net(idx)
@@ -112,7 +105,7 @@ class GPT(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
-        if is_logged_step(self):
+        if logs_this_step(self.trainer):
             self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -139,6 +132,8 @@ class GPT(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":  # samples of training only
+            return []
         return [TextSample(self.hparams.sample_prompt, self.hparams.sample_length)]
 
     def generate_text(
@@ -158,8 +153,12 @@ class GPT(L.LightningModule):
             raise ConfigError(f"prompt={prompt!r}: {err}") from None
         if not prompt_ids.numel():
             raise ConfigError("prompt must hold at least one character (try prompt='\\n')")
-        if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
-            raise ConfigError(f"need temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}")
+        if not (math.isfinite(temperature) and temperature >= 0) or (top_k is not None and top_k < 1) or (
+            top_p is not None and not 0 < top_p <= 1
+        ):
+            raise ConfigError(
+                f"need a finite temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}"
+            )
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         idx = prompt_ids.to(self.device).expand(num_samples, -1)  # (num_samples, T)
         out = self.net.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=generator)

@@ -1,4 +1,4 @@
-"""Write this project's checkpoints atomically; load them safely (weights only) and rebuild their models."""
+"""Write this project's checkpoints atomically; read them as data and rebuild only genlab's own models from them."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import lightning as L
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from src.errors import ConfigError, GenlabError, one_line
-from src.utils.instantiate import instantiate
+from src.models import MODEL_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
-        os.replace(partial, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # the bytes are on disk before the name points at them
+            os.replace(partial, path)
+            _fsync_folder(path.parent)  # and the rename itself survives a power cut
+        except OSError as err:  # a full disk, a read-only or missing folder: the previous checkpoint stays whole
+            partial.unlink(missing_ok=True)
+            raise CheckpointError(
+                f"could not write the checkpoint {path}: {err.strerror or one_line(err)}; the previous one, if any, "
+                f"is unchanged"
+            ) from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
@@ -80,7 +97,7 @@ def _without_ckpt_path(overrides: list[str]) -> list[str]:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint as data: `torch.load(weights_only=True)`, which never runs code from the file."""
+    """Read a genlab checkpoint as data: `torch.load(weights_only=True)`, which never runs code from the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -99,18 +116,77 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "config" not in checkpoint:
-        found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    if not isinstance(checkpoint, dict) or not {"state_dict", "config", "hyper_parameters"} <= set(checkpoint):
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
-            f"{path}: not a genlab checkpoint (expected 'state_dict' and 'config' entries, found {found}); "
-            f"checkpoints written by `python -m src.train` have both"
+            f"{path}: not a genlab checkpoint (expected 'state_dict', 'hyper_parameters' and 'config' entries, "
+            f"found {found}); checkpoints written by `python -m src.train` have them"
         )
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> L.LightningModule:
-    """Rebuild the LightningModule from the checkpoint's own config and load its weights, in eval mode."""
-    model = instantiate(checkpoint["config"]["model"])
-    model.on_load_checkpoint(checkpoint)  # as Lightning's load_from_checkpoint: what the model kept besides weights
-    model.load_state_dict(checkpoint["state_dict"])
+def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.LightningModule]:
+    """The genlab model class the checkpoint was trained as; anything outside `MODEL_CLASSES` is refused unimported."""
+    model_config = checkpoint["config"].get("model") if isinstance(checkpoint["config"], dict) else None
+    target = model_config.get("_target_") if isinstance(model_config, dict) else None
+    if target not in MODEL_CLASSES:
+        raise CheckpointError(
+            f"{path}: names the model class {target!r}, which is not one of genlab's models "
+            f"({', '.join(sorted(name.rsplit('.', 1)[1] for name in MODEL_CLASSES))}); refused without importing it"
+        )
+    return get_class(target)
+
+
+def check_finite_weights(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: every output of such a model is NaN, so every metric is meaningless."""
+    bad = [
+        name
+        for name, tensor in checkpoint["state_dict"].items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: its weights hold NaN or infinite values ({len(bad)} tensor(s): {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): the training that wrote it diverged"
+        )
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> L.LightningModule:
+    """The model of a genlab checkpoint, in eval mode: Lightning's `load_from_checkpoint(weights_only=True)` on
+    the class the checkpoint names, once it is known to be one of genlab's and its weights are finite."""
+    checkpoint = load_checkpoint(path)
+    cls = model_class(checkpoint, path)
+    check_finite_weights(checkpoint, path)
+    try:
+        model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, TypeError, ValueError, KeyError) as err:  # shapes or hyperparameters that do not fit
+        raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return model.eval()
+
+
+def check_resumable(path: str | Path, target: str) -> None:
+    """Before Lightning resumes from `path`: a readable genlab checkpoint of the family being trained."""
+    checkpoint = load_checkpoint(path)
+    cls = model_class(checkpoint, path)
+    if f"{cls.__module__}.{cls.__qualname__}" != target:
+        raise CheckpointError(
+            f"ckpt_path={path}: holds a {cls.__name__}, and this run trains a {target.rsplit('.', 1)[1]}: "
+            f"resume with the model it was trained as (model= of that run), or start anew without ckpt_path"
+        )
+    check_finite_weights(checkpoint, path)
+
+
+def check_state_dict_fits(model: L.LightningModule, state_dict: dict[str, Any]) -> None:
+    """Every weight of the model is in the checkpoint with the same shape (a resumed run continues the same network)."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
+    missing = sorted(expected.keys() - found.keys())
+    wrong = [f"{name} {found[name]} instead of {shape}" for name, shape in expected.items()
+             if name in found and found[name] != shape]  # fmt: skip
+    if missing or wrong:
+        detail = "; ".join(filter(None, [wrong and "shapes " + ", ".join(wrong[:3]),
+                                         missing and "missing " + ", ".join(missing[:3])]))  # fmt: skip
+        raise CheckpointError(
+            f"the checkpoint does not fit this run's {type(model).__name__} ({detail}): resume with the model "
+            f"options it was trained with"
+        )
