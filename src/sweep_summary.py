@@ -34,6 +34,7 @@ class Trial:
     state: str
     value: float | None
     params: dict[str, str] = field(default_factory=dict)
+    error: str = ""  # why a failed trial failed
 
 
 def read_sweep(sweep_dir: Path, metric: str | None) -> tuple[list[Trial], str, str]:
@@ -53,7 +54,7 @@ def _optuna_trials(sweep_dir: Path, config: DictConfig) -> list[Trial]:
     storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
     study = optuna.load_study(study_name=config.hydra.sweeper.study_name, storage=storage)
     return [
-        Trial(t.number, t.state.name, t.value, {k: str(v) for k, v in t.params.items()})
+        Trial(t.number, t.state.name, t.value, {k: str(v) for k, v in t.params.items()}, t.user_attrs.get("error", ""))
         for t in study.get_trials(deepcopy=False)
     ]
 
@@ -65,7 +66,9 @@ def _job_trials(sweep_dir: Path, metric: str) -> list[Trial]:
         params = dict(override.split("=", 1) for override in overrides)
         metrics_file = job_dir / "metrics.json"
         value = json.loads(metrics_file.read_text()).get(metric) if metrics_file.is_file() else None
-        trials.append(Trial(int(job_dir.name), "COMPLETE" if value is not None else "FAIL", value, params))
+        error_file = job_dir / "error.txt"
+        error = error_file.read_text().strip() if error_file.is_file() else ""
+        trials.append(Trial(int(job_dir.name), "COMPLETE" if value is not None else "FAIL", value, params, error))
     # keep only the parameters that vary: the others are the sweep's fixed overrides
     varying = {key for key in {k for t in trials for k in t.params} if len({t.params.get(key) for t in trials}) > 1}
     for trial in trials:
@@ -78,9 +81,9 @@ def write_summary(trials: list[Trial], metric: str, direction: str, sweep_dir: P
     sign = 1 if direction == "minimize" else -1
     ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0), t.number))
     keys = sorted({key for trial in trials for key in trial.params})
-    header = ["trial", "state", metric, *keys]
-    rows = [[t.number, t.state, "" if t.value is None else f"{t.value:.6g}", *(t.params.get(k, "") for k in keys)]
-            for t in ranked]  # fmt: skip
+    header = ["trial", "state", metric, *keys, "error"]
+    rows = [[t.number, t.state, "" if t.value is None else f"{t.value:.6g}", *(t.params.get(k, "") for k in keys),
+             t.error] for t in ranked]  # fmt: skip
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))

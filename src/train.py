@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import hydra
@@ -18,12 +17,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
-from src.callbacks.checkpoint import SaveRunConfig
+from src.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.resume import ExactResume
-from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, RunInterrupted, exit_on_user_error
-from src.utils.checkpoint import AtomicCheckpointIO, CheckpointError, resume_path
+from src.errors import ConfigError, exit_on_user_error
+from src.utils.checkpoint import AtomicCheckpointIO, check_resumable, resume_path
+from src.utils.devices import check_devices
 from src.utils.config import check_config, print_config_tree, register_resolvers, to_plain
 from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
 
@@ -34,7 +34,10 @@ register_resolvers()  # before Hydra resolves the config
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
     check_config(cfg)
+    check_devices(cfg.trainer)
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    if ckpt_path is not None and "://" not in ckpt_path:
+        check_resumable(ckpt_path, cfg.model._target_)  # a foreign or broken file is refused before anything is built
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
@@ -46,20 +49,23 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: L.LightningModule = instantiate(cfg.model)
+    model: L.LightningModule = instantiate(cfg.model, "model")
     # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
     # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
-    # SIGTERM, a stop at the first NaN or infinite loss, and checkpoints written atomically
+    # SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged, and
+    # checkpoints written atomically (listed in conf/callbacks/default.yaml)
     interrupt = CheckpointOnInterrupt()
     callbacks = [
         *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), ExactResume(),
-        interrupt, StopOnNonFiniteLoss(),
+        interrupt, StopOnNonFiniteLoss(), RequireMonitoredMetric(cfg.monitor.metric),
     ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
@@ -67,16 +73,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     try:
         if cfg.train:
             log.info("Starting training")
-            try:
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-            except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with exit(1), a SIGTERM with exit()
-                if interrupt.signal is None:
-                    raise
-                raise RunInterrupted(
-                    f"{interrupt.signal.name} at step {trainer.global_step}; last checkpoint: {interrupt.path}. "
-                    f"Resume with: python -m src.train <same overrides> ckpt_path={interrupt.path}",
-                    exit_code=128 + interrupt.signal,
-                ) from None
+            with interrupt.reported(trainer, "Resume with: python -m src.train <same overrides> ckpt_path=last"):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
         if cfg.test and not is_overridden("test_dataloader", datamodule):
             log.info(f"{type(datamodule).__name__} has no test split: skipping the test")
@@ -85,7 +83,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             if not best:
                 log.warning("No best checkpoint (nothing monitored, or fast_dev_run): testing the current weights")
             log.info(f"Starting testing on {best or 'the current weights'}")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            go_on = f"Training had finished; test it with: python -m src.eval ckpt_path={best or '<a checkpoint>'}"
+            with interrupt.reported(trainer, go_on):
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
     finally:
         finish_loggers(trainer.loggers)
@@ -106,26 +106,10 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     return metrics[name]
 
 
-# input a run refuses: its folder is removed when nothing came of it
-BAD_INPUT = (ConfigError, DatasetNotFoundError, CorruptDatasetError, CheckpointError)
-# what a run writes before its first step: a folder holding only these has no results in it
-SETUP_FILES = {".hydra", "config.yaml", "config_tree.log", "csv", "tensorboard", "wandb"}
-
-
-def discard_run_folder(output_dir: Path, task_name: str) -> None:
-    if rank_zero_only.rank == 0 and output_dir.is_dir():
-        if {path.name for path in output_dir.iterdir()} <= SETUP_FILES | {f"{task_name}.log"}:
-            shutil.rmtree(output_dir)
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    try:
-        value, _ = train(cfg)
-    except BAD_INPUT:
-        discard_run_folder(Path(cfg.paths.output_dir), cfg.task_name)
-        raise
+    value, _ = train(cfg)
     return value
 
 

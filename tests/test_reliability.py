@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.finite_loss import NonFiniteLossError
-from src.callbacks.sample_fid import SampleFID
+from src.metrics.sample_fid import SampleFID
 from src.data.images import FashionMNISTDataModule
 from src.errors import GenlabError
 from src.train import train
@@ -42,7 +42,7 @@ def test_signal_saves_a_last_checkpoint_and_exits_with_its_code(
     _, stderr = process.communicate(timeout=120)
 
     assert process.returncode == exit_code, stderr[-3000:]
-    assert f"interrupted: {signum.name} at step" in stderr and "Traceback" not in stderr
+    assert f"interrupted: {signum.name} during training at step" in stderr and "Traceback" not in stderr
     (last,) = tmp_path.glob("*/runs/*/checkpoints/last.ckpt")
     checkpoint = load_checkpoint(last)
     assert checkpoint["global_step"] > 0
@@ -121,7 +121,7 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
     images = torch.cat([images for images, _ in datamodule.train_dataloader()][:2])  # not the validation images
     trainer = L.Trainer(callbacks=[SampleFID(num_samples=500)], logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=1)  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="src.callbacks.sample_fid"):
+    with caplog.at_level(logging.WARNING, logger="src.metrics.sample_fid"):
         trainer.validate(FixedSamples(images, collapsed), datamodule=datamodule)
 
     entropy = float(trainer.callback_metrics["val/label_entropy"])

@@ -14,10 +14,12 @@ and `optuna.trial` overrides, from which the `optuna_pruning` callback reports t
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,6 +28,8 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from src.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ class OptunaSweeper(Sweeper):
 
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_sweep_folder(sweep_dir)  # held until this process ends
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         storage = f"sqlite:///{sweep_dir / self.storage_file}"
         study = optuna.create_study(
@@ -119,15 +124,37 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         log.info(f"Trial {trial.number} pruned")
         return
-    except Exception as err:  # a failed job fails its trial, not the sweep
+    except Exception as err:  # a failed job (a bad value, a NaN) fails its trial, not the sweep
+        trial.set_user_attr("error", one_line(err))  # shown by src.sweep_summary; a failed trial is not retried
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning(f"Trial {trial.number} failed: {type(err).__name__}: {err}")
+        log.warning(f"Trial {trial.number} failed: {one_line(err)}")
         return
     if value is None:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         log.warning(f"Trial {trial.number} returned no value: set monitor.metric to what the sweep optimises")
         return
     study.tell(trial, float(value))
+
+
+def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
+    """One sweep per folder: a second one would take the first's live trials for interrupted ones and requeue them.
+
+    An advisory lock on `<sweep>/.sweep.lock`, released by the kernel when its process ends, however it ends.
+    To share one study between machines, point several sweeps at one database server instead (Optuna's
+    distributed optimisation); an SQLite file in a sweep folder is for one sweep at a time.
+    """
+    lock = open(sweep_dir / ".sweep.lock", "w")  # noqa: SIM115 (kept open for the sweep's lifetime)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir}: another sweep is running in this folder; wait for it to end, or give this "
+            f"one another hydra.sweep.dir"
+        ) from None
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
 
 
 def requeue_interrupted_trials(study: optuna.Study) -> set[int]:

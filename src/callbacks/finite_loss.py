@@ -1,4 +1,4 @@
-"""Stop a run whose training loss turns NaN or infinite, before it writes a checkpoint of the bad state."""
+"""Stop a run whose training loss or weights turn NaN or infinite, before it writes a checkpoint of the bad state."""
 
 from __future__ import annotations
 
@@ -54,7 +54,17 @@ class StopOnNonFiniteLoss(Callback):
         self._check(trainer)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        self._check(trainer)  # before anything is written: the previous checkpoint stays the last one
+        # before anything is written, so that the previous checkpoint stays the last one: the loss, and the
+        # weights themselves (an infinite learning rate turns them NaN in one step whose loss was finite)
+        self._check(trainer)
+        bad = [name for name, tensor in checkpoint["state_dict"].items()
+               if tensor.is_floating_point() and not torch.isfinite(tensor).all()]  # fmt: skip
+        if bad:
+            last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+            raise NonFiniteLossError(
+                f"weights became NaN or infinite by step {trainer.global_step} ({', '.join(bad[:3])}); stopped without "
+                f"saving them. Last good checkpoint: {last or 'none yet'}. Lower the learning rate or clip gradients."
+            )
 
     def _check(self, trainer: L.Trainer) -> None:
         if self.first_bad_step is None or (step := int(self.first_bad_step.item())) < 0:

@@ -74,6 +74,8 @@ class ImageDataModule(L.LightningDataModule):
             )
         if batch_size < 1 or val_size < 1:
             raise ConfigError(f"data.batch_size and data.val_size must be >= 1, got {batch_size} and {val_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
         self.save_hyperparameters(logger=False)
         self.root = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
@@ -131,7 +133,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in ("fit", "validate", None) and self.data_train is None:
             self._check_files()
-            images, labels = self.load_split(train=True)
+            images, labels = self._checked_split(train=True)
             val_size = self.hparams.val_size
             if val_size >= len(images):
                 raise ConfigError(
@@ -149,7 +151,19 @@ class ImageDataModule(L.LightningDataModule):
             self.data_val = TensorImageDataset(images[val_index], labels[val_index])
         if stage in ("test", None) and self.data_test is None:
             self._check_files()
-            self.data_test = TensorImageDataset(*self.load_split(train=False))
+            self.data_test = TensorImageDataset(*self._checked_split(train=False))
+
+    def _checked_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        """A split, refused when its files are whole but hold other images or labels than the config says."""
+        images, labels = self.load_split(train)
+        shape, classes = tuple(images.shape[1:]), (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
+        if shape != tuple(self.hparams.image_shape) or classes[0] < 0 or classes[1] >= self.hparams.num_classes:
+            raise CorruptDatasetError(
+                f"{self.root}: the {'train' if train else 'test'} split of {self.dataset_name} holds images of shape "
+                f"{list(shape)} with labels {classes[0]}..{classes[1]}, but the config expects "
+                f"{list(self.hparams.image_shape)} with labels 0..{self.hparams.num_classes - 1}: other files in its place?"
+            )
+        return images, labels
 
     def _check_files(self) -> None:
         for path in self.expected_files():

@@ -96,6 +96,8 @@ class ShakespeareDataModule(L.LightningDataModule):
             )
         if not 0.0 < train_fraction < 1.0:
             raise ConfigError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
         self.save_hyperparameters(logger=False)
         self.path = Path(data_dir).expanduser().resolve() / "tinyshakespeare" / "input.txt"
         self.vocab: CharVocab | None = None

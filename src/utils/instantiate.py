@@ -7,24 +7,29 @@ import logging
 import hydra
 from hydra.errors import InstantiationException
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from src.errors import GenlabError
+from src.errors import ConfigError, GenlabError, one_line
 
 log = logging.getLogger(__name__)
 
 
-def instantiate(node: DictConfig | dict, **kwargs):
-    """hydra.utils.instantiate (to plain containers), letting our own errors through as they are.
+def instantiate(node: DictConfig | dict, key: str = "", **kwargs):
+    """hydra.utils.instantiate (to plain containers), letting the user's errors through as one line.
 
     Hydra wraps whatever a constructor raises in an InstantiationException with a traceback; a
-    GenlabError (`model.latent_dim must be >= 1`) is the user's to fix and is re-raised unwrapped.
+    GenlabError (`model.latent_dim must be >= 1`) is the user's to fix and is re-raised unwrapped, and
+    so is Lightning's word for a setting it cannot use (`trainer.max_epochs=-5`, a checkpoint `mode`
+    that is neither min nor max), as a ConfigError naming the config node `key`.
     """
     try:
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, GenlabError):
             raise err.__cause__ from None
+        if isinstance(err.__cause__, MisconfigurationException):
+            raise ConfigError(f"{key or node.get('_target_')}: {one_line(err.__cause__)}") from None
         raise
 
 
@@ -34,7 +39,7 @@ def instantiate_all(group: DictConfig | None, kind: str) -> list:
     for name, node in (group or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
             log.info(f"Instantiating {kind} <{node._target_}> ({name})")
-            built.append(instantiate(node))
+            built.append(instantiate(node, key=f"{kind}s.{name}"))
     return built
 
 
