@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from src.errors import ConfigError
-from src.utils.config import CONF_DIR, check_config
+from src.utils.config import CONF_DIR
+from src.utils.validation import check_config
 from src.utils.instantiate import instantiate_all
 from tests.conftest import compose_config
 
