@@ -153,3 +153,24 @@ def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> No
     ):
         check_config(cfg)
     OmegaConf.set_struct(cfg, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "metric", "strategy"),
+    [
+        (["model=ae"], "val/loss", "ddp"),
+        (["model=gan"], None, "ddp_find_unused_parameters_true"),
+        (["experiment=gan_fashion_mnist"], None, "ddp_find_unused_parameters_true"),  # a recipe's `override /model`
+        (["model=gan", "monitor.metric=val/fid"], "val/fid", "ddp_find_unused_parameters_true"),
+        (["model=gan", "ddp_strategy=ddp"], None, "ddp"),
+        (["hparams_search=gan_optuna"], "val/fid", "ddp_find_unused_parameters_true"),
+    ],
+)  # fmt: skip
+def test_model_settings_follow_the_chosen_model(tmp_path: Path, overrides: list[str], metric: str | None,
+                                                strategy: str) -> None:  # fmt: skip
+    cfg = compose_config(overrides, tmp_path)
+    assert (cfg.monitor.metric, cfg.ddp_strategy) == (metric, strategy)
+
+
+def test_model_settings_are_named_after_model_options() -> None:
+    assert set(options("model_settings")) <= set(options("model"))
