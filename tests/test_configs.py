@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from src.errors import ConfigError
 from src.utils.config import CONF_DIR
-from src.utils.validation import check_config
+from src.utils.validation import check_config, check_pairing
 from src.utils.instantiate import instantiate_all
 from tests.conftest import compose_config
 
@@ -66,6 +66,46 @@ def test_gpt_on_text_builds_its_network_from_the_vocabulary(tmp_path: Path) -> N
 def test_gpt_on_images_is_refused_at_config_time(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.block_size=\$\{data.block_size\} cannot be resolved"):
         check_config(compose_config(["model=gpt", "data=fashion_mnist"], tmp_path))
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path: Path, model: str, data: str) -> None:
+    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    if (model == "gpt") == (data == "shakespeare"):  # text model on text, image model on images
+        check_pairing(cfg.model, cfg.data)
+    else:
+        with pytest.raises(ConfigError, match=rf"cannot be resolved: data={data} has no .*\. model={model} needs"):
+            check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        ("gpt", "mnist", "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
+                         "model=gpt needs data with block_size: it works with data=shakespeare; "
+                         "data=mnist works with model=ae, classifier, gan, vae"),
+        ("gan", "shakespeare", "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
+                               "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
+                               "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+                               "data=shakespeare works with model=gpt"),
+        ("ae", "shakespeare", "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
+                              "image_shape. model=ae needs data with image_shape: it works with "
+                              "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
+    ],
+)  # fmt: skip
+def test_refused_pair_names_the_missing_keys_and_the_pairs_that_work(tmp_path: Path, model: str, data: str,
+                                                                     message: str) -> None:  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        check_config(compose_config([f"model={model}", f"data={data}"], tmp_path))
+    assert str(caught.value) == message
+
+
+def test_pairing_is_read_from_the_run_config_not_only_the_option_files(tmp_path: Path) -> None:
+    cfg = compose_config(["model=ae", "+model.block_size=${data.block_size}"], tmp_path)  # a key only text data has
+    needs = r"model=ae needs data with block_size, image_shape: it works with data=\(none\);"
+    with pytest.raises(ConfigError, match=needs):
+        check_pairing(cfg.model, cfg.data)
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

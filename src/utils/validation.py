@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_object
@@ -18,11 +17,14 @@ from src.utils.config import CONF_DIR
 
 
 def check_config(cfg: DictConfig, key: str = "") -> None:
-    """Check every `_target_` node against the signature of what it instantiates, before building anything.
+    """Check a config before anything it names is built; raise ConfigError naming the key at fault.
 
-    An unknown key or a value of the wrong type (`data.batch_size=abc`) raises ConfigError
-    naming the key, the value and the type expected by the constructor's annotation.
+    On the whole config (no `key`), first that the data has what the model reads from it. Then every
+    `_target_` node against the signature of what it instantiates: an unknown key or a value of the
+    wrong type (`data.batch_size=abc`) is named with the type that the constructor's annotation expects.
     """
+    if not key and "model" in cfg and "data" in cfg:
+        check_pairing(cfg.model, cfg.data)
     if isinstance(cfg, ListConfig):
         for i, item in enumerate(cfg):
             if isinstance(item, (DictConfig, ListConfig)):
@@ -33,6 +35,62 @@ def check_config(cfg: DictConfig, key: str = "") -> None:
     for name, node in cfg.items_ex(resolve=False):
         if isinstance(node, (DictConfig, ListConfig)) and not str(name).startswith("_"):
             check_config(node, f"{key}.{name}" if key else str(name))
+
+
+def check_pairing(model: DictConfig, data: DictConfig) -> None:
+    """The data config has every key that the model config reads from it (`${data.<key>}`).
+
+    If not, the message names the keys and the pairs that work, read from conf/model/ and conf/data/.
+    """
+    missing = [(path, value, name) for path, value, name in _data_references(model) if name not in data]
+    if not missing:
+        return
+    models, datasets = _options("model"), _options("data")
+    model_option, data_option = _option_name(model, models), _option_name(data, datasets)
+    data_for_model = [option for option, cfg in datasets.items() if _needs(model) <= set(cfg)]
+    models_for_data = [option for option, cfg in models.items() if _needs(cfg) <= set(data)]
+    raise ConfigError(
+        f"{', '.join(f'model.{path}={value}' for path, value, _ in missing)} cannot be resolved: "
+        f"data={data_option} has no {', '.join(sorted({name for *_, name in missing}))}. "
+        f"model={model_option} needs data with {', '.join(sorted(_needs(model)))}: it works with "
+        f"data={', '.join(data_for_model) or '(none)'}; data={data_option} works with "
+        f"model={', '.join(models_for_data) or '(none)'}"
+    )
+
+
+_DATA_REFERENCE = re.compile(r"\$\{data\.(\w+)\}")
+
+
+def _data_references(cfg: DictConfig) -> list[tuple[str, str, str]]:
+    """(key, value, data key) of each value in `cfg` that interpolates `${data.<data key>}`."""
+    references = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for name, value in node.items():
+                visit(value, f"{path}.{name}" if path else str(name))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                visit(value, f"{path}[{i}]")
+        elif isinstance(node, str):
+            references.extend((path, node, name) for name in _DATA_REFERENCE.findall(node))
+
+    visit(OmegaConf.to_container(cfg, resolve=False), "")
+    return references
+
+
+def _needs(model: DictConfig) -> set[str]:
+    return {name for *_, name in _data_references(model)}
+
+
+def _options(group: str) -> dict[str, DictConfig]:
+    return {path.stem: OmegaConf.load(path) for path in sorted((CONF_DIR / group).glob("*.yaml"))}
+
+
+def _option_name(cfg: DictConfig, options: dict[str, DictConfig]) -> str:
+    """The option of the config group whose `_target_` this config has, else that `_target_`."""
+    target = cfg.get("_target_")
+    return next((name for name, option in options.items() if option.get("_target_") == target), str(target))
 
 
 def _check_target(node: DictConfig, key: str) -> None:
@@ -95,41 +153,8 @@ def _resolved(node: DictConfig, name: str, key: str) -> Any:
     try:
         value = node[name]
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-    except InterpolationResolutionError as err:  # e.g. ${data.image_shape} with text data
+    except InterpolationResolutionError as err:
         raw = OmegaConf.to_container(node)[name]
         raise ConfigError(
-            f"{key}.{name}={raw} cannot be resolved: {str(err).splitlines()[0]}. {_pairing_hint(node, raw)}"
+            f"{key}.{name}={raw} cannot be resolved: {str(err).splitlines()[0]}"
         ) from None
-
-
-def _pairing_hint(node: DictConfig, raw: Any) -> str:
-    """Which data options a model works with, and which models the data works with, for a model
-    value `${data.<key>}` that the chosen data lacks. Read from the config groups: a model works with
-    the data whose config has every `data.<key>` that the model's config interpolates."""
-    if not re.fullmatch(r"\$\{data\.\w+\}", str(raw)):
-        return "Is this model meant for this data?"
-    root = node._get_root()
-    options = {group: {path.stem: _option(path, group) for path in sorted((CONF_DIR / group).glob("*.yaml"))}
-               for group in ("model", "data")}  # fmt: skip
-
-    def needs(model: DictConfig) -> set[str]:
-        return set(re.findall(r"\$\{data\.(\w+)\}", OmegaConf.to_yaml(model)))
-
-    def option(group: str) -> str:  # the option whose _target_ the run uses
-        return next((name for name, cfg in options[group].items() if cfg.get("_target_") == root[group]._target_), "?")
-
-    model, data = option("model"), option("data")
-    model_needs = needs(options["model"][model]) if model in options["model"] else needs(root.model)
-    data_for_model = [name for name, cfg in options["data"].items() if model_needs <= set(cfg)]
-    models_for_data = [name for name, cfg in options["model"].items() if needs(cfg) <= set(root.data)]
-    return (
-        f"model={model} needs data with {', '.join(sorted(model_needs))}: it works with "
-        f"data={', '.join(data_for_model) or '(none)'}; data={data} works with "
-        f"model={', '.join(models_for_data) or '(none)'}"
-    )
-
-
-def _option(path: Path, group: str) -> DictConfig:
-    """A config group option's own node, also from a `# @package _global_` file (that nests it under its group)."""
-    cfg = OmegaConf.load(path)
-    return cfg[group] if "_target_" not in cfg and group in cfg else cfg
