@@ -196,6 +196,49 @@ def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.lr=inf"], "model.lr=inf"),
+        (["model.lr=-inf"], "model.lr=-inf"),
+        (["model=vae", "model.beta=nan"], "model.beta=nan"),
+        (["model=gan", "model.betas=[nan,0.9]"], "model.betas[0]=nan"),
+        (["model=gpt", "data=shakespeare", "model.betas=[0.9,inf]"], "model.betas[1]=inf"),
+        (["trainer.gradient_clip_val=inf"], "trainer.gradient_clip_val=inf"),
+        (["data.batch_size=nan"], "data.batch_size=nan"),
+        (["model=gpt", "data=shakespeare", "data.train_fraction=inf"], "data.train_fraction=inf"),
+        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=-inf"],
+         "callbacks.early_stopping.min_delta=-inf"),
+        (["callbacks=[default,sample_fid]", "callbacks.sample_fid.min_label_entropy=nan"],
+         "callbacks.sample_fid.min_label_entropy=nan"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = compose_config(overrides, tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert str(caught.value) == f"{message}: must be a finite number"
+
+
+@pytest.mark.parametrize(
+    ("task_name", "is_folder_name"),
+    [
+        ("train", True), ("gan_fashion_mnist", True), ("run-1.2", True), (2024, True),
+        ("../elsewhere", False), ("a/b", False), ("/tmp/run", False), (".hidden", False), ("..", False),
+        ("with space", False), ("", False), (None, False),
+    ],
+)  # fmt: skip
+def test_task_name_must_be_a_plain_folder_name(tmp_path: Path, task_name: str | int | None,
+                                               is_folder_name: bool) -> None:  # fmt: skip
+    cfg = compose_config([], tmp_path)
+    cfg.task_name = task_name
+    if is_folder_name:
+        check_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=r"^task_name=.*: must be a plain folder name"):
+            check_config(cfg)
+
+
+@pytest.mark.parametrize(
     ("overrides", "metric", "strategy"),
     [
         (["model=ae"], "val/loss", "ddp"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from typing import Any
@@ -19,12 +20,15 @@ from src.utils.config import CONF_DIR
 def check_config(cfg: DictConfig, key: str = "") -> None:
     """Check a config before anything it names is built; raise ConfigError naming the key at fault.
 
-    On the whole config (no `key`), first that the data has what the model reads from it. Then every
-    `_target_` node against the signature of what it instantiates: an unknown key or a value of the
-    wrong type (`data.batch_size=abc`) is named with the type that the constructor's annotation expects.
+    On the whole config (no `key`), first that the data has what the model reads from it, and that
+    task_name is a folder name. Then every `_target_` node against the signature of what it
+    instantiates: an unknown key, a value of the wrong type (`data.batch_size=abc`, named with the type
+    that the constructor's annotation expects), or a NaN or infinite number anywhere in its arguments.
     """
     if not key and "model" in cfg and "data" in cfg:
         check_pairing(cfg.model, cfg.data)
+    if not key and "task_name" in cfg:
+        check_task_name(cfg.task_name)
     if isinstance(cfg, ListConfig):
         for i, item in enumerate(cfg):
             if isinstance(item, (DictConfig, ListConfig)):
@@ -107,22 +111,50 @@ def _check_target(node: DictConfig, key: str) -> None:
             raise ConfigError(
                 f"{key}.{name}: {target.__name__} has no parameter '{name}'; it takes {', '.join(parameters)}"
             )
-        if name not in hints or (isinstance(value, DictConfig) and "_target_" in value):
-            continue
+        if isinstance(value, DictConfig) and "_target_" in value:
+            continue  # checked as a node of its own
         plain_value = _resolved(node, name, key)
-        try:
-            adapter = TypeAdapter(hints[name])
-        except Exception:  # a type pydantic cannot check (an nn.Module, a Strategy): leave it to the constructor
-            continue
-        try:
-            adapter.validate_python(plain_value)
-        except ValidationError as err:
-            hint = hints[name]
-            expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            raise ConfigError(
-                f"{key}.{name}={plain_value!r} is not valid for {target.__name__}: expected {expected} "
-                f"({err.errors()[0]['msg']})"
-            ) from None
+        _check_finite(plain_value, f"{key}.{name}")
+        if name in hints:
+            _check_type(plain_value, hints[name], f"{key}.{name}", target.__name__)
+
+
+def _check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
+    try:
+        adapter = TypeAdapter(hint)
+    except Exception:  # a type pydantic cannot check (an nn.Module, a Strategy): leave it to the constructor
+        return
+    try:
+        adapter.validate_python(value)
+    except ValidationError as err:
+        expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        raise ConfigError(
+            f"{key}={value!r} is not valid for {target_name}: expected {expected} ({err.errors()[0]['msg']})"
+        ) from None
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """NaN and infinity pass the type checks (they are floats), then surface far from the key that caused
+    them: a NaN loss steps later, a clipping that does nothing. No setting here means them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value}: must be a finite number")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, f"{key}.{name}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{key}[{i}]")
+
+
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_task_name(name: Any) -> None:
+    """task_name names the run's folder under paths.log_dir (hydra.run.dir): a path would put the run elsewhere."""
+    if type(name) not in (str, int) or not _FOLDER_NAME.fullmatch(str(name)):
+        raise ConfigError(
+            f"task_name={name!r}: must be a plain folder name (letters, digits and ._-, not starting with '.')"
+        )
 
 
 def _signature(target: Any) -> tuple[list[str], dict[str, Any], bool]:
