@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from src.errors import ConfigError
-from src.utils.config import CONF_DIR, check_config
+from src.utils.config import CONF_DIR
+from src.utils.validation import check_config, check_pairing
 from src.utils.instantiate import instantiate_all
 from tests.conftest import compose_config
 
@@ -65,6 +66,46 @@ def test_gpt_on_text_builds_its_network_from_the_vocabulary(tmp_path: Path) -> N
 def test_gpt_on_images_is_refused_at_config_time(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.block_size=\$\{data.block_size\} cannot be resolved"):
         check_config(compose_config(["model=gpt", "data=fashion_mnist"], tmp_path))
+
+
+@pytest.mark.parametrize("data", options("data"))
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path: Path, model: str, data: str) -> None:
+    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    if (model == "gpt") == (data == "shakespeare"):  # text model on text, image model on images
+        check_pairing(cfg.model, cfg.data)
+    else:
+        with pytest.raises(ConfigError, match=rf"cannot be resolved: data={data} has no .*\. model={model} needs"):
+            check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "message"),
+    [
+        ("gpt", "mnist", "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
+                         "model=gpt needs data with block_size: it works with data=shakespeare; "
+                         "data=mnist works with model=ae, classifier, gan, vae"),
+        ("gan", "shakespeare", "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
+                               "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
+                               "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+                               "data=shakespeare works with model=gpt"),
+        ("ae", "shakespeare", "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
+                              "image_shape. model=ae needs data with image_shape: it works with "
+                              "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
+    ],
+)  # fmt: skip
+def test_refused_pair_names_the_missing_keys_and_the_pairs_that_work(tmp_path: Path, model: str, data: str,
+                                                                     message: str) -> None:  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        check_config(compose_config([f"model={model}", f"data={data}"], tmp_path))
+    assert str(caught.value) == message
+
+
+def test_pairing_is_read_from_the_run_config_not_only_the_option_files(tmp_path: Path) -> None:
+    cfg = compose_config(["model=ae", "+model.block_size=${data.block_size}"], tmp_path)  # a key only text data has
+    needs = r"model=ae needs data with block_size, image_shape: it works with data=\(none\);"
+    with pytest.raises(ConfigError, match=needs):
+        check_pairing(cfg.model, cfg.data)
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
@@ -152,3 +193,67 @@ def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> No
     ):
         check_config(cfg)
     OmegaConf.set_struct(cfg, False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.lr=inf"], "model.lr=inf"),
+        (["model.lr=-inf"], "model.lr=-inf"),
+        (["model=vae", "model.beta=nan"], "model.beta=nan"),
+        (["model=gan", "model.betas=[nan,0.9]"], "model.betas[0]=nan"),
+        (["model=gpt", "data=shakespeare", "model.betas=[0.9,inf]"], "model.betas[1]=inf"),
+        (["trainer.gradient_clip_val=inf"], "trainer.gradient_clip_val=inf"),
+        (["data.batch_size=nan"], "data.batch_size=nan"),
+        (["model=gpt", "data=shakespeare", "data.train_fraction=inf"], "data.train_fraction=inf"),
+        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=-inf"],
+         "callbacks.early_stopping.min_delta=-inf"),
+        (["callbacks=[default,sample_fid]", "callbacks.sample_fid.min_label_entropy=nan"],
+         "callbacks.sample_fid.min_label_entropy=nan"),
+    ],
+)  # fmt: skip
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, overrides: list[str], message: str) -> None:
+    cfg = compose_config(overrides, tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)
+    assert str(caught.value) == f"{message}: must be a finite number"
+
+
+@pytest.mark.parametrize(
+    ("task_name", "is_folder_name"),
+    [
+        ("train", True), ("gan_fashion_mnist", True), ("run-1.2", True), (2024, True),
+        ("../elsewhere", False), ("a/b", False), ("/tmp/run", False), (".hidden", False), ("..", False),
+        ("with space", False), ("", False), (None, False),
+    ],
+)  # fmt: skip
+def test_task_name_must_be_a_plain_folder_name(tmp_path: Path, task_name: str | int | None,
+                                               is_folder_name: bool) -> None:  # fmt: skip
+    cfg = compose_config([], tmp_path)
+    cfg.task_name = task_name
+    if is_folder_name:
+        check_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=r"^task_name=.*: must be a plain folder name"):
+            check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "metric", "strategy"),
+    [
+        (["model=ae"], "val/loss", "ddp"),
+        (["model=gan"], None, "ddp_find_unused_parameters_true"),
+        (["experiment=gan_fashion_mnist"], None, "ddp_find_unused_parameters_true"),  # a recipe's `override /model`
+        (["model=gan", "monitor.metric=val/fid"], "val/fid", "ddp_find_unused_parameters_true"),
+        (["model=gan", "ddp_strategy=ddp"], None, "ddp"),
+        (["hparams_search=gan_optuna"], "val/fid", "ddp_find_unused_parameters_true"),
+    ],
+)  # fmt: skip
+def test_model_settings_follow_the_chosen_model(tmp_path: Path, overrides: list[str], metric: str | None,
+                                                strategy: str) -> None:  # fmt: skip
+    cfg = compose_config(overrides, tmp_path)
+    assert (cfg.monitor.metric, cfg.ddp_strategy) == (metric, strategy)
+
+
+def test_model_settings_are_named_after_model_options() -> None:
+    assert set(options("model_settings")) <= set(options("model"))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from src.data.images import FashionMNISTDataModule, MNISTDataModule
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
-from tests.conftest import LocalCIFAR10DataModule, ServedMNISTDataModule
+from tests.conftest import LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
 
 MNIST_SHAPE = {"image_shape": (1, 28, 28), "num_classes": 10}
 
@@ -56,10 +57,12 @@ def test_mnist_batches_from_idx_files(mnist_dir: Path) -> None:
     _check_batch(next(iter(datamodule.test_dataloader())), 32, (1, 28, 28))
 
 
-def test_mnist_downloads_through_torchvision_from_a_mirror(tmp_path: Path, mnist_server: str) -> None:
+def test_mnist_downloads_from_the_first_mirror_that_serves_it(tmp_path: Path, mnist_server: str) -> None:
     data_dir = tmp_path / "data"
-    datamodule = ServedMNISTDataModule(str(data_dir), **MNIST_SHAPE, batch_size=16, val_size=50, mirrors=[mnist_server])
+    mirrors = ["http://127.0.0.1:9/", mnist_server]  # the first refuses connections
+    datamodule = ServedMNISTDataModule(str(data_dir), **MNIST_SHAPE, batch_size=16, val_size=50, mirrors=mirrors)
     _ready(datamodule)
+    assert ServedMNIST.mirrors == torchvision.datasets.MNIST.mirrors  # torchvision's classes are left alone
     raw_files = sorted(path.name for path in (data_dir / "ServedMNIST" / "raw").iterdir() if path.suffix != ".gz")
     assert raw_files == [
         "t10k-images-idx3-ubyte",

@@ -1,8 +1,12 @@
 """A Hydra sweeper on current Optuna: each batch of trials is asked from the study, launched as Hydra jobs,
 and told their results; the study lives in an SQLite file in the sweep folder.
 
-Why not hydra-optuna-sweeper: its last release pins optuna < 3, whose SQLite storage breaks with
-SQLAlchemy 2, so its studies cannot be stored, resumed, or shared with pruning callbacks.
+Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna < 3, whose SQLite storage breaks with
+SQLAlchemy 2 (hydra-ecosystem/hydra#2562), so its studies cannot be stored, resumed, or shared with pruning
+callbacks; and it cannot prune, as its jobs never see their trial (#1954, open). PR #3211 (for #3210) moves
+it to Optuna 4, still below the 5 we run, and was unreleased when this was written. This plugin can go
+when a release runs on the Optuna we pin and lets a job report to its trial.
+
 The search-space syntax is that plugin's (Hydra's override grammar): `choice(16, 32)`,
 `range(2, 8, 2)`, `interval(0.0, 0.3)`, `tag(log, interval(1e-4, 1e-2))`.
 
@@ -160,15 +164,13 @@ def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
 def requeue_interrupted_trials(study: optuna.Study) -> set[int]:
     """Trials left RUNNING by an interrupted sweep are marked failed and asked again with the same parameters.
 
-    Returns the numbers of all trials ever requeued (kept in their user attributes), which do not count as done.
+    Returns the numbers of all trials ever requeued (each retry names its trial), which do not count as done.
     """
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # the storage API is the only way to end a trial whose Trial object died with its process
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # by number: its Trial died with its process
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         log.info(f"Trial {trial.number} was interrupted: queued again with {trial.params}")
-    return {t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("interrupted")}
+    return {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
 
 
 def to_distribution(override: Override) -> optuna.distributions.BaseDistribution:

@@ -51,7 +51,11 @@ class ExactResume(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         fit_loop = trainer.fit_loop
-        if fit_loop._combined_loader_states_to_load:  # Lightning's private state: see the class docstring
+        # Lightning's private loop state (see the class docstring): the only way to hand the loader its saved
+        # position. Lightning issue #20550, fixed by PR #21765 (not merged when this was written); once genlab
+        # requires a Lightning release with the fix, these lines find no pending state and can go
+        # (tests/test_resume.py tells whether a mid-epoch resume is still exact without them).
+        if fit_loop._combined_loader_states_to_load:
             fit_loop._load_combined_loader_states()
             iter(fit_loop._data_fetcher)  # a new iterator, from the restored position
         # here, not on load: the sanity check and model setup that follow loading must not draw on them

@@ -18,7 +18,7 @@ def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_wo
     It resumes mid-epoch: Lightning saves its state_dict (the shuffling generator, the batches already
     drawn) in every checkpoint. Its random numbers come from generators of its own, seeded from the
     run's seed, never from the global one: data order and the model's draws (noise, dropout) are
-    separate streams, and a resumed run restores both (see src/callbacks/random_state.py).
+    separate streams, and a resumed run restores both (see ExactResume in src/callbacks/resume.py).
     """
     if dataset is None:
         raise RuntimeError("call setup() before asking for a dataloader")

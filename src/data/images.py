@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
 from src.data.batching import batch_loader
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
@@ -195,14 +195,27 @@ class MNISTDataModule(ImageDataModule):
 
     def __init__(self, *args, mirrors: list[str] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if mirrors:
-            # torchvision reads the mirror list from a class attribute; a subclass of the same
-            # name keeps its folder layout (<root>/MNIST/raw) and leaves the global class alone.
-            self.dataset_cls = type(self.dataset_cls.__name__, (self.dataset_cls,), {"mirrors": list(mirrors)})
+        self.mirrors = list(mirrors) if mirrors else list(self.dataset_cls.mirrors)  # tried in order
 
     def expected_files(self) -> list[Path]:
-        raw_dir = self.root / self.dataset_cls.__name__ / "raw"
-        return [raw_dir / Path(archive).stem for archive, _ in self.dataset_cls.resources]
+        return [self._raw_dir() / Path(archive).stem for archive, _ in self.dataset_cls.resources]
+
+    def download_files(self) -> None:
+        """Fetch each of torchvision's archives from the first of `mirrors` that serves it, checked and unpacked."""
+        # torchvision's own download() reads the mirrors from a class attribute: this is its loop, with ours
+        for archive, md5 in self.dataset_cls.resources:
+            errors = []
+            for mirror in self.mirrors:
+                try:
+                    download_and_extract_archive(f"{mirror}{archive}", str(self._raw_dir()), filename=archive, md5=md5)
+                    break
+                except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError, a wrong MD5 a RuntimeError
+                    errors.append(f"{mirror}{archive}: {one_line(err)}")
+            else:
+                raise RuntimeError("; ".join(errors))
+
+    def _raw_dir(self) -> Path:
+        return self.root / self.dataset_cls.__name__ / "raw"  # where torchvision's class reads the files
 
     def check_file(self, path: Path) -> None:
         check_idx_file(path, ndim=3 if "images" in path.name else 1)  # (N, H, W) images, (N,) labels
@@ -212,8 +225,8 @@ class MNISTDataModule(ImageDataModule):
         if len(dataset.data) != len(dataset.targets):
             split = "train" if train else "t10k"
             raise CorruptDatasetError(
-                f"{self.root / self.dataset_cls.__name__ / 'raw'}: the {split} files hold "
-                f"{len(dataset.data)} images but {len(dataset.targets)} labels"
+                f"{self._raw_dir()}: the {split} files hold {len(dataset.data)} images "
+                f"but {len(dataset.targets)} labels"
             )
         return dataset.data.unsqueeze(1), dataset.targets  # (N, 1, 28, 28), (N,)
 
