@@ -25,8 +25,8 @@ from src.errors import ConfigError, exit_on_user_error
 from src.utils.checkpoint import AtomicCheckpointIO, check_resumable, resume_path
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
-from src.utils.validation import check_config
 from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
+from src.utils.validation import check_config
 
 log = logging.getLogger(__name__)
 register_resolvers()  # before Hydra resolves the config
