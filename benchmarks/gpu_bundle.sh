@@ -5,7 +5,8 @@
 #   DATA_DIR=../shared/data bash benchmarks/gpu_bundle.sh
 #
 # Wheels for CPython 3.12 (PY_VERSION) on x86-64 Linux, at the versions of requirements.lock, whatever Python runs this.
-# Fashion-MNIST's raw IDX files are gzipped (55 MB -> about 30 MB): what travels to the lent machine is capped at 64 MiB.
+# Fashion-MNIST's raw IDX files are gzipped (55 MB -> about 30 MB): what travels to the lent machine is capped
+# at 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,10 @@ mkdir -p "$BUNDLE/wheels" "$BUNDLE/data/FashionMNIST/raw" "$BUNDLE/data/tinyshak
 for name in "${PACKAGES[@]}"; do
     # the lock's spelling may differ in case and in - against _
     pattern=$(echo "$name" | sed 's/[-_]/[-_]/g')
-    pin=$(grep -iE "^${pattern}==" requirements.lock) || { echo "error: $name is not in requirements.lock" >&2; exit 1; }
+    if ! pin=$(grep -iE "^${pattern}==" requirements.lock); then
+        echo "error: $name is not in requirements.lock" >&2
+        exit 1
+    fi
     if ! "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$PY_VERSION" --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$BUNDLE/wheels" "$pin"; then
@@ -43,4 +47,5 @@ done
 cp "$DATA_DIR/tinyshakespeare/input.txt" "$BUNDLE/data/tinyshakespeare/"
 
 ls -1 "$BUNDLE/wheels"
-echo "bundle: $(du -sh "$BUNDLE" | cut -f1); tracked files: $(git ls-files -z | du -ch --files0-from=- | tail -1 | cut -f1)"
+tracked=$(git ls-files -z | du -ch --files0-from=- | tail -1 | cut -f1)
+echo "bundle: $(du -sh "$BUNDLE" | cut -f1); tracked files: $tracked (together at most 64 MiB travel)"

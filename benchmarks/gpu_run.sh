@@ -29,5 +29,6 @@ status=0
 PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.gpu_suite --out "$RESULTS" --work "$WORK" "$@" 2>&1 |
     tee "$RESULTS/suite.log" || status=$?
 # the logs, small: what a failed part printed, beyond the tail that results.json keeps
-(cd "$WORK" && find . -name '*.log' -o -name run_stats.json -o -name samples.txt | tar czf "$RESULTS/logs.tar.gz" -T -) || true
+(cd "$WORK" && find . -name '*.log' -o -name run_stats.json -o -name samples.txt |
+    tar czf "$RESULTS/logs.tar.gz" -T -) || true
 exit "$status"

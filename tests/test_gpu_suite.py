@@ -37,10 +37,11 @@ def test_smoke_run_has_every_part_ok_or_skipped_with_a_reason(
 ) -> None:
     results = run_suite("--smoke", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "runs"))
     assert [part["part"] for part in results["parts"]] == [part.name for part in PARTS]
-    for part in [*results["parts"], *(row for part in results["parts"] for row in part.get("rows", []))]:
-        name = part.get("part") or part["run"]
-        assert part["status"] in ("ok", "skipped"), f"{name}: {part['status']}: {part.get('reason')}"
-        assert part["status"] == "ok" or part["reason"], name
+    rows = [row for part in results["parts"] for row in part.get("rows", [])]  # the runs inside families, eval_sample
+    for entry in [*results["parts"], *rows]:
+        name = entry.get("part") or entry["run"]
+        assert entry["status"] in ("ok", "skipped"), f"{name}: {entry['status']}: {entry.get('reason')}"
+        assert entry["status"] == "ok" or entry["reason"], name
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert all(f"| {part.name} |" in markdown for part in PARTS)
     families = next(part for part in results["parts"] if part["part"] == "families")
