@@ -76,7 +76,6 @@ class RunStats(StepTimer):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
         if not trainer.sanity_checking:
             metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("val/")}
             self.validations.append({"step": trainer.global_step, "time": time.time(), **metrics})

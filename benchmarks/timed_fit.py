@@ -16,7 +16,8 @@ from src.utils.instantiate import instantiate_all
 class StepTimer(Callback):
     """Wall time from the start of optimizer step `skip` to the end of training: `seconds` with the
     validations in between, `training_seconds` without them (what a loop that never validates measures).
-    `batches` counts the training batches timed (a GAN makes two optimizer steps of each)."""
+    A validation counts until the next training batch starts: the checkpoints written after it are not
+    training either. `batches` counts the training batches timed (a GAN makes two optimizer steps of each)."""
 
     def __init__(self, skip: int = 0) -> None:
         self.skip = skip
@@ -30,23 +31,28 @@ class StepTimer(Callback):
         if trainer.global_step >= self.skip and not self.start:
             _synchronize(pl_module)  # on a GPU the earlier steps may still be running
             self.start = time.perf_counter()
+        elif self._validation_start:
+            _synchronize(pl_module)
+            self._end_validation(time.perf_counter())
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:  # fmt: skip
         self.batches += bool(self.start)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _synchronize(pl_module)
-        self._validation_start = time.perf_counter()
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.start and not trainer.sanity_checking:
             _synchronize(pl_module)
-            self.validation_seconds += time.perf_counter() - self._validation_start
+            self._validation_start = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module)
         self.end = time.perf_counter()
+        self._end_validation(self.end)
+
+    def _end_validation(self, now: float) -> None:
+        if self._validation_start:
+            self.validation_seconds += now - self._validation_start
+            self._validation_start = 0.0
 
     @property
     def seconds(self) -> float:
