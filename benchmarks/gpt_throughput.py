@@ -88,6 +88,33 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def throughput_config(experiment: str, steps: int, output_dir: str, overrides: list[str]) -> DictConfig:
+    """The experiment's training config for `steps` steps without validation, writing into `output_dir`."""
+    return compose([
+        f"experiment={experiment}", f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
+        f"paths.output_dir={output_dir}", "extras.print_config=false", *overrides,
+    ])  # fmt: skip
+
+
+def training_device(cfg: DictConfig) -> torch.device:
+    """The device the Trainer picks for this config, for the plain loop to train on too."""
+    gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
+
+
+def paired_rounds(cfg: DictConfig, skip: int, rounds: int) -> tuple[list[float], list[float], Transformer, Transformer]:
+    """Tokens/s of the Lightning path and of the plain loop, alternating, one of each per round; the last nets."""
+    device = training_device(cfg)
+    timed_tokens = (cfg.trainer.max_steps - skip) * cfg.data.batch_size * cfg.data.block_size
+    lightning, plain = [], []
+    for _ in range(rounds):
+        seconds, lightning_net = lightning_run(cfg, skip)
+        lightning.append(timed_tokens / seconds)
+        seconds, plain_net = plain_run(cfg, skip, device)
+        plain.append(timed_tokens / seconds)
+    return lightning, plain, lightning_net, plain_net
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="gpt_shakespeare_cpu")
@@ -98,19 +125,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. trainer.accelerator=gpu")
     args = parser.parse_args()
 
-    cfg = compose([
-        f"experiment={args.experiment}", f"trainer.max_steps={args.steps}", "trainer.limit_val_batches=0",
-        "paths.output_dir=outputs/benchmarks/gpt_throughput", "extras.print_config=false", *args.overrides,
-    ])  # fmt: skip
-    device = torch.device("cuda" if cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-                          else "cpu")  # fmt: skip
-    timed_tokens = (args.steps - args.skip) * cfg.data.batch_size * cfg.data.block_size
-    lightning, plain = [], []
-    for _ in range(args.rounds):
-        seconds, lightning_net = lightning_run(cfg, args.skip)
-        lightning.append(timed_tokens / seconds)
-        seconds, plain_net = plain_run(cfg, args.skip, device)
-        plain.append(timed_tokens / seconds)
+    cfg = throughput_config(args.experiment, args.steps, "outputs/benchmarks/gpt_throughput", args.overrides)
+    device = training_device(cfg)
+    lightning, plain, lightning_net, plain_net = paired_rounds(cfg, args.skip, args.rounds)
 
     print(describe_machine())
     print(f"experiment={args.experiment} {' '.join(args.overrides)}: {args.steps} steps of {cfg.data.batch_size} "

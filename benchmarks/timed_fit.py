@@ -6,6 +6,7 @@ import time
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
@@ -14,27 +15,44 @@ from src.utils.instantiate import instantiate_all
 
 class StepTimer(Callback):
     """Wall time from the start of optimizer step `skip` to the end of training: `seconds` with the
-    validations in between, `training_seconds` without them (what a loop that never validates measures)."""
+    validations in between, `training_seconds` without them (what a loop that never validates measures).
+    A validation counts until the next training batch starts: the checkpoints written after it are not
+    training either. `batches` counts the training batches timed (a GAN makes two optimizer steps of each)."""
 
     def __init__(self, skip: int = 0) -> None:
         self.skip = skip
         self.start = self.end = 0.0
         self.validation_seconds = 0.0
+        self.batches = 0
         self._validation_start = 0.0
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step == self.skip and not self.start:
+        # >=, not ==: a model that steps two optimizers per batch (the GAN) may jump over `skip`
+        if trainer.global_step >= self.skip and not self.start:
+            _synchronize(pl_module)  # on a GPU the earlier steps may still be running
             self.start = time.perf_counter()
+        elif self._validation_start:
+            _synchronize(pl_module)
+            self._end_validation(time.perf_counter())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:  # fmt: skip
+        self.batches += bool(self.start)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._validation_start = time.perf_counter()
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.start and not trainer.sanity_checking:
-            self.validation_seconds += time.perf_counter() - self._validation_start
+            _synchronize(pl_module)
+            self._validation_start = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module)
         self.end = time.perf_counter()
+        self._end_validation(self.end)
+
+    def _end_validation(self, now: float) -> None:
+        if self._validation_start:
+            self.validation_seconds += now - self._validation_start
+            self._validation_start = 0.0
 
     @property
     def seconds(self) -> float:
@@ -43,6 +61,12 @@ class StepTimer(Callback):
     @property
     def training_seconds(self) -> float:
         return self.seconds - self.validation_seconds
+
+
+def _synchronize(pl_module: L.LightningModule) -> None:
+    """Wait for the GPU's queued work, so that a time read on the host covers it (a no-op on the CPU)."""
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
 
 
 def timed_fit(cfg: DictConfig, skip: int = 0) -> tuple[StepTimer, L.Trainer, L.LightningModule, L.LightningDataModule]:

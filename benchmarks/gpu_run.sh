@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# On the lent GPU machine (no network; PyTorch, Lightning, torchmetrics installed): install the wheels of
+# .gpu_bundle/ (made here by benchmarks/gpu_bundle.sh), unpack its datasets, run the GPU suite into $OUT/gpu.
+#
+#   bash benchmarks/gpu_run.sh [more options of benchmarks.gpu_suite, e.g. --budget-s 400]
+#
+# $OUT/gpu gets results.md, results.json, suite.log and logs.tar.gz (every command's log and run_stats.json);
+# the run folders (checkpoints) stay in $WORK, which nothing copies back.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUNDLE=${BUNDLE:-.gpu_bundle}
+PYTHON=${PYTHON:-python3}
+RESULTS=${OUT:-/tmp/gpu_suite_out}/gpu
+WORK=${WORK:-/tmp/gpu_suite_runs}
+SITE=${SITE:-/tmp/site}
+export DATA_DIR=${GPU_DATA_DIR:-/tmp/data}
+
+"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$BUNDLE"/wheels/*.whl
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+
+mkdir -p "$DATA_DIR/FashionMNIST/raw" "$DATA_DIR/tinyshakespeare" "$RESULTS"
+for archive in "$BUNDLE"/data/FashionMNIST/raw/*.gz; do
+    gunzip -c "$archive" >"$DATA_DIR/FashionMNIST/raw/$(basename "$archive" .gz)"
+done
+cp "$BUNDLE/data/tinyshakespeare/input.txt" "$DATA_DIR/tinyshakespeare/"
+
+status=0
+PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.gpu_suite --out "$RESULTS" --work "$WORK" "$@" 2>&1 |
+    tee "$RESULTS/suite.log" || status=$?
+# the logs, small: what a failed part printed, beyond the tail that results.json keeps
+(cd "$WORK" && find . -name '*.log' -o -name run_stats.json -o -name samples.txt |
+    tar czf "$RESULTS/logs.tar.gz" -T -) || true
+exit "$status"

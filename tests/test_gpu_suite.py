@@ -1,0 +1,49 @@
+"""`python -m benchmarks.gpu_suite`: every part runs (on the CPU, tiny, with --smoke) and the results are written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.gpu_suite import PARTS
+from tests.conftest import ROOT
+
+
+def run_suite(*arguments: str) -> dict:
+    out = Path(arguments[arguments.index("--out") + 1])
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", *arguments], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "results.md").is_file()
+    return json.loads((out / "results.json").read_text())
+
+
+def test_parts_past_the_budget_are_skipped_and_say_why(tmp_path: Path) -> None:
+    results = run_suite("--smoke", "--budget-s", "1", "--out", str(tmp_path))
+    assert [part["part"] for part in results["parts"]] == [part.name for part in PARTS]
+    for part in results["parts"]:
+        assert part["status"] == "skipped"
+        assert "would end past --budget-s 1" in part["reason"]
+    assert "| gpt | skipped |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow  # about 2 minutes on 2 CPU cores: a dozen small trainings and seven `python -m` commands
+def test_smoke_run_has_every_part_ok_or_skipped_with_a_reason(
+    tmp_path: Path, fashion_mnist_dir: Path, shakespeare_dir: Path
+) -> None:
+    results = run_suite("--smoke", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "runs"))
+    assert [part["part"] for part in results["parts"]] == [part.name for part in PARTS]
+    rows = [row for part in results["parts"] for row in part.get("rows", [])]  # the runs inside families, eval_sample
+    for entry in [*results["parts"], *rows]:
+        name = entry.get("part") or entry["run"]
+        assert entry["status"] in ("ok", "skipped"), f"{name}: {entry['status']}: {entry.get('reason')}"
+        assert entry["status"] == "ok" or entry["reason"], name
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert all(f"| {part.name} |" in markdown for part in PARTS)
+    families = next(part for part in results["parts"] if part["part"] == "families")
+    assert {row["run"] for row in families["rows"] if row["status"] == "ok"} >= {"ae / bf16-mixed", "gan-bce / 32"}
+    assert (tmp_path / "runs" / "gpt" / "checkpoints" / "last.ckpt").is_file()
