@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.machine import describe_machine
 from src.models.nets.transformer import Transformer
-from src.utils.checkpoint import load_checkpoint, load_model
+from src.utils.checkpoint import load_model
 from src.utils.config import compose
 
 

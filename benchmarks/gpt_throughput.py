@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from benchmarks.machine import describe_machine
 from benchmarks.timed_fit import timed_fit
+from src.models.fused import fused_optimizer_available
 from src.models.gpt import adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer
 from src.utils.config import compose
@@ -45,7 +46,7 @@ def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, 
     m, t = cfg.model, cfg.trainer
     net = Transformer(datamodule.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias)
     net = net.to(device).train()
-    optimizer = adamw(net, m.lr, m.betas, m.weight_decay)
+    optimizer = adamw(net, m.lr, m.betas, m.weight_decay, fused=fused_optimizer_available(net))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine_lr(step, m.lr, m.min_lr, m.warmup_steps, t.max_steps) / m.lr
     )

@@ -22,7 +22,12 @@ from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.resume import ExactResume
 from src.errors import ConfigError, exit_on_user_error
-from src.utils.checkpoint import AtomicCheckpointIO, check_resumable, resume_path
+from src.utils.checkpoint import (
+    AtomicCheckpointIO,
+    check_resumable,
+    check_state_dict_fits,
+    resume_path,
+)
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
 from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
@@ -37,8 +42,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     check_devices(cfg.trainer)
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    resumed = None  # a foreign or broken file is refused before anything is built
     if ckpt_path is not None and "://" not in ckpt_path:
-        check_resumable(ckpt_path, cfg.model._target_)  # a foreign or broken file is refused before anything is built
+        resumed = check_resumable(ckpt_path, cfg.model._target_)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
@@ -53,6 +59,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, "model")
+    if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
+        check_state_dict_fits(model, resumed.pop("state_dict"))
+        del resumed
     # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
     # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
     # SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged, and

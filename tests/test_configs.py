@@ -14,8 +14,8 @@ from omegaconf import OmegaConf
 
 from src.errors import ConfigError
 from src.utils.config import CONF_DIR
-from src.utils.validation import check_config, check_pairing
 from src.utils.instantiate import instantiate_all
+from src.utils.validation import check_config, check_pairing
 from tests.conftest import compose_config
 
 

@@ -14,7 +14,7 @@ from src.data.images import FashionMNISTDataModule
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.gan import GAN, gradient_penalty
 from src.train import train
-from src.utils.checkpoint import load_checkpoint, load_model
+from src.utils.checkpoint import load_model
 from tests.conftest import TEST_OVERRIDES, compose_config
 
 

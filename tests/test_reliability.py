@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.finite_loss import NonFiniteLossError
-from src.metrics.sample_fid import SampleFID
 from src.data.images import FashionMNISTDataModule
 from src.errors import GenlabError
+from src.metrics.sample_fid import SampleFID
 from src.train import train
 from src.utils.checkpoint import load_checkpoint
 from tests.conftest import TEST_OVERRIDES, compose_config

@@ -42,7 +42,8 @@ class CheckpointOnInterrupt(Callback):
             self.signal = signal.SIGTERM
         else:
             return
-        self.phase = PHASES.get(str(trainer.state.stage), str(trainer.state.stage))
+        stage = trainer.state.stage.value if trainer.state.stage else "train"
+        self.phase = PHASES.get(stage, stage)
         checkpoints = trainer.checkpoint_callback
         if trainer.state.fn != "fit" or not isinstance(checkpoints, ModelCheckpoint) or checkpoints.dirpath is None:
             return
@@ -68,7 +69,9 @@ class CheckpointOnInterrupt(Callback):
             if not trainer.received_sigterm:
                 return
             self.signal = signal.SIGTERM
-            self.phase = f"the last batch of {'training' if trainer.state.fn == 'fit' else trainer.state.fn}"
+            self.phase = "the last batch of " + (
+                "training" if trainer.state.fn == "fit" else PHASES[trainer.state.fn.value]
+            )
         saved = f"saved {self.path}" if self.path else "no checkpoint saved by this phase"
         raise RunInterrupted(
             f"{self.signal.name} during {self.phase} at step {trainer.global_step}; {saved}. {how_to_go_on}",

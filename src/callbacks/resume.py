@@ -10,8 +10,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.utils.checkpoint import check_state_dict_fits
-
 
 class ExactResume(Callback):
     """Make a resumed run draw the same numbers and see the same batches as the run it continues.
@@ -46,7 +44,6 @@ class ExactResume(Callback):
         checkpoint["rng_states"] = self._before_validation or rng_states()
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        check_state_dict_fits(pl_module, checkpoint["state_dict"])  # before Lightning loads the weights
         self._to_restore = checkpoint.get("rng_states")  # checkpoints of other tools have none: nothing to restore
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

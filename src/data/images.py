@@ -161,7 +161,8 @@ class ImageDataModule(L.LightningDataModule):
             raise CorruptDatasetError(
                 f"{self.root}: the {'train' if train else 'test'} split of {self.dataset_name} holds images of shape "
                 f"{list(shape)} with labels {classes[0]}..{classes[1]}, but the config expects "
-                f"{list(self.hparams.image_shape)} with labels 0..{self.hparams.num_classes - 1}: other files in its place?"
+                f"{list(self.hparams.image_shape)} with labels 0..{self.hparams.num_classes - 1}: other files in their "
+                f"place?"
             )
         return images, labels
 

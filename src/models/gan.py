@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from src.callbacks.latent_grids import SampleGrid
 from src.errors import ConfigError
-from src.models.fused import fused_optimizer_available
+from src.models.fused import clip_gradients, fused_optimizer_available
 from src.models.nets.dcgan import Discriminator, Generator
 
 Loss = Literal["bce", "hinge", "wgan-gp"]
@@ -178,7 +178,7 @@ class GAN(L.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         if self.hparams.gradient_clip_val is not None:
-            self.clip_gradients(optimizer, self.hparams.gradient_clip_val, gradient_clip_algorithm="norm")
+            clip_gradients(self, optimizer, self.hparams.gradient_clip_val)
         optimizer.step()
 
     def _log_discriminator(self, stage: str, real_logits: Tensor, fake_logits: Tensor, loss: Tensor | None) -> None:

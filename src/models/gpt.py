@@ -20,9 +20,10 @@ from torchmetrics.text import Perplexity
 from src.callbacks.text_sample import TextSample
 from src.data.text import CharVocab
 from src.errors import ConfigError
-from src.models.fused import fused_optimizer_available
+from src.models.fused import clip_gradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step
 from src.models.nets.transformer import Transformer
+from src.utils.checkpoint import check_state_dict_fits
 
 
 class GPT(L.LightningModule):
@@ -94,6 +95,9 @@ class GPT(L.LightningModule):
         if hp.compile:
             self.net.compile()  # in place: the state_dict keeps its names, checkpoints stay loadable without it
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_state_dict_fits(self, checkpoint["state_dict"])  # the network is built by now: before its weights load
+
     def forward(self, idx: Tensor) -> Tensor:
         """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
         return self.net(idx)
@@ -125,11 +129,18 @@ class GPT(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         decay_steps = hp.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
-        optimizer = adamw(self.net, hp.lr, hp.betas, hp.weight_decay)
+        optimizer = adamw(self.net, hp.lr, hp.betas, hp.weight_decay, fused=fused_optimizer_available(self))
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine_lr(step, hp.lr, hp.min_lr, hp.warmup_steps, decay_steps) / hp.lr
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:  # fmt: skip
+        if gradient_clip_val:  # trainer.gradient_clip_val: through fused.clip_gradients, which bf16-mixed needs
+            clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")
 
     def configure_callbacks(self) -> list[Callback]:
         if self.trainer.state.fn != "fit":  # samples of training only
@@ -153,8 +164,10 @@ class GPT(L.LightningModule):
             raise ConfigError(f"prompt={prompt!r}: {err}") from None
         if not prompt_ids.numel():
             raise ConfigError("prompt must hold at least one character (try prompt='\\n')")
-        if not (math.isfinite(temperature) and temperature >= 0) or (top_k is not None and top_k < 1) or (
-            top_p is not None and not 0 < top_p <= 1
+        if (
+            not (math.isfinite(temperature) and temperature >= 0)
+            or (top_k is not None and top_k < 1)
+            or (top_p is not None and not 0 < top_p <= 1)
         ):
             raise ConfigError(
                 f"need a finite temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}"
@@ -175,11 +188,13 @@ def warmup_cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, dec
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
 
 
-def adamw(net: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float) -> torch.optim.AdamW:
+def adamw(
+    net: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float, fused: bool
+) -> torch.optim.AdamW:
     """AdamW that decays the matrices (weights, embeddings) but not the biases and LayerNorm gains."""
     params = [p for p in net.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused_optimizer_available(net))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -49,10 +50,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(partial, path)
             _fsync_folder(path.parent)  # and the rename itself survives a power cut
         except OSError as err:  # a full disk, a read-only or missing folder: the previous checkpoint stays whole
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            cause = (err.strerror or one_line(err)) + (f" ({err.filename})" if err.filename else "")
             raise CheckpointError(
-                f"could not write the checkpoint {path}: {err.strerror or one_line(err)}; the previous one, if any, "
-                f"is unchanged"
+                f"could not write the checkpoint {path}: {cause}; the previous one, if any, is unchanged"
             ) from None
 
 
@@ -164,8 +166,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> L.
     return model.eval()
 
 
-def check_resumable(path: str | Path, target: str) -> None:
-    """Before Lightning resumes from `path`: a readable genlab checkpoint of the family being trained."""
+def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
+    """Before Lightning resumes from `path`: a readable genlab checkpoint of the family being trained; returned."""
     checkpoint = load_checkpoint(path)
     cls = model_class(checkpoint, path)
     if f"{cls.__module__}.{cls.__qualname__}" != target:
@@ -174,10 +176,12 @@ def check_resumable(path: str | Path, target: str) -> None:
             f"resume with the model it was trained as (model= of that run), or start anew without ckpt_path"
         )
     check_finite_weights(checkpoint, path)
+    return checkpoint
 
 
 def check_state_dict_fits(model: L.LightningModule, state_dict: dict[str, Any]) -> None:
-    """Every weight of the model is in the checkpoint with the same shape (a resumed run continues the same network)."""
+    """Every weight the model has (so far: a lazily built network checks when built) is in the checkpoint, with
+    the same shape: a resumed run continues the same network."""
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     found = {name: tuple(tensor.shape) for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
     missing = sorted(expected.keys() - found.keys())

@@ -187,6 +187,4 @@ def _resolved(node: DictConfig, name: str, key: str) -> Any:
         return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
     except InterpolationResolutionError as err:
         raw = OmegaConf.to_container(node)[name]
-        raise ConfigError(
-            f"{key}.{name}={raw} cannot be resolved: {str(err).splitlines()[0]}"
-        ) from None
+        raise ConfigError(f"{key}.{name}={raw} cannot be resolved: {str(err).splitlines()[0]}") from None
