@@ -40,7 +40,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
-from src.callbacks.sample_fid import SampleFID
+from src.metrics.sample_fid import SampleFID
 
 from benchmarks.gpt_throughput import paired_rounds, throughput_config
 from benchmarks.machine import describe_machine
