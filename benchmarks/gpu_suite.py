@@ -428,7 +428,7 @@ PARTS = [
     Part("overhead", 60, overhead_part),
     Part("families", 120, families_part),
     Part("ddp", 45, ddp_part),
-    Part("eval_sample", 75, eval_sample_part),
+    Part("eval_sample", 150, eval_sample_part),  # six commands, each starting Python, Lightning and CUDA anew
     Part("gpt_compile", 240, lambda suite, record, deadline: gpt_part(suite, record, deadline, compile=True)),
 ]
 SMOKE_BUDGET_S = 120
