@@ -20,7 +20,7 @@ import hydra
 import matplotlib
 from omegaconf import DictConfig
 
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError, exit_on_user_error, one_line
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,10 +39,13 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for path in sorted(run_dir.glob("csv/**/metrics.csv")):
         with path.open(newline="") as file:
-            for row in csv.DictReader(file):
-                for name, value in row.items():
-                    if name not in ("step", "epoch") and value not in ("", None):
-                        curves[name].append((int(row["step"]), float(value)))
+            for line, row in enumerate(csv.DictReader(file), start=2):
+                try:
+                    for name, value in row.items():
+                        if name not in ("step", "epoch") and value not in ("", None):
+                            curves[name].append((int(row["step"]), float(value)))
+                except (KeyError, TypeError, ValueError) as err:
+                    raise ConfigError(f"{path}, line {line}: not a CSV log of Lightning's ({one_line(err)})") from None
     return dict(curves)
 
 
@@ -83,7 +86,7 @@ def latest_texts(run_dir: Path, count: int = 3) -> list[tuple[str, str]]:
 
 def render(run_dir: Path) -> str:
     """The report's HTML."""
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    metrics = read_metrics(run_dir / "metrics.json")
     config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else "(no config.yaml)"
 
     def image(title: str, png: bytes) -> str:
@@ -111,8 +114,23 @@ def render(run_dir: Path) -> str:
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
 
+def read_metrics(path: Path) -> dict[str, float]:
+    """The run's final metrics, {} when it wrote none; a file that is not a JSON object of numbers is refused."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not the JSON that src.train writes ({one_line(err)})") from None
+    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        raise ConfigError(f"{path}: expected an object of metric names and numbers")
+    return metrics
+
+
 def write_report(run_dir: Path) -> Path:
     """Write <run_dir>/report.html (through a temporary file, so a failure leaves no half page)."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"run_dir={run_dir}: not a folder (give the folder of a run: outputs/<task>/runs/<run>)")
     if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.json").is_file():
         raise ConfigError(f"{run_dir}: not a run folder (no config.yaml or metrics.json from python -m src.train)")
     page = render(run_dir)

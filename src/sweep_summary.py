@@ -40,6 +40,8 @@ class Trial:
 def read_sweep(sweep_dir: Path, metric: str | None) -> tuple[list[Trial], str, str]:
     """The sweep's trials, the metric's name and the direction ("minimize" or "maximize")."""
     multirun = sweep_dir / "multirun.yaml"
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir={sweep_dir}: not a folder (give a sweep's: outputs/<task>/multiruns/<sweep>)")
     if not multirun.is_file():
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml; run `python -m src.train -m ...`)")
     config = OmegaConf.load(multirun)

@@ -102,10 +102,11 @@ def test_resuming_another_family_or_shape_is_refused(run: dict[str, Path], tmp_p
 
 
 def run_module(module: str, *overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
+    """`python -m <module>`; the entry points that make run folders make them under log_dir."""
+    paths = [f"paths.log_dir={log_dir}"] if module in ("src.train", "src.eval", "src.sample") else []
     return subprocess.run(
-        [sys.executable, "-m", module, *overrides, f"paths.log_dir={log_dir}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", module, *overrides, *paths], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 # (entry point, overrides, start of the one-line error); {data}, {ckpt} (an autoencoder's), {vae} and {tmp} are
@@ -126,6 +127,10 @@ BAD_INPUTS = {
     "train empty checkpoint": ("src.train", ["ckpt_path={tmp}/empty.ckpt"], "error: {tmp}/empty.ckpt: not a readable"),
     "eval code-naming checkpoint": ("src.eval", ["ckpt_path={tmp}/names_code.ckpt"], "error: {tmp}/names_code.ckpt"),
     "eval non-finite weights": ("src.eval", ["ckpt_path={tmp}/nonfinite.ckpt"], "error: {tmp}/nonfinite.ckpt"),
+    "report on a file": ("src.report", ["run_dir={ckpt}"], "error: run_dir={ckpt}: not a folder"),
+    "report on a missing folder": ("src.report", ["run_dir={tmp}/nope"], "error: run_dir={tmp}/nope: not a folder"),
+    "report on odd contents": ("src.report", ["run_dir={tmp}/odd"], "error: {tmp}/odd/metrics.json: not the JSON"),
+    "summary of a non-sweep": ("src.sweep_summary", ["sweep_dir={tmp}/odd"], "error: {tmp}/odd: not a sweep folder"),
     "sample zero nrow": ("src.sample", ["ckpt_path={vae}", "nrow=0"], "error: nrow=0: expected a whole number"),
     "sample too many": (
         "src.sample",
@@ -141,6 +146,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(run: dict[str, Path], tmp_path
     module, overrides, expected = BAD_INPUTS[case]
     for name in ("empty", "names_code", "nonfinite"):
         bad_checkpoint(name, run["ckpt"], tmp_path)
+    (tmp_path / "odd").mkdir()  # a folder that looks like a run's, with a metrics.json that is not JSON
+    (tmp_path / "odd" / "config.yaml").write_text("model: {}\n")
+    (tmp_path / "odd" / "metrics.json").write_text("{not json")
     before = run["ckpt"].read_bytes()
     fill = {"data": run["data"], "ckpt": run["ckpt"], "vae": run["vae"], "tmp": tmp_path}
     overrides = [o.format(**fill) for o in overrides]
@@ -152,6 +160,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(run: dict[str, Path], tmp_path
     assert last_line.startswith(expected.format(**fill)), last_line
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "odd" / "report.html").exists()
     assert run["ckpt"].read_bytes() == before and not (tmp_path / "pwned").exists()
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.test_cli import QUICK, run_train
+from tests.test_cli import QUICK, run_train, start_train
 from tests.test_eval_sample import run_module
 
 SMALL_VAE_SEARCH = [
@@ -68,7 +69,7 @@ def test_summary_ranks_the_trials_and_plots_them(tmp_path: Path, mnist_dir: Path
     result = run_module("src.sweep_summary", f"sweep_dir={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.reader((sweep_dir / "summary.csv").open()))
-    assert rows[0] == ["trial", "state", "val/nelbo", "model.latent_dim", "model.lr"]
+    assert rows[0] == ["trial", "state", "val/nelbo", "model.latent_dim", "model.lr", "error"]
     values = [float(row[2]) for row in rows[1:]]
     assert len(values) == 3 and values == sorted(values)  # best (lowest) first
     assert values[0] == pytest.approx(load(sweep_dir).best_value, rel=1e-5)
@@ -83,7 +84,7 @@ def test_summary_of_a_grid_sweep(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_module("src.sweep_summary", f"sweep_dir={tmp_path / 'grid'}")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.reader((tmp_path / "grid" / "summary.csv").open()))
-    assert rows[0] == ["trial", "state", "val/loss", "model.latent_dim"]
+    assert rows[0] == ["trial", "state", "val/loss", "model.latent_dim", "error"]
     assert sorted(row[3] for row in rows[1:]) == ["2", "4"]
 
 
@@ -91,3 +92,48 @@ def test_summary_of_a_folder_that_is_no_sweep(tmp_path: Path) -> None:
     result = run_module("src.sweep_summary", f"sweep_dir={tmp_path}")
     assert result.returncode == 1
     assert "not a sweep folder (no multirun.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_job_fails_alone_and_the_grid_goes_on(tmp_path: Path, mnist_dir: Path) -> None:
+    grid = tmp_path / "grid"
+    result = run_train("-m", "model.latent_dim=0,2", *QUICK, "test=false", "data=mnist", "data.val_size=100",
+                       f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={grid}")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: model.latent_dim must be >= 1, got 0" in result.stderr
+    assert (grid / "0" / "error.txt").read_text().startswith("model.latent_dim must be >= 1")
+    assert (grid / "1" / "metrics.json").is_file()  # the second job ran after the first failed
+    run_module("src.sweep_summary", f"sweep_dir={grid}")
+    states = {row[3]: (row[1], row[-1]) for row in csv.reader((grid / "summary.csv").open())}
+    assert states["0"] == ("FAIL", "model.latent_dim must be >= 1, got 0") and states["2"][0] == "COMPLETE"
+
+
+def test_a_failed_trial_is_recorded_with_its_reason_and_not_retried(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    bad = ["hydra.sweeper.n_trials=2", "~hydra.sweeper.params", "+hydra.sweeper.params={model.latent_dim: 'choice(0)'}"]
+    for _ in range(2):  # the second run resumes the study: nothing left to run, nothing retried
+        result = run_train(*SMALL_VAE_SEARCH[:-2], f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}", *bad)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: no trial of {sweep_dir} completed; trial 0:")
+    trials = load(sweep_dir).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all(t.user_attrs["error"] == "model.latent_dim must be >= 1, got 0" for t in trials)
+
+
+def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    # the first sweep has more trials than the test waits for: it is still running when the second starts
+    first = start_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
+                        "hydra.sweeper.n_trials=100")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / "0").is_dir():  # the first sweep holds the folder and runs its first trial
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+        time.sleep(0.2)
+    second = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.sweep.dir={sweep_dir.resolve()}: another sweep is running in this folder; wait for it to end, "
+        f"or give this one another hydra.sweep.dir"
+    )
+    assert first.poll() is None  # untouched by the second
+    first.terminate()
+    first.wait(timeout=120)

@@ -33,7 +33,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError, one_line
+from src.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,10 @@ class OptunaSweeper(Sweeper):
 
     def _write_best(self, study: optuna.Study, sweep_dir: Path) -> None:
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs]
+        if not completed and failed and len(failed) == len(study.trials):  # every trial failed: the sweep did too
+            first = f"trial {failed[0].number}: {failed[0].user_attrs['error']}"
+            raise SystemExit(f"error: no trial of {sweep_dir} completed; {first}")  # one line, as the entry points
         if not completed:
             log.warning("No trial completed: no best parameters")
             return
@@ -152,9 +156,9 @@ def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise ConfigError(
-            f"hydra.sweep.dir={sweep_dir}: another sweep is running in this folder; wait for it to end, or give this "
-            f"one another hydra.sweep.dir"
+        raise SystemExit(  # one line, as the entry points' errors
+            f"error: hydra.sweep.dir={sweep_dir}: another sweep is running in this folder; wait for it to end, or give "
+            f"this one another hydra.sweep.dir"
         ) from None
     lock.write(f"{os.getpid()}\n")
     lock.flush()

@@ -90,7 +90,7 @@ class VAE(L.LightningModule):
     def kl_weight(self) -> float:
         """beta, ramped up linearly from 0 over the first `kl_warmup_steps` training steps."""
         warmup = self.hparams.kl_warmup_steps
-        ramp = min(1.0, self.global_step / warmup) if warmup else 1.0
+        ramp = min(1.0, self.global_step / warmup) if warmup and self.training else 1.0
         return self.hparams.beta * ramp
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -104,8 +104,8 @@ class VAE(L.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
         images, _ = batch
         recon, kl = self.elbo_terms(images)
-        # means over the epoch, across devices; the full KL weight, so that loss is the negative ELBO here
-        self._log_terms(split, images, recon + self.hparams.beta * kl, recon, kl, on_step=False, on_epoch=True,
+        # means over the epoch, across devices; the KL weight is beta, its value after any warm-up
+        self._log_terms(split, images, recon + self.kl_weight() * kl, recon, kl, on_step=False, on_epoch=True,
                         sync_dist=True)  # fmt: skip
 
     def _log_terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor, **options) -> None:
