@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torchvision
 from omegaconf import DictConfig
 
@@ -22,6 +23,12 @@ from src.utils.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest worker per core (pyproject.toml): one thread each, in this process and in the commands the
+    # tests start, or the workers' thread pools fight over the cores (a GAN test ran 7x slower)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 # Overrides that make any training config small and quiet enough for a test.
 TEST_OVERRIDES = [
     "trainer.accelerator=cpu",
@@ -29,7 +36,6 @@ TEST_OVERRIDES = [
     "trainer.limit_train_batches=4",
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
-    "trainer.log_every_n_steps=1",
     "+trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
     "~callbacks.rich_progress_bar",

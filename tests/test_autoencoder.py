@@ -89,6 +89,7 @@ def test_resume_from_last_checkpoint_continues(tmp_path: Path, mnist_dir: Path) 
         "trainer.limit_train_batches=5",
         "trainer.max_epochs=2",
         "test=false",
+        "trainer.log_every_n_steps=1",  # which steps the resumed run logs is what this test reads
         f"ckpt_path={last}",
     )
     train(resumed)

@@ -193,6 +193,7 @@ def test_losses_lr_and_text_reach_dashboards(tmp_path: Path, shakespeare_dir: Pa
     overrides = [
         *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "logger=many",
         "trainer.max_steps=10", "trainer.val_check_interval=10", "trainer.limit_train_batches=null",
+        "trainer.log_every_n_steps=2",  # about what reaches the dashboards: several logged steps in 10
         "data.num_val_windows=24", "model.sample_length=20",
     ]  # fmt: skip
     train(compose_config(overrides, tmp_path / "run"))

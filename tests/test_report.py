@@ -20,7 +20,9 @@ def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("report")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    overrides = [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=50",
+    # a short run whose curves the report draws: every step logged
+    overrides = [*TEST_OVERRIDES, "trainer.log_every_n_steps=1", "model=vae", "data=mnist", "data.val_size=100",
+                 "data.batch_size=50",
                  f"paths.data_dir={root / 'data'}", "trainer.max_epochs=2"]  # fmt: skip
     train(compose_config(overrides, root / "run"))
     return root / "run"

@@ -14,8 +14,7 @@ from src.utils.config import CONF_DIR
 from tests.test_cli import QUICK, run_train
 
 DDP = ["trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-       "trainer.limit_test_batches=2",
-       "trainer.log_every_n_steps=1", "extras.print_config=false"]  # fmt: skip
+       "trainer.limit_test_batches=2", "extras.print_config=false"]  # fmt: skip
 IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=25"]
 
 
