@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -273,3 +274,32 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_pa
         torch.save = original
     assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[str, Path], tmp_path: Path) -> None:
+    from src.errors import RunInterrupted
+
+    fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:train,signum:{int(signal.SIGTERM)}}}"
+    overrides = [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
+                 "callbacks=none", "+trainer.enable_checkpointing=false", fault]  # fmt: skip
+    cfg = compose_config(overrides, tmp_path / "run")
+    with pytest.raises(RunInterrupted, match="nothing was saved .* Run the same command again$"):
+        train(cfg)
+
+
+def test_dataset_files_that_do_not_match_the_config_are_refused(tmp_path: Path) -> None:
+    """Whole IDX files, but of 32x32 images with labels up to 11, where MNIST's config says 28x28 in 10 classes."""
+    from src.data.images import MNISTDataModule
+    from src.errors import CorruptDatasetError
+    from tests.conftest import write_idx
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 300), ("t10k", 50)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", np.zeros((n, 32, 32), dtype=np.uint8))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 12)
+    datamodule = MNISTDataModule(str(tmp_path), image_shape=(1, 28, 28), num_classes=10, val_size=50, download=False)
+    with pytest.raises(
+        CorruptDatasetError, match=r"holds images of shape \[1, 32, 32\] with labels 0..11, but the config"
+    ):
+        datamodule.setup("fit")

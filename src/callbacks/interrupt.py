@@ -72,7 +72,10 @@ class CheckpointOnInterrupt(Callback):
             self.phase = "the last batch of " + (
                 "training" if trainer.state.fn == "fit" else PHASES[trainer.state.fn.value]
             )
-        saved = f"saved {self.path}" if self.path else "no checkpoint saved by this phase"
+        if self.path is None and trainer.state.fn == "fit":  # checkpointing off: there is nothing to resume from
+            saved, how_to_go_on = "nothing was saved (no checkpoint callback)", "Run the same command again"
+        else:
+            saved = f"saved {self.path}" if self.path else "no checkpoint saved by this phase"
         raise RunInterrupted(
             f"{self.signal.name} during {self.phase} at step {trainer.global_step}; {saved}. {how_to_go_on}",
             exit_code=128 + self.signal,
