@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.test_cli import QUICK, run_train, start_train
+from tests.conftest import ROOT
+from tests.test_cli import QUICK, run_train
 from tests.test_eval_sample import run_module
 
 SMALL_VAE_SEARCH = [
@@ -121,12 +124,17 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_not_retried(tmp_path: Pa
 
 def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    # the first sweep has more trials than the test waits for: it is still running when the second starts
-    first = start_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
-                        "hydra.sweeper.n_trials=100")  # fmt: skip
+    # the first sweep has more trials than the test waits for: it is still running when the second starts (its
+    # output goes to a file: a pipe that nobody reads would block it)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "src.train", *SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}",
+         f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=100"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while not (sweep_dir / "0").is_dir():  # the first sweep holds the folder and runs its first trial
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1][-2000:]
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
         time.sleep(0.2)
     second = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}")
     assert second.returncode == 1 and "Traceback" not in second.stderr
@@ -137,3 +145,4 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     assert first.poll() is None  # untouched by the second
     first.terminate()
     first.wait(timeout=120)
+    log.close()

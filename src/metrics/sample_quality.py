@@ -118,8 +118,12 @@ class SampleQuality(nn.Module):
             self.label_counts.zero_()
 
 
+# the shipped feature classifiers: beside src/ in a checkout, and installed beside it from a wheel
+EVAL_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints" / "eval"
+
+
 def default_classifier_path(dataset: str) -> Path:
-    return Path("checkpoints") / "eval" / f"{dataset}.ckpt"
+    return EVAL_CHECKPOINTS / f"{dataset}.ckpt"
 
 
 def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassifier:

@@ -13,6 +13,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+# beside src/ in a checkout, and installed beside it from a wheel (pyproject.toml: package data)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

@@ -1,0 +1,1 @@
+"""Hydra's config groups, a package so that an installed genlab finds them (see pyproject.toml)."""

@@ -1,0 +1,56 @@
+"""genlab as an installed package: a wheel and an editable install, each run from another folder.
+
+The dependencies are those of the environment running the tests (`--no-deps`): what is checked is
+that the package itself carries what it needs (the configs, the shipped feature classifier, the
+`genlab-*` commands).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages")), "")
+
+
+def pip(*arguments: str, cwd: Path, python: str = sys.executable) -> None:
+    subprocess.run([python, "-m", "pip", "-q", *arguments], cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def check_installed(python: str, bin_dir: Path, site: Path, cwd: Path, env: dict[str, str]) -> None:
+    """From a folder that is not the checkout: the configs compose, and the classifier is found, where installed."""
+    result = subprocess.run([str(bin_dir / "genlab-train"), "--cfg", "job"], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "_target_: src.models.autoencoder.Autoencoder" in result.stdout
+    located = subprocess.run(
+        [python, "-c", "import src.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
+                       "print(p.resolve(), p.is_file())"],
+        cwd=cwd, env=env, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert located[1] == "True" and located[0].startswith(str(site.resolve())), located
+
+
+def test_a_wheel_installs_what_it_needs(tmp_path: Path) -> None:
+    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT), cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("genlab-*.whl")
+    pip("install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel), cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    check_installed(sys.executable, tmp_path / "site" / "bin", tmp_path / "site", tmp_path, env)
+
+
+@pytest.mark.skipif(not SITE_PACKAGES, reason="runs the new venv over the test environment's site-packages")
+def test_an_editable_install_works_from_elsewhere(tmp_path: Path) -> None:
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    env = {**os.environ, "PYTHONPATH": SITE_PACKAGES}  # the locked environment's packages, under the new venv's
+    subprocess.run([python, "-m", "pip", "-q", "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True, text=True)  # fmt: skip
+    check_installed(python, tmp_path / "venv" / "bin", ROOT, tmp_path, env)
