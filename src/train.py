@@ -59,8 +59,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, "model")
+    start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
         check_state_dict_fits(model, resumed.pop("state_dict"))
+        start_step = resumed["global_step"]
         del resumed
     # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
     # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
@@ -80,12 +82,19 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         logger.log_hyperparams(to_plain(cfg))
 
     metrics: dict[str, float] = {}
+    trained = False
     try:
         if cfg.train:
             log.info("Starting training")
             with interrupt.reported(trainer, "Resume with: python -m src.train <same overrides> ckpt_path=last"):
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if ckpt_path is not None and trainer.global_step == start_step:
+                log.warning(
+                    f"{ckpt_path} had finished its training at step {start_step}: nothing more to train. To go on, "
+                    f"give a longer trainer.max_steps or trainer.max_epochs (ckpt_path=last still finds the run)"
+                )
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+            trained = trainer.global_step > start_step
         if cfg.test and not is_overridden("test_dataloader", datamodule):
             log.info(f"{type(datamodule).__name__} has no test split: skipping the test")
         elif cfg.test:
@@ -103,17 +112,19 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         log.info(f"Metrics: {output_dir / 'metrics.json'}")
-    return monitored_value(cfg, metrics), metrics
+    return monitored_value(cfg, metrics, trained), metrics
 
 
-def monitored_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -> float | None:
     """The value of `monitor.metric`, which sweeps optimise; None when nothing was trained."""
     name = cfg.monitor.metric
     if not name or not cfg.train or cfg.trainer.get("fast_dev_run"):
         return None
-    if name not in metrics:
-        raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
-    return metrics[name]
+    if name in metrics:
+        return metrics[name]
+    if not trained:
+        return None
+    raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

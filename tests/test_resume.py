@@ -140,3 +140,20 @@ def test_a_missing_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"error: ckpt_path={tmp_path / 'nope.ckpt'}: no such checkpoint file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path, mnist_dir: Path) -> None:
+    """The same command again, with a longer trainer.max_epochs: the finished run is found and goes on."""
+    command = ["data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+               "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", *QUIET]  # fmt: skip
+    first = run_train(*command, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (finished,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+
+    again = run_train(*command, "trainer.max_epochs=1", "ckpt_path=last")  # finished: nothing left to train
+    assert again.returncode == 0, again.stderr[-2000:]
+    longer = run_train(*command, "trainer.max_epochs=2", "ckpt_path=last")
+    assert longer.returncode == 0, longer.stderr[-2000:]
+    assert f"ckpt_path=last: resuming from {finished}" in longer.stdout
+    newest = max(tmp_path.glob("train/runs/*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    assert load_checkpoint(newest)["global_step"] == 6  # 3 steps, then 3 more

@@ -68,8 +68,9 @@ def _fsync_folder(folder: Path) -> None:
 
 def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     """The checkpoint to resume from: `ckpt_path` as given, or for `last` the newest `checkpoints/last.ckpt`
-    among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides
-    (ckpt_path aside): re-running the same command continues it. None, with a log line, when there is none.
+    among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides, aside
+    from those in NOT_THE_RUN: re-running the same command continues it, and so does the same command with a
+    longer trainer.max_steps or max_epochs. None, with a log line, when there is none.
     """
     if ckpt_path != "last":
         if ckpt_path and "://" not in ckpt_path and not Path(ckpt_path).is_file():
@@ -77,12 +78,12 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
         return ckpt_path
     if not HydraConfig.initialized():
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
-    overrides = _without_ckpt_path(HydraConfig.get().overrides.task)
+    overrides = _run_identity(HydraConfig.get().overrides.task)
     candidates = []
     for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml"):
         for overrides_file in task_dir.glob(pattern):
             last = overrides_file.parent.parent / "checkpoints" / "last.ckpt"
-            if last.is_file() and _without_ckpt_path(yaml.safe_load(overrides_file.read_text()) or []) == overrides:
+            if last.is_file() and _run_identity(yaml.safe_load(overrides_file.read_text()) or []) == overrides:
                 candidates.append(last)
     if not candidates:
         log.warning(
@@ -94,8 +95,24 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     return str(newest)
 
 
-def _without_ckpt_path(overrides: list[str]) -> list[str]:
-    return sorted(override for override in overrides if not override.lstrip("+~").startswith("ckpt_path="))
+# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
+# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
+NOT_THE_RUN = (
+    "ckpt_path=",
+    "trainer.max_epochs=",
+    "trainer.max_steps=",
+    "trainer.max_time=",
+    "trainer.min_epochs=",
+    "trainer.min_steps=",
+    "trainer.log_every_n_steps=",
+    "trainer.enable_progress_bar=",
+    "extras.",
+    "logger",
+)
+
+
+def _run_identity(overrides: list[str]) -> list[str]:
+    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
