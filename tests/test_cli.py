@@ -122,3 +122,19 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Pat
         checkpoint = torch.load(sweep_dir / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
         assert "val/loss" in json.loads((sweep_dir / job / "metrics.json").read_text())
+
+
+def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) -> None:
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.loggers import CSVLogger
+
+    from src.callbacks.progress import ProgressBar
+
+    bar = ProgressBar()
+    trainer = L.Trainer(max_steps=4, callbacks=[bar], logger=CSVLogger(tmp_path), default_root_dir=tmp_path,
+                        enable_checkpointing=False, accelerator="cpu")  # fmt: skip
+    model = BoringModel()
+    trainer.fit(model)
+    metrics = bar.get_metrics(trainer, model)
+    assert metrics["step"] == "4/4" and "v_num" not in metrics
