@@ -129,7 +129,7 @@ def test_logger_options(tmp_path: Path, logger: str, monkeypatch: pytest.MonkeyP
     cfg = compose_config([f"logger={logger}"], tmp_path)
     check_config(cfg)
     loggers = instantiate_all(cfg.logger, "logger")
-    assert len(loggers) == (3 if logger == "many" else 1)
+    assert len(loggers) == {"many": 3, "none": 0}.get(logger, 1)
     if logger in ("wandb", "many"):
         assert cfg.logger.wandb.offline is True  # no account configured: W&B must not try the network
 
@@ -139,7 +139,8 @@ def test_callback_options(tmp_path: Path, callbacks: str) -> None:
     cfg = compose_config([f"callbacks={callbacks}"], tmp_path)
     check_config(cfg)
     built = instantiate_all(cfg.callbacks, "callback")
-    assert built and all(isinstance(callback, L.Callback) for callback in built)
+    assert all(isinstance(callback, L.Callback) for callback in built)
+    assert (not built) if callbacks == "none" else built
 
 
 @pytest.mark.parametrize("debug", options("debug"))

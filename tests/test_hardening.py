@@ -280,7 +280,8 @@ def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[st
     from src.errors import RunInterrupted
 
     fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:train,signum:{int(signal.SIGTERM)}}}"
-    overrides = [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
+    quiet = [o for o in TEST_OVERRIDES if o != "~callbacks.rich_progress_bar"]  # callbacks=none has no bar
+    overrides = [*quiet, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
                  "callbacks=none", "+trainer.enable_checkpointing=false", fault]  # fmt: skip
     cfg = compose_config(overrides, tmp_path / "run")
     with pytest.raises(RunInterrupted, match="nothing was saved .* Run the same command again$"):
