@@ -43,7 +43,8 @@ def sample(cfg: DictConfig) -> Path:
     output_dir = Path(cfg.paths.output_dir)
     with interruptible("sampling", "Run the same command again"), torch.no_grad():
         if isinstance(model, TextGenerator):
-            texts = model.generate_text(cfg.prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
+            prompt = Path(cfg.prompt_file).read_text() if cfg.prompt_file else cfg.prompt  # nanoGPT's start=FILE:
+            texts = model.generate_text(prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
                                         cfg.num_samples or 1, seed=cfg.seed)  # fmt: skip
         else:
             num_samples = cfg.num_samples or 64
@@ -73,6 +74,8 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={value!r}: expected a whole number >= 1")
     if not isinstance(cfg.prompt, str):
         raise ConfigError(f"prompt={cfg.prompt!r}: expected text (quote it: 'prompt=\"To be, or not\"')")
+    if cfg.prompt_file is not None and not Path(cfg.prompt_file).is_file():
+        raise ConfigError(f"prompt_file={cfg.prompt_file}: no such file")
 
 
 def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:

@@ -30,7 +30,7 @@ from src.utils.checkpoint import (
 )
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
-from src.utils.instantiate import finish_loggers, instantiate, instantiate_all
+from src.utils.instantiate import finish_loggers, instantiate, instantiate_all, lightning_config_errors
 from src.utils.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,19 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     resumed = None  # a foreign or broken file is refused before anything is built
     if ckpt_path is not None and "://" not in ckpt_path:
         resumed = check_resumable(ckpt_path, cfg.model._target_)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
-        if cfg.extras.print_config:
-            print_config_tree(cfg, save_to=output_dir / "config_tree.log")
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
+        datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
+        if cfg.extras.print_config:
+            print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = instantiate(cfg.model, "model")
     start_step = 0
@@ -86,7 +87,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     try:
         if cfg.train:
             log.info("Starting training")
-            with interrupt.reported(trainer, "Resume with: python -m src.train <same overrides> ckpt_path=last"):
+            go_on = "Resume with: python -m src.train <same overrides> ckpt_path=last"
+            with interrupt.reported(trainer, go_on), lightning_config_errors("the trainer's settings"):
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             if ckpt_path is not None and trainer.global_step == start_step:
                 log.warning(

@@ -103,6 +103,7 @@ def test_missing_dataset_without_network_says_where_and_what(tmp_path: Path, dow
     assert "DATA_DIR" in message
     assert ("the download failed" if download else "data.download=false") in message
     assert "Traceback" not in message
+    assert list(tmp_path.iterdir()) == []  # the failed download left no empty MNIST/raw behind
 
 
 def test_truncated_file_is_named_and_left_alone(mnist_dir: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from src.models.gpt import GPT, adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer, sample_next_token
 from src.train import train
 from src.utils.checkpoint import load_checkpoint, load_model
-from tests.conftest import TEST_OVERRIDES, compose_config
+from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
 from tests.test_eval_sample import run_module
 
 
@@ -158,6 +160,22 @@ def test_sample_cli_prints_a_continuation_with_no_data(tmp_path: Path, trained_g
     text = (run_dir / "samples.txt").read_text()
     assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 100 + 1  # and a final newline
     assert text.strip() in result.stdout
+
+
+def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, trained_gpt: Path) -> None:
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("To be, or not to be:")
+    for prompt, expected in [
+        ("'prompt=\"To be, or not\"'", "To be, or not"),
+        (f"prompt_file={prompt_file}", "To be, or not to be:"),
+    ]:
+        result = subprocess.run(  # through a shell, as a user types it
+            f"{sys.executable} -m src.sample ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'} {prompt} "
+            f"max_new_tokens=20 paths.log_dir={tmp_path / 'out'}",
+            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert expected in result.stdout
 
 
 def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, trained_gpt: Path) -> None:

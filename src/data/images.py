@@ -118,16 +118,20 @@ class ImageDataModule(L.LightningDataModule):
         if not self.hparams.download:
             reason = "downloading is off (data.download=false)"
         else:
+            made = [parent for parent in (folder, *folder.parents) if not parent.exists()]  # what a download makes
             try:
                 self.download_files()
                 return
             except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
                 reason = f"the download failed ({one_line(err)})"
+                for parent in made:  # leave nothing behind: the folders the failed download made, once empty
+                    if parent.is_dir() and not any(parent.iterdir()):
+                        parent.rmdir()
         raise DatasetNotFoundError(
             f"{self.dataset_name} was not found in {folder} (expected {expected}), and {reason}. "
             f"Set DATA_DIR (or paths.data_dir) to the folder that holds "
             f"{folder.relative_to(self.root)}/, or run once with network access so that "
-            f"torchvision can download it into {self.root}."
+            f"torchvision can download it into {self.root} (data.download=false: never try)."
         )
 
     def setup(self, stage: str | None = None) -> None:

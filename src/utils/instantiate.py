@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import hydra
 from hydra.errors import InstantiationException
@@ -31,6 +33,16 @@ def instantiate(node: DictConfig | dict, key: str = "", **kwargs):
         if isinstance(err.__cause__, MisconfigurationException):
             raise ConfigError(f"{key or node.get('_target_')}: {one_line(err.__cause__)}") from None
         raise
+
+
+@contextlib.contextmanager
+def lightning_config_errors(what: str) -> Iterator[None]:
+    """Within a Trainer call: Lightning's word for settings that do not go together (a LearningRateMonitor
+    with no logger) as a ConfigError, one line, like the constructors' errors above."""
+    try:
+        yield
+    except MisconfigurationException as err:
+        raise ConfigError(f"{what}: {one_line(err)}") from None
 
 
 def instantiate_all(group: DictConfig | None, kind: str) -> list:
