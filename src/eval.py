@@ -20,6 +20,7 @@ import rich.table
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
+from rich.progress import track
 
 from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from src.data import DATA_CLASSES
@@ -81,15 +82,15 @@ def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: Dic
     kid_subset_size = min(cfg.metrics.kid_subset_size, num_real, num_fake)
     quality = SampleQuality(classifier, cfg.metrics.feature, kid_subset_size=kid_subset_size).to(device)
 
-    for images, _ in datamodule.test_dataloader():
+    for images, _ in track(datamodule.test_dataloader(), description="Scoring the test split", transient=True):
         images = images.to(device)
         quality.update(images, real=True)
         if not generative:  # a denoiser reconstructs the corrupted images, as it was trained to
             quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images),
                            real=False)  # fmt: skip
     if generative:
-        log.info(f"Generating {num_fake} samples")
-        for start in range(0, num_fake, cfg.batch_size):
+        batches = range(0, num_fake, cfg.batch_size)
+        for start in track(batches, description=f"Generating and scoring {num_fake} samples", transient=True):
             quality.update(model.sample(min(cfg.batch_size, num_fake - start)), real=False)
     prefix = "sample" if generative else "reconstruction"
     return {f"{prefix}/{name}": value for name, value in quality.compute().items()}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
@@ -54,8 +56,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
         datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
-        if cfg.extras.print_config:
-            print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+        if cfg.extras.print_config:  # in a sweep, printed for its first job only (every job's folder keeps it)
+            print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=sweep_job() in (None, 0))
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
@@ -133,7 +135,19 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     value, _ = train(cfg)
+    if sweep_job() is not None:  # one line per finished job, where a sweep's output is read
+        overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith("optuna."))
+        print(
+            f"sweep job {sweep_job()}: {cfg.monitor.metric}={value if value is None else f'{value:.5g}'} | {overrides}"
+        )
     return value
+
+
+def sweep_job() -> int | None:
+    """This job's number in a sweep (--multirun), None outside one."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get().job.num
 
 
 if __name__ == "__main__":

@@ -113,15 +113,19 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) ->
 
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
-        "-m", "model.latent_dim=4,8", *QUICK, "test=false", "data=mnist", "data.val_size=100",
-        f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+        "-m", "model.latent_dim=4,8", *QUICK, "extras.print_config=true", "test=false", "data=mnist",
+        "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     for job, latent_dim in (("0", 4), ("1", 8)):
         checkpoint = torch.load(sweep_dir / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
-        assert "val/loss" in json.loads((sweep_dir / job / "metrics.json").read_text())
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        # one line per finished job, with its metric and overrides
+        assert f"sweep job {job}: val/loss={metrics['val/loss']:.5g} | model.latent_dim={latent_dim}" in result.stdout
+        assert (sweep_dir / job / "config_tree.log").is_file()
+    assert result.stdout.count("\nconfig\n") <= 1 and result.stdout.count("├── model") == 1  # the tree, once
 
 
 def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) -> None:

@@ -43,13 +43,14 @@ def wandb_offline() -> bool:
         return True
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None) -> None:
-    """Print the resolved config as a rich tree, one branch per top-level group."""
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
+    """Print the resolved config as a rich tree, one branch per top-level group (if `show`), and save it."""
     tree = rich.tree.Tree("config", style="dim", guide_style="dim")
     for group, node in cfg.items():
         content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
         tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
-    rich.print(tree)
+    if show:
+        rich.print(tree)
     if save_to is not None:
         with open(save_to, "w") as f:
             rich.print(tree, file=f)
