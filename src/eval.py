@@ -89,6 +89,7 @@ def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: Dic
             quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images),
                            real=False)  # fmt: skip
     if generative:
+        log.info(f"Generating {num_fake} samples")
         batches = range(0, num_fake, cfg.batch_size)
         for start in track(batches, description=f"Generating and scoring {num_fake} samples", transient=True):
             quality.update(model.sample(min(cfg.batch_size, num_fake - start)), real=False)
