@@ -52,9 +52,9 @@ class ExactResume(Callback):
         # position. Lightning issue #20550, fixed by PR #21765 (not merged when this was written); once genlab
         # requires a Lightning release with the fix, these lines find no pending state and can go
         # (tests/test_resume.py tells whether a mid-epoch resume is still exact without them).
-        if fit_loop._combined_loader_states_to_load:
-            fit_loop._load_combined_loader_states()
-            iter(fit_loop._data_fetcher)  # a new iterator, from the restored position
+        if fit_loop._combined_loader_states_to_load:  # Lightning #20550
+            fit_loop._load_combined_loader_states()  # Lightning #20550
+            iter(fit_loop._data_fetcher)  # a new iterator, from the restored position (Lightning #20550)
         # here, not on load: the sanity check and model setup that follow loading must not draw on them
         if self._to_restore is not None:
             set_rng_states(self._to_restore)
