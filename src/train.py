@@ -44,8 +44,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     check_devices(cfg.trainer)
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
-    resumed = None  # a foreign or broken file is refused before anything is built
-    if ckpt_path is not None and "://" not in ckpt_path:
+    resumed = None
+    if ckpt_path is not None and "://" not in ckpt_path:  # a foreign or broken file: refused before anything is built
         resumed = check_resumable(ckpt_path, cfg.model._target_)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
