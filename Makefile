@@ -1,5 +1,6 @@
 # make train: set up .venv (pinned dependencies) and train the autoencoder on Fashion-MNIST.
 # make test:  set up .venv and run the test suite.
+# make test-slow: the tests marked slow (DDP of every family, torch.compile, the GPU suite's CPU smoke run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ ifeq ($(DATA_DIR),)
   endif
 endif
 
-.PHONY: train test test-all bench clean
+.PHONY: train test test-all test-slow bench clean
 
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ test: $(BIN)/.installed
 
 test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "" $(ARGS)
+
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -m slow $(ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.data_throughput
