@@ -77,7 +77,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         interrupt, StopOnNonFiniteLoss(), RequireMonitoredMetric(cfg.monitor.metric),
     ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
-    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
     trainer: L.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
