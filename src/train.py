@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import warnings
 from pathlib import Path
 
 import hydra
@@ -23,16 +25,19 @@ from src.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.resume import ExactResume
+from src.callbacks.validate_at_end import ValidateAtEnd
 from src.errors import ConfigError, exit_on_user_error
 from src.utils.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,
     check_state_dict_fits,
     resume_path,
+    run_folder_of,
 )
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
-from src.utils.instantiate import finish_loggers, instantiate, instantiate_all, lightning_config_errors
+from src.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
+from src.utils.loggers import finish_loggers, log_final_metrics
 from src.utils.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     resumed = None
     if ckpt_path is not None and "://" not in ckpt_path:  # a foreign or broken file: refused before anything is built
         resumed = check_resumable(ckpt_path, cfg.model._target_)
+        continue_in_run_folder(cfg, ckpt_path, resumed["global_step"])
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -70,11 +76,11 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
     # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
     # SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged, and
-    # checkpoints written atomically (listed in conf/callbacks/default.yaml)
+    # checkpoints written atomically, a validation at the end of every run (listed in conf/callbacks/default.yaml)
     interrupt = CheckpointOnInterrupt()
     callbacks = [
         *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), ExactResume(),
-        interrupt, StopOnNonFiniteLoss(), RequireMonitoredMetric(cfg.monitor.metric),
+        interrupt, StopOnNonFiniteLoss(), RequireMonitoredMetric(cfg.monitor.metric), ValidateAtEnd(),
     ]  # fmt: skip
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
@@ -110,6 +116,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             with interrupt.reported(trainer, go_on):
                 trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+        log_final_metrics(trainer.loggers, to_plain(cfg), metrics, trainer.global_step)
     finally:
         finish_loggers(trainer.loggers)
 
@@ -117,6 +124,27 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         log.info(f"Metrics: {output_dir / 'metrics.json'}")
     return monitored_value(cfg, metrics, trained), metrics
+
+
+def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
+    """Resuming a run's last checkpoint: point `paths.output_dir` at that run's folder, so that its checkpoints,
+    logs and metrics go on there (Hydra's new folder keeps this session's log and overrides). Lightning's
+    CSVLogger empties an existing log folder: the continuation gets a folder of its own beside it."""
+    run_dir = run_folder_of(ckpt_path)
+    if run_dir is None:
+        return
+    log.info(f"Continuing the run in {run_dir}: its checkpoints and logs go on there")
+    cfg.paths.output_dir = str(run_dir)
+    # expected here, and said above: Lightning's warning is for a new run that writes into an old one's folder
+    warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(str(run_dir))}.* is not empty")
+    for node in (cfg.get("logger") or {}).values():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(".CSVLogger"):
+            segments = Path(node.save_dir) / node.name
+            version, again = f"from_step_{step}", 1
+            while (segments / version).exists():  # resumed from this step before: each session keeps its log
+                again += 1
+                version = f"from_step_{step}_{again}"
+            node.version = version
 
 
 def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -> float | None:

@@ -142,3 +142,4 @@ def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) 
     trainer.fit(model)
     metrics = bar.get_metrics(trainer, model)
     assert metrics["step"] == "4/4" and "v_num" not in metrics
+    assert bar._get_train_description(0).strip() == "Epoch 0"  # not "Epoch 0/-2": max_epochs=-1 is no limit

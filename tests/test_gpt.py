@@ -204,21 +204,36 @@ def test_compiled_model_trains_and_its_checkpoint_samples(tmp_path: Path, shakes
 
 def test_losses_lr_and_text_reach_dashboards(tmp_path: Path, shakespeare_dir: Path, monkeypatch) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login`: W&B runs offline
     overrides = [
         *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "logger=many",
-        "trainer.max_steps=10", "trainer.val_check_interval=10", "trainer.limit_train_batches=null",
+        "trainer.max_steps=12", "trainer.val_check_interval=5", "trainer.limit_train_batches=null",
         "trainer.log_every_n_steps=2",  # about what reaches the dashboards: several logged steps in 10
         "data.num_val_windows=24", "model.sample_length=20",
     ]  # fmt: skip
     train(compose_config(overrides, tmp_path / "run"))
-    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    (tensorboard_dir,) = (tmp_path / "run" / "tensorboard").iterdir()  # named by the run: task and overrides
+    assert tensorboard_dir.name == "gpt_shakespeare_cpu"  # no Hydra command line here: the task alone
+    events = EventAccumulator(str(tensorboard_dir))
     events.Reload()
     assert {"train/loss", "val/loss", "val/bpc", "val/ppl", "lr-AdamW/pg1"} <= set(events.Tags()["scalars"])
     assert "samples/text_summary" in events.Tags()["tensors"]
+    # validated every 5 steps, and at the run's end, which falls between two of those
+    # (Lightning logs a step's metrics at the count of steps before it)
+    assert [event.step for event in events.Scalars("val/loss")] == [4, 9, 11]
+    # the HParams tab: the run's settings against its final metrics
+    hparams = {tag: HParamsPluginData.FromString(data) for tag, data in events.PluginTagToContent("hparams").items()}
+    assert hparams["_hparams_/session_start_info"].session_start_info.hparams["model/n_layer"].number_value == 4
+    metric_infos = hparams["_hparams_/experiment"].experiment.metric_infos
+    assert {"final/val/loss", "final/val/bpc"} <= {info.name.tag for info in metric_infos}
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
-    (table,) = offline_run.glob("files/media/table/samples_*.table.json")
-    assert json.loads(table.read_text())["columns"] == ["step", "text"]
+    # one W&B table that grows by a row per validation: an incremental table, each increment a file of its rows
+    increments = [json.loads(path.read_text()) for path in offline_run.glob("files/media/table/samples_*.table.json")]
+    assert all(increment["columns"] == ["step", "text"] for increment in increments)
+    assert sorted(row[0] for increment in increments for row in increment["data"]) == [5, 10, 12]
+    (run_log,) = offline_run.glob("run-*.wandb")
+    assert b"incremental-table-file" in run_log.read_bytes()

@@ -74,8 +74,12 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"ckpt_path=last: resuming from {killed_last}" in resumed.stdout
 
+    # the run went on in its own folder: one last.ckpt, and the continuation's CSV log beside the first one's
     (expected,) = (tmp_path / "unbroken").glob("train/runs/*/checkpoints/last.ckpt")
-    (got,) = set(resumed_dir.glob("train/runs/*/checkpoints/last.ckpt")) - {killed_last}
+    (got,) = resumed_dir.glob("train/runs/*/checkpoints/last.ckpt")
+    assert got == killed_last
+    run = killed_last.parent.parent
+    assert (run / "csv" / f"from_step_{kill_at // 10 * 10}" / "metrics.csv").is_file()
     expected, got = load_checkpoint(expected), load_checkpoint(got)
     assert got["global_step"] == expected["global_step"] and got["epoch"] == expected["epoch"]
     assert expected["state_dict"].keys() == got["state_dict"].keys()
@@ -155,5 +159,9 @@ def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path
     longer = run_train(*command, "trainer.max_epochs=2", "ckpt_path=last")
     assert longer.returncode == 0, longer.stderr[-2000:]
     assert f"ckpt_path=last: resuming from {finished}" in longer.stdout
-    newest = max(tmp_path.glob("train/runs/*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
-    assert load_checkpoint(newest)["global_step"] == 6  # 3 steps, then 3 more
+    # one training, one folder: the same last.ckpt goes on, each session's CSV log beside the first one's
+    assert list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")) == [finished]
+    assert load_checkpoint(finished)["global_step"] == 6  # 3 steps, then 3 more
+    csv = finished.parent.parent / "csv"
+    assert {path.name for path in csv.iterdir() if path.is_dir()} == {"from_step_3", "from_step_3_2"}
+    assert (csv / "metrics.csv").is_file() and (csv / "from_step_3_2" / "metrics.csv").is_file()

@@ -19,7 +19,8 @@ class TextSample(Callback):
     """After each validation, a continuation of `prompt` from the same seed, so that progress reads by eye.
 
     Works with any TextGenerator.
-    Written to <run>/samples/step_NNNNNN.txt, to TensorBoard's text tab and to a W&B table.
+    Written to <run>/samples/step_NNNNNN.txt, to TensorBoard's text tab and to a W&B table that grows by a row
+    at each validation (W&B's incremental table: one table for the run rather than a one-row table per step).
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class TextSample(Callback):
         self.temperature = temperature
         self.top_k = top_k
         self.seed = seed
+        self.wandb_table = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, TextGenerator, type(self).__name__)
@@ -50,4 +52,9 @@ class TextSample(Callback):
             if isinstance(logger, TensorBoardLogger):  # markdown: a code block keeps the line breaks
                 logger.experiment.add_text("samples", f"```\n{text}\n```", global_step=step)
             elif isinstance(logger, WandbLogger):
-                logger.log_text(key="samples", columns=["step", "text"], data=[[step, text]], step=step)
+                if self.wandb_table is None:
+                    import wandb  # here, where W&B logs: importing it costs every other run a second
+
+                    self.wandb_table = wandb.Table(columns=["step", "text"], log_mode="INCREMENTAL")
+                self.wandb_table.add_data(step, text)
+                logger.log_metrics({"samples": self.wandb_table}, step=step)

@@ -19,6 +19,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from src.errors import ConfigError, GenlabError, one_line
 from src.models import MODEL_CLASSES
+from src.utils.config import run_identity
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
         return ckpt_path
     if not HydraConfig.initialized():
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
-    overrides = _run_identity(HydraConfig.get().overrides.task)
+    overrides = run_identity(HydraConfig.get().overrides.task)
     candidates = []
     for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml"):
         for overrides_file in task_dir.glob(pattern):
             last = overrides_file.parent.parent / "checkpoints" / "last.ckpt"
-            if last.is_file() and _run_identity(yaml.safe_load(overrides_file.read_text()) or []) == overrides:
+            if last.is_file() and run_identity(yaml.safe_load(overrides_file.read_text()) or []) == overrides:
                 candidates.append(last)
     if not candidates:
         log.warning(
@@ -93,26 +94,6 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     newest = max(candidates, key=lambda path: path.stat().st_mtime)
     log.info(f"ckpt_path=last: resuming from {newest}")
     return str(newest)
-
-
-# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
-# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
-NOT_THE_RUN = (
-    "ckpt_path=",
-    "trainer.max_epochs=",
-    "trainer.max_steps=",
-    "trainer.max_time=",
-    "trainer.min_epochs=",
-    "trainer.min_steps=",
-    "trainer.log_every_n_steps=",
-    "trainer.enable_progress_bar=",
-    "extras.",
-    "logger",
-)
-
-
-def _run_identity(overrides: list[str]) -> list[str]:
-    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -194,6 +175,17 @@ def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
         )
     check_finite_weights(checkpoint, path)
     return checkpoint
+
+
+def run_folder_of(ckpt_path: str) -> Path | None:
+    """The genlab run folder whose latest state `ckpt_path` is (`<run>/checkpoints/last.ckpt`): resuming it goes
+    on writing there, so that one training is one folder and one line in TensorBoard. None for any other
+    checkpoint: resuming from an earlier one branches off, into the new run's own folder."""
+    path = Path(ckpt_path).resolve()
+    run = path.parent.parent
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints" and (run / ".hydra").is_dir():
+        return run
+    return None
 
 
 def check_state_dict_fits(model: L.LightningModule, state_dict: dict[str, Any]) -> None:

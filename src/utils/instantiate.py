@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import hydra
 from hydra.errors import InstantiationException
-from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
@@ -54,13 +53,3 @@ def instantiate_all(group: DictConfig | None, kind: str) -> list:
             built.append(instantiate(node, key=f"{kind}s.{name}"))
     return built
 
-
-def finish_loggers(loggers: list[Logger]) -> None:
-    """Close W&B runs (so the next run of a sweep starts a new one) and say how to sync offline ones."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            offline = run.settings.mode == "offline"
-            run.finish()
-            if offline:
-                log.info(f"W&B ran offline; to upload this run: wandb sync {run.settings.sync_dir}")
