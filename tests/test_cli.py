@@ -114,10 +114,14 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) ->
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
         "-m", "model.latent_dim=4,8", *QUICK, "extras.print_config=true", "test=false", "data=mnist",
-        "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+        "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}", "logger=[csv,tensorboard]",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
+    # dashboards name each run by its task and what sets it apart, not by a timestamp (paths.*: where, not what)
+    for job, latent_dim in (("0", 4), ("1", 8)):
+        (tensorboard_run,) = (sweep_dir / job / "tensorboard").iterdir()
+        assert tensorboard_run.name.startswith(f"train,data.val_size=100,data=mnist,model.latent_dim={latent_dim},")
     for job, latent_dim in (("0", 4), ("1", 8)):
         checkpoint = torch.load(sweep_dir / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
