@@ -1,82 +1,89 @@
-"""A self-contained HTML report of a run: `python -m src.report run_dir=outputs/<task>/runs/<run>`.
+"""Self-contained HTML reports: `python -m src.report run_dir=<a run's folder, or a folder of runs>`.
 
-Writes <run>/report.html with the run's final metrics, loss and metric curves (matplotlib, from the
-CSV log), the latest picture of each kind (reconstructions, samples, ...) or the latest text
-samples, and the resolved config. Images are embedded, so the file can be mailed or archived alone.
+A run (outputs/<task>/runs/<run>): <run>/report.html holds its overrides, final metrics, curves (from the
+CSV log, else from TensorBoard's event files), the latest picture of each kind with its caption or the latest
+text samples, and the resolved config.
+A folder of runs (a sweep's, or outputs/<task>): <folder>/report.html compares them, offline, as W&B's run
+comparison does: a table with one row per run (its overrides and final metrics) and every curve of every run
+overlaid, one colour per run.
+Images are embedded, so the file can be mailed or archived alone.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import html
-import io
-import json
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import hydra
-import matplotlib
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
-from src.errors import ConfigError, exit_on_user_error, one_line
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+from src.callbacks.image_grid import CAPTION_KEY
+from src.errors import ConfigError, exit_on_user_error
+from src.utils.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
+from src.utils.run_folder import as_params, find_runs, is_run, read_curves, read_metrics, read_overrides, varying
 
 log = logging.getLogger(__name__)
 
 STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto}figure{display:inline-block;margin:.5em}"
-    "img{max-width:520px;border:1px solid #ccc}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}pre{background:#f6f6f6;padding:1em}"
+    "body{font-family:sans-serif;max-width:1160px;margin:2em auto;padding:0 1em}"
+    "p{overflow-wrap:anywhere}figure{display:inline-block;vertical-align:top;margin:.5em}figcaption{font-size:90%;color:#333}"
+    "img{border:1px solid #ccc}img.picture{image-rendering:pixelated;max-width:100%}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    "code{background:#f0f0f0;padding:1px 4px;margin:1px;display:inline-block}"
+    # text samples are a few hundred characters on few lines: wrapped, not scrolled sideways
+    "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;overflow-wrap:anywhere}"
+    ".swatch{display:inline-block;width:1.2em;height:1.2em;vertical-align:middle}"
 )
+# pictures written before their tiles were enlarged (28 px tiles, a grid 242 px wide) are shown at a whole
+# multiple of their size, about this wide at least, pixels kept sharp (image-rendering: pixelated); none wider
+# than the other limit (the VAE's 20x20 manifold is 1,120 px wide), so that two fit side by side where they can
+MIN_PICTURE_WIDTH, MAX_PICTURE_WIDTH = 480, 720
 
 
-def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Each logged metric's (step, value) points, from the run's CSV log (csv/metrics.csv)."""
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    for path in sorted(run_dir.glob("csv/**/metrics.csv")):
-        with path.open(newline="") as file:
-            for line, row in enumerate(csv.DictReader(file), start=2):
-                try:
-                    for name, value in row.items():
-                        if name not in ("step", "epoch") and value not in ("", None):
-                            curves[name].append((int(row["step"]), float(value)))
-                except (KeyError, TypeError, ValueError) as err:
-                    raise ConfigError(f"{path}, line {line}: not a CSV log of Lightning's ({one_line(err)})") from None
-    return dict(curves)
+def png_tag(png: bytes, alt: str, **attributes: object) -> str:
+    extra = "".join(f' {name}="{html.escape(str(value))}"' for name, value in attributes.items())
+    return f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}" alt="{html.escape(alt)}"{extra}>'
 
 
-def plot_curves(curves: dict[str, list[tuple[int, float]]]) -> list[tuple[str, bytes]]:
-    """One PNG per metric: train/loss and val/loss share the 'loss' plot, lr-AdamW/pg1 and /pg2 'lr-AdamW'."""
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for key in sorted(curves):
-        stage, _, name = key.partition("/")
-        by_name[name if stage in ("train", "val", "test") else stage].append(key)
-    figures = []
-    for name, keys in by_name.items():
-        figure, axes = plt.subplots(figsize=(6, 3.2))
-        for key in keys:
-            steps, values = zip(*curves[key], strict=True)
-            axes.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
-        axes.set(xlabel="step", title=name)
-        axes.legend()
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=90)
-        plt.close(figure)
-        figures.append((name, buffer.getvalue()))
-    return figures
+def page(title: str, sections: list[str]) -> str:
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
 
 
-def latest_pictures(run_dir: Path) -> list[tuple[str, bytes]]:
+def overrides_html(overrides: list[str] | None, what: str = "Overrides") -> str:
+    if overrides is None:  # a run composed in Python (as the tests compose theirs) has no .hydra folder
+        return f'<p id="overrides">{what}: not recorded (no .hydra/overrides.yaml)</p>'
+    chips = " ".join(f"<code>{html.escape(override)}</code>" for override in overrides)
+    return f'<p id="overrides">{what}: {chips or "none (the defaults of conf/train.yaml)"}</p>'
+
+
+def curves_html(panels: list[Panel], source: str) -> str:
+    if not panels:
+        return "<p>No curves: the run has no CSV log (csv/) and no TensorBoard events (tensorboard/)</p>"
+    figures = "".join(f"<figure>{png_tag(plot_png(panel), panel.title)}</figure>" for panel in panels)
+    return f"<p>From {html.escape(source)}</p>{figures}"
+
+
+def latest_pictures(run_dir: Path) -> list[Path]:
     """The last image of each kind in <run>/images (their names end in _epochNNN.png)."""
     latest: dict[str, Path] = {}
     for path in sorted((run_dir / "images").glob("*.png")):
         latest[path.stem.rsplit("_epoch", 1)[0]] = path  # sorted: the last epoch wins
-    return [(f"{kind} ({path.name})", path.read_bytes()) for kind, path in latest.items()]
+    return list(latest.values())
+
+
+def picture_html(path: Path) -> str:
+    """The picture at a legible size, with the caption its callback wrote into the file."""
+    with Image.open(path) as image:
+        width, caption = image.width, image.info.get(CAPTION_KEY, "")
+    shown = min(width * max(1, round(MIN_PICTURE_WIDTH / width)), MAX_PICTURE_WIDTH)
+    kind = path.stem.rsplit("_epoch", 1)[0]
+    img = png_tag(path.read_bytes(), f"{kind} ({path.name})", width=shown, **{"class": "picture"})
+    text = f"<b>{html.escape(kind)}</b> ({html.escape(path.name)}). {html.escape(caption)}"
+    return f'<figure style="max-width:{shown}px">{img}<figcaption>{text}</figcaption></figure>'
 
 
 def latest_texts(run_dir: Path, count: int = 3) -> list[tuple[str, str]]:
@@ -84,59 +91,118 @@ def latest_texts(run_dir: Path, count: int = 3) -> list[tuple[str, str]]:
     return [(path.name, path.read_text()) for path in sorted((run_dir / "samples").glob("*.txt"))[-count:]]
 
 
-def render(run_dir: Path) -> str:
-    """The report's HTML."""
+def render_run(run_dir: Path) -> str:
+    """The report of one run."""
     metrics = read_metrics(run_dir / "metrics.json")
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else "(no config.yaml)"
-
-    def image(title: str, png: bytes) -> str:
-        data = base64.b64encode(png).decode()
-        return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">' \
-               f"<figcaption>{html.escape(title)}</figcaption></figure>"  # fmt: skip
-
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>" for k, v in sorted(metrics.items()))
-    table = f'<table id="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>'
+    config_file = run_dir / "config.yaml"
+    config = config_file.read_text() if config_file.is_file() else "(no config.yaml)"
+    task = OmegaConf.load(config_file).get("task_name") if config_file.is_file() else run_dir.parent.parent.name
+    # a metric equal to another (test/loss and test/nelbo of a VAE whose beta is 1) is shown once
+    same = identical_series(metrics)
+    rows = "".join(f"<tr><td>{html.escape(label(k, same[k]))}</td><td>{metrics[k]:.6g}</td></tr>" for k in same)
+    table = f'<table id="metrics"><tr><th>metric</th><th>value</th></tr>{rows}</table>' if rows else ""
+    curves, source = read_curves(run_dir)
     sections = [
-        f"<h1>{html.escape(run_dir.parent.parent.name)}: {html.escape(run_dir.name)}</h1>",
+        f"<h1>{html.escape(str(task))}: {html.escape(run_dir.name)}</h1>",
+        overrides_html(read_overrides(run_dir)),
         "<h2>Final metrics</h2>",
-        table if rows else "<p>No metrics.json</p>",
+        table or "<p>No metrics.json</p>",
         "<h2>Curves</h2>",
-        "".join(image(name, png) for name, png in plot_curves(read_curves(run_dir))) or "<p>No CSV log</p>",
+        curves_html(run_panels(curves), source),
     ]
-    pictures, texts = latest_pictures(run_dir), latest_texts(run_dir)
-    if pictures:
-        sections += ["<h2>Pictures</h2>", "".join(image(title, png) for title, png in pictures)]
-    if texts:
+    if pictures := latest_pictures(run_dir):
+        sections += ["<h2>Pictures</h2>", *map(picture_html, pictures)]
+    if texts := latest_texts(run_dir):
         sections.append("<h2>Text samples</h2>")
         sections += [f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>" for name, text in texts]
     sections += ["<h2>Config</h2>", f"<pre>{html.escape(config)}</pre>"]
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(run_dir.name)}</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
+    return page(run_dir.name, sections)
 
 
-def read_metrics(path: Path) -> dict[str, float]:
-    """The run's final metrics, {} when it wrote none; a file that is not a JSON object of numbers is refused."""
-    if not path.is_file():
-        return {}
-    try:
-        metrics = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not the JSON that src.train writes ({one_line(err)})") from None
-    if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
-        raise ConfigError(f"{path}: expected an object of metric names and numbers")
-    return metrics
+def run_labels(names: list[str], differing: list[dict[str, str]]) -> list[str]:
+    """Each run's legend: the overrides that set it apart, else its folder; both when two runs share overrides.
+    Numbers are shortened to 4 significant digits (Optuna's model.lr=0.0003574712922600243: 0.0003575)."""
+
+    def short(value: str) -> str:
+        try:
+            return value if value.lstrip("-").isdigit() else f"{float(value):.4g}"
+        except ValueError:
+            return value
+
+    labels = [
+        ", ".join(f"{k}={short(v)}" for k, v in p.items()) or name for p, name in zip(differing, names, strict=True)
+    ]
+    if len(set(labels)) < len(labels):  # the same command run twice: the folder tells them apart
+        labels = [name if lab == name else f"{name}: {lab}" for lab, name in zip(labels, names, strict=True)]
+    return labels
 
 
-def write_report(run_dir: Path) -> Path:
-    """Write <run_dir>/report.html (through a temporary file, so a failure leaves no half page)."""
-    if not run_dir.is_dir():
-        raise ConfigError(f"run_dir={run_dir}: not a folder (give the folder of a run: outputs/<task>/runs/<run>)")
-    if not (run_dir / "config.yaml").is_file() and not (run_dir / "metrics.json").is_file():
-        raise ConfigError(f"{run_dir}: not a run folder (no config.yaml or metrics.json from python -m src.train)")
-    page = render(run_dir)
-    path = run_dir / "report.html"
+def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str]], colors: list[str]) -> str:
+    """One row per run: its colour in the plots, its folder, the overrides that set it apart, its final metrics."""
+    metrics = [read_metrics(run / "metrics.json") for run in runs]
+    keys = sorted({key for m in metrics for key in m})
+    # a column equal to another in every run (test/loss and test/nelbo of a VAE) is shown once; test/ first, then
+    # val/, train/, the rest (a learning rate)
+    same = identical_series({key: tuple(m.get(key) for m in metrics) for key in keys})
+    rank = {"test": 0, "val": 1, "train": 2}
+    columns = {key: same[key] for key in sorted(same, key=lambda key: (rank.get(key.partition("/")[0], 3), key))}
+    header = "".join(f"<th>{html.escape(label(key, others))}</th>" for key, others in columns.items())
+    notes = [run_note(run) if not m else "" for run, m in zip(runs, metrics, strict=True)]
+    rows = []
+    for run, name, params, color, m, note in zip(runs, names, differing, colors, metrics, notes, strict=True):
+        link = f"{name}/report.html" if (run / "report.html").is_file() else name
+        chips = " ".join(f"<code>{html.escape(k)}={html.escape(v)}</code>" for k, v in params.items())
+        cells = "".join(f"<td>{m[key]:.6g}</td>" if key in m else "<td></td>" for key in columns)
+        rows.append(f'<tr><td><span class="swatch" style="background:{color}"></span></td>'
+                    f'<td><a href="{html.escape(link)}">{html.escape(name)}</a></td><td>{chips}</td>'
+                    f"{f'<td>{html.escape(note)}</td>' if any(notes) else ''}{cells}</tr>")  # fmt: skip
+    head = f"<tr><th></th><th>run</th><th>overrides</th>{'<th>note</th>' if any(notes) else ''}{header}</tr>"
+    # as wide as it needs (a VAE logs 16 metrics): scrolled sideways inside the page, not the page itself
+    return f'<div style="overflow-x:auto"><table id="runs">{head}{"".join(rows)}</table></div>'
+
+
+def run_note(run: Path) -> str:
+    """Why a run has no final metrics: a failed job of a sweep says why in error.txt."""
+    error = run / "error.txt"
+    return error.read_text().strip() if error.is_file() else "no metrics.json: still running, pruned or stopped"
+
+
+def render_comparison(folder: Path, runs: list[Path]) -> str:
+    """The report comparing several runs: a table of their overrides and final metrics, their curves overlaid."""
+    names = [str(run.relative_to(folder)) for run in runs]
+    overrides = [read_overrides(run) for run in runs]
+    differing = varying([as_params(o or []) for o in overrides])
+    shared = [o for o in (overrides[0] or []) if all(o in (other or []) for other in overrides)]
+    colors = run_colors(len(runs))
+    curves = [read_curves(run)[0] for run in runs]
+    panels = comparison_panels(list(zip(run_labels(names, differing), curves, strict=True)), colors)
+    sections = [
+        f"<h1>{len(runs)} runs in {html.escape(str(folder))}</h1>",
+        overrides_html(None if all(o is None for o in overrides) else shared, "Overrides all runs share"),
+        "<h2>Runs</h2>",
+        runs_table(runs, names, differing, colors),
+        "<h2>Curves</h2>",
+        curves_html(panels, "each run's CSV log, else its TensorBoard events"),
+    ]
+    return page(f"{len(runs)} runs in {folder.name}", sections)
+
+
+def write_report(folder: Path) -> Path:
+    """Write <folder>/report.html, of the run in `folder` or comparing the runs below it (through a temporary
+    file, so a failure leaves no half page)."""
+    if not folder.is_dir():
+        raise ConfigError(f"run_dir={folder}: not a folder (give a run's folder, outputs/<task>/runs/<run>, or a "
+                          f"folder of runs: a sweep's, or outputs/<task>)")  # fmt: skip
+    if is_run(folder):
+        text = render_run(folder)
+    elif runs := find_runs(folder):
+        text = render_comparison(folder, runs)
+    else:
+        raise ConfigError(f"{folder}: not a run folder (no config.yaml or metrics.json from python -m src.train), "
+                          f"and no run folders below it")  # fmt: skip
+    path = folder / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
+    tmp.write_text(text)
     tmp.replace(path)
     log.info(f"Wrote {path}")
     return path

@@ -3,27 +3,32 @@
 Reads an Optuna sweep's study (`optuna.db`) or, for a grid sweep of Hydra's basic sweeper, each
 job's overrides and metrics.json. Prints one row per trial (number, state, value, parameters),
 best first, and writes summary.csv and summary.png (value per trial and the best so far) to the
-sweep folder.
+sweep folder; for an Optuna sweep also Optuna's own plots (optimisation history, parameter
+importances, slices: optuna_*.png) and the command that opens the study in optuna-dashboard.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
 import matplotlib
+import numpy as np
 import optuna
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError, exit_on_user_error, one_line
+from src.utils.run_folder import as_params, read_metrics, read_overrides, varying
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import optuna.visualization.matplotlib as optuna_plots  # noqa: E402  (imports pyplot: after the backend is set)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,17 @@ class Trial:
     error: str = ""  # why a failed trial failed
 
 
-def read_sweep(sweep_dir: Path, metric: str | None) -> tuple[list[Trial], str, str]:
-    """The sweep's trials, the metric's name and the direction ("minimize" or "maximize")."""
+@dataclass
+class Sweep:
+    name: str  # the study's name (Optuna) or the task's (grid), with the sweep's folder: the plots' titles
+    trials: list[Trial]
+    metric: str
+    direction: str  # "minimize" or "maximize"
+    study: optuna.Study | None = None  # an Optuna sweep's, for Optuna's own plots
+
+
+def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
+    """The sweep's trials, what they were ranked by, and (an Optuna sweep) its study."""
     multirun = sweep_dir / "multirun.yaml"
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir={sweep_dir}: not a folder (give a sweep's: outputs/<task>/multiruns/<sweep>)")
@@ -46,41 +60,35 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> tuple[list[Trial], str, s
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml; run `python -m src.train -m ...`)")
     config = OmegaConf.load(multirun)
     metric = metric or config.monitor.metric
-    direction = "maximize" if config.monitor.mode == "max" else "minimize"
     if (sweep_dir / "optuna.db").is_file():
-        return _optuna_trials(sweep_dir, config), metric, config.hydra.sweeper.direction
-    return _job_trials(sweep_dir, metric), metric, direction
-
-
-def _optuna_trials(sweep_dir: Path, config: DictConfig) -> list[Trial]:
-    storage = f"sqlite:///{sweep_dir / 'optuna.db'}"
-    study = optuna.load_study(study_name=config.hydra.sweeper.study_name, storage=storage)
-    return [
-        Trial(t.number, t.state.name, t.value, {k: str(v) for k, v in t.params.items()}, t.user_attrs.get("error", ""))
-        for t in study.get_trials(deepcopy=False)
-    ]
+        study_name = config.hydra.sweeper.study_name
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+        trials = [Trial(t.number, t.state.name, t.value, {k: str(v) for k, v in t.params.items()},
+                        t.user_attrs.get("error", "")) for t in study.get_trials(deepcopy=False)]  # fmt: skip
+        return Sweep(f"{study_name} ({sweep_dir.name})", trials, metric, config.hydra.sweeper.direction, study)
+    direction = "maximize" if config.monitor.mode == "max" else "minimize"
+    return Sweep(f"{config.task_name} ({sweep_dir.name})", _job_trials(sweep_dir, metric), metric, direction)
 
 
 def _job_trials(sweep_dir: Path, metric: str) -> list[Trial]:
+    jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     trials = []
-    for job_dir in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        overrides = OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
-        params = dict(override.split("=", 1) for override in overrides)
-        metrics_file = job_dir / "metrics.json"
-        value = json.loads(metrics_file.read_text()).get(metric) if metrics_file.is_file() else None
+    for job_dir in jobs:
+        value = read_metrics(job_dir / "metrics.json").get(metric)
         error_file = job_dir / "error.txt"
         error = error_file.read_text().strip() if error_file.is_file() else ""
-        trials.append(Trial(int(job_dir.name), "COMPLETE" if value is not None else "FAIL", value, params, error))
+        trials.append(Trial(int(job_dir.name), "COMPLETE" if value is not None else "FAIL", value, error=error))
     # keep only the parameters that vary: the others are the sweep's fixed overrides
-    varying = {key for key in {k for t in trials for k in t.params} if len({t.params.get(key) for t in trials}) > 1}
-    for trial in trials:
-        trial.params = {k: v for k, v in trial.params.items() if k in varying}
+    params = varying([as_params(read_overrides(job_dir) or []) for job_dir in jobs])
+    for trial, job_params in zip(trials, params, strict=True):
+        trial.params = job_params
     return trials
 
 
-def write_summary(trials: list[Trial], metric: str, direction: str, sweep_dir: Path) -> tuple[Path, Path]:
+def write_summary(sweep: Sweep, sweep_dir: Path) -> tuple[Path, Path]:
     """Print the table, best first; write summary.csv and summary.png; return their paths."""
-    sign = 1 if direction == "minimize" else -1
+    trials, metric = sweep.trials, sweep.metric
+    sign = 1 if sweep.direction == "minimize" else -1
     ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0), t.number))
     keys = sorted({key for trial in trials for key in trial.params})
     header = ["trial", "state", metric, *keys, "error"]
@@ -94,12 +102,12 @@ def write_summary(trials: list[Trial], metric: str, direction: str, sweep_dir: P
     with csv_path.open("w", newline="") as file:
         csv.writer(file).writerows([header, *rows])
     png_path = sweep_dir / "summary.png"
-    _plot(trials, metric, sign, png_path)
+    _plot(trials, metric, sign, f"{sweep.name}: {len(trials)} trials", png_path)
     log.info(f"Wrote {csv_path} and {png_path}")
     return csv_path, png_path
 
 
-def _plot(trials: list[Trial], metric: str, sign: int, path: Path) -> None:
+def _plot(trials: list[Trial], metric: str, sign: int, title: str, path: Path) -> None:
     done = sorted((t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number)
     figure, axes = plt.subplots(figsize=(7, 4))
     for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
@@ -112,21 +120,67 @@ def _plot(trials: list[Trial], metric: str, sign: int, path: Path) -> None:
         best_so_far.append((trial.number, sign * best))
     if best_so_far:
         axes.step(*zip(*best_so_far, strict=True), where="post", color="black", linewidth=1, label="best so far")
-    axes.set(xlabel="trial", ylabel=metric, title=f"{path.parent.name}: {len(trials)} trials")
+    axes.set(xlabel="trial", ylabel=metric, title=title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no tick at trial 2.5
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
+# Optuna's own plots (optuna.visualization.matplotlib: the plotly versions need plotly, not installed here), and
+# the completed trials each needs: importances compare trials with each other, and a slice of a single trial has no
+# range to draw (matplotlib warns); with fewer, Optuna draws an empty or degenerate chart
+OPTUNA_PLOTS = {
+    "optuna_history.png": ("optimisation history", optuna_plots.plot_optimization_history, 1),
+    "optuna_importances.png": ("parameter importances", optuna_plots.plot_param_importances, 2),
+    "optuna_slice.png": ("slices: the metric against each parameter", optuna_plots.plot_slice, 2),
+}
+
+
+def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
+    """Write Optuna's plots of the study to the sweep folder; return a note for each plot not drawn, and why."""
+    completed = sum(t.state == "COMPLETE" for t in sweep.trials)
+    # matplotlib logs, at INFO, each categorical parameter (choice(64, 128)) whose values look like numbers
+    logging.getLogger("matplotlib.category").setLevel(logging.WARNING)
+    notes = []
+    for file_name, (what, plot, needed) in OPTUNA_PLOTS.items():
+        if completed < needed:
+            notes.append(f"{file_name} ({what}) not drawn: {completed} completed trial(s), it needs {needed}")
+            continue
+        with warnings.catch_warnings():  # Optuna calls its matplotlib plots experimental, and warns at each call
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                axes = plot(sweep.study, target_name=sweep.metric)
+            except (ImportError, RuntimeError, ValueError) as err:  # an evaluator's missing package, a degenerate study
+                notes.append(f"{file_name} ({what}) not drawn: {one_line(err)}")
+                continue
+        figure = np.ravel(axes)[0].figure  # plot_slice returns an array of axes, one per parameter
+        for each in figure.axes:
+            for axis in (each.xaxis, each.yaxis):
+                if axis.get_label_text() == "Trial":  # the history's x axis, the slices' colour bar: whole numbers
+                    axis.set_major_locator(MaxNLocator(integer=True))
+                if axis is each.xaxis and axis.get_scale() == "log":  # a learning rate's labels run into each other
+                    each.tick_params(axis="x", which="both", labelrotation=60, labelsize="small")
+        figure.suptitle(f"{sweep.name}: {what}")
+        figure.savefig(sweep_dir / file_name, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+    return notes
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep_summary")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     sweep_dir = Path(cfg.sweep_dir)
-    trials, metric, direction = read_sweep(sweep_dir, cfg.metric)
-    if not trials:
+    sweep = read_sweep(sweep_dir, cfg.metric)
+    if not sweep.trials:
         raise ConfigError(f"{sweep_dir}: the sweep has no trials yet")
-    write_summary(trials, metric, direction, sweep_dir)
+    write_summary(sweep, sweep_dir)
+    if sweep.study is not None:
+        for note in write_optuna_plots(sweep, sweep_dir):
+            print(note)
+        print(f"Optuna's plots: {sweep_dir}/optuna_*.png; the study in a browser (pip install optuna-dashboard):")
+        print(f"  optuna-dashboard sqlite:///{(sweep_dir / 'optuna.db').resolve()}")
 
 
 if __name__ == "__main__":

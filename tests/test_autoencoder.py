@@ -107,8 +107,10 @@ def test_reconstruction_grid_is_a_png(tmp_path: Path, mnist_dir: Path) -> None:
     with Image.open(grid) as image:
         image.verify()
         assert image.format == "PNG"
-        # 16 images, 8 per row: 2 rows x 3 panels (clean, noisy, reconstructed) of 28 px + 2 px padding
-        assert image.size == (8 * 30 + 2, 6 * 30 + 2)
+        # 16 images, 8 per row: 2 bands of 3 rows (clean, noisy, reconstructed) of 28 px tiles drawn at 56 px, 2 px
+        # padding, and a 4 px line between the bands
+        assert image.size == (8 * 58 + 2, 2 * (3 * 58 + 2) + 4)
+        assert "middle: their corrupted inputs" in image.info["Description"]  # the caption, in the file
 
 
 def test_grids_and_config_reach_tensorboard_and_wandb(tmp_path: Path, mnist_dir: Path, monkeypatch) -> None:
@@ -120,7 +122,8 @@ def test_grids_and_config_reach_tensorboard_and_wandb(tmp_path: Path, mnist_dir:
     train(_ae_config(tmp_path, mnist_dir, "logger=many", "test=false"))
     run_dir = tmp_path / "run"
 
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    (tensorboard_run,) = (run_dir / "tensorboard").iterdir()  # a folder named by the run
+    events = EventAccumulator(str(tensorboard_run))
     events.Reload()
     assert "reconstructions" in events.Tags()["images"]
     assert "val/loss" in events.Tags()["scalars"]

@@ -1,4 +1,4 @@
-"""`python -m src.report`: a self-contained HTML page of a run, checked in a real headless browser."""
+"""`python -m src.report`: HTML pages of a run and of several runs, checked in a real headless browser."""
 
 from __future__ import annotations
 
@@ -8,37 +8,109 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
+from src.report import write_report
+from src.utils.curve_plots import comparison_panels, run_colors, run_panels
+from tests.conftest import write_mnist_raw
+from tests.test_cli import run_train
 from tests.test_eval_sample import run_module
+
+IMAGE_ALT = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def vae_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import write_mnist_raw
-
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A grid sweep of two short VAE runs, started as a user starts one (so Hydra records their overrides): job 0
+    logs to CSV, job 1 to TensorBoard only; every step logged, so that there are curves to draw."""
     root = tmp_path_factory.mktemp("report")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    # a short run whose curves the report draws: every step logged
-    overrides = [*TEST_OVERRIDES, "trainer.log_every_n_steps=1", "model=vae", "data=mnist", "data.val_size=100",
-                 "data.batch_size=50",
-                 f"paths.data_dir={root / 'data'}", "trainer.max_epochs=2"]  # fmt: skip
-    train(compose_config(overrides, root / "run"))
-    return root / "run"
-
-
-def test_report_holds_metrics_curves_pictures_and_config(vae_run: Path) -> None:
-    result = run_module("src.report", f"run_dir={vae_run}")
+    result = run_train(
+        "-m", "logger=csv,tensorboard", "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=50",
+        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "extras.print_config=false",
+        f"paths.data_dir={root / 'data'}", f"paths.log_dir={root}", f"hydra.sweep.dir={root / 'sweep'}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    page = (vae_run / "report.html").read_text()
-    assert re.search(r"<tr><td>test/nelbo</td><td>[\d.]+</td></tr>", page)
-    images = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"', page)
-    # curves: loss, nelbo, recon, kl, bpd, lr-Adam; pictures: the latest of each grid the VAE draws
-    assert {"nelbo", "kl", "lr-Adam"} <= set(images)
+    return root / "sweep"
+
+
+def test_report_of_a_run(sweep: Path) -> None:
+    result = run_module("src.report", f"run_dir={sweep / '0'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (sweep / "0" / "report.html").read_text()
+    overrides = re.search(r'<p id="overrides">(.*?)</p>', page).group(1)  # at the top, before the metrics
+    assert "<code>logger=csv</code>" in overrides and "<code>model=vae</code>" in overrides
+    assert page.index('id="overrides"') < page.index('id="metrics"')
+    # the VAE's loss equals its negative ELBO (beta = 1): one row, one panel, named both ways
+    assert re.search(r"<tr><td>test/loss \(= test/nelbo\)</td><td>[\d.]+</td></tr>", page)
+    images = IMAGE_ALT.findall(page)
+    assert {"loss (= nelbo)", "kl", "recon", "learning rate"} <= set(images) and "nelbo" not in images
     assert {"reconstructions (reconstructions_epoch001.png)", "samples (samples_epoch001.png)"} <= set(images)
+    # each picture with the caption its callback wrote into the file
+    assert "Each band between grey lines: top row: validation images; below: their reconstructions." in page
+    assert "generated from the same fixed noise at every epoch" in page
     assert "_target_: src.models.vae.VAE" in page  # the resolved config
-    assert not list(vae_run.glob("*.tmp"))
+    assert not list((sweep / "0").glob("*.tmp"))
+
+
+def test_report_reads_tensorboard_when_a_run_has_no_csv_log(sweep: Path) -> None:
+    assert not (sweep / "1" / "csv").exists()
+    page = write_report(sweep / "1").read_text()
+    assert "From TensorBoard events in tensorboard/" in page
+    assert {"loss (= nelbo)", "kl", "learning rate"} <= set(IMAGE_ALT.findall(page))
+
+
+def test_report_of_a_sweep_compares_its_runs(sweep: Path) -> None:
+    page = write_report(sweep).read_text()
+    assert "<h1>2 runs in " in page
+    shared = re.search(r'<p id="overrides">(.*?)</p>', page).group(1)
+    assert "<code>model=vae</code>" in shared and "logger" not in shared
+    table = re.search(r'<table id="runs">(.*?)</table>', page).group(1)
+    rows = re.findall(r"<tr><td><span class=\"swatch\".*?</tr>", table)
+    assert len(rows) == 2  # one per run, with what sets it apart and its final metrics
+    assert "<code>logger=csv</code>" in rows[0] and "<code>logger=tensorboard</code>" in rows[1]
+    assert all(len(re.findall(r"<td>\d[\d.e+-]*</td>", row)) >= 5 for row in rows)
+    assert "<th>test/loss (= test/nelbo)</th>" in table
+    images = set(IMAGE_ALT.findall(page))
+    assert {"val/loss (= val/nelbo)", "train/kl", "lr-Adam"} <= images and not any("test/" in i for i in images)
+
+
+def test_comparison_gives_each_run_one_colour_and_its_own_legend() -> None:
+    first = {"val/loss": [(9, 2.0), (19, 1.5)], "lr-AdamW/pg1": [(0, 1e-3)], "lr-AdamW/pg2": [(0, 0.0)]}
+    second = {"val/loss": [(9, 2.5), (19, 1.0)], "lr-AdamW/pg1": [(0, 3e-3)], "lr-AdamW/pg2": [(0, 0.0)]}
+    colors = run_colors(2)
+    panels = {panel.title: panel for panel in comparison_panels([("lr=1e-3", first), ("lr=3e-3", second)], colors)}
+    assert list(panels) == ["val/loss", "lr-AdamW/pg1", "lr-AdamW/pg2"]
+    for panel in panels.values():
+        assert [(line.label, line.color) for line in panel.lines] == [("lr=1e-3", colors[0]), ("lr=3e-3", colors[1])]
+    assert len(set(colors)) == 2
+
+
+def test_learning_rate_groups_share_a_panel_and_identical_series_are_drawn_once() -> None:
+    curves = {
+        "train/loss": [(0, 3.0), (1, 2.0)], "train/nelbo": [(0, 3.0), (1, 2.0)], "train/kl": [(0, 1.0), (1, 0.5)],
+        "lr-AdamW/pg1": [(0, 1e-3), (1, 5e-4)], "lr-AdamW/pg2": [(0, 2e-3), (1, 1e-3)], "lr-Adam-1": [(0, 1e-3)],
+    }  # fmt: skip
+    panels = {panel.title: [line.label for line in panel.lines] for panel in run_panels(curves)}
+    assert panels == {
+        "loss (= nelbo)": ["train/loss (= train/nelbo)"],
+        "kl": ["train/kl"],
+        "learning rate": ["lr-Adam-1", "lr-AdamW/pg1", "lr-AdamW/pg2"],  # one panel, each group its own line
+    }
+
+
+def test_long_text_is_kept_whole_and_small_pictures_are_enlarged(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("task_name: gpt\n")
+    (tmp_path / "samples").mkdir()
+    text = "ROMEO: " + "thou " * 600  # 3,000 characters on one line
+    (tmp_path / "samples" / "step_000100.txt").write_text(text)
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (242, 122)).save(tmp_path / "images" / "samples_epoch000.png")  # 28 px tiles, no caption
+    page = write_report(tmp_path).read_text()
+    assert f"<pre>{text}</pre>" in page and "white-space:pre-wrap" in page  # wrapped by the browser, not cut
+    assert 'width="484" class="picture"' in page and "image-rendering:pixelated" in page
+    assert "No curves: the run has no CSV log" in page and "Overrides: not recorded" in page
 
 
 def test_report_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
@@ -48,19 +120,27 @@ def test_report_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
     assert not (tmp_path / "report.html").exists()
 
 
-def test_report_renders_in_headless_chromium(vae_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", ["0", "."], ids=["run", "comparison"])
+def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path, folder: str) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
-    if not (vae_run / "report.html").is_file():
-        assert run_module("src.report", f"run_dir={vae_run}").returncode == 0
+    report = (sweep / folder / "report.html").resolve()
+    if not report.is_file():  # when this test runs alone
+        write_report(report.parent)
+    # a copy that writes, once laid out, the page's width into the DOM: nothing may push it wider than the window
+    probe = tmp_path / "probe.html"
+    script = "<script>document.body.dataset.width = document.documentElement.scrollWidth</script>"
+    probe.write_text(report.read_text().replace("</body>", f"{script}</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    url = (vae_run / "report.html").as_uri()
-    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    # the browser parsed the page: the metrics table and every embedded image are in its DOM
-    assert '<table id="metrics">' in dom and "test/nelbo" in dom
+    size = "--window-size=1200,2400"
+    dump = [browser, *flags, size, "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(dump, capture_output=True, text=True, timeout=120).stdout
+    # the browser parsed the page: the tables and every embedded image are in its DOM
+    assert ('<table id="metrics">' if folder == "0" else '<table id="runs">') in dom and "test/loss" in dom
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) >= 8
+    assert int(re.search(r'data-width="(\d+)"', dom).group(1)) <= 1200, "the page is wider than the window"
     screenshot = tmp_path / "page.png"
-    subprocess.run([browser, *flags, f"--screenshot={screenshot}", "--window-size=1200,2400", url],
+    subprocess.run([browser, *flags, size, f"--screenshot={screenshot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000

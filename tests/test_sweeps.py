@@ -78,6 +78,32 @@ def test_summary_ranks_the_trials_and_plots_them(tmp_path: Path, mnist_dir: Path
     assert values[0] == pytest.approx(load(sweep_dir).best_value, rel=1e-5)
     assert (sweep_dir / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "val/nelbo" in result.stdout.splitlines()[0]
+    # Optuna's own plots of the study, and the command that opens it in optuna-dashboard
+    for name in ("optuna_history.png", "optuna_importances.png", "optuna_slice.png"):
+        assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert f"optuna-dashboard sqlite:///{(sweep_dir / 'optuna.db').resolve()}" in result.stdout
+    assert "not drawn" not in result.stdout
+
+
+def test_summary_of_a_study_with_one_completed_trial_says_which_plot_it_left_out(tmp_path: Path) -> None:
+    from src.sweep_summary import read_sweep, write_optuna_plots
+
+    (tmp_path / "multirun.yaml").write_text(
+        "task_name: vae\nmonitor: {metric: val/nelbo, mode: min}\n"
+        "hydra: {sweeper: {study_name: tiny, direction: minimize}}\n"
+    )
+    study = optuna.create_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    study.add_trial(optuna.trial.create_trial(params={"model.lr": 1e-3}, distributions={"model.lr": lr}, value=300.0))
+    sweep = read_sweep(tmp_path, None)
+    assert sweep.name == f"tiny ({tmp_path.name})"
+    notes = write_optuna_plots(sweep, tmp_path)
+    assert notes == [
+        "optuna_importances.png (parameter importances) not drawn: 1 completed trial(s), it needs 2",
+        "optuna_slice.png (slices: the metric against each parameter) not drawn: 1 completed trial(s), it needs 2",
+    ]
+    assert (tmp_path / "optuna_history.png").is_file()
+    assert not (tmp_path / "optuna_importances.png").exists() and not (tmp_path / "optuna_slice.png").exists()
 
 
 def test_summary_of_a_grid_sweep(tmp_path: Path, mnist_dir: Path) -> None:

@@ -73,8 +73,9 @@ def test_pictures_including_the_2d_manifold(tmp_path: Path, mnist_dir: Path) -> 
     for name in ("reconstructions", "samples", "interpolations", "manifold"):
         with Image.open(images / f"{name}_epoch000.png") as image:
             sizes[name] = image.size
-    assert sizes["manifold"] == (20 * 28, 20 * 28)  # a 20x20 grid, no padding
-    assert sizes["interpolations"] == (10 * 30 + 2, 8 * 30 + 2)  # 8 pairs, 10 steps each
+    # 28 px images drawn at 56 px, so that a digit reads on a screen
+    assert sizes["manifold"] == (20 * 56, 20 * 56)  # a 20x20 grid, no padding
+    assert sizes["interpolations"] == (10 * 58 + 2, 8 * 58 + 2)  # 8 pairs, 10 steps each, 2 px padding
 
 
 def test_elbo_improves_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path) -> None:

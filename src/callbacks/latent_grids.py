@@ -9,9 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
-from torchvision.utils import make_grid
 
-from src.callbacks.image_grid import save_and_log_grid
+from src.callbacks.image_grid import save_and_log_grid, tile_grid
 from src.models.capabilities import ImageEncoder, LatentDecoder, require
 
 
@@ -33,7 +32,11 @@ class SampleGrid(Callback):
         z = torch.randn(self.num_images, pl_module.latent_dim, generator=generator).to(pl_module.device)
         with torch.no_grad():
             images = pl_module.generate(z)
-        save_and_log_grid(trainer, "samples", make_grid(images.float().cpu(), nrow=self.images_per_row))
+        caption = (
+            f"{self.num_images} images generated from the same fixed noise at every epoch, {self.images_per_row} "
+            "per row: compare epochs by eye (a class-conditional model has one column per class)"
+        )
+        save_and_log_grid(trainer, "samples", tile_grid(images.float().cpu(), nrow=self.images_per_row), caption)
 
 
 class LatentInterpolation(Callback):
@@ -62,7 +65,11 @@ class LatentInterpolation(Callback):
             weights = torch.linspace(0, 1, self.steps, device=mu.device)[None, :, None]  # (1, S, 1)
             z = start[:, None] + weights * (end - start)[:, None]  # (P, S, latent_dim)
             images = pl_module.generate(z.flatten(0, 1))  # (P*S, C, H, W)
-        save_and_log_grid(trainer, "interpolations", make_grid(images.float().cpu(), nrow=self.steps))
+        caption = (
+            f"Each row: {self.steps} images decoded from evenly spaced points on the straight line between the "
+            "latent means of two validation images, the first at the left, the second at the right"
+        )
+        save_and_log_grid(trainer, "interpolations", tile_grid(images.float().cpu(), nrow=self.steps), caption)
 
 
 class LatentManifold(Callback):
@@ -87,4 +94,9 @@ class LatentManifold(Callback):
         z = torch.stack(torch.meshgrid(coordinates, coordinates.flip(0), indexing="xy"), dim=-1)  # (size, size, 2)
         with torch.no_grad():
             images = pl_module.generate(z.reshape(-1, 2).to(pl_module.device))
-        save_and_log_grid(trainer, "manifold", make_grid(images.float().cpu(), nrow=self.size, padding=0))
+        caption = (
+            f"The decoder over the 2-D latent space, {self.size}x{self.size} points at equal steps of prior "
+            "probability: the first latent dimension grows to the right, the second grows upwards"
+        )
+        grid = tile_grid(images.float().cpu(), nrow=self.size, padding=0)
+        save_and_log_grid(trainer, "manifold", grid, caption)
