@@ -38,13 +38,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
-from src.metrics.sample_fid import SampleFID
 
 from benchmarks.gpt_throughput import paired_rounds, throughput_config
 from benchmarks.machine import describe_machine
-from benchmarks.timed_fit import StepTimer
 from src.utils.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,54 +54,6 @@ TINY_GPT = [
     "data.block_size=32", "data.batch_size=8", "data.num_val_windows=16", "model.n_layer=1", "model.n_head=2",
     "model.n_embd=32", "model.warmup_steps=2", "model.sample_length=16",
 ]  # fmt: skip
-
-
-class RunStats(StepTimer):
-    """StepTimer plus peak GPU memory and every validation's metrics with its wall-clock time, written to
-    <run>/run_stats.json after each validation and at the end: a run killed at its time limit still reports.
-
-    A callback in the run's config (`+callbacks.run_stats._target_=benchmarks.gpu_suite.RunStats`), so the
-    same numbers come out of `python -m src.train` and of `src.train.train(cfg)` in this process.
-    """
-
-    def __init__(self, skip: int = 0) -> None:
-        super().__init__(skip)
-        self.validations: list[dict[str, float]] = []
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            metrics = {k: v for k, v in _floats(trainer.callback_metrics).items() if k.startswith("val/")}
-            self.validations.append({"step": trainer.global_step, "time": time.time(), **metrics})
-            self._write(trainer, pl_module)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        self._write(trainer, pl_module)
-
-    @rank_zero_only
-    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        cuda = pl_module.device.type == "cuda"
-        stats = {
-            "device": str(pl_module.device),
-            "precision": str(trainer.precision),
-            "training_seconds": self.training_seconds if self.start and self.end else None,
-            "timed_batches": self.batches,
-            "peak_memory_bytes": torch.cuda.max_memory_allocated(pl_module.device) if cuda else None,
-            "validations": self.validations,
-            "metrics": _floats(trainer.callback_metrics),
-            # where SampleFID keeps its torchmetrics states: they must follow the model onto the GPU
-            "sample_fid_device": next((str(cb.quality.fid.device) for cb in trainer.callbacks
-                                       if isinstance(cb, SampleFID) and cb.quality is not None), None),
-        }  # fmt: skip
-        (Path(trainer.default_root_dir) / "run_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-
-
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {name: float(value) for name, value in metrics.items()}
 
 
 class PartFailed(Exception):
@@ -183,7 +132,7 @@ def gpt_part(suite: Suite, record: dict, deadline: float, compile: bool = False)
     run_dir = suite.work / name
     overrides = [
         "experiment=gpt_shakespeare", f"paths.log_dir={suite.work}", f"hydra.run.dir={run_dir}",
-        "+callbacks.run_stats._target_=benchmarks.gpu_suite.RunStats",
+        "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats",
         f"+callbacks.run_stats.skip={2 if suite.smoke else 50}",  # steps not timed: warm-up, compiling
         *(["model.compile=true"] if compile else []), *(TINY_GPT if suite.smoke else []),
     ]  # fmt: skip
@@ -295,7 +244,7 @@ def _family_run(suite: Suite, name: str, overrides: list[str], precision: str, l
         f"trainer.log_every_n_steps={1 if suite.smoke else 50}", "test=false", "extras.print_config=false",
         "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",  # this process's log stays readable
         f"paths.output_dir={run_dir}", f"paths.log_dir={suite.work}",
-        "+callbacks.run_stats._target_=benchmarks.gpu_suite.RunStats", f"+callbacks.run_stats.skip={skip}",
+        "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats", f"+callbacks.run_stats.skip={skip}",
         *(_sample_fid(suite) if with_fid else []), *(["data.batch_size=32"] if suite.smoke else []),
     ])  # fmt: skip
     train(cfg)

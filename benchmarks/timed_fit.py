@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from src.metrics.sample_fid import SampleFID
 from src.utils.instantiate import instantiate_all
 
 
@@ -80,3 +85,66 @@ def timed_fit(cfg: DictConfig, skip: int = 0) -> tuple[StepTimer, L.Trainer, L.L
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
     trainer.fit(model, datamodule=datamodule)
     return timer, trainer, model, datamodule
+
+
+class RunStats(StepTimer):
+    """StepTimer plus peak GPU memory and every validation's metrics with its wall-clock time, written to
+    <run>/run_stats.json after each validation and at the end: a run killed at its time limit still reports.
+
+    A callback in the run's config (`+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats`), so the
+    same numbers come out of `python -m src.train` and of `src.train.train(cfg)` in this process.
+
+    With `train_budget_s`, it stops the run once that many seconds of training (validations not counted) are
+    spent: runs compared at equal compute (benchmarks/leaderboard.py), whatever their validations cost.
+    """
+
+    def __init__(self, skip: int = 0, train_budget_s: float | None = None) -> None:
+        super().__init__(skip)
+        self.train_budget_s = train_budget_s
+        self.validations: list[dict[str, float]] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            metrics = {k: v for k, v in floats(trainer.callback_metrics).items() if k.startswith("val/")}
+            now = time.perf_counter()  # training so far: less the earlier validations and this one
+            train_seconds = (
+                now - self.start - self.validation_seconds - (now - self._validation_start) if self.start else 0.0
+            )
+            self.validations.append(
+                {"step": trainer.global_step, "time": time.time(), "train_seconds": train_seconds, **metrics}
+            )
+            self._write(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if self.train_budget_s is not None and self.start:
+            trainer.should_stop |= time.perf_counter() - self.start - self.validation_seconds >= self.train_budget_s
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._write(trainer, pl_module)
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        cuda = pl_module.device.type == "cuda"
+        stats = {
+            "device": str(pl_module.device),
+            "precision": str(trainer.precision),
+            "training_seconds": self.training_seconds if self.start and self.end else None,
+            "timed_batches": self.batches,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(pl_module.device) if cuda else None,
+            "validations": self.validations,
+            "metrics": floats(trainer.callback_metrics),
+            # where SampleFID keeps its torchmetrics states: they must follow the model onto the GPU
+            "sample_fid_device": next((str(cb.quality.fid.device) for cb in trainer.callbacks
+                                       if isinstance(cb, SampleFID) and cb.quality is not None), None),
+        }  # fmt: skip
+        (Path(trainer.default_root_dir) / "run_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+
+
+def floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}

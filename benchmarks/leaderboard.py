@@ -1,0 +1,266 @@
+"""Every image family on Fashion-MNIST at equal compute: `python -m benchmarks.leaderboard [--budget 10]`.
+
+Each family's recipe trains through the real command line (`python -m src.train`) for the same number of
+training seconds: RunStats (benchmarks/timed_fit.py) stops the run when they are spent, the validations and
+their FID measurements not counted, so a family whose samples are slow to draw is not charged for being
+watched. SampleFID logs val/fid on 1,000 samples at evenly spaced times, for the FID-versus-time curves.
+Then `python -m src.eval` scores 10,000 samples of the last checkpoint (the autoencoder, which does not
+sample: its reconstructions of the test split) in the shipped classifier's features against the test split.
+
+Writes to --out: leaderboard.md and .json (the table), leaderboard.html (through src.report's page
+machinery: the table, a grid of each family's samples, the curves), the pictures, and each run's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from benchmarks.machine import describe_machine
+from src.models.capabilities import ImageSampler
+from src.report import page, png_tag
+from src.utils.checkpoint import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A row of the board: a recipe, and the test metric that bounds its NLL (nats per image), if it has one."""
+
+    overrides: tuple[str, ...]
+    nll: str | None = None
+
+
+ENTRIES = {
+    "autoencoder": Entry(("model=ae", "data=fashion_mnist")),
+    "vae": Entry(("experiment=vae_fashion_mnist",), nll="test/nelbo"),  # the negative ELBO: an upper bound
+    "gan-bce": Entry(("experiment=gan_fashion_mnist",)),
+    "gan-hinge": Entry(("experiment=gan_hinge_fashion_mnist",)),
+    "gan-wgan-gp": Entry(("experiment=gan_wgan_gp_fashion_mnist",)),
+    "diffusion": Entry(("experiment=diffusion_fashion_mnist",)),
+    "flow": Entry(("experiment=flow_fashion_mnist",)),
+}
+CURVE_POINTS = 6  # FID measurements during a run (and one at its end)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=10.0, help="training minutes per family (default 10)")
+    parser.add_argument("--families", default=",".join(ENTRIES), help=f"a subset of {','.join(ENTRIES)}")
+    parser.add_argument("--num-samples", type=int, default=10_000, help="images scored per family")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"leaderboard-{date.today()}")
+    args = parser.parse_args()
+    unknown = set(args.families.split(",")) - ENTRIES.keys()
+    if unknown:
+        parser.error(f"--families: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(ENTRIES)}")
+    if args.budget <= 0 or args.num_samples < 2:
+        parser.error("--budget must be > 0 and --num-samples >= 2")
+    return args
+
+
+def run_module(module: str, overrides: list[str], log_path: Path) -> None:
+    """`python -m <module> <overrides>` from the repository root, as users run it; its output goes to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, stdout=log, stderr=log)
+    if result.returncode:
+        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if not line.startswith("Set the environment")), "")
+        raise RuntimeError(f"python -m {module} exited {result.returncode}: {reason.strip()} (log: {log_path})")
+
+
+def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
+    """Train `name` for the budget; its run folder."""
+    budget_s = args.budget * 60
+    interval_s = max(1, round(budget_s / CURVE_POINTS))
+    sampler = name != "autoencoder"
+    overrides = [
+        *entry.overrides, f"task_name={name}", f"paths.log_dir={args.out / 'runs'}",
+        f"trainer.accelerator={args.accelerator}",
+        # the budget ends the run, nothing else; validation (and FID) every interval_s seconds of training
+        "trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.min_epochs=0",
+        f"++trainer.val_check_interval=00:00:{interval_s // 60:02d}:{interval_s % 60:02d}",
+        "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats",
+        f"+callbacks.run_stats.train_budget_s={budget_s}",
+        *(["callbacks=[default,sample_fid]", "callbacks.sample_fid.num_samples=1000"] if sampler else []),
+        "logger=csv", "test=false", "extras.print_config=false", "~callbacks.rich_progress_bar",
+    ]  # fmt: skip
+    run_module("src.train", overrides, args.out / "logs" / f"{name}-train.log")
+    (run_dir,) = (args.out / "runs" / name / "runs").iterdir()
+    return run_dir
+
+
+def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """src.eval's metrics of the run's last checkpoint."""
+    eval_dir = args.out / "eval"
+    overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"num_samples={args.num_samples}",
+                 f"accelerator={args.accelerator}", f"task_name={name}", f"paths.log_dir={eval_dir}"]  # fmt: skip
+    run_module("src.eval", overrides, args.out / "logs" / f"{name}-eval.log")
+    (metrics_file,) = (eval_dir / name / "runs").glob("*/metrics.json")
+    return json.loads(metrics_file.read_text())
+
+
+@torch.no_grad()
+def sampling_rate(model: torch.nn.Module, batch_size: int = 500, batches: int = 2) -> float:
+    """Images per second that `model.sample` draws, after a first batch that warms up."""
+    model.sample(batch_size)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(batches):
+        model.sample(batch_size)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args: argparse.Namespace) -> dict:
+    """The board's row for one family, and its sample grid written beside the board."""
+    stats = json.loads((run_dir / "run_stats.json").read_text())
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+    model = load_model(run_dir / "checkpoints" / "last.ckpt").to(device).eval()
+    prefix = "sample" if isinstance(model, ImageSampler) else "reconstruction"
+    images_per_batch = config["data"]["batch_size"]
+    picture = args.out / f"{name}.png"
+    if isinstance(model, ImageSampler):
+        torch.manual_seed(0)
+        from torchvision.utils import save_image
+
+        grid = torch.nn.functional.interpolate(model.sample(64).float().cpu(), scale_factor=2, mode="nearest")
+        save_image(grid, picture, nrow=8, padding=2, pad_value=1.0)
+    else:  # the autoencoder's last validation picture: inputs above their reconstructions
+        picture.write_bytes(max((run_dir / "images").glob("reconstructions_*.png")).read_bytes())
+    return {
+        "family": name,
+        "what": "samples" if prefix == "sample" else "reconstructions",
+        "fid": metrics[f"{prefix}/fid"],
+        "kid": metrics[f"{prefix}/kid"],
+        "is": metrics[f"{prefix}/is"],
+        "label_entropy": metrics.get(f"{prefix}/label_entropy"),
+        "nll_nats": metrics.get(entry.nll) if entry.nll else None,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "train_images_per_s": stats["timed_batches"] * images_per_batch / stats["training_seconds"],
+        "train_steps": stats["validations"][-1]["step"] if stats["validations"] else None,
+        "sample_images_per_s": sampling_rate(model) if isinstance(model, ImageSampler) else None,
+        "curve": [(v["train_seconds"], v["val/fid"]) for v in stats["validations"] if "val/fid" in v],
+        "picture": picture.name,
+    }
+
+
+COLUMNS = [  # (heading, key, format)
+    ("family", "family", "{}"), ("scored", "what", "{}"), ("FID ↓", "fid", "{:.2f}"), ("KID ↓", "kid", "{:.4f}"),
+    ("IS ↑", "is", "{:.2f}"), ("label entropy (nats)", "label_entropy", "{:.3f}"),
+    ("NLL (nats)", "nll_nats", "≤ {:.1f}"), ("parameters", "parameters", "{:,}"),
+    ("train images/s", "train_images_per_s", "{:,.0f}"), ("sample images/s", "sample_images_per_s", "{:,.0f}"),
+]  # fmt: skip
+
+
+def table_cells(rows: list[dict]) -> list[list[str]]:
+    """The table's rows as text, best FID first."""
+    return [[fmt.format(r[key]) if r.get(key) is not None else "—" for _, key, fmt in COLUMNS]
+            for r in sorted(rows, key=lambda r: r["fid"])]  # fmt: skip
+
+
+def title(header: dict[str, Any]) -> str:
+    return f"Leaderboard: Fashion-MNIST at {header['budget_min']:g} training minutes per family"
+
+
+def description(header: dict[str, Any]) -> str:
+    device = header["gpu"] or "CPU"
+    return (f"{header['machine']} ({device}); {header['num_samples']:,} images scored per family against the test "
+            f"split in the shipped classifier's features (checkpoints/eval/fashion_mnist.ckpt)")  # fmt: skip
+
+
+def markdown(rows: list[dict], header: dict[str, Any]) -> str:
+    lines = [f"# {title(header)}", "", f"`{header['command']}`", "", description(header) + ".", "",
+             "| " + " | ".join(heading for heading, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(rows: list[dict], header: dict[str, Any], out: Path) -> str:
+    """The board as one self-contained page, built with src.report's page machinery."""
+    head = "".join(f"<th>{html.escape(heading)}</th>" for heading, _, _ in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in table_cells(rows)
+    )
+    grids = "".join(
+        f"<figure>{png_tag((out / r['picture']).read_bytes(), r['family'], **{'class': 'picture'})}"
+        f"<figcaption>{html.escape(r['family'])}: {r['what']}</figcaption></figure>"
+        for r in sorted(rows, key=lambda r: r["fid"])
+    )
+    curves = out / "fid_curves.png"
+    sections = [
+        f"<h1>{html.escape(title(header))}</h1><p><code>{html.escape(header['command'])}</code></p>",
+        f"<p>{html.escape(description(header))}. Training time excludes validations and their FID measurements.</p>",
+        f"<table><tr>{head}</tr>{body}</table>",
+        f"<h2>FID during training</h2>{png_tag(curves.read_bytes(), 'FID curves') if curves.is_file() else ''}",
+        f"<h2>Samples</h2>{grids}",
+    ]
+    return page(title(header), sections)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        if r["curve"]:
+            seconds, fid = zip(*r["curve"], strict=True)
+            ax.plot([s / 60 for s in seconds], fid, marker="o", label=r["family"])
+    ax.set(xlabel="training minutes (validations not counted)", ylabel="FID on 1,000 samples (val)", yscale="log",
+           title="FID during training, at equal compute")  # fmt: skip
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    header = {"command": "python -m benchmarks.leaderboard " + " ".join(sys.argv[1:]), "machine": describe_machine(),
+              "budget_min": args.budget, "num_samples": args.num_samples, "gpu": torch.cuda.get_device_name()
+              if torch.cuda.is_available() and args.accelerator != "cpu" else None}  # fmt: skip
+    print(header["machine"], flush=True)
+    rows, failures = [], {}
+    for name in args.families.split(","):
+        entry = ENTRIES[name]
+        try:
+            started = time.perf_counter()
+            run_dir = train(name, entry, args)
+            rows.append(row(name, entry, run_dir, evaluate(name, run_dir, args), args))
+            print(f"{name}: FID {rows[-1]['fid']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+        except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others' rows
+            failures[name] = str(err)
+            print(f"{name}: failed: {err}", flush=True)
+        (args.out / "leaderboard.json").write_text(json.dumps({**header, "rows": rows, "failures": failures}, indent=1))
+    (args.out / "leaderboard.md").write_text(markdown(rows, header))
+    plot_curves(rows, args.out / "fid_curves.png")
+    (args.out / "leaderboard.html").write_text(html_page(rows, header, args.out))
+    print(markdown(rows, header))
+    if failures:
+        raise SystemExit(f"failed: {', '.join(failures)} (see {args.out / 'leaderboard.json'})")
+
+
+if __name__ == "__main__":
+    main()
