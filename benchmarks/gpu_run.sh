@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the lent GPU machine (no network; PyTorch, Lightning, torchmetrics installed): install the wheels of
-# .gpu_bundle/ (made here by benchmarks/gpu_bundle.sh), unpack its datasets, run the GPU suite into $OUT/gpu.
+# .gpu_bundle/ (made here by benchmarks/gpu_bundle.sh), unpack its datasets, run the GPU suite into $OUT/gpu,
+# or the leaderboard into $OUT/leaderboard.
 #
 #   bash benchmarks/gpu_run.sh [more options of benchmarks.gpu_suite, e.g. --budget-s 400]
+#   bash benchmarks/gpu_run.sh leaderboard [options of benchmarks.leaderboard, e.g. --budget 1]
 #
 # $OUT/gpu gets results.md, results.json, suite.log and logs.tar.gz (every command's log and run_stats.json);
 # the run folders (checkpoints) stay in $WORK, which nothing copies back.
@@ -11,7 +13,8 @@ cd "$(dirname "$0")/.."
 
 BUNDLE=${BUNDLE:-.gpu_bundle}
 PYTHON=${PYTHON:-python3}
-RESULTS=${OUT:-/tmp/gpu_suite_out}/gpu
+OUT=${OUT:-/tmp/gpu_suite_out}
+RESULTS=$OUT/gpu
 WORK=${WORK:-/tmp/gpu_suite_runs}
 SITE=${SITE:-/tmp/site}
 export DATA_DIR=${GPU_DATA_DIR:-/tmp/data}
@@ -24,6 +27,17 @@ for archive in "$BUNDLE"/data/FashionMNIST/raw/*.gz; do
     gunzip -c "$archive" >"$DATA_DIR/FashionMNIST/raw/$(basename "$archive" .gz)"
 done
 cp "$BUNDLE/data/tinyshakespeare/input.txt" "$DATA_DIR/tinyshakespeare/"
+
+if [[ ${1:-} == leaderboard ]]; then
+    shift
+    mkdir -p "$OUT/leaderboard"
+    status=0
+    PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.leaderboard --out "$WORK/leaderboard" --accelerator gpu "$@" 2>&1 |
+        tee "$OUT/leaderboard/leaderboard.log" || status=$?
+    # the board and its pictures come back; the runs (checkpoints) stay
+    (cd "$WORK/leaderboard" && cp -r leaderboard.* ./*.png logs "$OUT/leaderboard/") || true
+    exit "$status"
+fi
 
 status=0
 PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.gpu_suite --out "$RESULTS" --work "$WORK" "$@" 2>&1 |
