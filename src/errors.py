@@ -53,7 +53,7 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 # what an entry point writes before its work starts: a run folder holding only these has no results in it
-SETUP_FILES = {".hydra", "config.yaml", "config_tree.log", "csv", "tensorboard", "wandb"}
+SETUP_FILES = {".hydra", ".run.lock", "config.yaml", "config_tree.log", "csv", "tensorboard", "wandb"}
 
 
 def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:

@@ -12,6 +12,7 @@ import logging
 import re
 import warnings
 from pathlib import Path
+from typing import IO
 
 import hydra
 import lightning as L
@@ -37,6 +38,7 @@ from src.utils.checkpoint import (
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
 from src.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
+from src.utils.locks import try_lock
 from src.utils.loggers import finish_loggers, log_final_metrics
 from src.utils.validation import check_config
 
@@ -60,6 +62,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = lock_run_folder(output_dir)  # held until train() returns (or its frame goes, or the process ends)
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
         datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
         if cfg.extras.print_config:  # in a sweep, printed for its first job only (every job's folder keeps it)
@@ -123,7 +126,23 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    if run_lock is not None:
+        run_lock.close()
     return monitored_value(cfg, metrics, trained), metrics
+
+
+def lock_run_folder(output_dir: Path) -> IO[str] | None:
+    """One process trains in a run folder at a time: a second `ckpt_path=last` (or one while the run itself still
+    trains) would interleave two trainings' checkpoints and logs. Rank 0's lock: a DDP run's ranks share it."""
+    if rank_zero_only.rank != 0:
+        return None
+    lock, holder = try_lock(output_dir / ".run.lock")
+    if lock is None:
+        raise ConfigError(
+            f"{output_dir}: process {holder} is training this run; wait for it to end (then ckpt_path=last goes on "
+            f"from its last checkpoint), or start a new run"
+        )
+    return lock
 
 
 def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from src.utils.checkpoint import load_checkpoint
+from src.utils.locks import try_lock
 from tests.conftest import compose_config
 from tests.test_cli import run_train, start_train
 
@@ -153,6 +154,13 @@ def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path
     first = run_train(*command, "trainer.max_epochs=1")
     assert first.returncode == 0, first.stderr[-2000:]
     (finished,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+
+    # while a process trains the run (here: holds its lock, as every training run does), nothing else may
+    lock, _ = try_lock(finished.parent.parent / ".run.lock")
+    blocked = run_train(*command, "trainer.max_epochs=2", "ckpt_path=last")
+    assert blocked.returncode == 1 and "Traceback" not in blocked.stderr
+    assert f"error: {finished.parent.parent}: process {os.getpid()} is training this run" in blocked.stderr
+    lock.close()
 
     again = run_train(*command, "trainer.max_epochs=1", "ckpt_path=last")  # finished: nothing left to train
     assert again.returncode == 0, again.stderr[-2000:]

@@ -165,8 +165,8 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     second = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}")
     assert second.returncode == 1 and "Traceback" not in second.stderr
     assert second.stderr.strip().splitlines()[-1] == (
-        f"error: hydra.sweep.dir={sweep_dir.resolve()}: another sweep is running in this folder; wait for it to end, "
-        f"or give this one another hydra.sweep.dir"
+        f"error: hydra.sweep.dir={sweep_dir.resolve()}: another sweep (process {first.pid}) is running in this "
+        f"folder; wait for it to end, or give this one another hydra.sweep.dir"
     )
     assert first.poll() is None  # untouched by the second
     first.terminate()

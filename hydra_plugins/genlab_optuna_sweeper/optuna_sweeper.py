@@ -18,9 +18,7 @@ and `optuna.trial` overrides, from which the `optuna_pruning` callback reports t
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +32,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import one_line
+from src.utils.locks import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -151,17 +150,12 @@ def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
     To share one study between machines, point several sweeps at one database server instead (Optuna's
     distributed optimisation); an SQLite file in a sweep folder is for one sweep at a time.
     """
-    lock = open(sweep_dir / ".sweep.lock", "w")  # noqa: SIM115 (kept open for the sweep's lifetime)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+    lock, holder = try_lock(sweep_dir / ".sweep.lock")
+    if lock is None:
         raise SystemExit(  # one line, as the entry points' errors
-            f"error: hydra.sweep.dir={sweep_dir}: another sweep is running in this folder; wait for it to end, or give "
-            f"this one another hydra.sweep.dir"
-        ) from None
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+            f"error: hydra.sweep.dir={sweep_dir}: another sweep (process {holder}) is running in this folder; wait for "
+            f"it to end, or give this one another hydra.sweep.dir"
+        )
     return lock
 
 
