@@ -52,7 +52,6 @@ ENTRIES = {
     "diffusion": Entry(("experiment=diffusion_fashion_mnist",)),
     "flow": Entry(("experiment=flow_fashion_mnist",)),
 }
-CURVE_POINTS = 6  # FID measurements during a run (and one at its end)
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,13 +60,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(ENTRIES), help=f"a subset of {','.join(ENTRIES)}")
     parser.add_argument("--num-samples", type=int, default=10_000, help="images scored per family")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--curve-points", type=int, default=6, help="validations (FID) per run, evenly spaced")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"leaderboard-{date.today()}")
     args = parser.parse_args()
     unknown = set(args.families.split(",")) - ENTRIES.keys()
     if unknown:
         parser.error(f"--families: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(ENTRIES)}")
-    if args.budget <= 0 or args.num_samples < 2:
-        parser.error("--budget must be > 0 and --num-samples >= 2")
+    if args.budget <= 0 or args.num_samples < 2 or args.curve_points < 1:
+        parser.error("--budget must be > 0, --num-samples >= 2 and --curve-points >= 1")
     return args
 
 
@@ -85,7 +85,7 @@ def run_module(module: str, overrides: list[str], log_path: Path) -> None:
 def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
     """Train `name` for the budget; its run folder."""
     budget_s = args.budget * 60
-    interval_s = max(1, round(budget_s / CURVE_POINTS))
+    interval_s = max(1, round(budget_s / args.curve_points))
     sampler = name != "autoencoder"
     overrides = [
         *entry.overrides, f"task_name={name}", f"paths.log_dir={args.out / 'runs'}",

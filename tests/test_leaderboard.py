@@ -1,0 +1,41 @@
+"""`python -m benchmarks.leaderboard`: trains, scores and tabulates the families it is given, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow  # about a minute on 2 CPU cores: two trainings of seconds, and src.eval of each
+def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Path, fashion_mnist_dir: Path) -> None:
+    out = tmp_path / "board"
+    budget_min = 0.1  # 6 s of training each
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.leaderboard", "--budget", str(budget_min), "--families", "autoencoder,vae",
+         "--num-samples", "500", "--curve-points", "2", "--accelerator", "cpu", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["failures"] == {} and [row["family"] for row in board["rows"]] == ["autoencoder", "vae"]
+    for row in board["rows"]:
+        assert math.isfinite(row["fid"]) and row["fid"] >= 0 and row["parameters"] > 0
+        assert (out / row["picture"]).is_file()
+    autoencoder, vae = board["rows"]
+    assert autoencoder["what"] == "reconstructions" and autoencoder["sample_images_per_s"] is None
+    assert vae["what"] == "samples" and vae["nll_nats"] > 0 and vae["sample_images_per_s"] > 0
+    # FID during training, against training seconds that grow and stop at the budget (a batch's worth past it)
+    seconds = [point[0] for point in vae["curve"]]
+    assert len(seconds) >= 2 and seconds == sorted(seconds) and seconds[-1] < budget_min * 60 + 2
+    table = (out / "leaderboard.md").read_text()
+    assert "| family | scored | FID ↓ |" in table and "| vae | samples |" in table
+    page = (out / "leaderboard.html").read_text()
+    assert page.count('class="picture"') == 2 and "FID during training" in page
+    assert (out / "fid_curves.png").is_file()
