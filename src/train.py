@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import IO
@@ -17,6 +18,7 @@ from typing import IO
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
@@ -183,11 +185,19 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
 def main(cfg: DictConfig) -> float | None:
     value, _ = train(cfg)
     if sweep_job() is not None:  # one line per finished job, where a sweep's output is read
-        overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith("optuna."))
-        print(
-            f"sweep job {sweep_job()}: {cfg.monitor.metric}={value if value is None else f'{value:.5g}'} | {overrides}"
-        )
+        value_text = "None" if value is None else f"{value:.5g}"
+        print(f"sweep job {sweep_job()}: {cfg.monitor.metric}={value_text} | {' '.join(chosen_by_the_sweep())}")
     return value
+
+
+def chosen_by_the_sweep() -> list[str]:
+    """This job's overrides that the sweeper chose: not those the command line fixed for every job (Hydra
+    rewrites their values, `true` as `True`: compared by key), nor the Optuna sweeper's bookkeeping."""
+    parser = OverridesParser.create()
+    fixed = {o.key_or_group for o in parser.parse_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
+             if not o.is_sweep_override()}  # fmt: skip
+    job = zip(HydraConfig.get().overrides.task, parser.parse_overrides(HydraConfig.get().overrides.task), strict=True)
+    return [text for text, o in job if o.key_or_group not in fixed and not o.key_or_group.startswith("optuna.")]
 
 
 def sweep_job() -> int | None:

@@ -85,7 +85,7 @@ def test_unknown_key_is_refused_by_hydra() -> None:
         ("gan", "shakespeare", "model=gan needs data with image_shape, num_classes: it works with "
                                "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
         ("gpt", "mnist", "model=gpt needs data with block_size: it works with data=shakespeare; "
-                         "data=mnist works with model=ae, classifier, gan, vae"),
+                         "data=mnist works with model=ae, classifier, diffusion, gan, vae"),
     ],
 )  # fmt: skip
 def test_model_for_other_data_is_refused_naming_the_pairs_that_work(tmp_path: Path, model: str, data: str,
@@ -127,7 +127,8 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Pat
         assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
         # one line per finished job, with its metric and overrides
-        assert f"sweep job {job}: val/loss={metrics['val/loss']:.5g} | model.latent_dim={latent_dim}" in result.stdout
+        # one line per finished job: its metric and what the sweep chose for it (the shared overrides left out)
+        assert f"sweep job {job}: val/loss={metrics['val/loss']:.5g} | model.latent_dim={latent_dim}\n" in result.stdout
         assert (sweep_dir / job / "config_tree.log").is_file()
     assert result.stdout.count("\nconfig\n") <= 1 and result.stdout.count("├── model") == 1  # the tree, once
 
