@@ -28,14 +28,13 @@ for archive in "$BUNDLE"/data/FashionMNIST/raw/*.gz; do
 done
 cp "$BUNDLE/data/tinyshakespeare/input.txt" "$DATA_DIR/tinyshakespeare/"
 
-if [[ ${1:-} == leaderboard ]]; then
+if [[ ${1:-} == leaderboard ]]; then  # the board straight into $OUT (rewritten after each family); runs in $WORK
     shift
     mkdir -p "$OUT/leaderboard"
     status=0
-    PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.leaderboard --out "$WORK/leaderboard" --accelerator gpu "$@" 2>&1 |
-        tee "$OUT/leaderboard/leaderboard.log" || status=$?
-    # the board and its pictures come back; the runs (checkpoints) stay
-    (cd "$WORK/leaderboard" && cp -r leaderboard.* ./*.png logs "$OUT/leaderboard/") || true
+    PYTHONUNBUFFERED=1 "$PYTHON" -m benchmarks.leaderboard --out "$OUT/leaderboard" --work "$WORK/leaderboard" \
+        --accelerator gpu "$@" 2>&1 | tee "$OUT/leaderboard/leaderboard.log" || status=$?
+    (cd "$WORK/leaderboard" && tar czf "$OUT/leaderboard/logs.tar.gz" logs) || true
     exit "$status"
 fi
 

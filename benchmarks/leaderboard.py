@@ -60,9 +60,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--families", default=",".join(ENTRIES), help=f"a subset of {','.join(ENTRIES)}")
     parser.add_argument("--num-samples", type=int, default=10_000, help="images scored per family")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--work", type=Path, help="where the runs (checkpoints), evaluations and logs go; --out")
     parser.add_argument("--curve-points", type=int, default=6, help="validations (FID) per run, evenly spaced")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"leaderboard-{date.today()}")
     args = parser.parse_args()
+    args.work = args.work or args.out
     unknown = set(args.families.split(",")) - ENTRIES.keys()
     if unknown:
         parser.error(f"--families: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(ENTRIES)}")
@@ -88,7 +90,7 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
     interval_s = max(1, round(budget_s / args.curve_points))
     sampler = name != "autoencoder"
     overrides = [
-        *entry.overrides, f"task_name={name}", f"paths.log_dir={args.out / 'runs'}",
+        *entry.overrides, f"task_name={name}", f"paths.log_dir={args.work / 'runs'}",
         f"trainer.accelerator={args.accelerator}",
         # the budget ends the run, nothing else; validation (and FID) every interval_s seconds of training
         "trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.min_epochs=0",
@@ -98,17 +100,17 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
         *(["callbacks=[default,sample_fid]", "callbacks.sample_fid.num_samples=1000"] if sampler else []),
         "logger=csv", "test=false", "extras.print_config=false", "~callbacks.rich_progress_bar",
     ]  # fmt: skip
-    run_module("src.train", overrides, args.out / "logs" / f"{name}-train.log")
-    (run_dir,) = (args.out / "runs" / name / "runs").iterdir()
+    run_module("src.train", overrides, args.work / "logs" / f"{name}-train.log")
+    (run_dir,) = (args.work / "runs" / name / "runs").iterdir()
     return run_dir
 
 
 def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     """src.eval's metrics of the run's last checkpoint."""
-    eval_dir = args.out / "eval"
+    eval_dir = args.work / "eval"
     overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"num_samples={args.num_samples}",
                  f"accelerator={args.accelerator}", f"task_name={name}", f"paths.log_dir={eval_dir}"]  # fmt: skip
-    run_module("src.eval", overrides, args.out / "logs" / f"{name}-eval.log")
+    run_module("src.eval", overrides, args.work / "logs" / f"{name}-eval.log")
     (metrics_file,) = (eval_dir / name / "runs").glob("*/metrics.json")
     return json.loads(metrics_file.read_text())
 
@@ -235,6 +237,13 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def write_board(rows: list[dict], failures: dict[str, str], header: dict[str, Any], out: Path) -> None:
+    (out / "leaderboard.json").write_text(json.dumps({**header, "rows": rows, "failures": failures}, indent=1))
+    (out / "leaderboard.md").write_text(markdown(rows, header))
+    plot_curves(rows, out / "fid_curves.png")
+    (out / "leaderboard.html").write_text(html_page(rows, header, out))
+
+
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -253,10 +262,7 @@ def main() -> None:
         except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others' rows
             failures[name] = str(err)
             print(f"{name}: failed: {err}", flush=True)
-        (args.out / "leaderboard.json").write_text(json.dumps({**header, "rows": rows, "failures": failures}, indent=1))
-    (args.out / "leaderboard.md").write_text(markdown(rows, header))
-    plot_curves(rows, args.out / "fid_curves.png")
-    (args.out / "leaderboard.html").write_text(html_page(rows, header, args.out))
+        write_board(rows, failures, header, args.out)  # after each family: a board cut short still tells
     print(markdown(rows, header))
     if failures:
         raise SystemExit(f"failed: {', '.join(failures)} (see {args.out / 'leaderboard.json'})")
