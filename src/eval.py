@@ -4,7 +4,8 @@ Rebuilds the model from the checkpoint and its data from the data config stored 
 machine's data folder), runs the test split through the model's own test_step (text data, which has
 no test split: the validation windows), and scores the images of an ImageSampler (its samples) or a
 Reconstructor (its reconstructions of the test split) against the test split with FID, KID and the
-classifier-IS. Writes metrics.json to its run folder and prints a table.
+classifier-IS. Models that sample in steps (diffusion, flow matching) take steps=, sampler= and
+guidance_scale= for their samples. Writes metrics.json to its run folder and prints a table.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from src.data import DATA_CLASSES
 from src.data.images import ImageDataModule
 from src.errors import exit_on_user_error
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.models.capabilities import Denoiser, ImageSampler, Reconstructor
+from src.models.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
 from src.utils.checkpoint import CheckpointError, load_checkpoint, load_model
 from src.utils.instantiate import instantiate
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
     model = load_model(cfg.ckpt_path)
+    use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     data_config = load_checkpoint(cfg.ckpt_path)["config"].get("data", {})
     if data_config.get("_target_") not in DATA_CLASSES:
         raise CheckpointError(

@@ -1,5 +1,7 @@
 """Sample from a checkpoint: `python -m src.sample ckpt_path=... [num_samples=64 | prompt="ROMEO:"]`.
 
+Models that sample in steps (diffusion, flow matching) also take steps=, sampler= and guidance_scale=.
+
 Needs only the checkpoint (it names one of genlab's models and holds its hyperparameters, a text
 model's vocabulary among them), not the dataset. Image models write a grid, samples.png; text
 models print their texts and write them to samples.txt; both in the run folder.
@@ -20,7 +22,7 @@ from torchvision.utils import save_image
 
 from src.callbacks.interrupt import interruptible
 from src.errors import ConfigError, exit_on_user_error
-from src.models.capabilities import ImageSampler, TextGenerator
+from src.models.capabilities import ImageSampler, TextGenerator, use_sampling_options
 from src.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ def sample(cfg: DictConfig) -> Path:
             f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it is neither an "
             f"ImageSampler nor a TextGenerator); evaluate it with: python -m src.eval ckpt_path={cfg.ckpt_path}"
         )
+    use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     with interruptible("sampling", "Run the same command again"), torch.no_grad():
@@ -66,12 +69,18 @@ def sample(cfg: DictConfig) -> Path:
 
 
 def check_options(cfg: DictConfig) -> None:
-    """Refuse counts that no model can use, before the checkpoint is read (text models check their own
-    sampling options: temperature, top_k, top_p)."""
+    """Refuse counts and options of the wrong type, before the checkpoint is read (models check the values of
+    their own sampling options: text models temperature, top_k, top_p; diffusion models steps, sampler, guidance)."""
     for key in ("num_samples", "nrow", "max_new_tokens"):
         value = cfg[key]
         if not (value is None and key != "max_new_tokens") and (type(value) is not int or value < 1):
             raise ConfigError(f"{key}={value!r}: expected a whole number >= 1")
+    if cfg.steps is not None and (type(cfg.steps) is not int or cfg.steps < 1):
+        raise ConfigError(f"steps={cfg.steps!r}: expected a whole number >= 1 (or null: the model's own)")
+    if cfg.sampler is not None and not isinstance(cfg.sampler, str):
+        raise ConfigError(f"sampler={cfg.sampler!r}: expected a sampler's name, e.g. ddim (or null: the model's own)")
+    if cfg.guidance_scale is not None and type(cfg.guidance_scale) not in (int, float):
+        raise ConfigError(f"guidance_scale={cfg.guidance_scale!r}: expected a number (or null: the model's own)")
     if not isinstance(cfg.prompt, str):
         raise ConfigError(f"prompt={cfg.prompt!r}: expected text (quote it: 'prompt=\"To be, or not\"')")
     if cfg.prompt_file is not None and not Path(cfg.prompt_file).is_file():

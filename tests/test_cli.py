@@ -126,7 +126,6 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Pat
         checkpoint = torch.load(sweep_dir / job / "checkpoints" / "last.ckpt", weights_only=True)
         assert checkpoint["hyper_parameters"]["latent_dim"] == latent_dim
         metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
-        # one line per finished job, with its metric and overrides
         # one line per finished job: its metric and what the sweep chose for it (the shared overrides left out)
         assert f"sweep job {job}: val/loss={metrics['val/loss']:.5g} | model.latent_dim={latent_dim}\n" in result.stdout
         assert (sweep_dir / job / "config_tree.log").is_file()

@@ -88,7 +88,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
     [
         ("gpt", "mnist", "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
                          "model=gpt needs data with block_size: it works with data=shakespeare; "
-                         "data=mnist works with model=ae, classifier, gan, vae"),
+                         "data=mnist works with model=ae, classifier, diffusion, gan, vae"),
         ("gan", "shakespeare", "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
                                "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
                                "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
@@ -207,6 +207,7 @@ def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> No
         (["model.lr=-inf"], "model.lr=-inf"),
         (["model=vae", "model.beta=nan"], "model.beta=nan"),
         (["model=gan", "model.betas=[nan,0.9]"], "model.betas[0]=nan"),
+        (["model=diffusion", "model.guidance_scale=nan"], "model.guidance_scale=nan"),
         (["model=gpt", "data=shakespeare", "model.betas=[0.9,inf]"], "model.betas[1]=inf"),
         (["trainer.gradient_clip_val=inf"], "trainer.gradient_clip_val=inf"),
         (["data.batch_size=nan"], "data.batch_size=nan"),
@@ -251,6 +252,7 @@ def test_task_name_must_be_a_plain_folder_name(tmp_path: Path, task_name: str | 
         (["experiment=gan_fashion_mnist"], None, "ddp_find_unused_parameters_true"),  # a recipe's `override /model`
         (["model=gan", "monitor.metric=val/fid"], "val/fid", "ddp_find_unused_parameters_true"),
         (["model=gan", "ddp_strategy=ddp"], None, "ddp"),
+        (["experiment=diffusion_fashion_mnist"], "val/loss", "ddp"),  # a diffusion model has a validation loss
         (["hparams_search=gan_optuna"], "val/fid", "ddp_find_unused_parameters_true"),
     ],
 )  # fmt: skip

@@ -32,6 +32,14 @@ FAMILIES = {
         "model.n_critic": SMALL_INT, "model.label_smoothing": st.sampled_from(["0", "0.1", "1.5"]),
         "model.conditional": st.booleans(), "model.lr_generator": LR,
     }),
+    "diffusion": st.fixed_dictionaries({
+        "model.objective": st.sampled_from(["ddpm", "flow", "score"]),
+        "model.base_channels": st.sampled_from([4, 6, 0]), "model.num_res_blocks": st.sampled_from([1, -1]),
+        "model.channel_multipliers": st.sampled_from(["[1,2]", "[2]", "[1,2,2]", "[]"]),
+        "model.sampler": st.sampled_from(["null", "ddim", "heun"]),
+        "model.sample_steps": st.sampled_from([2, 1001, 0]), "model.guidance_scale": st.sampled_from(["1", "3", "-1"]),
+        "model.conditional": st.booleans(), "model.num_grid_images": st.sampled_from([10, 0, -1]), "model.lr": LR,
+    }),
     "gpt": st.fixed_dictionaries({
         "model.n_layer": SMALL_INT, "model.n_head": st.integers(min_value=-1, max_value=8),
         "model.n_embd": st.integers(min_value=-1, max_value=64),

@@ -44,6 +44,11 @@ FAMILIES = {
     # two optimizers (a global step per update: 2 per batch), manual optimization, EMA weights, noise
     "gan": (["model=gan", "data=mnist", "data.val_size=100", "data.batch_size=32", "model.generator_channels=16",
              "model.discriminator_channels=16", "trainer.max_epochs=3", "trainer.limit_train_batches=8"], 24),
+    # noise, times and dropped labels drawn each step, EMA weights, LR warm-up, ancestral sampling at validation
+    "diffusion": (["model=diffusion", "data=mnist", "data.val_size=100", "data.batch_size=32", "model.base_channels=8",
+                   "model.num_res_blocks=1", "model.attention_heads=2", "model.conditional=true", "model.dropout=0.1",
+                   "model.sampler=ddpm", "model.sample_steps=3", "model.num_grid_images=10", "model.warmup_steps=30",
+                   "trainer.max_epochs=3", "trainer.limit_train_batches=8"], 14),
     # random windows from a 125,000-batch epoch, dropout, warm-up + cosine LR; validations at steps 20 and 40
     "gpt": (["model=gpt", "data=shakespeare", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
              "model.dropout=0.1", "data.block_size=32", "data.batch_size=8", "data.num_val_windows=16",

@@ -11,6 +11,7 @@ MODEL_CLASSES = frozenset(
         "src.models.vae.VAE",
         "src.models.gan.GAN",
         "src.models.gpt.GPT",
+        "src.models.diffusion.Diffusion",
         "src.models.classifier.Classifier",
     }
 )

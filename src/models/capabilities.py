@@ -7,8 +7,10 @@ that fit it and gets those tools for free. Images are float tensors (B, C, H, W)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor
 
 from src.errors import ConfigError
@@ -20,6 +22,25 @@ class ImageSampler(Protocol):
 
     def sample(self, num_samples: int) -> Tensor:
         """`num_samples` images (num_samples, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class StepwiseSampler(ImageSampler, Protocol):
+    """An ImageSampler that turns noise into images in steps (diffusion, flow matching): the number of steps, the
+    sampler and the classifier-free guidance are chosen when sampling (src.sample, src.eval: steps=, sampler=,
+    guidance_scale=), and the path from noise to image can be shown (the denoising-trajectory strip)."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of its images, and of the noise they start from
+
+    def set_sampling(self, steps: int | None = None, sampler: str | None = None,
+                     guidance_scale: float | None = None) -> None:  # fmt: skip
+        """Sample with these from now on (None: keep the current choice); ConfigError for what the model cannot use."""
+        ...
+
+    def denoising_trajectory(self, noise: Tensor, num_states: int, generator: torch.Generator | None = None) -> Tensor:
+        """States (num_states, B, C, H, W) in [0, 1] from the noise (B, C, H, W) (first) to the samples (last);
+        `generator`: the noise a stochastic sampler adds along the way (None: torch's global generator)."""
         ...
 
 
@@ -86,3 +107,20 @@ def require(model: Any, capability: type, user: str) -> None:
             f"{user} needs a model that is a {capability.__name__} ({(capability.__doc__ or '').strip()}); "
             f"{type(model).__name__} is not"
         )
+
+
+SAMPLING_OPTIONS = ("steps", "sampler", "guidance_scale")
+
+
+def use_sampling_options(model: Any, options: Mapping[str, Any]) -> None:
+    """Pass the entry points' steps=, sampler=, guidance_scale= (None: the model's own) to a StepwiseSampler;
+    refuse them, naming the model, for any other: it samples in one pass and has nothing to set."""
+    given = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+    if not given:
+        return
+    if not isinstance(model, StepwiseSampler):
+        raise ConfigError(
+            f"{' '.join(f'{key}={value}' for key, value in given.items())}: {type(model).__name__} does not sample in "
+            f"steps (it is not a StepwiseSampler); these options are for diffusion and flow models, leave them unset"
+        )
+    model.set_sampling(**given)

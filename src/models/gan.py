@@ -8,8 +8,6 @@ class-conditional generation.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Literal
 
 import lightning as L
@@ -17,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel
 
 from src.callbacks.latent_grids import SampleGrid
 from src.errors import ConfigError
+from src.models.ema import averaged_copy
 from src.models.fused import clip_gradients, fused_optimizer_available
 from src.models.nets.dcgan import Discriminator, Generator
 
@@ -50,25 +48,6 @@ def gradient_penalty(discriminator: torch.nn.Module, real: Tensor, fake: Tensor,
     between = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (gradients,) = torch.autograd.grad(discriminator(between, labels).sum(), between, create_graph=True)
     return (gradients.flatten(1).norm(2, dim=1) - 1).pow(2).mean()  # create_graph: backward runs through it
-
-
-def ema_with_warmup(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
-    """An EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n) after n updates.
-
-    torch's get_ema_multi_avg_fn uses the full decay from the first update, so for the first few
-    thousand steps (0.999^1000 = 0.37) the average is still mostly the untrained generator.
-    A partial of a module-level function, not a closure: the model must pickle (ddp_spawn).
-    """
-    return functools.partial(_ema_update, decay=decay)
-
-
-def _ema_update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor, decay: float) -> None:
-    step_decay = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
-    for average, value in zip(averaged, current, strict=True):
-        if average.is_floating_point():
-            average.lerp_(value, 1 - step_decay)
-        else:  # batch norm's step counter: nothing to average
-            average.copy_(value)
 
 
 class GAN(L.LightningModule):
@@ -112,11 +91,7 @@ class GAN(L.LightningModule):
         self.generator = Generator(latent_dim, image_shape, generator_channels, classes)
         self.discriminator = Discriminator(image_shape, discriminator_channels, classes)
         # An exponential moving average of G's weights (and batch-norm statistics) samples better than G itself.
-        self.ema_generator = None
-        if ema_decay is not None:
-            self.ema_generator = AveragedModel(
-                self.generator, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True
-            ).requires_grad_(False)
+        self.ema_generator = averaged_copy(self.generator, ema_decay) if ema_decay is not None else None
 
     # --- sampling --------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:

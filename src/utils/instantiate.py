@@ -52,4 +52,3 @@ def instantiate_all(group: DictConfig | None, kind: str) -> list:
             log.info(f"Instantiating {kind} <{node._target_}> ({name})")
             built.append(instantiate(node, key=f"{kind}s.{name}"))
     return built
-
