@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 import yaml
+from torchvision.utils import save_image
 
 from benchmarks.machine import describe_machine
+from src.callbacks.image_grid import tile_grid
 from src.models.capabilities import ImageSampler
 from src.report import page, png_tag
 from src.utils.checkpoint import load_model
@@ -121,7 +123,7 @@ def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, fl
 
 
 @torch.no_grad()
-def sampling_rate(model: torch.nn.Module, batch_size: int = 500, batches: int = 2) -> float:
+def sampling_rate(model: torch.nn.Module, batch_size: int = 100, batches: int = 2) -> float:
     """Images per second that `model.sample` draws, after a first batch that warms up."""
     model.sample(batch_size)
     if model.device.type == "cuda":
@@ -145,10 +147,7 @@ def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args:
     picture = args.out / f"{name}.png"
     if isinstance(model, ImageSampler):
         torch.manual_seed(0)
-        from torchvision.utils import save_image
-
-        grid = torch.nn.functional.interpolate(model.sample(64).float().cpu(), scale_factor=2, mode="nearest")
-        save_image(grid, picture, nrow=8, padding=2, pad_value=1.0)
+        save_image(tile_grid(model.sample(64).float().cpu(), nrow=8), picture)
     else:  # the autoencoder's last validation picture: inputs above their reconstructions
         picture.write_bytes(max((run_dir / "images").glob("reconstructions_*.png")).read_bytes())
     return {

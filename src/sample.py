@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from src.callbacks.image_grid import tile_grid
 from src.callbacks.interrupt import interruptible
 from src.errors import ConfigError, exit_on_user_error
 from src.models.capabilities import ImageSampler, TextGenerator, use_sampling_options
@@ -63,7 +64,8 @@ def sample(cfg: DictConfig) -> Path:
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
     else:
         path = output_dir / "samples.png"
-        save_image(images, path, nrow=cfg.nrow or math.ceil(math.sqrt(len(images))))  # (N, C, H, W) in [0, 1]
+        # (N, C, H, W) in [0, 1], tiles drawn at a legible size as the training pictures are
+        save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
 

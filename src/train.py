@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -153,6 +154,9 @@ def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
     CSVLogger empties an existing log folder: the continuation gets a folder of its own beside it."""
     run_dir = run_folder_of(ckpt_path)
     if run_dir is None:
+        return
+    if not os.access(run_dir, os.W_OK):  # someone else's run, a read-only copy: this run branches off from it
+        log.info(f"{run_dir} is not writable: continuing its training in this run's own folder")
         return
     log.info(f"Continuing the run in {run_dir}: its checkpoints and logs go on there")
     cfg.paths.output_dir = str(run_dir)

@@ -103,4 +103,4 @@ def test_sample_cli_writes_a_grid_without_the_dataset(tmp_path: Path, mnist_dir:
     assert result.returncode == 0, result.stderr[-3000:]
     (grid,) = (tmp_path / "sample" / "runs").glob("*/samples.png")
     with Image.open(grid) as image:
-        assert image.size == (4 * 30 + 2, 3 * 30 + 2)
+        assert image.size == (4 * 58 + 2, 3 * 58 + 2)  # 28-pixel images drawn at 56, 2 pixels apart

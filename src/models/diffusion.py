@@ -31,7 +31,7 @@ from torch import Tensor
 from src.callbacks.denoising import FixedNoiseSamples
 from src.errors import ConfigError
 from src.models.ema import averaged_copy
-from src.models.fused import clip_gradients, fused_optimizer_available
+from src.models.fused import ClipsFusedGradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step
 from src.models.nets.unet import UNet
 
@@ -150,7 +150,7 @@ class Sampling:
     guidance_scale: float
 
 
-class Diffusion(L.LightningModule):
+class Diffusion(ClipsFusedGradients, L.LightningModule):
     """A U-Net trained to predict the noise (ddpm) or the velocity (flow); `sample(n)` integrates from noise.
 
     Logged: train/loss, and val/loss and test/loss: the same mean squared error at times and noise drawn
@@ -290,13 +290,6 @@ class Diffusion(L.LightningModule):
         warmup = hp.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:  # fmt: skip
-        if gradient_clip_val:  # trainer.gradient_clip_val: through fused.clip_gradients, which bf16-mixed needs
-            clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")
 
     def configure_callbacks(self) -> list[Callback]:
         if self.trainer.state.fn != "fit" or not self.hparams.num_grid_images:  # pictures of training only

@@ -20,13 +20,13 @@ from torchmetrics.text import Perplexity
 from src.callbacks.text_sample import TextSample
 from src.data.text import CharVocab
 from src.errors import ConfigError
-from src.models.fused import clip_gradients, fused_optimizer_available
+from src.models.fused import ClipsFusedGradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step
 from src.models.nets.transformer import Transformer
 from src.utils.checkpoint import check_state_dict_fits
 
 
-class GPT(L.LightningModule):
+class GPT(ClipsFusedGradients, L.LightningModule):
     """Next-character prediction with cross-entropy; logs loss (nats), bits per character and perplexity."""
 
     def __init__(
@@ -134,13 +134,6 @@ class GPT(L.LightningModule):
             optimizer, lambda step: warmup_cosine_lr(step, hp.lr, hp.min_lr, hp.warmup_steps, decay_steps) / hp.lr
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:  # fmt: skip
-        if gradient_clip_val:  # trainer.gradient_clip_val: through fused.clip_gradients, which bf16-mixed needs
-            clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")
 
     def configure_callbacks(self) -> list[Callback]:
         if self.trainer.state.fn != "fit":  # samples of training only
