@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import IO
@@ -20,10 +19,12 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from src.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
@@ -195,13 +196,18 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def chosen_by_the_sweep() -> list[str]:
-    """This job's overrides that the sweeper chose: not those the command line fixed for every job (Hydra
-    rewrites their values, `true` as `True`: compared by key), nor the Optuna sweeper's bookkeeping."""
-    parser = OverridesParser.create()
-    fixed = {o.key_or_group for o in parser.parse_overrides([a for a in sys.argv[1:] if not a.startswith("-")])
-             if not o.is_sweep_override()}  # fmt: skip
-    job = zip(HydraConfig.get().overrides.task, parser.parse_overrides(HydraConfig.get().overrides.task), strict=True)
-    return [text for text, o in job if o.key_or_group not in fixed and not o.key_or_group.startswith("optuna.")]
+    """This job's overrides that the sweeper chose: not those the sweep's command line fixed for every job (read
+    from the multirun.yaml that sweepers save; compared by key, since Hydra rewrites values, `true` as `True`),
+    nor the Optuna sweeper's bookkeeping. All of the job's overrides where that file cannot be read."""
+    job = list(HydraConfig.get().overrides.task)
+    try:  # not sys.argv: a job launched elsewhere (submitit, SLURM) has another command line
+        command_line = OmegaConf.load(Path(HydraConfig.get().sweep.dir) / "multirun.yaml").hydra.overrides.task
+        parser = OverridesParser.create()
+        fixed = {o.key_or_group for o in parser.parse_overrides(list(command_line)) if not o.is_sweep_override()}
+        keys = [o.key_or_group for o in parser.parse_overrides(job)]
+    except (OSError, OmegaConfBaseException, OverrideParseException):
+        fixed, keys = set(), [override.partition("=")[0] for override in job]
+    return [text for text, key in zip(job, keys, strict=True) if key not in fixed and not key.startswith("optuna.")]
 
 
 def sweep_job() -> int | None:

@@ -317,7 +317,8 @@ def test_every_sampler_runs_from_src_sample(tmp_path: Path, trained: dict[str, P
         (path,) = tmp_path.glob("sample/runs/*/samples.png")
     else:
         path = sample(compose([*options, f"paths.output_dir={tmp_path}"], config_name="sample"))
-    assert Image.open(path).size == (3 * 30 + 2, 2 * 30 + 2)  # 6 images of 28x28, 3 per row, 2-pixel padding
+    # 6 images of 28x28 drawn at 56x56, 3 per row, 2-pixel padding
+    assert Image.open(path).size == (3 * 58 + 2, 2 * 58 + 2)
 
 
 def test_sample_refuses_what_the_model_cannot_use(tmp_path: Path, trained: dict[str, Path]) -> None:
