@@ -70,8 +70,8 @@ def _fsync_folder(folder: Path) -> None:
 def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     """The checkpoint to resume from: `ckpt_path` as given, or for `last` the newest `checkpoints/last.ckpt`
     among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides, aside
-    from those in NOT_THE_RUN: re-running the same command continues it, and so does the same command with a
-    longer trainer.max_steps or max_epochs. None, with a log line, when there is none.
+    from those in NOT_THE_RUN (src/utils/config.py): re-running the same command continues it, and so does the
+    same command with a longer trainer.max_steps or max_epochs. None, with a log line, when there is none.
     """
     if ckpt_path != "last":
         if ckpt_path and "://" not in ckpt_path and not Path(ckpt_path).is_file():
