@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,6 +149,32 @@ def test_checkpoint_reloads_to_the_model_that_was_validated(trained_gpt: Path, s
     losses = [F.cross_entropy(model(x).flatten(0, 1), y.flatten()) for x, y in datamodule.val_dataloader()]
     metrics = json.loads((trained_gpt / "metrics.json").read_text())
     assert torch.stack(losses).mean().item() == pytest.approx(metrics["val/loss"], abs=1e-5)
+
+
+def test_periodic_validations_are_estimates_and_the_last_one_scores_every_window(
+    tmp_path: Path, shakespeare_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scored: list[int] = []  # batches scored, one entry per validation (the sanity check's included)
+    evaluate = GPT._evaluate
+    monkeypatch.setattr(GPT, "on_validation_start", lambda self: scored.append(0))
+    monkeypatch.setattr(
+        GPT, "_evaluate", lambda self, *args: (scored.__setitem__(-1, scored[-1] + 1), evaluate(self, *args))
+    )
+    overrides = [
+        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}",
+        "trainer.max_steps=7", "trainer.val_check_interval=3", "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=null", "data.num_val_windows=48", "model.periodic_val_batches=1",
+        "model.sample_length=10",
+    ]  # fmt: skip
+    train(compose_config(overrides, tmp_path / "run"))
+    # 48 windows are 4 batches of 12: the sanity check and the validations at steps 3 and 6 score the first,
+    # the last validation (step 7, between two intervals) all four
+    assert scored == [1, 1, 1, 4]
+    # validating a checkpoint scores every window too
+    model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    datamodule = ShakespeareDataModule(str(shakespeare_dir), block_size=64, batch_size=12, num_val_windows=48)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(model, datamodule=datamodule)
+    assert scored[-1] == 4
 
 
 def test_sample_cli_prints_a_continuation_with_no_data(tmp_path: Path, trained_gpt: Path) -> None:

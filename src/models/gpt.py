@@ -18,6 +18,7 @@ from torch import Tensor
 from torchmetrics.text import Perplexity
 
 from src.callbacks.text_sample import TextSample
+from src.callbacks.validate_at_end import is_last_validation
 from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
@@ -47,6 +48,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         compile: bool = False,
         sample_prompt: str = "\n",
         sample_length: int = 200,
+        periodic_val_batches: int | None = None,
     ) -> None:
         super().__init__()
         if min(block_size, n_layer, n_head, n_embd) < 1:
@@ -58,6 +60,8 @@ class GPT(ClipsFusedGradients, L.LightningModule):
             raise ConfigError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        if periodic_val_batches is not None and periodic_val_batches < 1:
+            raise ConfigError(f"model.periodic_val_batches must be >= 1 or null (all), got {periodic_val_batches}")
         if lr <= 0 or min_lr < 0 or warmup_steps < 0:
             raise ConfigError(f"model.lr must be > 0, min_lr and warmup_steps >= 0; got {lr}, {min_lr}, {warmup_steps}")
         self.save_hyperparameters(logger=False)
@@ -121,6 +125,12 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         self.log(f"{stage}/ppl", self.perplexity)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        # Validations during training are estimates on the first batches of the fixed windows (the same ones
+        # each time, so they compare with each other and pick the best checkpoint); the last one, which users
+        # compare runs by, scores them all.
+        budget = self.hparams.periodic_val_batches
+        if budget is not None and batch_idx >= budget and not is_last_validation(self.trainer):
+            return
         self._evaluate(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
