@@ -1,0 +1,156 @@
+"""Time to quality of the Mini-GPT: genlab's whole training command against a nanoGPT-style plain loop.
+
+    DATA_DIR=../shared/data python -m benchmarks.gpt_time_to_quality [--rounds 3] [--reference nanogpt|same]
+        [--threads N] [--out FILE.json] [Hydra overrides for genlab's command ...]
+
+Each round runs, one after the other (the order alternating between rounds, so that drift in the
+machine's speed falls on both alike), as separate processes timed from start to exit:
+(a) genlab: `python -m src.train experiment=gpt_shakespeare_cpu` with the given Hydra overrides, as users run it;
+(b) plain: `python -m benchmarks.nanogpt_loop`, nanoGPT's train.py written out (see its docstring), on the
+    same text prepared as nanoGPT's prepare.py does (uint16 token files; not timed, as nanoGPT prepares once).
+    `--reference nanogpt` (the default) trains it with nanoGPT's documented CPU settings, its own defaults
+    (learning rate 1e-3, 2,000 iterations): the time to quality a nanoGPT user gets. `--reference same`
+    gives it genlab's settings (network, batch, schedule, optimizer, steps): the cost of the pipelines alone.
+Round i seeds both with their default seed + i (genlab 42, nanoGPT 1337), so the rounds sample seed noise.
+Afterwards both trained networks are scored on the experiment's fixed validation windows (2,400 windows
+of 64 characters for the CPU recipe, drawn with seed 42): genlab's last.ckpt, and the plain loop's ckpt.pt,
+its best by its 20-batch estimates, which is what nanoGPT's sample.py would load.
+Reported: each round's seconds and losses, the median seconds and losses, and the median of the rounds'
+time ratios (genlab / plain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from benchmarks.gpt_throughput import validation_loss
+from benchmarks.machine import describe_machine
+from src.models.nets.transformer import Transformer
+from src.utils.checkpoint import load_model
+from src.utils.config import compose
+
+
+def prepare_token_files(cfg: DictConfig, folder: Path) -> int:
+    """train.bin and val.bin as nanoGPT's shakespeare_char/prepare.py writes them; the vocabulary's size."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")  # the same characters, ids and 90/10 split as nanoGPT's prepare.py
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, windows in (("train", datamodule.data_train), ("val", datamodule.data_val)):
+        np.asarray(windows.tokens, dtype=np.uint16).tofile(folder / f"{split}.bin")
+    return datamodule.vocab_size
+
+
+def plain_command(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab_size: int, seed: int) -> list[str]:
+    """The plain loop's command: with `cfg`'s settings, or (None) with its own, nanoGPT's CPU settings."""
+    command = [
+        sys.executable, "-m", "benchmarks.nanogpt_loop", f"--data-dir={data_dir}", f"--out-dir={out_dir}",
+        f"--vocab-size={vocab_size}", f"--seed={seed}",
+    ]  # fmt: skip
+    if cfg is None:
+        return command
+    m, t = cfg.model, cfg.trainer
+    return command + [
+        f"--block-size={cfg.data.block_size}", f"--batch-size={cfg.data.batch_size}",
+        f"--n-layer={m.n_layer}", f"--n-head={m.n_head}", f"--n-embd={m.n_embd}", f"--dropout={m.dropout}",
+        *(["--bias"] if m.bias else []), f"--learning-rate={m.lr}", f"--min-lr={m.min_lr}",
+        f"--warmup-iters={m.warmup_steps}", f"--max-iters={t.max_steps}", f"--beta1={m.betas[0]}",
+        f"--beta2={m.betas[1]}", f"--weight-decay={m.weight_decay}", f"--grad-clip={t.gradient_clip_val}",
+        f"--eval-iters={m.get('periodic_val_batches') or 20}",
+        *([f"--eval-interval={t.val_check_interval}"] if isinstance(t.val_check_interval, int) else []),
+    ]  # fmt: skip
+
+
+def timed(command: list[str], log: Path, env: dict[str, str]) -> float:
+    """Wall seconds of `command` from start to exit; its output goes to `log`. A failure stops the benchmark."""
+    with log.open("w") as out:
+        start = time.perf_counter()
+        returncode = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        seconds = time.perf_counter() - start
+    if returncode:
+        raise SystemExit(f"{' '.join(command[:4])} ... exited with {returncode}: see {log}")
+    return seconds
+
+
+def plain_network(out_dir: Path) -> Transformer:
+    """The plain loop's checkpointed network, rebuilt from the settings it saved beside it."""
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    a = checkpoint["model_args"]
+    net = Transformer(a["vocab_size"], a["block_size"], a["n_layer"], a["n_head"], a["n_embd"], a["dropout"], a["bias"])
+    net.load_state_dict(checkpoint["model"])
+    return net
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="gpt_shakespeare_cpu")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reference", choices=("nanogpt", "same"), default="nanogpt",
+                        help="the plain loop's settings: nanoGPT's CPU ones, or the same as genlab's")  # fmt: skip
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both (default: torch's, one per core)")
+    parser.add_argument("--work", default="outputs/benchmarks/gpt_time_to_quality")
+    parser.add_argument("--out", help="write the rounds and the summary to this JSON file")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides for genlab's command (and the plain loop's settings)"
+    )
+    args = parser.parse_args()
+
+    work = Path(args.work).resolve()
+    cfg = compose([f"experiment={args.experiment}", *args.overrides])
+    vocab_size = prepare_token_files(cfg, work / "nanogpt_data")
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    print(describe_machine(), f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, reference: {args.reference}",
+          flush=True)  # fmt: skip
+
+    rounds = []
+    for i in range(args.rounds):
+        run_dir, plain_dir = work / f"round{i}" / "genlab", work / f"round{i}" / "plain"
+        genlab = [sys.executable, "-m", "src.train", f"experiment={args.experiment}", f"hydra.run.dir={run_dir}",
+                  *args.overrides, f"seed={cfg.seed + i}"]  # fmt: skip
+        settings = cfg if args.reference == "same" else None
+        plain = plain_command(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i)
+        seconds = {}
+        for name in ("genlab", "plain") if i % 2 == 0 else ("plain", "genlab"):
+            command, folder = (genlab, run_dir) if name == "genlab" else (plain, plain_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            seconds[name] = timed(command, work / f"round{i}" / f"{name}.log", env)
+        losses = {
+            "genlab": validation_loss(load_model(run_dir / "checkpoints" / "last.ckpt").net, cfg),
+            "plain": validation_loss(plain_network(plain_dir), cfg),
+        }
+        rounds.append({"seconds": seconds, "val_loss": losses, "ratio": seconds["genlab"] / seconds["plain"]})
+        print(f"round {i}: genlab {seconds['genlab']:.1f} s, val loss {losses['genlab']:.4f} | plain "
+              f"{seconds['plain']:.1f} s, val loss {losses['plain']:.4f} | time ratio {rounds[-1]['ratio']:.3f}",
+              flush=True)  # fmt: skip
+
+    summary = {
+        "command": " ".join(sys.argv),
+        "reference": args.reference,
+        "machine": describe_machine(),
+        "median_seconds": {k: statistics.median(r["seconds"][k] for r in rounds) for k in ("genlab", "plain")},
+        "median_val_loss": {k: statistics.median(r["val_loss"][k] for r in rounds) for k in ("genlab", "plain")},
+        "median_ratio": statistics.median(r["ratio"] for r in rounds),
+        "rounds": rounds,
+    }
+    print(f"median: genlab {summary['median_seconds']['genlab']:.1f} s at {summary['median_val_loss']['genlab']:.4f}"
+          f" nats; plain {summary['median_seconds']['plain']:.1f} s at {summary['median_val_loss']['plain']:.4f};"
+          f" genlab / plain time {summary['median_ratio']:.3f}")  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
