@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,8 @@ def timed(command: list[str], log: Path, env: dict[str, str]) -> float:
 
 def plain_network(out_dir: Path) -> Transformer:
     """The plain loop's checkpointed network, rebuilt from the settings it saved beside it."""
+    if not (out_dir / "ckpt.pt").is_file():  # nanoGPT checkpoints at evaluations after iteration 0 only
+        raise SystemExit(f"the plain loop wrote no {out_dir / 'ckpt.pt'}: train it past one evaluation interval")
     checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
     a = checkpoint["model_args"]
     net = Transformer(a["vocab_size"], a["block_size"], a["n_layer"], a["n_head"], a["n_embd"], a["dropout"], a["bias"])
@@ -100,17 +103,18 @@ def main() -> None:
     parser.add_argument("--reference", choices=("nanogpt", "same"), default="nanogpt",
                         help="the plain loop's settings: nanoGPT's CPU ones, or the same as genlab's")  # fmt: skip
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both (default: torch's, one per core)")
-    parser.add_argument("--work", default="outputs/benchmarks/gpt_time_to_quality")
+    parser.add_argument("--work", default="outputs/benchmarks/gpt_time_to_quality", help="each run: a new folder in it")
     parser.add_argument("--out", help="write the rounds and the summary to this JSON file")
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides for genlab's command (and the plain loop's settings)"
     )
     args = parser.parse_args()
 
-    work = Path(args.work).resolve()
+    work = Path(args.work).resolve() / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")  # a rerun starts afresh
     cfg = compose([f"experiment={args.experiment}", *args.overrides])
     vocab_size = prepare_token_files(cfg, work / "nanogpt_data")
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    print(f"runs and logs: {work}")
     print(describe_machine(), f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, reference: {args.reference}",
           flush=True)  # fmt: skip
 

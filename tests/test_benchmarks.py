@@ -27,6 +27,7 @@ def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespe
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
+    (work,) = work.iterdir()  # this run's own folder
     assert len(summary["rounds"]) == 2 and "genlab / plain time" in result.stdout
     for i, round_ in enumerate(summary["rounds"]):
         assert round_["seconds"]["genlab"] > 0 and round_["seconds"]["plain"] > 0
