@@ -108,8 +108,7 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
         "logger=csv", "test=false", "extras.print_config=false", "~callbacks.rich_progress_bar",
     ]  # fmt: skip
     run_module("src.train", overrides, args.work / "logs" / f"{name}-train.log")
-    (run_dir,) = (args.work / "runs" / name / "runs").iterdir()
-    return run_dir
+    return newest_run(args.work / "runs" / name / "runs")
 
 
 def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -118,8 +117,13 @@ def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, fl
     overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"num_samples={args.num_samples}",
                  f"accelerator={args.accelerator}", f"task_name={name}", f"paths.log_dir={eval_dir}"]  # fmt: skip
     run_module("src.eval", overrides, args.work / "logs" / f"{name}-eval.log")
-    (metrics_file,) = (eval_dir / name / "runs").glob("*/metrics.json")
-    return json.loads(metrics_file.read_text())
+    return json.loads((newest_run(eval_dir / name / "runs") / "metrics.json").read_text())
+
+
+def newest_run(runs: Path) -> Path:
+    """The run folder the last command made: Hydra names them by their start time, to the microsecond, and a
+    second leaderboard into the same --work adds a folder beside the first one's."""
+    return max(runs.iterdir(), key=lambda folder: folder.name)
 
 
 @torch.no_grad()

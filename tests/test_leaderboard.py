@@ -17,11 +17,7 @@ from tests.conftest import ROOT
 def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     out = tmp_path / "board"
     budget_min = 0.1  # 6 s of training each
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.leaderboard", "--budget", str(budget_min), "--families", "autoencoder,vae",
-         "--num-samples", "500", "--curve-points", "2", "--accelerator", "cpu", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+    result = leaderboard(out, budget_min, "autoencoder,vae")
     assert result.returncode == 0, result.stderr[-3000:]
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["failures"] == {} and [row["family"] for row in board["rows"]] == ["autoencoder", "vae"]
@@ -39,3 +35,15 @@ def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Pat
     page = (out / "leaderboard.html").read_text()
     assert page.count('class="picture"') == 2 and "FID during training" in page
     assert (out / "fid_curves.png").is_file()
+    # a second board into the same folder scores its own runs, beside the first board's
+    result = leaderboard(out, budget_min, "autoencoder")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((out / "runs" / "autoencoder" / "runs").iterdir())) == 2
+
+
+def leaderboard(out: Path, budget_min: float, families: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.leaderboard", "--budget", str(budget_min), "--families", families,
+         "--num-samples", "500", "--curve-points", "2", "--accelerator", "cpu", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
