@@ -31,6 +31,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -41,12 +42,12 @@ from src.models.nets.transformer import Transformer
 from src.utils.checkpoint import load_model
 from src.utils.config import compose
 
+NANOGPT_CPU_BLOCK_SIZE = 64  # benchmarks/nanogpt_loop.py's default, from nanoGPT's README
+
 
 def prepare_token_files(cfg: DictConfig, folder: Path) -> int:
     """train.bin and val.bin as nanoGPT's shakespeare_char/prepare.py writes them; the vocabulary's size."""
-    from hydra.utils import instantiate
-
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")  # the same characters, ids and 90/10 split as nanoGPT's prepare.py
     folder.mkdir(parents=True, exist_ok=True)
     for split, windows in (("train", datamodule.data_train), ("val", datamodule.data_val)):
@@ -112,6 +113,10 @@ def main() -> None:
 
     work = Path(args.work).resolve() / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")  # a rerun starts afresh
     cfg = compose([f"experiment={args.experiment}", *args.overrides])
+    if args.reference == "nanogpt" and cfg.data.block_size != NANOGPT_CPU_BLOCK_SIZE:
+        parser.error(f"--reference nanogpt trains nanoGPT's CPU setting, whose windows are {NANOGPT_CPU_BLOCK_SIZE} "
+                     f"characters, and both networks are scored on the experiment's, of data.block_size="
+                     f"{cfg.data.block_size}: use --reference same")  # fmt: skip
     vocab_size = prepare_token_files(cfg, work / "nanogpt_data")
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
     print(f"runs and logs: {work}")
