@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.conftest import ROOT
 
 
-@pytest.mark.slow  # about a minute on 2 CPU cores: four short trainings in their own processes, each scored
+@pytest.mark.slow  # about 30 s on 2 CPU cores: four short trainings in their own processes, each scored
 def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespeare_dir: Path) -> None:
     out, work = tmp_path / "result.json", tmp_path / "work"
     command = [
