@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from benchmarks.commands import run_module
 from benchmarks.gpt_throughput import validation_loss
 from benchmarks.machine import describe_machine
 from src.models.nets.transformer import Transformer
@@ -55,12 +55,9 @@ def prepare_token_files(cfg: DictConfig, folder: Path) -> int:
     return datamodule.vocab_size
 
 
-def plain_command(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab_size: int, seed: int) -> list[str]:
-    """The plain loop's command: with `cfg`'s settings, or (None) with its own, nanoGPT's CPU settings."""
-    command = [
-        sys.executable, "-m", "benchmarks.nanogpt_loop", f"--data-dir={data_dir}", f"--out-dir={out_dir}",
-        f"--vocab-size={vocab_size}", f"--seed={seed}",
-    ]  # fmt: skip
+def plain_arguments(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab_size: int, seed: int) -> list[str]:
+    """benchmarks.nanogpt_loop's arguments: with `cfg`'s settings, or (None) with its own, nanoGPT's CPU settings."""
+    command = [f"--data-dir={data_dir}", f"--out-dir={out_dir}", f"--vocab-size={vocab_size}", f"--seed={seed}"]
     if cfg is None:
         return command
     m, t = cfg.model, cfg.trainer
@@ -75,15 +72,11 @@ def plain_command(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab_s
     ]  # fmt: skip
 
 
-def timed(command: list[str], log: Path, env: dict[str, str]) -> float:
-    """Wall seconds of `command` from start to exit; its output goes to `log`. A failure stops the benchmark."""
-    with log.open("w") as out:
-        start = time.perf_counter()
-        returncode = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-        seconds = time.perf_counter() - start
-    if returncode:
-        raise SystemExit(f"{' '.join(command[:4])} ... exited with {returncode}: see {log}")
-    return seconds
+def timed(module: str, arguments: list[str], log: Path) -> float:
+    """Wall seconds of `python -m <module> <arguments>` from start to exit; its output goes to `log`."""
+    start = time.perf_counter()
+    run_module(module, arguments, log)
+    return time.perf_counter() - start
 
 
 def plain_network(out_dir: Path) -> Transformer:
@@ -118,23 +111,25 @@ def main() -> None:
                      f"characters, and both networks are scored on the experiment's, of data.block_size="
                      f"{cfg.data.block_size}: use --reference same")  # fmt: skip
     vocab_size = prepare_token_files(cfg, work / "nanogpt_data")
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}))
+    if args.threads:  # inherited by both commands
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     print(f"runs and logs: {work}")
-    print(describe_machine(), f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}, reference: {args.reference}",
-          flush=True)  # fmt: skip
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
+    print(describe_machine(), f"OMP_NUM_THREADS={threads}, reference: {args.reference}", flush=True)
 
     rounds = []
     for i in range(args.rounds):
         run_dir, plain_dir = work / f"round{i}" / "genlab", work / f"round{i}" / "plain"
-        genlab = [sys.executable, "-m", "src.train", f"experiment={args.experiment}", f"hydra.run.dir={run_dir}",
-                  *args.overrides, f"seed={cfg.seed + i}"]  # fmt: skip
         settings = cfg if args.reference == "same" else None
-        plain = plain_command(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i)
+        commands = {
+            "genlab": ("src.train", [f"experiment={args.experiment}", f"hydra.run.dir={run_dir}", *args.overrides,
+                                     f"seed={cfg.seed + i}"]),
+            "plain": ("benchmarks.nanogpt_loop",
+                      plain_arguments(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i)),
+        }  # fmt: skip
         seconds = {}
         for name in ("genlab", "plain") if i % 2 == 0 else ("plain", "genlab"):
-            command, folder = (genlab, run_dir) if name == "genlab" else (plain, plain_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            seconds[name] = timed(command, work / f"round{i}" / f"{name}.log", env)
+            seconds[name] = timed(*commands[name], work / f"round{i}" / f"{name}.log")
         losses = {
             "genlab": validation_loss(load_model(run_dir / "checkpoints" / "last.ckpt").net, cfg),
             "plain": validation_loss(plain_network(plain_dir), cfg),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,14 +27,12 @@ import torch
 import yaml
 from torchvision.utils import save_image
 
+from benchmarks.commands import ROOT, run_module
 from benchmarks.machine import describe_machine
 from src.callbacks.image_grid import tile_grid
 from src.models.capabilities import ImageSampler
 from src.report import page, png_tag
 from src.utils.checkpoint import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 # samples per FID measurement during training: enough for the curve's trend, and 50 U-Net steps for each of a
 # diffusion model's costs a CPU about half a minute (the final scoring takes --num-samples)
@@ -78,17 +75,6 @@ def parse_args() -> argparse.Namespace:
     if args.budget <= 0 or args.num_samples < 2 or args.curve_points < 1:
         parser.error("--budget must be > 0, --num-samples >= 2 and --curve-points >= 1")
     return args
-
-
-def run_module(module: str, overrides: list[str], log_path: Path) -> None:
-    """`python -m <module> <overrides>` from the repository root, as users run it; its output goes to log_path."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, stdout=log, stderr=log)
-    if result.returncode:
-        lines = [line for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
-        reason = next((line for line in reversed(lines) if not line.startswith("Set the environment")), "")
-        raise RuntimeError(f"python -m {module} exited {result.returncode}: {reason.strip()} (log: {log_path})")
 
 
 def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:

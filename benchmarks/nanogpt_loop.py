@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src.models.gpt import adamw
 from src.models.nets.transformer import Transformer
 
 
@@ -72,12 +73,8 @@ def main() -> None:
         return x, y
 
     model = Transformer(args.vocab_size, block_size, args.n_layer, args.n_head, args.n_embd, args.dropout, args.bias)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.beta1, args.beta2))  # not fused on CPU
+    # nanoGPT's grouping (decay on the matrices only) is genlab's; it fuses the kernel on CUDA only
+    optimizer = adamw(model, args.learning_rate, (args.beta1, args.beta2), args.weight_decay, fused=False)
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
