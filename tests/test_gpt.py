@@ -156,10 +156,13 @@ def test_periodic_validations_are_estimates_and_the_last_one_scores_every_window
 ) -> None:
     scored: list[int] = []  # batches scored, one entry per validation (the sanity check's included)
     evaluate = GPT._evaluate
+
+    def counting_evaluate(self: GPT, *args) -> None:
+        scored[-1] += 1
+        evaluate(self, *args)
+
     monkeypatch.setattr(GPT, "on_validation_start", lambda self: scored.append(0))
-    monkeypatch.setattr(
-        GPT, "_evaluate", lambda self, *args: (scored.__setitem__(-1, scored[-1] + 1), evaluate(self, *args))
-    )
+    monkeypatch.setattr(GPT, "_evaluate", counting_evaluate)
     overrides = [
         *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}",
         "trainer.max_steps=7", "trainer.val_check_interval=3", "trainer.limit_train_batches=null",
