@@ -30,9 +30,9 @@ from torchvision.utils import save_image
 from benchmarks.commands import ROOT, run_module
 from benchmarks.machine import describe_machine
 from src.callbacks.image_grid import tile_grid
+from src.checkpoints import load_model
 from src.models.capabilities import ImageSampler
 from src.report import page, png_tag
-from src.utils.checkpoint import load_model
 
 # samples per FID measurement during training: enough for the curve's trend, and 50 U-Net steps for each of a
 # diffusion model's costs a CPU about half a minute (the final scoring takes --num-samples)

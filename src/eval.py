@@ -24,30 +24,24 @@ from omegaconf import DictConfig
 from rich.progress import track
 
 from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
-from src.data import DATA_CLASSES
+from src.checkpoints import datamodule_from, model_from, read_checkpoint
 from src.data.images import ImageDataModule
 from src.errors import exit_on_user_error
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
-from src.utils.checkpoint import CheckpointError, load_checkpoint, load_model
-from src.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
-    model = load_model(cfg.ckpt_path)
+    checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
+    model = model_from(checkpoint, cfg.ckpt_path)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
-    data_config = load_checkpoint(cfg.ckpt_path)["config"].get("data", {})
-    if data_config.get("_target_") not in DATA_CLASSES:
-        raise CheckpointError(
-            f"{cfg.ckpt_path}: names the data class {data_config.get('_target_')!r}, which is not one of genlab's "
-            f"datamodules; refused without importing it"
-        )
     L.seed_everything(cfg.seed, workers=True)
     # the run's data, read from this machine's data folder
-    datamodule = instantiate({**data_config, "data_dir": cfg.paths.data_dir, "batch_size": cfg.batch_size}, "data")
+    datamodule = datamodule_from(checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, batch_size=cfg.batch_size)
+    del checkpoint
 
     output_dir = Path(cfg.paths.output_dir)
     interrupt = CheckpointOnInterrupt()

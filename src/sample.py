@@ -22,9 +22,9 @@ from torchvision.utils import save_image
 
 from src.callbacks.image_grid import tile_grid
 from src.callbacks.interrupt import interruptible
+from src.checkpoints import load_model
 from src.errors import ConfigError, exit_on_user_error
 from src.models.capabilities import ImageSampler, TextGenerator, use_sampling_options
-from src.utils.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def sample(cfg: DictConfig) -> Path:
     if isinstance(model, TextGenerator):
         path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
-        print(separator.join(texts))
+        print(terminal_safe(separator.join(texts)))
         path.write_text(separator.join(texts) + "\n")
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
     else:
@@ -68,6 +68,12 @@ def sample(cfg: DictConfig) -> Path:
         save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on (carriage return, escape sequences) written as its
+    escape, e.g. `\\r`: the file keeps the text as generated, the console shows it."""
+    return "".join(char if char.isprintable() or char in "\n\t" else repr(char)[1:-1] for char in text)
 
 
 def check_options(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ class CheckpointOnInterrupt(Callback):
     Lightning turns SIGTERM into SIGTERMException between two batches, so that checkpoint holds a
     whole step. Ctrl-C interrupts wherever the program is: if it lands inside an optimizer step, the
     checkpoint holds that half-updated state (rare, as the update is a small part of a step).
-    Checkpoints are written atomically (src.utils.checkpoint.AtomicCheckpointIO).
+    Checkpoints are written atomically (src.utils.checkpoint_writer.AtomicCheckpointIO).
     """
 
     def __init__(self) -> None:

@@ -24,7 +24,7 @@ from src.errors import ConfigError
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step
 from src.models.nets.transformer import Transformer
-from src.utils.checkpoint import check_state_dict_fits
+from src.utils.checkpoint_reader import check_state_dict_fits
 
 
 class GPT(ClipsFusedGradients, L.LightningModule):
