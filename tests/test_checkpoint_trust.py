@@ -326,6 +326,11 @@ def not_a_checkpoint(case: str, folder: Path, good: Path) -> tuple[str, str]:
     if case == "dangling link":
         (folder / "gone.ckpt").symlink_to(folder / "nowhere.ckpt")
         return str(folder / "gone.ckpt"), "a link to nothing"
+    if case == "malformed generator states":
+        checkpoint = torch.load(good, weights_only=True)
+        checkpoint["rng_states"]["python"] = (3, (1, 2), None)
+        torch.save(checkpoint, folder / "rng.ckpt")
+        return str(folder / "rng.ckpt"), "its random generators' states cannot be restored"
     if case == "callback paths outside the run":
         checkpoint = torch.load(good, weights_only=True)
         state = next(value for key, value in checkpoint["callbacks"].items() if key.startswith("ModelCheckpoint"))
@@ -336,7 +341,7 @@ def not_a_checkpoint(case: str, folder: Path, good: Path) -> tuple[str, str]:
 
 
 NOT_CHECKPOINTS = ["url", "text file", "link to a text file", "folder", "link to a folder", "dangling link",
-                   "callback paths outside the run"]  # fmt: skip
+                   "callback paths outside the run", "malformed generator states"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", NOT_CHECKPOINTS)

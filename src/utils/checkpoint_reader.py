@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from src.errors import GenlabError, one_line
@@ -75,6 +77,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             )
     _check_state_dict(checkpoint["state_dict"], path)
     _check_callback_paths(checkpoint.get("callbacks"), path)
+    _check_rng_states(checkpoint.get("rng_states"), path)
     return checkpoint
 
 
@@ -176,6 +179,24 @@ def _check_callback_paths(callbacks: Any, path: Path) -> None:
                     f"{path}: its checkpoint-callback state names {value!r}, outside the checkpoint's folder; "
                     f"refused (genlab's runs keep their checkpoints side by side)"
                 )
+
+
+def _check_rng_states(states: Any, path: Path) -> None:
+    """The random generators' states a resumed run restores (src/callbacks/resume.py): each one must set a
+    generator of its kind, tried on fresh generators so that the process's own stay as they are."""
+    if states is None:
+        return
+    try:
+        random.Random().setstate(states["python"])
+        numpy = states["numpy"]
+        np.random.RandomState().set_state(
+            (numpy["kind"], numpy["keys"].numpy(), numpy["position"], numpy["has_gauss"], numpy["cached_gaussian"])
+        )
+        torch.Generator().set_state(states["torch"])
+        if not all(isinstance(state, torch.Tensor) and state.dtype == torch.uint8 for state in states.get("cuda", [])):
+            raise TypeError("CUDA states that are not byte tensors")
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError, OverflowError) as err:
+        raise CheckpointError(f"{path}: its random generators' states cannot be restored ({one_line(err)})") from None
 
 
 def _inside(named: Path, folder: Path, dirpath: Any) -> bool:
