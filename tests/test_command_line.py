@@ -112,8 +112,10 @@ def test_the_command_line_refuses_with_one_line_and_writes_nothing(
     log_dir = tmp_path / "outputs"  # where a run folder would go, made or not
     where = [f"paths.log_dir={log_dir}"] if entry in WITH_TASK_NAME else []
     before = sorted(ROOT.glob("outputs/**"))
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) before the overrides
+    values = [o for o in overrides if not o.startswith("-")]
     result = subprocess.run(
-        [sys.executable, "-m", f"src.{entry}", *required, *where, *overrides],
+        [sys.executable, "-m", f"src.{entry}", *flags, *required, *where, *values],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
