@@ -123,7 +123,7 @@ def first_samples(model: ImageSampler, cfg: DictConfig) -> tuple[torch.Tensor, i
     else:
         num_samples, why = cfg.num_samples, "num_samples"
     log.info(f"Generating {num_samples:,} samples ({why}) at {rate:,.1f} images/s: about "
-             f"{_duration(num_samples / rate)}")  # fmt: skip
+             f"{_duration(num_samples / rate)} to draw them")  # fmt: skip
     return images[:num_samples], num_samples
 
 

@@ -35,10 +35,10 @@ class CountingSampler:
     [
         (0.001, 5, None, MAX_SAMPLES, "Generating 10,000 samples (as many as fit in sampling_minutes=5"),
         (0.1, 5, None, 3_000, "Generating 3,000 samples (as many as fit in sampling_minutes=5, within 1,000-10,000) "
-                              "at 10.0 images/s: about 5.0 min"),
+                              "at 10.0 images/s: about 5.0 min to draw them"),
         (2.0, 5, None, MIN_SAMPLES, "Generating 1,000 samples (as many as fit in sampling_minutes=5"),
-        (0.1, 5, 20_000, 20_000, "Generating 20,000 samples (num_samples) at 10.0 images/s: about 33.3 min"),
-        (0.1, 5, 300, 300, "Generating 300 samples (num_samples) at 10.0 images/s: about 30 s"),
+        (0.1, 5, 20_000, 20_000, "Generating 20,000 samples (num_samples) at 10.0 images/s: about 33.3 min to draw"),
+        (0.1, 5, 300, 300, "Generating 300 samples (num_samples) at 10.0 images/s: about 30 s to draw them"),
     ],
 )  # fmt: skip
 def test_the_sample_count_is_sized_from_the_first_batch_and_its_time_said_before_the_rest(
