@@ -1,0 +1,148 @@
+"""A signal at any instant of a run (Ctrl-C's SIGINT, a preemption's SIGTERM) stops it at a safe point, and
+`ckpt_path=` its last.ckpt ends as the unbroken run does: every weight and optimizer tensor bit for bit, the
+same validations with the same values, the same best checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from src.errors import RunInterrupted
+from src.train import train
+from src.utils.checkpoint import load_checkpoint
+from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
+
+
+class SignalAt(Callback):
+    """Fault injection: send this process `signum` (`times` times, one per call) when `hook` first runs at global
+    step `step` of the training (never in the sanity check), as a signal from outside landing at that instant.
+
+    `hook` is a Callback hook, or "data_loading": inside the training loader's fetch of a batch.
+    """
+
+    def __init__(self, hook: str, step: int, signum: int, times: int = 1) -> None:
+        self.hook, self.step, self.signum, self.left = hook, step, signum, times
+        setattr(self, hook if hook != "data_loading" else "on_train_start", self._maybe_send)
+
+    def _maybe_send(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        if self.hook == "data_loading":  # on_train_start: wrap the dataset's batch cutting
+            dataset = trainer.train_dataloader.dataset
+            cut = dataset.__getitems__
+            dataset.__getitems__ = lambda indices: (self._send(trainer), cut(indices))[1]
+        else:
+            self._send(trainer)
+
+    def _send(self, trainer: L.Trainer) -> None:
+        if self.left and not trainer.sanity_checking and trainer.global_step == self.step:
+            self.left -= 1
+            os.kill(os.getpid(), self.signum)
+
+
+# a VAE draws random numbers in training and in validation, and its validation draws pictures (sampling
+# callbacks); 2 epochs of 6 batches, validating every 3: after steps 3, 6 (an epoch's end), 9 and 12
+def vae_overrides(data_dir: Path, *extra: str) -> list[str]:
+    return [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=32",
+            f"paths.data_dir={data_dir}", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
+            "+trainer.val_check_interval=3", "trainer.limit_val_batches=2", "test=false",
+            "trainer.deterministic=true", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mnist_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("data")
+    write_mnist_raw(data_dir / "MNIST" / "raw")
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def unbroken(mnist_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of the VAE run that nothing interrupts."""
+    run = tmp_path_factory.mktemp("unbroken")
+    train(compose_config(vae_overrides(mnist_data), run))
+    return run
+
+
+def validation_losses(*runs: Path) -> dict[int, float]:
+    """{step: val/loss} of every validation logged in the runs' CSV logs (a resumed run's beside the first)."""
+    losses = {}
+    for run in runs:
+        for metrics in sorted(run.glob("csv/**/metrics.csv")):
+            for row in csv.DictReader(metrics.open()):
+                if row.get("val/loss"):
+                    losses[int(row["step"])] = float(row["val/loss"])
+    return losses
+
+
+def assert_same_training(expected_path: Path, got_path: Path) -> None:
+    """Same step and epoch, every weight and optimizer tensor bit for bit, the same best validation score."""
+    expected, got = load_checkpoint(expected_path), load_checkpoint(got_path)
+    assert (got["global_step"], got["epoch"]) == (expected["global_step"], expected["epoch"])
+    assert expected["state_dict"].keys() == got["state_dict"].keys()
+    differ = [name for name, value in expected["state_dict"].items() if not torch.equal(value, got["state_dict"][name])]
+    assert not differ, f"{len(differ)} of {len(expected['state_dict'])} weights differ: {differ[:3]}"
+    for expected_optimizer, got_optimizer in zip(expected["optimizer_states"], got["optimizer_states"], strict=True):
+        assert expected_optimizer["state"].keys() == got_optimizer["state"].keys()
+        for index, state in expected_optimizer["state"].items():
+            assert all(torch.equal(value, got_optimizer["state"][index][key]) for key, value in state.items())
+    (expected_best,) = [state for key, state in expected["callbacks"].items() if key.startswith("ModelCheckpoint")
+                        and state["monitor"]]  # fmt: skip
+    (got_best,) = [state for key, state in got["callbacks"].items() if key.startswith("ModelCheckpoint")
+                   and state["monitor"]]  # fmt: skip
+    assert torch.equal(got_best["best_model_score"], expected_best["best_model_score"])
+
+
+# (hook, global step): where the signal lands; the batch after step 2 validates at its end, the one after step 3 not
+POINTS = {
+    "data_loading": ("data_loading", 1),
+    "batch_start": ("on_train_batch_start", 1),
+    "forward": ("on_before_backward", 2),  # the loss is computed, backward not begun
+    "after_backward": ("on_after_backward", 2),  # where a person's Ctrl-C usually lands
+    "optimizer_step": ("on_before_optimizer_step", 2),
+    "batch_end": ("on_train_batch_end", 1),
+    "validating_batch_end": ("on_train_batch_end", 3),  # a validation follows
+    "validation": ("on_validation_batch_start", 3),
+    "sampling": ("on_validation_epoch_end", 3),  # the model's sample grids are drawn in this hook
+    "checkpoint_save": ("on_save_checkpoint", 3),  # ModelCheckpoint's save after the validation
+    "after_backward_no_validation": ("on_after_backward", 3),
+    "last_batch_of_epoch": ("on_train_batch_end", 6),  # validates, then the epoch ends
+    "epoch_end": ("on_train_epoch_end", 6),
+    "next_epoch_start": ("on_train_batch_start", 6),
+}
+
+
+def interrupt_and_resume(mnist_data: Path, tmp_path: Path, hook: str, step: int, signum: int) -> Path:
+    """Run with a signal at (hook, step), check how it ended, resume its last.ckpt; the run's folder."""
+    fault = f"+callbacks.fault={{_target_:tests.test_signals.SignalAt,hook:{hook},step:{step},signum:{signum}}}"
+    with pytest.raises(RunInterrupted) as interruption:
+        train(compose_config(vae_overrides(mnist_data, fault), tmp_path / "broken"))
+    last = tmp_path / "broken" / "checkpoints" / "last.ckpt"
+    assert interruption.value.exit_code == 128 + signum
+    assert f"saved {last}" in str(interruption.value)
+    del interruption  # its traceback holds train()'s frame, and so the run folder's lock
+    gc.collect()
+    # as `ckpt_path=last` does: the run goes on in its own folder (a run folder is one that Hydra made)
+    (tmp_path / "broken" / ".hydra").mkdir()
+    train(compose_config(vae_overrides(mnist_data, f"ckpt_path={last}"), tmp_path / "resumed"))
+    return tmp_path / "broken"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("point", POINTS)
+def test_a_signal_at_any_point_resumes_as_the_unbroken_run(
+    mnist_data: Path, unbroken: Path, tmp_path: Path, point: str, signum: int
+) -> None:
+    hook, step = POINTS[point]
+    resumed = interrupt_and_resume(mnist_data, tmp_path, hook, step, signum)
+    assert_same_training(unbroken / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    expected_losses = validation_losses(unbroken)
+    assert len(expected_losses) == 4  # the config validates where the points above assume
+    assert validation_losses(resumed) == expected_losses
