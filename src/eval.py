@@ -111,7 +111,9 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    # every phase stops on one signal; the test and the scoring below name themselves
+    with interruptible("loading the checkpoint and data, or writing metrics.json", "Run the same command again"):
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

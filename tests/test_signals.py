@@ -8,28 +8,31 @@ import csv
 import gc
 import os
 import signal
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra.utils import get_object
 from lightning.pytorch.callbacks import Callback
 
 from src.errors import RunInterrupted
 from src.train import train
 from src.utils.checkpoint import load_checkpoint
+from src.utils.config import compose
 from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
 
 
 class SignalAt(Callback):
-    """Fault injection: send this process `signum` (`times` times, one per call) when `hook` first runs at global
-    step `step` of the training (never in the sanity check), as a signal from outside landing at that instant.
+    """Fault injection: send this process `signum` (`times` times over) when `hook` first runs at global step
+    `step` of the training (never in the sanity check), as a signal from outside landing at that instant.
 
     `hook` is a Callback hook, or "data_loading": inside the training loader's fetch of a batch.
     """
 
     def __init__(self, hook: str, step: int, signum: int, times: int = 1) -> None:
-        self.hook, self.step, self.signum, self.left = hook, step, signum, times
+        self.hook, self.step, self.signum, self.times, self.sent = hook, step, signum, times, False
         setattr(self, hook if hook != "data_loading" else "on_train_start", self._maybe_send)
 
     def _maybe_send(self, trainer: L.Trainer, *args, **kwargs) -> None:
@@ -41,9 +44,10 @@ class SignalAt(Callback):
             self._send(trainer)
 
     def _send(self, trainer: L.Trainer) -> None:
-        if self.left and not trainer.sanity_checking and trainer.global_step == self.step:
-            self.left -= 1
-            os.kill(os.getpid(), self.signum)
+        if not self.sent and not trainer.sanity_checking and trainer.global_step == self.step:
+            self.sent = True
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
 
 
 # a VAE draws random numbers in training and in validation, and its validation draws pictures (sampling
@@ -146,3 +150,97 @@ def test_a_signal_at_any_point_resumes_as_the_unbroken_run(
     expected_losses = validation_losses(unbroken)
     assert len(expected_losses) == 4  # the config validates where the points above assume
     assert validation_losses(resumed) == expected_losses
+
+
+@pytest.mark.parametrize(("point", "signum"), [("after_backward", signal.SIGINT), ("validation", signal.SIGTERM)])
+def test_ctrl_c_mid_step_and_sigterm_mid_validation_resume_as_the_unbroken_run(
+    mnist_data: Path, unbroken: Path, tmp_path: Path, point: str, signum: int
+) -> None:
+    """The fast tier's two cases of the matrix above: where a person's Ctrl-C lands, and a preemption's SIGTERM
+    in a validation (before it: the stop waits for the validation's end, its checkpoints, its logged val/loss)."""
+    resumed = interrupt_and_resume(mnist_data, tmp_path, *POINTS[point], signum)
+    assert_same_training(unbroken / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
+    assert validation_losses(resumed) == validation_losses(unbroken)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(mnist_data: Path, tmp_path: Path) -> None:
+    # two SIGINTs in one training step, after the validation at step 3 wrote last.ckpt
+    fault = "+callbacks.fault={_target_:tests.test_signals.SignalAt,hook:on_after_backward,step:4,signum:2,times:2}"
+    with pytest.raises(RunInterrupted) as interruption:
+        train(compose_config(vae_overrides(mnist_data, fault), tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert interruption.value.exit_code == 130
+    assert str(interruption.value) == (
+        f"SIGINT during training at step 4; stopped at once, without saving this step; the last checkpoint is "
+        f"{last}. Resume with: python -m src.train <same overrides> ckpt_path=last"
+    )
+    assert load_checkpoint(last)["global_step"] == 3  # the half-done step 4 was not saved over it
+    assert not list(last.parent.glob(".*.partial"))
+
+
+# --- outside fit: one signal ends src.eval and src.sample in every phase --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vae_and_classifier(mnist_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("trained")
+    data = ["data=mnist", "data.val_size=100", "data.batch_size=50", f"paths.data_dir={mnist_data}"]
+    classifier = root / "mnist.ckpt"
+    train(compose_config([*TEST_OVERRIDES, *data, "experiment=classifier_mnist",
+                          f"callbacks.export_best.path={classifier}"], root / "classifier"))  # fmt: skip
+    train(compose_config([*TEST_OVERRIDES, *data, "model=vae", "test=false"], root / "vae"))
+    return {"vae": root / "vae" / "checkpoints" / "last.ckpt", "classifier": classifier}
+
+
+def send_in(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, sent_at: list[float]) -> None:
+    """Fault injection: SIGINT this process the first time `owner.name` is called, then go on with the call."""
+    original = getattr(owner, name)
+
+    def call_and_send(*args, **kwargs):
+        if not sent_at:
+            sent_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, call_and_send)
+
+
+# (entry point, where the signal lands, the phase its line names)
+ENTRY_POINT_PHASES = {
+    "eval loading": ("src.eval", "src.eval.load_model", "loading the checkpoint and data"),
+    "eval test": ("src.eval", "src.models.vae.VAE.test_step", "the test"),
+    "eval scoring": ("src.eval", "src.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
+    "eval generation": ("src.eval", "src.models.vae.VAE.sample", "the scoring of images"),
+    "eval writing": ("src.eval", "src.eval._print_table", "loading the checkpoint and data, or writing"),
+    "sample loading": ("src.sample", "src.sample.load_model", "loading the checkpoint, or writing"),
+    "sample generation": ("src.sample", "src.models.vae.VAE.sample", "sampling"),
+    "sample writing": ("src.sample", "src.sample.save_image", "loading the checkpoint, or writing"),
+}
+
+
+@pytest.mark.parametrize("case", ENTRY_POINT_PHASES)
+def test_one_sigint_ends_eval_and_sample_in_every_phase_even_when_started_ignoring_it(
+    vae_and_classifier: dict[str, Path], mnist_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture, case: str,
+) -> None:  # fmt: skip
+    module_name, target, phase = ENTRY_POINT_PHASES[case]
+    owner, name = target.rsplit(".", 1)
+    sent_at: list[float] = []
+    send_in(monkeypatch, get_object(owner), name, sent_at)
+    cfg = compose([f"ckpt_path={vae_and_classifier['vae']}", f"paths.output_dir={tmp_path}",
+                   f"paths.data_dir={mnist_data}", "accelerator=cpu"]  # fmt: skip
+                  + (["num_samples=200", "batch_size=50", "metrics.kid_subset_size=50",
+                      f"metrics.classifier_ckpt={vae_and_classifier['classifier']}"] if module_name == "src.eval"
+                     else ["num_samples=4"]), config_name=module_name.split(".")[1])  # fmt: skip
+
+    ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell script's background job starts
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            get_object(module_name).main(cfg)
+    finally:
+        signal.signal(signal.SIGINT, ignored)
+    assert exit_.value.code == 130 and sent_at
+    assert time.monotonic() - sent_at[0] < 5, "the signal was not acted on within a few seconds"
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"interrupted: SIGINT during {phase}"), line
+    assert not (tmp_path / "samples.png").exists()
