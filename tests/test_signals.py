@@ -23,6 +23,8 @@ from src.utils.checkpoint import load_checkpoint
 from src.utils.config import compose
 from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
 
+SIGNALS_OFF = "GENLAB_TEST_SIGNALS_OFF"  # set: SignalAt sends nothing (a resumed command keeps its overrides)
+
 
 class SignalAt(Callback):
     """Fault injection: send this process `signum` (`times` times over) when `hook` first runs at global step
@@ -44,10 +46,11 @@ class SignalAt(Callback):
             self._send(trainer)
 
     def _send(self, trainer: L.Trainer) -> None:
-        if not self.sent and not trainer.sanity_checking and trainer.global_step == self.step:
-            self.sent = True
-            for _ in range(self.times):
-                os.kill(os.getpid(), self.signum)
+        if os.environ.get(SIGNALS_OFF) or self.sent or trainer.sanity_checking or trainer.global_step != self.step:
+            return
+        self.sent = True
+        for _ in range(self.times):
+            os.kill(os.getpid(), self.signum)
 
 
 # a VAE draws random numbers in training and in validation, and its validation draws pictures (sampling
@@ -244,3 +247,28 @@ def test_one_sigint_ends_eval_and_sample_in_every_phase_even_when_started_ignori
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"interrupted: SIGINT during {phase}"), line
     assert not (tmp_path / "samples.png").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
+    mnist_data: Path, unbroken: Path, tmp_path: Path
+) -> None:
+    """The issue's case end to end: Ctrl-C after backward, before the optimizer step, then `ckpt_path=last`."""
+    from tests.test_cli import run_train
+
+    fault = "+callbacks.fault={_target_:tests.test_signals.SignalAt,hook:on_after_backward,step:2,signum:2}"
+    command = [*vae_overrides(mnist_data), f"paths.log_dir={tmp_path}", fault]
+    interrupted = run_train(*command)
+    assert interrupted.returncode == 130, interrupted.stderr[-3000:]
+    (last,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+    assert interrupted.stderr.strip().splitlines()[-1] == (
+        f"interrupted: SIGINT during validation at step 3; saved {last}. Resume with: python -m src.train "
+        f"<same overrides> ckpt_path=last"
+    )  # the step it landed in, then the validation that follows it, were finished first
+    assert "Traceback" not in interrupted.stderr and "weights_only` was not set" not in interrupted.stderr
+
+    resumed = run_train(*command, "ckpt_path=last", env={SIGNALS_OFF: "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "never logged" not in resumed.stderr  # ModelCheckpoint's warning when a validation was skipped
+    assert_same_training(unbroken / "checkpoints" / "last.ckpt", last)
+    assert validation_losses(last.parent.parent) == validation_losses(unbroken)

@@ -148,10 +148,12 @@ class CheckpointOnInterrupt(Callback):
         how = "stopped at once, without saving this step" if self.forced else None
         if self.path:
             saved = f"saved {self.path}"
-        elif trainer.state.fn == "fit" and last is not None and last.is_file():
+        elif trainer.state.fn == "fit" and last is None:  # checkpointing off: there is nothing to resume from
+            saved, how_to_go_on = "nothing was saved (no checkpoint callback)", "Run the same command again"
+        elif trainer.state.fn == "fit" and last.is_file():  # stopped at once: the run resumes from an earlier step
             saved = f"the last checkpoint is {last}"
-        elif trainer.state.fn == "fit":  # checkpointing off, or no checkpoint yet: there is nothing to resume from
-            saved, how_to_go_on = "nothing was saved", "Run the same command again"
+        elif trainer.state.fn == "fit":
+            saved, how_to_go_on = "nothing was saved yet", "Run the same command again"
         else:
             saved = "no checkpoint saved by this phase"
         what = f"{self.signal.name} during {self.phase} at step {trainer.global_step}"
