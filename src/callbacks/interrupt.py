@@ -38,6 +38,7 @@ class CheckpointOnInterrupt(Callback):
         self.phase: str | None = None
         self.path: Path | None = None  # the checkpoint written on the way out
         self.forced = False  # stopped at once, not at a safe point: nothing was written
+        self.outside_loops = False  # stopped while the Trainer set up or tore down, not in a loop
         self._requested: signal.Signals | None = None  # the first signal: the run stops at its next safe point
         self._held = False  # a stop held back until the validation under way has ended
         self._lightning_sigterm = None  # Lightning's SIGTERM handler, while ours holds stops during a validation
@@ -47,8 +48,11 @@ class CheckpointOnInterrupt(Callback):
 
     def _on_sigint(self, signum: int, frame: object) -> None:
         """Ctrl-C: the first asks for a stop at the next safe point, as SIGTERM does; a second stops at once."""
-        if self._requested is not None or signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-            self._stop_at_once(signal.SIGINT)  # a second Ctrl-C, or outside Lightning's loops: nothing to wait for
+        if self._requested is not None:  # a second Ctrl-C
+            self._stop_at_once(signal.SIGINT)
+        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:  # outside Lightning's loops: nothing to wait for
+            self.outside_loops = True
+            self._stop_at_once(signal.SIGINT)
         self._requested = signal.SIGINT
         log.warning("SIGINT: stopping at the end of this step, to save it; press Ctrl-C again to stop at once")
         signal.getsignal(signal.SIGTERM)(signum, frame)  # Lightning's SIGTERM handler (or ours that holds it)
@@ -57,6 +61,7 @@ class CheckpointOnInterrupt(Callback):
         """SIGTERM outside Lightning's loops (setting up, tearing down): stop at once. Inside them Lightning's
         handler runs first and calls this one too (it chains the handler it found): nothing more to do then."""
         if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            self.outside_loops = True
             self._stop_at_once(signal.SIGTERM)
         self._requested = self._requested or signal.SIGTERM
 
@@ -144,8 +149,10 @@ class CheckpointOnInterrupt(Callback):
 
     def _line(self, trainer: L.Trainer, how_to_go_on: str) -> str:
         checkpoints = trainer.checkpoint_callback
-        last = Path(checkpoints.dirpath) / "last.ckpt" if isinstance(checkpoints, ModelCheckpoint) else None
-        how = "stopped at once, without saving this step" if self.forced else None
+        last = None
+        if isinstance(checkpoints, ModelCheckpoint):  # its folder is known once the Trainer has set it up
+            last = Path(checkpoints.dirpath or trainer.default_root_dir) / "last.ckpt"
+        how = "stopped at once, without saving this step" if self.forced and not self.outside_loops else None
         if self.path:
             saved = f"saved {self.path}"
         elif trainer.state.fn == "fit" and last is None:  # checkpointing off: there is nothing to resume from
@@ -156,7 +163,9 @@ class CheckpointOnInterrupt(Callback):
             saved, how_to_go_on = "nothing was saved yet", "Run the same command again"
         else:
             saved = "no checkpoint saved by this phase"
-        what = f"{self.signal.name} during {self.phase} at step {trainer.global_step}"
+        phase = self.phase or "the start of the Trainer's call"  # stopped before Lightning reported it
+        phase = f"the setup or teardown of {phase}" if self.outside_loops else phase
+        what = f"{self.signal.name} during {phase} at step {trainer.global_step}"
         return f"{what}; {how + '; ' if how else ''}{saved}. {how_to_go_on}"
 
 
