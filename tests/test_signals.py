@@ -272,3 +272,33 @@ def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
     assert "never logged" not in resumed.stderr  # ModelCheckpoint's warning when a validation was skipped
     assert_same_training(unbroken / "checkpoints" / "last.ckpt", last)
     assert validation_losses(last.parent.parent) == validation_losses(unbroken)
+
+
+@pytest.mark.slow
+def test_ctrl_c_from_a_terminal_reaches_the_loader_workers_and_still_stops_at_a_safe_point(
+    mnist_data: Path, tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C signals the whole process group: the data loader's workers too, which must not die of it
+    before the main process has finished its step and saved."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    command = [sys.executable, "-m", "src.train", *vae_overrides(mnist_data), "trainer.max_epochs=1000",
+               "data.num_workers=1", f"paths.log_dir={tmp_path}"]  # fmt: skip
+    # a session of its own: the process group a terminal would signal, without this test's own process in it
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")):  # trained through a validation
+            assert process.poll() is None and time.monotonic() < deadline, "training did not get going"
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr[-3000:]
+    (last,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
+    assert f"saved {last}" in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
