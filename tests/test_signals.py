@@ -275,11 +275,11 @@ def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
 
 
 @pytest.mark.slow
-def test_ctrl_c_from_a_terminal_reaches_the_loader_workers_and_still_stops_at_a_safe_point(
+def test_ctrl_c_to_the_whole_process_group_with_loader_workers_still_stops_at_a_safe_point(
     mnist_data: Path, tmp_path: Path
 ) -> None:
-    """A terminal's Ctrl-C signals the whole process group: the data loader's workers too, which must not die of it
-    before the main process has finished its step and saved."""
+    """A terminal's Ctrl-C signals the whole process group, the data loader's workers too: the run still finishes
+    its step, saves and ends with its one line."""
     import subprocess
     import sys
 
