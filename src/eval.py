@@ -168,7 +168,9 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     check_scoring_options(cfg)
-    evaluate(cfg)
+    # every phase stops on one signal; the test and the scoring below name themselves
+    with interruptible("loading the checkpoint and data, or writing metrics.json", "Run the same command again"):
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    sample(cfg)
+    # every phase stops on one signal; the sampling below names itself
+    with interruptible("loading the checkpoint, or writing the samples", "Run the same command again"):
+        sample(cfg)
 
 
 if __name__ == "__main__":

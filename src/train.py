@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
-from src.callbacks.interrupt import CheckpointOnInterrupt
+from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from src.callbacks.resume import ExactResume
 from src.callbacks.validate_at_end import ValidateAtEnd
 from src.checkpoints.resume import check_resumable, resume_path, run_folder_of
@@ -184,7 +184,8 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    value, _ = train(cfg)
+    with interruptible("setting up the run, or writing metrics.json", "Run the same command again"):
+        value, _ = train(cfg)
     if sweep_job() is not None:  # one line per finished job, where a sweep's output is read
         value_text = "None" if value is None else f"{value:.5g}"
         print(f"sweep job {sweep_job()}: {cfg.monitor.metric}={value_text} | {' '.join(chosen_by_the_sweep())}")
