@@ -224,8 +224,8 @@ class OptunaSweeper(Sweeper):
             f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"hydra.sweeper.storage={quoted(storage_spec)}",
             "hydra.sweeper.n_workers=1",
         ])  # fmt: skip
-        log.info(f"Starting {self.n_workers} sweep workers on study {self.study_name!r}, "
-                 f"{environments[0]['OMP_NUM_THREADS']} torch thread(s) each"
+        log.info(f"Starting {self.n_workers} sweep workers on study {self.study_name!r}, each with "
+                 f"{environments[0]['OMP_NUM_THREADS']} of {total_threads} torch threads"
                  + (f", on GPU(s) {', '.join(gpus)}" if gpus else ""))  # fmt: skip
         exit_codes, signals = run_workers(command, environments)
         for number, code in enumerate(exit_codes, start=1):
