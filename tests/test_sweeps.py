@@ -280,3 +280,36 @@ def test_n_workers_run_trials_at_once_each_with_its_share_of_threads(tmp_path: P
     assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
                for a in trials for b in trials if a.number < b.number)  # fmt: skip
     assert job_folders(sweep_dir) == {0, 1, 2, 3} and (sweep_dir / "optimization_results.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_again(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
+                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # both workers in the middle of a trial: validated once, two epochs to go
+            assert sweep_process.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()
+            if (sweep_dir / "0").is_dir():  # the study is made before any job starts
+                running = [t for t in load(sweep_dir).trials if t.state == TrialState.RUNNING]
+                if len(running) == 2 and all(t.intermediate_values for t in running):
+                    break
+            time.sleep(0.2)
+        sweep_process.send_signal(signal.SIGTERM)  # to the sweep only: it passes the signal on to its workers
+        sweep_process.wait(timeout=120)
+    finally:
+        if sweep_process.poll() is None:
+            sweep_process.kill()
+    log = (tmp_path / "sweep.log").read_text()
+    assert sweep_process.returncode == 128 + signal.SIGTERM and "Traceback" not in log, log[-3000:]
+    study = load(sweep_dir)
+    trials = study.trials
+    stopped = [t for t in trials if t.number in {r.number for r in running}]
+    assert [t.state for t in stopped] == [TrialState.FAIL] * 2  # no trial left RUNNING
+    for trial in stopped:
+        assert failure_reason(study, trial) == "interrupted by SIGTERM; queued again with the same parameters"
+        again = trials[retried_as(trials)[trial.number]]
+        assert again.state == TrialState.WAITING and again.params == trial.params  # for the resume

@@ -21,6 +21,7 @@ callback reports to its trial.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -139,36 +140,42 @@ class OptunaSweeper(Sweeper):
             gpu = f", GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in os.environ else ""
             log.info(f"Sweep worker {worker} (process {os.getpid()}): {torch.get_num_threads()} torch thread(s){gpu}")
 
-        returns = []
-        adopted: set[int] = set()
         try:
-            while (batch_size := self._trials_to_ask(study, storage, adopted)) > 0:
-                with warnings.catch_warnings():  # Optuna beats only in optimize(); the sweeper beats itself
-                    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
-                    trials = [study.ask(search_space) for _ in range(batch_size)]
-                batch = [
-                    [*fixed, *(f"{key}={value}" for key, value in trial.params.items()),
-                     f"optuna.storage={quoted(storage_spec)}", f"optuna.study_name={quoted(self.study_name)}",
-                     f"optuna.trial={trial.number}"]
-                    for trial in trials
-                ]  # fmt: skip
-                self.validate_batch_is_legal(batch)
-                with heartbeats(storage, [trial._trial_id for trial in trials]):
-                    try:
-                        # job folders are numbered by trial: unique in the study, whichever process runs it
-                        results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-                    except (KeyboardInterrupt, SystemExit) as stop:  # a job ends an interrupted run with exit 130/143
-                        for trial in trials:
-                            interrupted(study, trial, stop)
-                        raise
-                for trial, result in zip(trials, results, strict=True):
-                    tell(study, trial, result)
-                returns.append(results)
+            with sigterm_ends_the_sweep():
+                returns = self._run_trials(study, storage, storage_spec, search_space, fixed)
         except KeyboardInterrupt:  # Ctrl-C between trials, or while waiting for other processes' trials
             raise SystemExit(128 + signal.SIGINT) from None
 
         if worker is None:
             self._write_best(study, sweep_dir)
+        return returns
+
+    def _run_trials(self, study: optuna.Study, storage: optuna.storages.BaseStorage, storage_spec: str,
+                    search_space: dict, fixed: list[str]) -> list[Sequence[Any]]:  # fmt: skip
+        """Ask, launch and tell trials until the study has n_trials (anywhere) and none is running."""
+        returns, adopted = [], set()
+        while (batch_size := self._trials_to_ask(study, storage, adopted)) > 0:
+            with warnings.catch_warnings():  # Optuna beats only in optimize(); the sweeper beats itself
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trials = [study.ask(search_space) for _ in range(batch_size)]
+            batch = [
+                [*fixed, *(f"{key}={value}" for key, value in trial.params.items()),
+                 f"optuna.storage={quoted(storage_spec)}", f"optuna.study_name={quoted(self.study_name)}",
+                 f"optuna.trial={trial.number}"]
+                for trial in trials
+            ]  # fmt: skip
+            self.validate_batch_is_legal(batch)
+            with heartbeats(storage, [trial._trial_id for trial in trials]):
+                try:
+                    # job folders are numbered by trial: unique in the study, whichever process runs it
+                    results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+                except (KeyboardInterrupt, SystemExit) as stop:  # a job ends an interrupted run with exit 130/143
+                    for trial in trials:
+                        interrupted(study, trial, stop)
+                    raise
+            for trial, result in zip(trials, results, strict=True):
+                tell(study, trial, result)
+            returns.append(results)
         return returns
 
     def _open_study(self, spec: str) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
@@ -345,6 +352,27 @@ def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -
                         f"parameters")  # fmt: skip
     retry(study, study.get_trials(deepcopy=False)[trial.number])
     log.info(f"Trial {trial.number} was interrupted ({how}): queued again with {trial.params}")
+
+
+@contextlib.contextmanager
+def sigterm_ends_the_sweep() -> Iterator[None]:
+    """SIGTERM ends the sweep as Ctrl-C does: its running trial is failed, with the reason, and queued again.
+
+    Python's default would end the process at once, leaving the trial RUNNING until its heartbeats go
+    stale. During training Lightning's own SIGTERM handler calls this one after its own (it keeps the
+    handler it found): there the run stops itself at the end of the batch, with a checkpoint, and this
+    one leaves it to.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGTERM) is stop:  # not called through Lightning's handler: not in training
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
