@@ -9,7 +9,7 @@ import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import quoted, resolve_storage
+from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import OptunaSweeper, check_settings, quoted, resolve_storage
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
@@ -29,6 +29,7 @@ def storage_spec(kind: str, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "journal" / "study.log")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_only_the_trial_that_stopped_beating_is_failed_with_its_reason_and_queued_again(
     tmp_path: Path, kind: str
@@ -55,6 +56,7 @@ def test_only_the_trial_that_stopped_beating_is_failed_with_its_reason_and_queue
     assert study.trials[live.number].state == TrialState.COMPLETE
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_trial_killed_again_is_not_retried_past_max_retry(tmp_path: Path) -> None:
     spec = storage_spec("journal", tmp_path)
     storage = open_storage(spec, heartbeat_interval=1, grace_period=2, on_stale_trial=RetryStaleTrial(2, max_retry=1))
@@ -105,3 +107,38 @@ def test_storages_are_named_absolutely_and_passwords_are_not_shown(tmp_path: Pat
     assert shown("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
     with pytest.raises(SystemExit, match="in-memory SQLite database is not shared with the jobs"):
         resolve_storage("sqlite://", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"n_workers": 0}, "error: hydra.sweeper.n_workers=0: expected a whole number >= 1"),
+        ({"heartbeat_interval": 30, "grace_period": 30},
+         "error: hydra.sweeper.grace_period=30: expected more than heartbeat_interval=30 (seconds)"),
+        ({"max_retry": -1}, "error: hydra.sweeper.max_retry=-1: expected null or a whole number >= 0"),
+    ],
+)  # fmt: skip
+def test_settings_a_sweep_cannot_run_with_are_refused_in_one_line(settings: dict, message: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        check_settings(OptunaSweeper(**settings))
+    assert str(stop.value) == message
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("nosuchdb://host/db", "error: hydra.sweeper.storage=nosuchdb://host/db: cannot open it: Can't load plugin"),
+        ("postgresql+nosuchdriver://u:secret@localhost/db",
+         "error: hydra.sweeper.storage=postgresql+nosuchdriver://u:***@localhost/db: cannot open it:"),
+    ],
+)  # fmt: skip
+def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(spec: str, expected: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        OptunaSweeper()._open_study(spec)
+    assert str(stop.value).startswith(expected) and "secret" not in str(stop.value) and "\n" not in str(stop.value)
+
+
+def test_a_journal_under_a_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match=r"^error: hydra.sweeper.storage=.*/file/study.log: cannot open it: "):
+        OptunaSweeper()._open_study(str(tmp_path / "file" / "study.log"))
