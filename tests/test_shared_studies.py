@@ -9,13 +9,14 @@ import optuna
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import OptunaSweeper, check_settings, quoted, resolve_storage
+from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import OptunaSweeper, check_settings, quoted
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
     failure_reason,
     heartbeats,
     open_storage,
+    resolve_storage,
     retried_as,
     shown,
 )

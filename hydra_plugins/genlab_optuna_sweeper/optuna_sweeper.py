@@ -48,8 +48,8 @@ from hydra_plugins.genlab_optuna_sweeper.storage import (
     fail_stale_trials,
     failure_reason,
     heartbeats,
-    is_url,
     open_storage,
+    resolve_storage,
     retried_as,
     retry,
     shown,
@@ -277,25 +277,6 @@ def check_settings(sweeper: OptunaSweeper) -> None:
                          f"heartbeat_interval={sweeper.heartbeat_interval} (seconds)")  # fmt: skip
     if sweeper.max_retry is not None and (not isinstance(sweeper.max_retry, int) or sweeper.max_retry < 0):
         raise SystemExit(f"error: hydra.sweeper.max_retry={sweeper.max_retry}: expected null or a whole number >= 0")
-
-
-def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
-    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path."""
-    if storage is None:
-        return f"sqlite:///{sweep_dir / 'optuna.db'}"
-    if not is_url(storage):  # a journal file
-        return str(Path(storage).expanduser().resolve())
-    try:
-        url = sqlalchemy.engine.make_url(storage)
-    except sqlalchemy.exc.ArgumentError as err:
-        raise SystemExit(f"error: hydra.sweeper.storage={storage}: not a database URL ({one_line(err)})") from None
-    if url.drivername.startswith("sqlite"):
-        if not url.database or url.database == ":memory:":
-            raise SystemExit(f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
-                             f"with the jobs; give a file (sqlite:///path/to/study.db)")  # fmt: skip
-        url = url.set(database=str(Path(url.database).expanduser().resolve()))
-        return url.render_as_string(hide_password=False)
-    return storage
 
 
 def quoted(value: str) -> str:

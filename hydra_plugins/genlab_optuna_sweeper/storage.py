@@ -24,11 +24,13 @@ from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 
 # Optuna's heartbeat interface. Its module is private because RDBStorage is the only storage that
-# implements it; journal storages have no heartbeat yet (optuna/optuna#6615, open): JournalHeartbeatStorage
+# implements it; journal storages have none in Optuna 5.0 (optuna/optuna#6615): JournalHeartbeatStorage
 # adds one. This import can go when JournalStorage takes heartbeat_interval itself.
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+
+from src.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,25 @@ def shown(spec: str) -> str:
         return sqlalchemy.engine.make_url(spec).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
         return spec
+
+
+def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
+    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path."""
+    if storage is None:
+        return f"sqlite:///{sweep_dir / 'optuna.db'}"
+    if not is_url(storage):  # a journal file
+        return str(Path(storage).expanduser().resolve())
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except sqlalchemy.exc.ArgumentError as err:
+        raise SystemExit(f"error: hydra.sweeper.storage={storage}: not a database URL ({one_line(err)})") from None
+    if url.drivername.startswith("sqlite"):
+        if not url.database or url.database == ":memory:":
+            raise SystemExit(f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
+                             f"with the jobs; give a file (sqlite:///path/to/study.db)")  # fmt: skip
+        url = url.set(database=str(Path(url.database).expanduser().resolve()))
+        return url.render_as_string(hide_password=False)
+    return storage
 
 
 def open_storage(
