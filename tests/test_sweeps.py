@@ -57,8 +57,10 @@ def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_
           "hydra.sweeper.grace_period=2")  # fmt: skip
     study = load(sweep_dir)
     trials = study.trials
-    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(completed) == 4  # two from before, one more, and the cut-off trial again once found stale
+    ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) == 4  # two from before, one more, and the cut-off trial again once found stale
+    # the resumed sweep's sampler does not start over from the seed: no trial repeats an earlier one's parameters
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) - 1  # but the retry
     assert trials[cut_off.number].state == optuna.trial.TrialState.FAIL
     assert failure_reason(study, trials[cut_off.number]).startswith("its process stopped: no heartbeat for over 2 s")
     assert trials[-1].params == cut_off.params and retried_as(trials) == {cut_off.number: trials[-1].number}

@@ -123,9 +123,10 @@ class OptunaSweeper(Sweeper):
                 self.config.hydra.sweeper.storage = storage_spec
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         storage, study = self._open_study(storage_spec)
-        if self.storage is not None and self.sampler is not None:
-            # other processes may share this study with the same sampler seed: without a seed of its own, each
-            # would ask the same first parameters (Optuna reseeds the same way for optimize(n_jobs > 1))
+        if self.sampler is not None and (self.storage is not None or study.get_trials(deepcopy=False)):
+            # a sampler seeded as the one that began the study (a resume), or as those of other processes sharing
+            # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
+            # > 1) reseeds its threads'). Only a new study in its own folder is reproducible from `seed`.
             self.sampler.reseed_rng()
         log.info(f"Study {self.study_name!r}: {self.direction} over {', '.join(search_space)}; storage "
                  f"{shown(storage_spec)}")  # fmt: skip
