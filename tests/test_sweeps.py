@@ -315,3 +315,14 @@ def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_
         assert failure_reason(study, trial) == "interrupted by SIGTERM; queued again with the same parameters"
         again = trials[retried_as(trials)[trial.number]]
         assert again.state == TrialState.WAITING and again.params == trial.params  # for the resume
+
+
+@pytest.mark.slow
+def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(tmp_path: Path, mnist_dir: Path) -> None:
+    (tmp_path / "file").write_text("")
+    storage = tmp_path / "file" / "study.journal"  # a journal under a file
+    result = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                       f"hydra.sweeper.storage={storage}")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: hydra.sweeper.storage={storage}: cannot open it:")
+    assert not (tmp_path / "sweep").exists()

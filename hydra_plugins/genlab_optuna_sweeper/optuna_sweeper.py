@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -114,15 +115,22 @@ class OptunaSweeper(Sweeper):
                  if not o.is_sweep_override()]  # fmt: skip
 
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         storage_spec = resolve_storage(self.storage, sweep_dir)
         worker = os.environ.get(WORKER_ENV)  # set for the workers of `n_workers`: their parent holds the folder
         if worker is None:
+            new_folder = not sweep_dir.exists()
+            sweep_dir.mkdir(parents=True, exist_ok=True)
             self._lock = lock_sweep_folder(sweep_dir)  # held until this process ends
+        try:
+            storage, study = self._open_study(storage_spec)
+        except SystemExit:
+            if worker is None and new_folder:  # a refused sweep leaves no folder behind
+                shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
+        if worker is None:
             with open_dict(self.config):  # the study's storage, resolved, for src.sweep_summary
                 self.config.hydra.sweeper.storage = storage_spec
             OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        storage, study = self._open_study(storage_spec)
         if self.sampler is not None and (self.storage is not None or study.get_trials(deepcopy=False)):
             # a sampler seeded as the one that began the study (a resume), or as those of other processes sharing
             # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
