@@ -13,7 +13,7 @@ from torch import Tensor
 from src.callbacks.image_grid import ReconstructionGrid
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 
 
@@ -72,7 +72,7 @@ class Autoencoder(L.LightningModule):
         images, _ = batch  # labels are not used
         loss, _ = self._loss(images)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:

@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.classifier import ConvClassifier
 
 
@@ -47,7 +47,7 @@ class Classifier(L.LightningModule):
         self.train_acc.update(logits, labels)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:

@@ -32,7 +32,7 @@ from src.callbacks.denoising import FixedNoiseSamples
 from src.errors import ConfigError
 from src.models.ema import averaged_copy
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.unet import UNet
 
 Objective = Literal["ddpm", "flow"]
@@ -255,7 +255,7 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         labels = self._drop_labels(labels) if self.hparams.conditional else None
         loss = self.loss(self.unet, images, labels)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _drop_labels(self, labels: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from src.callbacks.validate_at_end import is_last_validation
 from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.transformer import Transformer
 from src.utils.checkpoint import check_state_dict_fits
 
@@ -114,7 +114,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

@@ -15,7 +15,7 @@ from src.callbacks.image_grid import ReconstructionGrid
 from src.callbacks.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.nets.mlp import MLPDecoder, MLPEncoder
 
@@ -98,7 +98,7 @@ class VAE(L.LightningModule):
         recon, kl = self.elbo_terms(images)
         loss = recon + self.kl_weight() * kl
         if logs_this_step(self.trainer):
-            self._log_terms("train", images, loss, recon, kl, on_step=True, on_epoch=False)
+            self._log_terms("train", images, **on_host(loss=loss, recon=recon, kl=kl), on_step=True, on_epoch=False)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
