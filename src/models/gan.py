@@ -18,6 +18,7 @@ from torch import Tensor
 
 from src.callbacks.latent_grids import SampleGrid
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import clip_gradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step, on_host
@@ -71,6 +72,7 @@ class GAN(L.LightningModule):
         lr_discriminator: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         gradient_clip_val: float | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if min(latent_dim, n_critic, generator_channels, discriminator_channels) < 1:
@@ -86,6 +88,7 @@ class GAN(L.LightningModule):
             raise ConfigError(f"model.label_smoothing applies to loss=bce only, not loss={loss}")
         if not 0.0 <= label_smoothing < 0.5:
             raise ConfigError(f"model.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False  # two optimizers, stepped in training_step
         classes = num_classes if conditional else 0
@@ -93,6 +96,8 @@ class GAN(L.LightningModule):
         self.discriminator = Discriminator(image_shape, discriminator_channels, classes)
         # An exponential moving average of G's weights (and batch-norm statistics) samples better than G itself.
         self.ema_generator = averaged_copy(self.generator, ema_decay) if ema_decay is not None else None
+        # not D under wgan-gp: its gradient penalty differentiates through D twice, which torch.compile cannot
+        compile_networks(compile, self.generator, *([self.discriminator] if loss != "wgan-gp" else []))
 
     # --- sampling --------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
