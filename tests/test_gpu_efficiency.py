@@ -116,7 +116,7 @@ COMPILED = {
 }  # fmt: skip
 
 
-@pytest.mark.slow  # torch.compile of two small models on a CPU: about a minute
+@pytest.mark.slow  # torch.compile of small networks on a CPU: a minute or two each
 @pytest.mark.parametrize("family", COMPILED)
 def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eager(
     tmp_path: Path, mnist_dir: Path, family: str
@@ -126,6 +126,8 @@ def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eag
         overrides = [*TEST_OVERRIDES, *COMPILED[family], "data=mnist", "data.val_size=100", "data.batch_size=16",
                      f"paths.data_dir={mnist_dir}", "trainer.limit_train_batches=6", "trainer.max_steps=-1",
                      "trainer.max_epochs=1", "test=false", f"model.compile={compile_}", "seed=3",
+                     # no validation: eval mode and its batch sizes would compile the networks again
+                     "trainer.limit_val_batches=0", "monitor.metric=null",
                      "+callbacks.loss_curve._target_=tests.test_gpu_efficiency.LossCurve"]  # fmt: skip
         train(compose_config(overrides, tmp_path / compile_))
         curves[compile_] = json.loads((tmp_path / compile_ / "losses.json").read_text())
