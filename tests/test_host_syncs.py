@@ -182,6 +182,7 @@ def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]
     return json.loads((run_dir / "host_syncs.json").read_text())
 
 
+@pytest.mark.slow  # 7 batches through a dispatch mode that sees every operator: 5 to 25 s a family on 2 cores
 @pytest.mark.parametrize("family", FAMILIES)
 def test_steps_that_log_nothing_never_wait_for_the_device(family: str, tmp_path: Path, mnist_dir: Path) -> None:
     overrides = [*FAMILIES[family], *SMALL_IMAGES, f"paths.data_dir={mnist_dir}"]
@@ -192,6 +193,7 @@ def test_steps_that_log_nothing_never_wait_for_the_device(family: str, tmp_path:
     assert [batch for batch in quiet if batch["syncs"]] == []
 
 
+@pytest.mark.slow
 def test_gpt_steps_that_log_nothing_never_wait_for_the_device(tmp_path: Path, shakespeare_dir: Path) -> None:
     overrides = ["experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "model.n_layer=1",
                  "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.batch_size=8",
