@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_efficiency --out DIR [--families gan-bce diffusion ...] [--rounds 2]
     python -m benchmarks.gpu_efficiency --smoke --out DIR     # on the CPU, tiny: does every pair run?
+    python -m benchmarks.gpu_efficiency --out DIR --families diffusion --genlab-overrides model.compile=reduce-overhead
 
 genlab's side is its real training command: `src.train.train(cfg)` on the recipe's config (the entry point
 `python -m src.train` calls, with its always-on callbacks, progress bar and logger), timed by a callback over
@@ -150,8 +151,10 @@ class TimedBatches(Callback):
 
 
 # --- genlab: the real command ------------------------------------------------------------------------------
-def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: Path, smoke: bool) -> DictConfig:
-    """The recipe's config as `python -m src.train` composes it, at this batch size, stopped by TimedBatches."""
+def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: Path, smoke: bool,
+                  overrides: tuple[str, ...] = ()) -> DictConfig:  # fmt: skip
+    """The recipe's config as `python -m src.train` composes it, at this batch size, stopped by TimedBatches;
+    `overrides` (e.g. model.compile=reduce-overhead) apply to genlab's side only."""
     total = settings.warmup + settings.batches
     return compose([
         *family.overrides, *(family.smoke if smoke else []), f"data.batch_size={batch_size}",
@@ -163,7 +166,7 @@ def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: 
         "extras.print_config=false", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
         f"paths.output_dir={run_dir}", f"paths.log_dir={run_dir.parent}",
         "+callbacks.timed._target_=benchmarks.gpu_efficiency.TimedBatches",
-        f"+callbacks.timed.warmup={settings.warmup}", f"+callbacks.timed.batches={settings.batches}",
+        f"+callbacks.timed.warmup={settings.warmup}", f"+callbacks.timed.batches={settings.batches}", *overrides,
     ])  # fmt: skip
 
 
@@ -391,11 +394,13 @@ def batch_sizes(family: Family, settings: Settings, recipe_batch: int) -> list[i
     return [recipe_batch, 4 * recipe_batch if family.unit == "tokens" else settings.large_batch]
 
 
-def measure_pair(family: Family, settings: Settings, batch_size: int, work: Path, smoke: bool) -> dict[str, Any]:
+def measure_pair(family: Family, settings: Settings, batch_size: int, work: Path, smoke: bool,
+                 overrides: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """`settings.rounds` rounds of genlab and the plain loop, alternating which goes first."""
     runs: dict[str, list[dict[str, float]]] = {"genlab": [], "plain": []}
     for round_ in range(settings.rounds):
-        cfg = genlab_config(family, settings, batch_size, work / family.name / f"b{batch_size}_r{round_}", smoke)
+        run_dir = work / family.name / f"b{batch_size}_r{round_}"
+        cfg = genlab_config(family, settings, batch_size, run_dir, smoke, overrides)
         sides = [
             ("genlab", lambda cfg=cfg: genlab_run(cfg)),
             ("plain", lambda cfg=cfg: plain_run(cfg, family, settings)),
@@ -420,7 +425,8 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     lines = [
         "# genlab against a plain PyTorch loop of the same nets", "", header["machine"], "",
         f"{header['precision']}; {header['batches']} batches timed after {header['warmup']}, "
-        f"{header['rounds']} round(s) alternating the order; peak memory: {memory}.", "",
+        f"{header['rounds']} round(s) alternating the order; peak memory: {memory}"
+        f"{'; genlab with ' + ' '.join(header['genlab_overrides']) if header['genlab_overrides'] else ''}.", "",
         "| family | batch | genlab /s | plain /s | genlab / plain | genlab peak | plain peak |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]  # fmt: skip
@@ -438,7 +444,7 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 
 def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke: bool,
-        budget_s: float = math.inf) -> list[dict[str, Any]]:  # fmt: skip
+        budget_s: float = math.inf, overrides: tuple[str, ...] = ()) -> list[dict[str, Any]]:  # fmt: skip
     """Every family's pairs at both batch sizes, results rewritten after each; the pairs that would start after
     `budget_s` seconds are skipped and say so. Returns the rows."""
     begun = time.perf_counter()
@@ -446,7 +452,8 @@ def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke
     device = "cuda" if settings.accelerator == "gpu" else "cpu"
     header = {"machine": describe_machine(), "device": device, "precision": settings.precision,
               "warmup": settings.warmup, "batches": settings.batches, "rounds": settings.rounds, "smoke": smoke,
-              "gpu": torch.cuda.get_device_name() if device == "cuda" else None}  # fmt: skip
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+              "genlab_overrides": list(overrides)}  # fmt: skip
     rows: list[dict[str, Any]] = []
     for family in families:
         recipe_batch = compose([*family.overrides]).data.batch_size
@@ -457,7 +464,7 @@ def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke
                     row = {"family": family.name, "batch_size": batch_size,
                            "skipped": f"the {budget_s:.0f} s budget was spent"}  # fmt: skip
                 else:
-                    row = measure_pair(family, settings, batch_size, work, smoke)
+                    row = measure_pair(family, settings, batch_size, work, smoke, overrides)
             except Exception as err:  # noqa: BLE001 (one broken pair must not hide the others)
                 row = {"family": family.name, "batch_size": batch_size, "error": " ".join(str(err).split())[:300]}
             row["seconds"] = round(time.perf_counter() - started, 1)
@@ -479,6 +486,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help=f"pairs per (family, batch size); default {GPU.rounds}")
     parser.add_argument("--batches", type=int, help=f"batches timed; default {GPU.batches}")
     parser.add_argument("--budget-s", type=float, default=math.inf, help="pairs that would start later are skipped")
+    parser.add_argument("--genlab-overrides", nargs="+", default=[], metavar="OVERRIDE",
+                        help="Hydra overrides for genlab's side only, e.g. model.compile=reduce-overhead")  # fmt: skip
     args = parser.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU here; `--smoke` runs the benchmark on the CPU")
@@ -488,7 +497,7 @@ def main() -> None:
                                "batches": args.batches or settings.batches})  # fmt: skip
     families = [family for family in FAMILIES if args.families is None or family.name in args.families]
     work = (args.work or args.out / "runs").resolve()
-    rows = run(families, settings, args.out.resolve(), work, args.smoke, args.budget_s)
+    rows = run(families, settings, args.out.resolve(), work, args.smoke, args.budget_s, tuple(args.genlab_overrides))
     failed = [row for row in rows if "error" in row]
     measured = [row for row in rows if "ratio" in row]
     print(f"[gpu_efficiency] {len(measured)} of {len(rows)} pairs measured, {len(failed)} failed: "
