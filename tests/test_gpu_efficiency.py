@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from benchmarks.gpu_efficiency import FAMILIES
+from src.checkpoints import load_model, read_checkpoint
 from src.data.images import MNISTDataModule
 from src.errors import ConfigError
 from src.train import train
-from src.utils.checkpoint import load_checkpoint, load_model
 from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
 
 
@@ -87,7 +87,7 @@ def test_training_on_device_held_images_ends_with_the_same_weights(tmp_path: Pat
                      "model.generator_channels=8", "model.discriminator_channels=8", f"paths.data_dir={mnist_dir}",
                      f"data.on_device={on_device}", "test=false"]  # fmt: skip
         train(compose_config(overrides, tmp_path / on_device))
-        weights[on_device] = load_checkpoint(tmp_path / on_device / "checkpoints" / "last.ckpt")["state_dict"]
+        weights[on_device] = read_checkpoint(tmp_path / on_device / "checkpoints" / "last.ckpt")["state_dict"]
     assert weights["true"].keys() == weights["false"].keys()
     assert all(torch.equal(weights["true"][name], weights["false"][name]) for name in weights["true"])
 
@@ -136,7 +136,7 @@ def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eag
     tolerance = 2e-2 if family == "gan" else 1e-3
     assert curves["true"] == pytest.approx(curves["false"], rel=tolerance)
     # in place: the checkpoint's names are the eager model's, so it loads into one
-    checkpoint = load_checkpoint(tmp_path / "true" / "checkpoints" / "last.ckpt")
+    checkpoint = read_checkpoint(tmp_path / "true" / "checkpoints" / "last.ckpt")
     assert not any("_orig_mod" in name for name in checkpoint["state_dict"])
     assert load_model(tmp_path / "true" / "checkpoints" / "last.ckpt") is not None
 
