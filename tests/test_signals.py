@@ -210,7 +210,7 @@ def send_in(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, sent_at: 
 
 # (entry point, where the signal lands, the phase its line names)
 ENTRY_POINT_PHASES = {
-    "eval loading": ("src.eval", "src.eval.load_model", "loading the checkpoint and data"),
+    "eval loading": ("src.eval", "src.eval.model_from", "loading the checkpoint and data"),
     "eval test": ("src.eval", "src.models.vae.VAE.test_step", "the test"),
     "eval scoring": ("src.eval", "src.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
     "eval generation": ("src.eval", "src.models.vae.VAE.sample", "the scoring of images"),
