@@ -59,8 +59,9 @@ class SampleFID(Callback):
         share = range(rank, self.num_samples, world_size)  # this process's sample indices
         if not quality.fid.real_features_num_samples:  # real statistics once: the validation set does not change
             real_images = torch.cat(list(_first_images(trainer.datamodule.val_dataloader(), self.num_samples)))
-            for start in range(0, len(share), self.batch_size):
-                indices = torch.as_tensor(share[start : start + self.batch_size])
+            real_share = range(rank, len(real_images), world_size)  # fewer when the validation set is smaller
+            for start in range(0, len(real_share), self.batch_size):
+                indices = torch.as_tensor(real_share[start : start + self.batch_size])
                 quality.update(real_images[indices].to(pl_module.device), real=True)
         quality.reset_generated()
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
