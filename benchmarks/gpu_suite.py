@@ -13,6 +13,8 @@ skipped, and says so):
                 GAN (manual optimization: its own loss scaling) also in 16-mixed; images/s, final losses, all
                 finite; one sample_fid validation on the GPU
   ddp           `trainer=ddp trainer.devices=1` for the GAN: the NCCL path in one process
+  fsdp          `experiment=gpt_shakespeare trainer=fsdp trainer.devices=1` (FSDP2): trained, resumed half way (compared
+                with the unbroken run weight for weight), its checkpoint scored by src.eval
   eval_sample   `python -m src.eval` and `python -m src.sample` on the checkpoints of gpt and families
   gpt_compile   the gpt part with model.compile=true, when the budget leaves room for it
   efficiency    benchmarks.gpu_efficiency: every family's training command against a plain PyTorch loop of the
@@ -326,6 +328,57 @@ def ddp_part(suite: Suite, record: dict, deadline: float) -> str:
     return f"model=gan (manual optimization, SyncBatchNorm) under DDP, backend {backend[1]}; metrics finite"
 
 
+def fsdp_part(suite: Suite, record: dict, deadline: float) -> str:
+    """`experiment=gpt_shakespeare trainer=fsdp trainer.devices=1`: trained, stopped half way and resumed (against the
+    unbroken run, weight for weight), and its checkpoint evaluated by `python -m src.eval`."""
+    steps = 12 if suite.smoke else 200
+    recipe = [entry for entry in TINY_GPT if not entry.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
+    overrides = [
+        # deterministic kernels; on the GPU where one has none (attention's backward) a warning, not an error
+        "experiment=gpt_shakespeare", "trainer=fsdp", "trainer.devices=1",
+        f"trainer.deterministic={'true' if suite.smoke else 'warn'}",
+        f"trainer.val_check_interval={steps // 2}", f"model.lr_decay_steps={steps}", "test=false",
+        "extras.print_config=false", f"paths.log_dir={suite.work}",
+        *(recipe if suite.smoke else ["data.num_val_windows=640"]),
+    ]  # fmt: skip
+    unbroken, resumed = suite.work / "fsdp" / "unbroken", suite.work / "fsdp" / "resumed"
+    output = suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps}", f"hydra.run.dir={unbroken}"],
+                              "fsdp_unbroken", deadline - time.perf_counter())  # fmt: skip
+    backend = re.search(r"distributed_backend=(\w+)", output)
+    suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps // 2}", f"hydra.run.dir={resumed}"],
+                     "fsdp_first_half", deadline - time.perf_counter())  # fmt: skip
+    suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps}", f"hydra.run.dir={resumed}_continued",
+                                   f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}"],
+                     "fsdp_resumed", deadline - time.perf_counter())  # fmt: skip
+    expected, got = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (unbroken, resumed))
+    if got["global_step"] != expected["global_step"]:
+        raise PartFailed(f"the resumed run ended at step {got['global_step']}, the unbroken one at "
+                         f"{expected['global_step']}")  # fmt: skip
+    differences = [(tensor.float() - got["state_dict"][name].float()).abs().max().item()
+                   for name, tensor in expected["state_dict"].items()]  # fmt: skip
+    exact = max(differences) == 0.0
+    if suite.smoke and not exact:  # the CPU is deterministic: a resume that is not exact there is a bug
+        raise PartFailed(f"resumed weights differ from the unbroken run's by up to {max(differences):.3g}")
+    metrics = json.loads((unbroken / "metrics.json").read_text())
+    _check_finite(metrics, "fsdp")
+    eval_dir = suite.work / "eval" / "fsdp"
+    arguments = [f"ckpt_path={unbroken / 'checkpoints' / 'last.ckpt'}", f"accelerator={suite.accelerator}",
+                 f"paths.log_dir={suite.work}", f"hydra.run.dir={eval_dir}"]  # fmt: skip
+    suite.run_module("src.eval", arguments, "fsdp_eval", deadline - time.perf_counter())
+    evaluated = json.loads((eval_dir / "metrics.json").read_text())
+    record["results"] = {
+        "backend": backend[1] if backend else None, "steps": steps, "val_loss": metrics["val/loss"],
+        "resumed_bit_exact": exact, "resumed_max_abs_difference": max(differences),
+        "eval_val_loss": evaluated["val/loss"],
+    }  # fmt: skip
+    resume = "bit-exact" if exact else f"weights differ by up to {max(differences):.2g}"
+    return (
+        f"GPT under FSDP2 on one device ({record['results']['backend']}): val/loss {metrics['val/loss']:.4f} after "
+        f"{steps} steps; resumed from step {steps // 2}: {resume}; src.eval of its checkpoint: val/loss "
+        f"{evaluated['val/loss']:.4f}"
+    )
+
+
 # (entry point, the run whose last.ckpt it reads, overrides, the file it must write); src.eval of an image model
 # scores the whole test split (10,000 images through the feature classifier): a minute or more on a small CPU,
 # so the smoke run leaves it to the GPU
@@ -400,11 +453,15 @@ def _efficiency_row(row: dict[str, Any]) -> dict[str, Any]:
             "note": f"{row['unit']}/s; plain {row['plain_per_s']:,.0f}, genlab / plain {row['ratio']:.2f}"}  # fmt: skip
 
 
+SMOKE_BUDGET_S = 120
+
+
 @dataclass(frozen=True)
 class Part:
     name: str
-    budget_s: float  # on one H100/H200; the smoke run on a CPU gets SMOKE_BUDGET_S each
+    budget_s: float  # on one H100/H200
     run: Callable[[Suite, dict, float], str]
+    smoke_budget_s: float = SMOKE_BUDGET_S  # on a small CPU, with --smoke
 
 
 # in order of value: when the budget runs short, the last ones are skipped
@@ -413,17 +470,18 @@ PARTS = [
     Part("overhead", 60, overhead_part),
     Part("families", 120, families_part),
     Part("ddp", 45, ddp_part),
+    # three training commands (two processes' worth of start-up each on the CPU) and one src.eval
+    Part("fsdp", 100, fsdp_part, smoke_budget_s=300),
     Part("eval_sample", 150, eval_sample_part),  # six commands, each starting Python, Lightning and CUDA anew
     Part("gpt_compile", 240, lambda suite, record, deadline: gpt_part(suite, record, deadline, compile=True)),
     # issue 23's GPU run: `bash benchmarks/gpu_run.sh efficiency` runs this part alone, with the whole budget
     Part("efficiency", 450, efficiency_part),
 ]
-SMOKE_BUDGET_S = 120
 
 
 def run_part(suite: Suite, part: Part) -> None:
     """Run one part within its budget and record what came of it; never raises (later parts still run)."""
-    budget = SMOKE_BUDGET_S if suite.smoke else part.budget_s
+    budget = part.smoke_budget_s if suite.smoke else part.budget_s
     record = {"part": part.name, "status": "running", "reason": "cut off while running", "budget_s": budget}
     suite.records.append(record)
     started = time.perf_counter()

@@ -36,7 +36,7 @@ from src.errors import ConfigError, exit_on_user_error
 from src.utils.checkpoint_reader import check_state_dict_fits
 from src.utils.checkpoint_writer import AtomicCheckpointIO
 from src.utils.config import print_config_tree, register_resolvers, to_plain
-from src.utils.devices import check_devices
+from src.utils.devices import check_devices, check_sharding
 from src.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from src.utils.locks import try_lock
 from src.utils.loggers import finish_loggers, log_final_metrics
@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
+    check_sharding(trainer, model, cfg.trainer)
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 

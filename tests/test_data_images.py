@@ -11,7 +11,7 @@ import torchvision
 
 from src.data.images import FashionMNISTDataModule, MNISTDataModule
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
-from tests.conftest import LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
+from tests.conftest import LocalCIFAR10, LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
 
 MNIST_SHAPE = {"image_shape": (1, 28, 28), "num_classes": 10}
 
@@ -104,6 +104,32 @@ def test_missing_dataset_without_network_says_where_and_what(tmp_path: Path, dow
     assert ("the download failed" if download else "data.download=false") in message
     assert "Traceback" not in message
     assert list(tmp_path.iterdir()) == []  # the failed download left no empty MNIST/raw behind
+
+
+def test_mnist_download_of_wrong_files_leaves_no_folder_behind(
+    tmp_path: Path, mnist_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the local server answers, but with files whose checksums are not the expected ones
+    monkeypatch.setattr(ServedMNIST, "resources", [(name, "0" * 32) for name, _ in ServedMNIST.resources])
+    datamodule = ServedMNISTDataModule(str(tmp_path / "data"), **MNIST_SHAPE, mirrors=[mnist_server])
+    with pytest.raises(DatasetNotFoundError, match="the download failed"):
+        datamodule.prepare_data()
+    assert not (tmp_path / "data").exists()  # neither data/ServedMNIST/raw nor the archive that failed its check
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
+def test_download_from_nowhere_leaves_no_folder_behind(
+    tmp_path: Path, dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 127.0.0.1:9 refuses connections
+    if dataset == "cifar10":
+        monkeypatch.setattr(LocalCIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+        datamodule = LocalCIFAR10DataModule(str(tmp_path / "data"), image_shape=(3, 32, 32), num_classes=10)
+    else:
+        datamodule = FashionMNISTDataModule(str(tmp_path / "data"), **MNIST_SHAPE, mirrors=["http://127.0.0.1:9/"])
+    with pytest.raises(DatasetNotFoundError, match=rf"{datamodule.dataset_name} was not found .*the download failed"):
+        datamodule.prepare_data()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_truncated_file_is_named_and_left_alone(mnist_dir: Path) -> None:

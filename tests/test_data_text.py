@@ -55,16 +55,22 @@ def test_download_from_url_with_checksum(tmp_path: Path, http_server: tuple[str,
     datamodule = _ready(ShakespeareDataModule(str(tmp_path / "data"), block_size=16, url=f"{url}input.txt", md5=md5))
     assert (tmp_path / "data" / "tinyshakespeare" / "input.txt").read_text() == text
     assert datamodule.vocab_size == len(set(text))
-    # a download whose checksum does not match is refused, and nothing is left behind
+    # a download whose checksum does not match is refused, and leaves no folder (nor file) behind
     with pytest.raises(DatasetNotFoundError, match="the download from .* failed"):
         ShakespeareDataModule(str(tmp_path / "other"), url=f"{url}input.txt", md5="0" * 32).prepare_data()
-    assert list((tmp_path / "other" / "tinyshakespeare").iterdir()) == []
+    assert not (tmp_path / "other").exists()
+    # into a data folder that exists already: it stays, and is left as it was
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DatasetNotFoundError, match="the download from .* failed"):
+        ShakespeareDataModule(str(tmp_path / "mine"), url=f"{url}input.txt", md5="0" * 32).prepare_data()
+    assert list((tmp_path / "mine").iterdir()) == []
 
 
-def test_missing_text_without_network(tmp_path: Path) -> None:
-    datamodule = ShakespeareDataModule(str(tmp_path), url="http://127.0.0.1:9/input.txt")
+def test_missing_text_without_network_leaves_no_folder_behind(tmp_path: Path) -> None:
+    datamodule = ShakespeareDataModule(str(tmp_path / "data"), url="http://127.0.0.1:9/input.txt")
     with pytest.raises(DatasetNotFoundError, match=r"Tiny Shakespeare was not found at .*input.txt.*DATA_DIR"):
         datamodule.prepare_data()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_truncated_text_is_named(tmp_path: Path, shakespeare_dir: Path) -> None:

@@ -36,13 +36,18 @@ class TextSample(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, TextGenerator, type(self).__name__)
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.max_new_tokens < 1:
             return
+        # every process generates (the same text, from the same seed): under trainer=fsdp each holds a shard of
+        # the network, and gathering it for a forward is a collective that all must join; rank zero writes
         (text,) = pl_module.generate_text(
             self.prompt, self.max_new_tokens, self.temperature, self.top_k, seed=self.seed
         )
+        self._write(trainer, text)
+
+    @rank_zero_only
+    def _write(self, trainer: L.Trainer, text: str) -> None:
         step = trainer.global_step
         path = Path(trainer.default_root_dir) / "samples" / f"step_{step:06d}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ import warnings
 
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from torch.utils.data import Dataset, default_convert
+from torch.utils.data import Dataset, RandomSampler, default_convert
 from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
 
 # torchdata 0.11 calls an API that torch 2.14 deprecates, once per loader; nothing for users to act on
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
@@ -34,19 +35,27 @@ def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_wo
     """
     if dataset is None:
         raise RuntimeError("call setup() before asking for a dataloader")
-    loader = StatefulDataLoader(
+    # A generator for the order alone: torchdata restores the sampler's generator but not the draw each new
+    # iterator makes from the loader's, so sharing one would change the order of every epoch after a mid-epoch resume.
+    order = torch.Generator().manual_seed(torch.initial_seed() + 1)
+    return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,  # as a keyword, so that Lightning keeps shuffling when it swaps in a DistributedSampler
+        sampler=ShuffledOrder(dataset, generator=order) if shuffle else None,
         num_workers=num_workers,
         collate_fn=default_convert,  # passes the batch's tensors through as they are
         persistent_workers=num_workers > 0,
         worker_init_fn=ignore_sigint,
         generator=torch.Generator().manual_seed(torch.initial_seed()),  # the workers' seeds
     )
-    if shuffle:
-        # A generator for the order alone: torchdata restores the sampler's generator but not the draw each
-        # new iterator makes from the loader's, so sharing one would change the order of every epoch after
-        # a mid-epoch resume.
-        loader.sampler.generator = torch.Generator().manual_seed(torch.initial_seed() + 1)
-    return loader
+
+
+class ShuffledOrder(StatefulRandomSampler, RandomSampler):
+    """torchdata's RandomSampler (its generator's state is saved and restored with the loader's), which Lightning
+    also knows for a torch RandomSampler.
+
+    Under DDP and FSDP, Lightning replaces a torch RandomSampler by a DistributedSampler, whose order is a function of
+    the seed and the epoch, so a resumed run draws it again; any other sampler it wraps in a DistributedSamplerWrapper
+    that draws each epoch's order from this sampler's generator, whose state no checkpoint holds: a resumed run then
+    trained on other batches than the unbroken one (found by tests/test_scale.py).
+    """

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
 from src.data.batching import batch_loader
+from src.data.folders import removed_if_failed
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
 
@@ -132,15 +133,12 @@ class ImageDataModule(L.LightningDataModule):
         if not self.hparams.download:
             reason = "downloading is off (data.download=false)"
         else:
-            made = [parent for parent in (folder, *folder.parents) if not parent.exists()]  # what a download makes
             try:
-                self.download_files()
+                with removed_if_failed(folder):
+                    self.download_files()
                 return
             except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
                 reason = f"the download failed ({one_line(err)})"
-                for parent in made:  # leave nothing behind: the folders the failed download made, once empty
-                    if parent.is_dir() and not any(parent.iterdir()):
-                        parent.rmdir()
         raise DatasetNotFoundError(
             f"{self.dataset_name} was not found in {folder} (expected {expected}), and {reason}. "
             f"Set DATA_DIR (or paths.data_dir) to the folder that holds "

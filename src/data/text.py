@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import calculate_md5, download_url
 
 from src.data.batching import batch_loader
+from src.data.folders import removed_if_failed
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -140,10 +141,11 @@ class ShakespeareDataModule(L.LightningDataModule):
             reason = "downloading is off (data.download=false)"
         else:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryDirectory(dir=self.path.parent) as tmp:
-                    download_url(self.hparams.url, tmp, filename=self.path.name, md5=self.hparams.md5)
-                    os.replace(Path(tmp) / self.path.name, self.path)
+                with removed_if_failed(self.path.parent):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with tempfile.TemporaryDirectory(dir=self.path.parent) as tmp:
+                        download_url(self.hparams.url, tmp, filename=self.path.name, md5=self.hparams.md5)
+                        os.replace(Path(tmp) / self.path.name, self.path)
                 return
             except (OSError, RuntimeError) as err:  # urllib's URLError is an OSError
                 reason = f"the download from {self.hparams.url} failed ({one_line(err)})"

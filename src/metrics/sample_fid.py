@@ -53,15 +53,25 @@ class SampleFID(Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         quality = self.quality.to(pl_module.device)
+        # Under DDP each process scores its share of the images, and torchmetrics sums the feature statistics
+        # across processes: num_samples real and num_samples generated images in all, none counted twice.
+        rank, world_size = trainer.global_rank, trainer.world_size
+        share = range(rank, self.num_samples, world_size)  # this process's sample indices
         if not quality.fid.real_features_num_samples:  # real statistics once: the validation set does not change
-            for images in _first_images(trainer.datamodule.val_dataloader(), self.num_samples):
-                quality.update(images.to(pl_module.device), real=True)
+            real_images = torch.cat(list(_first_images(trainer.datamodule.val_dataloader(), self.num_samples)))
+            real_share = range(rank, len(real_images), world_size)  # fewer when the validation set is smaller
+            for start in range(0, len(real_share), self.batch_size):
+                indices = torch.as_tensor(real_share[start : start + self.batch_size])
+                quality.update(real_images[indices].to(pl_module.device), real=True)
         quality.reset_generated()
-        for start in range(0, self.num_samples, self.batch_size):
-            with torch.no_grad():
-                quality.update(pl_module.sample(min(self.batch_size, self.num_samples - start)), real=False)
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the training stream is left as it was
+            if world_size > 1:  # every process starts from the same seed: without this they draw the same samples
+                torch.manual_seed(torch.initial_seed() + rank)
+            for start in range(0, len(share), self.batch_size):
+                with torch.no_grad():
+                    quality.update(pl_module.sample(min(self.batch_size, len(share) - start)), real=False)
         scores = quality.compute()
-        # computed identically on every rank (same samples per rank is fine for a monitoring metric)
         pl_module.log_dict({name: scores[name.removeprefix("val/")] for name in self.logged_metrics}, sync_dist=True)
         entropy = scores["label_entropy"]
         if self.min_label_entropy is not None and entropy < self.min_label_entropy and trainer.is_global_zero:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from torchmetrics.text import Perplexity
 
 from src.callbacks.text_sample import TextSample
@@ -98,10 +100,15 @@ class GPT(ClipsFusedGradients, L.LightningModule):
             raise RuntimeError("the vocabulary is unknown: call setup() or load a checkpoint first")
         hp = self.hparams
         self.net = Transformer(len(self.vocab), hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
+        if self.device_mesh is not None:  # trainer=fsdp (ModelParallelStrategy): shard here, as Lightning asks
+            shard_blocks(self.net, self.device_mesh["data_parallel"])
         compile_networks(hp.compile, self.net)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        check_state_dict_fits(self, checkpoint["state_dict"])  # the network is built by now: before its weights load
+        # the network is built by now: check before its weights load. Under trainer=fsdp the strategy has loaded
+        # them already, into the shards (and took them out of `checkpoint`), with torch's strict check
+        if "state_dict" in checkpoint:
+            check_state_dict_fits(self, checkpoint["state_dict"])
 
     def forward(self, idx: Tensor) -> Tensor:
         """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
@@ -180,6 +187,17 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         idx = prompt_ids.to(self.device).expand(num_samples, -1)  # (num_samples, T)
         out = self.net.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=generator)
         return [self.vocab.decode(row) for row in out]
+
+
+def shard_blocks(net: Transformer, mesh: DeviceMesh) -> None:
+    """FSDP2 over `mesh`: each block one unit (gathered for its forward and backward, then freed), and the rest
+    (embeddings, final norm, tied head) one more; every process keeps only its shard of each parameter."""
+    for block in net.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(net, mesh=mesh)
+    # generate() calls self.forward, not the module: this runs the root unit's gathering around it too, so that
+    # text sampling works on a sharded net (every process must take part: it is a collective)
+    register_fsdp_forward_method(net, "generate")
 
 
 def warmup_cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+import lightning as L
 from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
 from src.errors import ConfigError
@@ -32,3 +35,23 @@ def check_devices(trainer: DictConfig) -> None:
     if devices > limit:
         kind = "GPUs" if on_gpu else "CPU processes (one per core at most)"
         raise ConfigError(f"trainer.devices={devices} asks for {devices} {kind}, but {available}")
+
+
+def check_sharding(trainer: L.Trainer, model: L.LightningModule, trainer_cfg: DictConfig) -> None:
+    """Refuse trainer=fsdp for a model that does not shard itself, or a data-parallel size that is not the number of
+    processes: Lightning says either only in a traceback, once the processes have started."""
+    if not isinstance(trainer.strategy, ModelParallelStrategy):
+        return
+    if not is_overridden("configure_model", model):  # the same test as Lightning's
+        raise ConfigError(
+            f"trainer=fsdp shards a model that builds and shards its network in configure_model (model=gpt); "
+            f"{type(model).__name__} does not. Its network is small enough to copy whole: use trainer=ddp"
+        )
+    processes = trainer.num_devices * trainer.num_nodes
+    data_parallel_size = trainer_cfg.strategy.get("data_parallel_size")
+    if data_parallel_size != processes:
+        raise ConfigError(
+            f"trainer.strategy.data_parallel_size={data_parallel_size}, but the run has {processes} processes "
+            f"({trainer.num_devices} devices x {trainer.num_nodes} nodes): set trainer.devices to a count, and on "
+            f"several nodes trainer.strategy.data_parallel_size to devices x nodes"
+        )
