@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import ConfigError, exit_on_user_error, one_line
-from src.utils.run_folder import as_params, read_metrics, read_overrides, varying
+from src.run_folder import as_params, read_metrics, read_overrides, varying
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

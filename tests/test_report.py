@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from src.curve_plots import comparison_panels, run_colors, run_panels
 from src.report import write_report
-from src.utils.curve_plots import comparison_panels, run_colors, run_panels
 from tests.conftest import write_mnist_raw
 from tests.test_cli import run_train
 from tests.test_eval_sample import run_module
