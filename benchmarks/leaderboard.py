@@ -29,8 +29,8 @@ from torchvision.utils import save_image
 
 from benchmarks.commands import ROOT, run_module
 from benchmarks.machine import describe_machine
-from src.callbacks.image_grid import tile_grid
-from src.models.capabilities import ImageSampler
+from src.capabilities import ImageSampler
+from src.models.previews.image_grid import tile_grid
 from src.report import page, png_tag
 from src.utils.checkpoint import load_model
 

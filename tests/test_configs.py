@@ -12,8 +12,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from src.capabilities import ImageSampler, Reconstructor
 from src.errors import ConfigError
-from src.models.capabilities import ImageSampler, Reconstructor
 from src.utils.config import CONF_DIR
 from src.utils.instantiate import instantiate_all
 from src.utils.validation import check_config, check_pairing

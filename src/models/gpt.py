@@ -17,13 +17,12 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics.text import Perplexity
 
-from src.callbacks.text_sample import TextSample
-from src.callbacks.validate_at_end import is_last_validation
 from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import is_last_validation, logs_this_step
 from src.models.nets.transformer import Transformer
+from src.models.previews.text_sample import TextSample
 from src.utils.checkpoint import check_state_dict_fits
 
 

@@ -1,4 +1,5 @@
-"""Which training steps' logged values reach the loggers, so that the other steps can skip `self.log`."""
+"""Where a step stands in the run, read from the Trainer's public state: whether its logged values reach the loggers
+(the other steps skip `self.log`), and whether a validation is the run's last."""
 
 from __future__ import annotations
 
@@ -15,3 +16,12 @@ def logs_this_step(trainer: L.Trainer) -> bool:
     """
     step = trainer.global_step + 1  # the step being taken
     return bool(trainer.fast_dev_run) or trainer.should_stop or step % max(1, trainer.log_every_n_steps) == 0
+
+
+def is_last_validation(trainer: L.Trainer) -> bool:
+    """True in a validation that no training follows: `trainer.validate`, or the last one of a fit (ValidateAtEnd's at
+    max_steps, the one a stop request brings about, or the last epoch's)."""
+    if trainer.state.fn != "fit":
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+    return trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (last_epoch and trainer.is_last_batch)
