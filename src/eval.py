@@ -27,9 +27,9 @@ from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from src.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
 from src.data import DATA_CLASSES
 from src.data.images import ImageDataModule
-from src.errors import exit_on_user_error
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.utils.checkpoint import CheckpointError, load_checkpoint, load_model
+from src.utils.failed_runs import exit_on_user_error
 from src.utils.instantiate import instantiate
 
 log = logging.getLogger(__name__)

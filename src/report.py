@@ -21,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from src.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError
 from src.models.previews.image_grid import CAPTION_KEY
 from src.run_folder import as_params, find_runs, is_run, read_curves, read_metrics, read_overrides, varying
+from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from torchvision.utils import save_image
 
 from src.callbacks.interrupt import interruptible
 from src.capabilities import ImageSampler, TextGenerator, use_sampling_options
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError
 from src.models.previews.image_grid import tile_grid
 from src.utils.checkpoint import load_model
+from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ import optuna
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import ConfigError, exit_on_user_error, one_line
+from src.errors import ConfigError, one_line
 from src.run_folder import as_params, read_metrics, read_overrides, varying
+from src.utils.failed_runs import exit_on_user_error
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

@@ -31,7 +31,7 @@ from src.callbacks.finite_loss import StopOnNonFiniteLoss
 from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.callbacks.resume import ExactResume
 from src.callbacks.validate_at_end import ValidateAtEnd
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError
 from src.utils.checkpoint import (
     AtomicCheckpointIO,
     check_resumable,
@@ -41,6 +41,7 @@ from src.utils.checkpoint import (
 )
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
+from src.utils.failed_runs import exit_on_user_error
 from src.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from src.utils.locks import try_lock
 from src.utils.loggers import finish_loggers, log_final_metrics
