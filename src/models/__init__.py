@@ -13,5 +13,6 @@ MODEL_CLASSES = frozenset(
         "src.models.gpt.GPT",
         "src.models.diffusion.Diffusion",
         "src.models.classifier.Classifier",
+        "src.models.normalizing_flow.NormalizingFlow",
     }
 )
