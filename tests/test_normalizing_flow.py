@@ -183,7 +183,7 @@ def test_recipe_trains_samples_and_evaluates_from_the_command_line(tmp_path: Pat
     sampled = run_module("src.sample", f"ckpt_path={checkpoint}", "num_samples=8", f"paths.log_dir={tmp_path}")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert list((tmp_path / "sample" / "runs").glob("*/samples.png"))
-    evaluated = run_module("src.eval", f"ckpt_path={checkpoint}", "num_samples=20", "data.batch_size=10",
+    evaluated = run_module("src.eval", f"ckpt_path={checkpoint}", "num_samples=20", "batch_size=10",
                            f"paths.data_dir={fashion_mnist_dir}", f"paths.log_dir={tmp_path}")  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (eval_metrics,) = (tmp_path / "eval" / "runs").glob("*/metrics.json")
