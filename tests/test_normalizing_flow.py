@@ -189,3 +189,29 @@ def test_recipe_trains_samples_and_evaluates_from_the_command_line(tmp_path: Pat
     (eval_metrics,) = (tmp_path / "eval" / "runs").glob("*/metrics.json")
     scores = json.loads(eval_metrics.read_text())
     assert {"test/bpd", "sample/fid", "sample/kid"} <= scores.keys()
+
+
+class SaveWeightsPerRank(L.Callback):
+    """Each DDP rank writes its weights at the end of training, to compare the replicas."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.save(pl_module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_replicas_under_ddp_hold_the_same_weights(tmp_path: Path, mnist_dir: Path) -> None:
+    # ActNorm initialises from each rank's own first batch: rank 0's statistics must reach the other rank
+    result = run_train("trainer=ddp_sim", "model=normalizing_flow", "model.hidden_channels=4",
+                       "model.coupling_layers=1", "data=mnist", "data.val_size=100", "data.batch_size=16",
+                       "trainer.max_steps=2", "trainer.limit_val_batches=1", "test=false", "extras.print_config=false",
+                       "~callbacks.rich_progress_bar", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+                       "+callbacks.weights._target_=tests.test_normalizing_flow.SaveWeightsPerRank",
+                       f"+callbacks.weights.folder={tmp_path}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    assert any(name.endswith("initialized") and rank0[name] for name in rank0)

@@ -26,6 +26,11 @@ class ActNorm(nn.Module):
             with torch.no_grad():
                 self.bias.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
                 self.log_scale.copy_(x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6).log())
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    # each DDP rank sees its own first batch: all take rank 0's statistics, or the replicas,
+                    # which then receive the same averaged updates, would stay different for good
+                    torch.distributed.broadcast(self.bias, src=0)
+                    torch.distributed.broadcast(self.log_scale, src=0)
                 self.initialized.fill_(True)
         height, width = x.shape[2:]
         log_det = -self.log_scale.sum() * height * width  # the same scale at every pixel
