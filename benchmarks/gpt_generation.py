@@ -15,8 +15,8 @@ import time
 import torch
 
 from benchmarks.machine import describe_machine
+from src.checkpoints import load_model
 from src.models.nets.transformer import Transformer
-from src.utils.checkpoint import load_model
 from src.utils.config import compose
 
 

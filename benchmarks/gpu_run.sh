@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/gpu_run.sh [more options of benchmarks.gpu_suite, e.g. --budget-s 400]
 #   bash benchmarks/gpu_run.sh leaderboard [options of benchmarks.leaderboard, e.g. --budget 1]
+#   bash benchmarks/gpu_run.sh efficiency      # genlab against plain loops (benchmarks.gpu_efficiency), ~7 minutes
 #
 # $OUT/gpu gets results.md, results.json, suite.log and logs.tar.gz (every command's log and run_stats.json);
 # the run folders (checkpoints) stay in $WORK, which nothing copies back.
@@ -36,6 +37,11 @@ if [[ ${1:-} == leaderboard ]]; then  # the board straight into $OUT (rewritten 
         --accelerator gpu "$@" 2>&1 | tee "$OUT/leaderboard/leaderboard.log" || status=$?
     (cd "$WORK/leaderboard" && tar czf "$OUT/leaderboard/logs.tar.gz" logs) || true
     exit "$status"
+fi
+
+if [[ ${1:-} == efficiency ]]; then  # the suite's efficiency part alone, with its whole budget
+    shift
+    set -- --parts efficiency --budget-s 460 "$@"
 fi
 
 status=0

@@ -15,6 +15,8 @@ skipped, and says so):
   ddp           `trainer=ddp trainer.devices=1` for the GAN: the NCCL path in one process
   eval_sample   `python -m src.eval` and `python -m src.sample` on the checkpoints of gpt and families
   gpt_compile   the gpt part with model.compile=true, when the budget leaves room for it
+  efficiency    benchmarks.gpu_efficiency: every family's training command against a plain PyTorch loop of the
+                same nets and work, at the recipe's batch size and at 1024 (`--parts efficiency`: about 7 minutes)
 
 Results are written after every part (and every run of `families`) to DIR/results.md and DIR/results.json,
 so a run cut off still reports what it did; run folders (checkpoints, logs) go to --work (default DIR/runs).
@@ -364,6 +366,40 @@ def eval_sample_part(suite: Suite, record: dict, deadline: float) -> str:
     return f"{len(done)} of {len(rows)} commands exited 0 and wrote their files" + _failures(rows)
 
 
+def efficiency_part(suite: Suite, record: dict, deadline: float) -> str:
+    """benchmarks.gpu_efficiency: every family's command against a plain loop of the same nets, both batch sizes."""
+    out = suite.out / "efficiency"
+    budget = deadline - time.perf_counter()
+    arguments = ["--out", str(out), "--work", str(suite.work / "efficiency"), "--budget-s", f"{0.85 * budget:.0f}"]
+    try:
+        # the smoke run: one family (the benchmark's own smoke test runs them all)
+        smoke = ["--smoke", "--families", "gan-bce"] if suite.smoke else []
+        suite.run_module("benchmarks.gpu_efficiency", [*arguments, *smoke], "efficiency", budget)
+    finally:  # a run cut off at its budget still tells what it measured
+        if (out / "gpu_efficiency.json").is_file():
+            record["rows"] = [
+                _efficiency_row(row) for row in json.loads((out / "gpu_efficiency.json").read_text())["rows"]
+            ]
+    measured = [row for row in record["rows"] if row["status"] == "ok"]
+    worst = min(measured, key=lambda row: row["ratio"]) if measured else None
+    return (
+        f"{len(measured)} of {len(record['rows'])} pairs measured"
+        + (f"; lowest genlab / plain: {worst['ratio']:.2f} ({worst['run']})" if worst else "")
+        + f"; table: {out / 'gpu_efficiency.md'}"
+    )
+
+
+def _efficiency_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One pair as a row of the suite's tables: genlab's speed, and the ratio to the plain loop in the note."""
+    result = {"run": f"{row['family']} / batch {row['batch_size']}"}
+    if "ratio" not in row:
+        return {**result, "status": "skipped" if "skipped" in row else "failed",
+                "reason": row.get("skipped") or row.get("error")}  # fmt: skip
+    return {**result, "status": "ok", "images_per_s": row["genlab_per_s"], "ratio": row["ratio"],
+            "peak_memory_bytes": row["genlab_peak_memory_bytes"],
+            "note": f"{row['unit']}/s; plain {row['plain_per_s']:,.0f}, genlab / plain {row['ratio']:.2f}"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Part:
     name: str
@@ -379,6 +415,8 @@ PARTS = [
     Part("ddp", 45, ddp_part),
     Part("eval_sample", 150, eval_sample_part),  # six commands, each starting Python, Lightning and CUDA anew
     Part("gpt_compile", 240, lambda suite, record, deadline: gpt_part(suite, record, deadline, compile=True)),
+    # issue 23's GPU run: `bash benchmarks/gpu_run.sh efficiency` runs this part alone, with the whole budget
+    Part("efficiency", 450, efficiency_part),
 ]
 SMOKE_BUDGET_S = 120
 

@@ -4,11 +4,14 @@ Each family's recipe trains through the real command line (`python -m src.train`
 training seconds: RunStats (benchmarks/timed_fit.py) stops the run when they are spent, the validations and
 their FID measurements not counted, so a family whose samples are slow to draw is not charged for being
 watched. SampleFID logs val/fid on 500 samples at evenly spaced times, for the FID-versus-time curves.
-Then `python -m src.eval` scores 10,000 samples of the last checkpoint (the autoencoder, which does not
-sample: its reconstructions of the test split) in the shipped classifier's features against the test split.
+Then `python -m src.eval` scores --num-samples samples of the last checkpoint (the autoencoder, which does not
+sample: its reconstructions of the test split) in the shipped classifier's features against the test split:
+by default 1,000 per training minute, between 1,000 and 10,000, the same number for every family (FID depends on
+it). Prints each family's progress; Ctrl-C stops it with one line, the board of the families done kept.
 
-Writes to --out: leaderboard.md and .json (the table), leaderboard.html (through src.report's page
-machinery: the table, a grid of each family's samples, the curves), the pictures, and each run's folder.
+Writes to --out (default outputs/leaderboard/<start time>): leaderboard.md and .json (the table),
+leaderboard.html (through src.report's page machinery: the table, a grid of each family's samples, the curves),
+the pictures, and each run's folder.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,12 @@ import torch
 import yaml
 from torchvision.utils import save_image
 
-from benchmarks.commands import ROOT, run_module
+from benchmarks.commands import run_module
 from benchmarks.machine import describe_machine
 from src.capabilities import ImageSampler
+from src.checkpoints import load_model
 from src.models.previews.image_grid import tile_grid
 from src.report import page, png_tag
-from src.utils.checkpoint import load_model
 
 # samples per FID measurement during training: enough for the curve's trend, and 50 U-Net steps for each of a
 # diffusion model's costs a CPU about half a minute (the final scoring takes --num-samples)
@@ -64,23 +69,62 @@ ENTRIES = {
 NOT_ON_THE_BOARD = {"gpt": "text, not images", "classifier": "the metrics' feature extractor, not a generator"}
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", type=float, default=10.0, help="training minutes per family (default 10)")
+# the default number of images scored per family: this many per training minute, within these bounds (10 minutes,
+# the default budget: 10,000, FID's usual count); scoring 1,000 diffusion samples costs a CPU about a minute
+SAMPLES_PER_MINUTE, MIN_SAMPLES, MAX_SAMPLES = 1_000, 1_000, 10_000
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments end as one line, `error: ...`, exit code 2, as genlab's entry points end theirs."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see python -m benchmarks.leaderboard --help)\n")
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.strip().lstrip("+").isdecimal() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=positive_number, default=10.0, help="training minutes per family (10)")
     parser.add_argument("--families", default=",".join(ENTRIES), help=f"a subset of {','.join(ENTRIES)}")
-    parser.add_argument("--num-samples", type=int, default=10_000, help="images scored per family")
+    parser.add_argument("--num-samples", type=whole_number(2), help="images scored per family (default: 1,000 "
+                        "per training minute, between 1,000 and 10,000)")  # fmt: skip
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     parser.add_argument("--work", type=Path, help="where the runs (checkpoints), evaluations and logs go; --out")
-    parser.add_argument("--curve-points", type=int, default=6, help="validations (FID) per run, evenly spaced")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"leaderboard-{date.today()}")
-    args = parser.parse_args()
-    args.work = args.work or args.out
+    parser.add_argument("--curve-points", type=whole_number(1), default=6, help="validations (FID) per run")
+    parser.add_argument("--out", type=Path, help="where the board goes (default outputs/leaderboard/<start time>)")
+    args = parser.parse_args(argv)
     unknown = set(args.families.split(",")) - ENTRIES.keys()
     if unknown:
         parser.error(f"--families: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(ENTRIES)}")
-    if args.budget <= 0 or args.num_samples < 2 or args.curve_points < 1:
-        parser.error("--budget must be > 0, --num-samples >= 2 and --curve-points >= 1")
+    if args.num_samples is None:
+        args.num_samples = default_num_samples(args.budget)
+    # absolute: the commands run from the repository root, wherever this one was started
+    args.out = (args.out or Path("outputs") / "leaderboard" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
+    args.work = (args.work or args.out).resolve()
     return args
+
+
+def default_num_samples(budget_min: float) -> int:
+    """Images scored per family when --num-samples is not given: the same for every family, grown with the budget."""
+    return min(MAX_SAMPLES, max(MIN_SAMPLES, round(SAMPLES_PER_MINUTE * budget_min)))
 
 
 def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
@@ -246,25 +290,40 @@ def write_board(rows: list[dict], failures: dict[str, str], header: dict[str, An
     (out / "leaderboard.html").write_text(html_page(rows, header, out))
 
 
+def run_family(name: str, args: argparse.Namespace, say: str) -> dict:
+    """Train, score and tabulate one family, saying each step as it starts."""
+    started, logs = time.perf_counter(), args.work / "logs"
+    print(f"{say}: training for {args.budget:g} min (log: {logs / f'{name}-train.log'})", flush=True)
+    run_dir = train(name, ENTRIES[name], args)
+    print(f"{say}: scoring {args.num_samples:,} images (log: {logs / f'{name}-eval.log'})", flush=True)
+    result = row(name, ENTRIES[name], run_dir, evaluate(name, run_dir, args), args)
+    print(f"{say}: FID {result['fid']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return result
+
+
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     header = {"command": "python -m benchmarks.leaderboard " + " ".join(sys.argv[1:]), "machine": describe_machine(),
               "budget_min": args.budget, "num_samples": args.num_samples, "gpu": torch.cuda.get_device_name()
               if torch.cuda.is_available() and args.accelerator != "cpu" else None}  # fmt: skip
-    print(header["machine"], flush=True)
-    rows, failures = [], {}
-    for name in args.families.split(","):
-        entry = ENTRIES[name]
-        try:
-            started = time.perf_counter()
-            run_dir = train(name, entry, args)
-            rows.append(row(name, entry, run_dir, evaluate(name, run_dir, args), args))
-            print(f"{name}: FID {rows[-1]['fid']:.2f} ({time.perf_counter() - started:.0f} s)", flush=True)
-        except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others' rows
-            failures[name] = str(err)
-            print(f"{name}: failed: {err}", flush=True)
-        write_board(rows, failures, header, args.out)  # after each family: a board cut short still tells
+    families = args.families.split(",")
+    print(f"{header['machine']}: {len(families)} families x {args.budget:g} training minutes, {args.num_samples:,} "
+          f"images scored each; the board goes to {args.out}", flush=True)  # fmt: skip
+    rows, failures, name = [], {}, families[0]
+    try:
+        for number, name in enumerate(families, start=1):
+            say = f"[{number}/{len(families)}] {name}"
+            try:
+                rows.append(run_family(name, args, say))
+            except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others'
+                failures[name] = str(err)
+                print(f"{say}: failed: {err}", flush=True)
+            write_board(rows, failures, header, args.out)  # after each family: a board cut short still tells
+    except KeyboardInterrupt:  # the command running (src.train, src.eval) had the Ctrl-C too, and has stopped
+        kept = f"the board of the {len(rows)} done is {args.out / 'leaderboard.md'}" if rows else "none was done"
+        print(f"interrupted: at {name}; {kept}", file=sys.stderr)
+        raise SystemExit(130) from None
     print(markdown(rows, header))
     if failures:
         raise SystemExit(f"failed: {', '.join(failures)} (see {args.out / 'leaderboard.json'})")

@@ -12,18 +12,32 @@ Images are embedded, so the file can be mailed or archived alone.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+import yaml
+from omegaconf import DictConfig
 from PIL import Image
 
 from src.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
-from src.errors import ConfigError
+from src.errors import ConfigError, one_line
 from src.models.previews.image_grid import CAPTION_KEY
-from src.run_folder import as_params, find_runs, is_run, read_curves, read_metrics, read_overrides, varying
+from src.run_folder import (
+    PartlyRead,
+    as_params,
+    find_runs,
+    is_run,
+    read_curves,
+    read_metrics,
+    read_overrides,
+    read_text,
+    varying,
+)
 from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -36,6 +50,7 @@ STYLE = (
     "code{background:#f0f0f0;padding:1px 4px;margin:1px;display:inline-block}"
     # text samples are a few hundred characters on few lines: wrapped, not scrolled sideways
     "pre{background:#f6f6f6;padding:1em;white-space:pre-wrap;overflow-wrap:anywhere}"
+    "#warnings{background:#fff3cd;border:1px solid #d4a000;padding:.5em 1em}"
     ".swatch{display:inline-block;width:1.2em;height:1.2em;vertical-align:middle}"
 )
 # pictures written before their tiles were enlarged (28 px tiles, a grid 242 px wide) are shown at a whole
@@ -61,6 +76,28 @@ def overrides_html(overrides: list[str] | None, what: str = "Overrides") -> str:
     return f'<p id="overrides">{what}: {chips or "none (the defaults of conf/train.yaml)"}</p>'
 
 
+@contextlib.contextmanager
+def partly_read() -> Iterator[list[str]]:
+    """Collect the PartlyRead warnings of the files read inside the block (and log each to the console)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartlyRead)
+        notes: list[str] = []
+        yield notes
+    for warning in caught:
+        if issubclass(warning.category, PartlyRead):
+            log.warning(str(warning.message))
+            notes.append(str(warning.message))
+        else:  # anyone else's warning, shown as it would have been
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+def warnings_html(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    return f'<div id="warnings"><b>Files read in part</b><ul>{items}</ul></div>'
+
+
 def curves_html(panels: list[Panel], source: str) -> str:
     if not panels:
         return "<p>No curves: the run has no CSV log (csv/) and no TensorBoard events (tensorboard/)</p>"
@@ -77,9 +114,14 @@ def latest_pictures(run_dir: Path) -> list[Path]:
 
 
 def picture_html(path: Path) -> str:
-    """The picture at a legible size, with the caption its callback wrote into the file."""
-    with Image.open(path) as image:
-        width, caption = image.width, image.info.get(CAPTION_KEY, "")
+    """The picture at a legible size, with the caption its callback wrote into the file ("" for a damaged file)."""
+    try:
+        with Image.open(path) as image:
+            width, caption = image.width, image.info.get(CAPTION_KEY, "")
+            image.verify()  # every chunk's checksum: a file cut short (a callback still writing it) fails here
+    except Exception as err:  # PIL raises OSError, SyntaxError or struct.error, by where the file is damaged
+        warnings.warn(PartlyRead(f"{path}: not a PNG that can be read ({one_line(err)}); left out"), stacklevel=2)
+        return ""
     shown = min(width * max(1, round(MIN_PICTURE_WIDTH / width)), MAX_PICTURE_WIDTH)
     kind = path.stem.rsplit("_epoch", 1)[0]
     img = png_tag(path.read_bytes(), f"{kind} ({path.name})", width=shown, **{"class": "picture"})
@@ -89,15 +131,32 @@ def picture_html(path: Path) -> str:
 
 def latest_texts(run_dir: Path, count: int = 3) -> list[tuple[str, str]]:
     """The last `count` text samples in <run>/samples."""
-    return [(path.name, path.read_text()) for path in sorted((run_dir / "samples").glob("*.txt"))[-count:]]
+    return [(path.name, read_text(path)) for path in sorted((run_dir / "samples").glob("*.txt"))[-count:]]
 
 
 def render_run(run_dir: Path) -> str:
     """The report of one run."""
+    with partly_read() as notes:
+        sections = _run_sections(run_dir)
+    sections.insert(1, warnings_html(notes))  # below the title
+    return page(run_dir.name, sections)
+
+
+def task_name(config_file: Path, config: str) -> str | None:
+    """The task_name in the run's config.yaml (None, with a warning, where that is not YAML)."""
+    try:
+        loaded = yaml.safe_load(config)
+    except yaml.YAMLError as err:
+        warnings.warn(PartlyRead(f"{config_file}: not YAML ({one_line(err)}); shown as text"), stacklevel=2)
+        return None
+    return loaded.get("task_name") if isinstance(loaded, dict) else None
+
+
+def _run_sections(run_dir: Path) -> list[str]:
     metrics = read_metrics(run_dir / "metrics.json")
     config_file = run_dir / "config.yaml"
-    config = config_file.read_text() if config_file.is_file() else "(no config.yaml)"
-    task = OmegaConf.load(config_file).get("task_name") if config_file.is_file() else run_dir.parent.parent.name
+    config = read_text(config_file) if config_file.is_file() else "(no config.yaml)"
+    task = (task_name(config_file, config) if config_file.is_file() else None) or run_dir.parent.parent.name
     # a metric equal to another (test/loss and test/nelbo of a VAE whose beta is 1) is shown once
     same = identical_series(metrics)
     rows = "".join(f"<tr><td>{html.escape(label(k, same[k]))}</td><td>{metrics[k]:.6g}</td></tr>" for k in same)
@@ -117,7 +176,7 @@ def render_run(run_dir: Path) -> str:
         sections.append("<h2>Text samples</h2>")
         sections += [f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>" for name, text in texts]
     sections += ["<h2>Config</h2>", f"<pre>{html.escape(config)}</pre>"]
-    return page(run_dir.name, sections)
+    return sections
 
 
 def run_labels(names: list[str], differing: list[dict[str, str]]) -> list[str]:
@@ -165,11 +224,18 @@ def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str
 def run_note(run: Path) -> str:
     """Why a run has no final metrics: a failed job of a sweep says why in error.txt."""
     error = run / "error.txt"
-    return error.read_text().strip() if error.is_file() else "no metrics.json: still running, pruned or stopped"
+    return read_text(error).strip() if error.is_file() else "no metrics.json: still running, pruned or stopped"
 
 
 def render_comparison(folder: Path, runs: list[Path]) -> str:
     """The report comparing several runs: a table of their overrides and final metrics, their curves overlaid."""
+    with partly_read() as notes:
+        sections = _comparison_sections(folder, runs)
+    sections.insert(1, warnings_html(notes))
+    return page(f"{len(runs)} runs in {folder.name}", sections)
+
+
+def _comparison_sections(folder: Path, runs: list[Path]) -> list[str]:
     names = [str(run.relative_to(folder)) for run in runs]
     overrides = [read_overrides(run) for run in runs]
     differing = varying([as_params(o or []) for o in overrides])
@@ -177,7 +243,7 @@ def render_comparison(folder: Path, runs: list[Path]) -> str:
     colors = run_colors(len(runs))
     curves = [read_curves(run)[0] for run in runs]
     panels = comparison_panels(list(zip(run_labels(names, differing), curves, strict=True)), colors)
-    sections = [
+    return [
         f"<h1>{len(runs)} runs in {html.escape(str(folder))}</h1>",
         overrides_html(None if all(o is None for o in overrides) else shared, "Overrides all runs share"),
         "<h2>Runs</h2>",
@@ -185,7 +251,6 @@ def render_comparison(folder: Path, runs: list[Path]) -> str:
         "<h2>Curves</h2>",
         curves_html(panels, "each run's CSV log, else its TensorBoard events"),
     ]
-    return page(f"{len(runs)} runs in {folder.name}", sections)
 
 
 def write_report(folder: Path) -> Path:

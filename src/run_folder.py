@@ -4,13 +4,15 @@ the logged curves; and the run folders below a folder (a sweep's, or outputs/<ta
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
 from src.errors import ConfigError, one_line
 
@@ -19,6 +21,13 @@ Curves = dict[str, list[tuple[int, float]]]
 
 # what loggers record beside the metrics: not curves worth a plot
 NOT_METRICS = {"step", "epoch", "hp_metric"}
+
+
+class PartlyRead(UserWarning):
+    """A run's file read in part: a line cut short (the run still writing it), bytes that are not UTF-8. What was
+    read is used; src.report shows the warning at the top of its page."""
+
+
 # the final metrics, logged once more for TensorBoard's HParams tab (src/utils/loggers.py: log_final_metrics)
 FINAL_PREFIX = "final/"
 
@@ -59,7 +68,10 @@ def read_overrides(run_dir: Path) -> list[str] | None:
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
-    overrides = OmegaConf.to_container(OmegaConf.load(path))
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not the YAML that Hydra writes ({one_line(err)})") from None
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise ConfigError(f"{path}: expected the list of overrides that Hydra writes (key=value strings)")
     return overrides
@@ -96,17 +108,35 @@ def read_curves(run_dir: Path) -> tuple[Curves, str]:
     return {name: sorted(set(points)) for name, points in curves.items()}, source
 
 
+def read_text(path: Path) -> str:
+    """The file's text; bytes that are not UTF-8 (a file cut inside a character) shown as U+FFFD, with a warning."""
+    data = path.read_bytes()
+    try:
+        return data.decode()
+    except UnicodeDecodeError as err:
+        note = f"{path}: not UTF-8 text ({one_line(err)}); such bytes are shown as \ufffd"
+        warnings.warn(PartlyRead(note), stacklevel=2)
+        return data.decode(errors="replace")
+
+
 def _csv_curves(paths: list[Path]) -> Curves:
     curves: Curves = defaultdict(list)
     for path in paths:
-        with path.open(newline="") as file:
-            for line, row in enumerate(csv.DictReader(file), start=2):
-                try:
-                    for name, value in row.items():
-                        if name not in NOT_METRICS and value not in ("", None):
-                            curves[name].append((int(row["step"]), float(value)))
-                except (KeyError, TypeError, ValueError) as err:
-                    raise ConfigError(f"{path}, line {line}: not a CSV log of Lightning's ({one_line(err)})") from None
+        try:
+            text = path.read_bytes().decode()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not a CSV log of Lightning's, not UTF-8 ({one_line(err)})") from None
+        if text and not text.endswith("\n"):  # Lightning ends every row with a newline: this one was cut
+            text = text[: text.rfind("\n") + 1]  # "5,0.12" of "5,0.1234" would read as a shorter number
+            cut = f"{path}: its last line is cut short (the run still writing, or the file truncated); left out"
+            warnings.warn(PartlyRead(cut), stacklevel=2)
+        for line, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            try:
+                for name, value in row.items():
+                    if name not in NOT_METRICS and value not in ("", None):
+                        curves[name].append((int(row["step"]), float(value)))
+            except (KeyError, TypeError, ValueError) as err:
+                raise ConfigError(f"{path}, line {line}: not a CSV log of Lightning's ({one_line(err)})") from None
     return curves
 
 

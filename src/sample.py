@@ -22,9 +22,9 @@ from torchvision.utils import save_image
 
 from src.callbacks.interrupt import interruptible
 from src.capabilities import ImageSampler, TextGenerator, use_sampling_options
+from src.checkpoints import load_model
 from src.errors import ConfigError
 from src.models.previews.image_grid import tile_grid
-from src.utils.checkpoint import load_model
 from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def sample(cfg: DictConfig) -> Path:
     if isinstance(model, TextGenerator):
         path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
-        print(separator.join(texts))
+        print(terminal_safe(separator.join(texts)))
         path.write_text(separator.join(texts) + "\n")
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
     else:
@@ -69,6 +69,12 @@ def sample(cfg: DictConfig) -> Path:
         save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every character a terminal would act on (carriage return, escape sequences) written as its
+    escape, e.g. `\\r`: the file keeps the text as generated, the console shows it."""
+    return "".join(char if char.isprintable() or char in "\n\t" else repr(char)[1:-1] for char in text)
 
 
 def check_options(cfg: DictConfig) -> None:
@@ -105,7 +111,9 @@ def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    sample(cfg)
+    # every phase stops on one signal; the sampling below names itself
+    with interruptible("loading the checkpoint, or writing the samples", "Run the same command again"):
+        sample(cfg)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Summarise a sweep: `python -m src.sweep_summary sweep_dir=outputs/<task>/multiruns/<sweep>`.
 
-Reads an Optuna sweep's study (`optuna.db`) or, for a grid sweep of Hydra's basic sweeper, each
-job's overrides and metrics.json. Prints one row per trial (number, state, value, parameters),
+Reads an Optuna sweep's study (from its storage: `<sweep>/optuna.db`, or the database or journal
+file the sweep was given) or, for a grid sweep of Hydra's basic sweeper, each job's overrides and
+metrics.json. Prints one row per trial (number, state, value, parameters),
 best first, and writes summary.csv and summary.png (value per trial and the best so far) to the
 sweep folder; for an Optuna sweep also Optuna's own plots (optimisation history, parameter
 importances, slices: optuna_*.png) and the command that opens the study in optuna-dashboard.
@@ -20,9 +21,11 @@ import hydra
 import matplotlib
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
 from src.errors import ConfigError, one_line
 from src.run_folder import as_params, read_metrics, read_overrides, varying
 from src.utils.failed_runs import exit_on_user_error
@@ -40,7 +43,7 @@ class Trial:
     state: str
     value: float | None
     params: dict[str, str] = field(default_factory=dict)
-    error: str = ""  # why a failed trial failed
+    error: str = ""  # why a failed trial failed (and the trial that ran it again)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Sweep:
     metric: str
     direction: str  # "minimize" or "maximize"
     study: optuna.Study | None = None  # an Optuna sweep's, for Optuna's own plots
+    storage: str | None = None  # where that study lives, as the sweeper names it
 
 
 def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
@@ -61,14 +65,37 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml; run `python -m src.train -m ...`)")
     config = OmegaConf.load(multirun)
     metric = metric or config.monitor.metric
-    if (sweep_dir / "optuna.db").is_file():
-        study_name = config.hydra.sweeper.study_name
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-        trials = [Trial(t.number, t.state.name, t.value, {k: str(v) for k, v in t.params.items()},
-                        t.user_attrs.get("error", "")) for t in study.get_trials(deepcopy=False)]  # fmt: skip
-        return Sweep(f"{study_name} ({sweep_dir.name})", trials, metric, config.hydra.sweeper.direction, study)
+    sweeper = config.hydra.sweeper
+    if "study_name" in sweeper:  # an Optuna sweep: its storage, or that of a sweep from before it was recorded
+        storage = sweeper.get("storage") or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        study = load_study(sweeper.study_name, storage)
+        trials = study.get_trials(deepcopy=False)
+        retries = retried_as(trials)
+        return Sweep(f"{sweeper.study_name} ({sweep_dir.name})", [optuna_trial(study, t, retries) for t in trials],
+                     metric, sweeper.direction, study, storage)  # fmt: skip
     direction = "maximize" if config.monitor.mode == "max" else "minimize"
     return Sweep(f"{config.task_name} ({sweep_dir.name})", _job_trials(sweep_dir, metric), metric, direction)
+
+
+def load_study(study_name: str, storage: str) -> optuna.Study:
+    """The study, read where the sweep stored it; one line if it is not there (nothing is created to read it)."""
+    path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else storage
+    if "://" not in path and not Path(path).is_file():
+        raise ConfigError(f"the sweep's study {study_name!r} was stored in {path}, which is not there any more")
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    except KeyError:  # Optuna's "Record does not exist": the sweep was stopped before it made its study
+        raise ConfigError(f"no study {study_name!r} in {shown(storage)}") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:  # a database server out of reach, a missing driver
+        raise ConfigError(f"cannot read the sweep's study in {shown(storage)}: {one_line(err)}") from None
+
+
+def optuna_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, retries: dict[int, int]) -> Trial:
+    """A row of the table: a failed trial says why, and which trial ran it again if one did."""
+    error = failure_reason(study, trial) if trial.state == optuna.trial.TrialState.FAIL else ""
+    if trial.number in retries:
+        error = "; ".join(filter(None, [error, f"ran again as trial {retries[trial.number]}"]))
+    return Trial(trial.number, trial.state.name, trial.value, {k: str(v) for k, v in trial.params.items()}, error)
 
 
 def _job_trials(sweep_dir: Path, metric: str) -> list[Trial]:
@@ -181,7 +208,7 @@ def main(cfg: DictConfig) -> None:
         for note in write_optuna_plots(sweep, sweep_dir):
             print(note)
         print(f"Optuna's plots: {sweep_dir}/optuna_*.png; the study in a browser (pip install optuna-dashboard):")
-        print(f"  optuna-dashboard sqlite:///{(sweep_dir / 'optuna.db').resolve()}")
+        print(f"  optuna-dashboard {shown(sweep.storage)}")
 
 
 if __name__ == "__main__":

@@ -30,17 +30,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from src.callbacks.finite_loss import StopOnNonFiniteLoss
-from src.callbacks.interrupt import CheckpointOnInterrupt
+from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from src.callbacks.resume import ExactResume
 from src.callbacks.validate_at_end import ValidateAtEnd
+from src.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from src.errors import ConfigError
-from src.utils.checkpoint import (
-    AtomicCheckpointIO,
-    check_resumable,
-    check_state_dict_fits,
-    resume_path,
-    run_folder_of,
-)
+from src.utils.checkpoint_reader import check_state_dict_fits
+from src.utils.checkpoint_writer import AtomicCheckpointIO
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices
 from src.utils.failed_runs import exit_on_user_error
@@ -59,7 +55,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_devices(cfg.trainer)
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
-    if ckpt_path is not None and "://" not in ckpt_path:  # a foreign or broken file: refused before anything is built
+    if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
         resumed = check_resumable(ckpt_path, cfg.model._target_)
         continue_in_run_folder(cfg, ckpt_path, resumed["global_step"])
     if cfg.seed is not None:
@@ -201,7 +197,8 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    value, _ = train(cfg)
+    with interruptible("setting up the run, or writing metrics.json", "Run the same command again"):
+        value, _ = train(cfg)
     if sweep_job() is not None:  # one line per finished job, where a sweep's output is read
         value_text = "None" if value is None else f"{value:.5g}"
         print(f"sweep job {sweep_job()}: {cfg.monitor.metric}={value_text} | {' '.join(chosen_by_the_sweep())}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -148,3 +149,47 @@ def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) 
     metrics = bar.get_metrics(trainer, model)
     assert metrics["step"] == "4/4" and "v_num" not in metrics
     assert bar._get_train_description(0).strip() == "Epoch 0"  # not "Epoch 0/-2": max_epochs=-1 is no limit
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_an_interrupt_saves_its_checkpoint_without_a_weights_only_notice(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from src.callbacks.interrupt import CheckpointOnInterrupt
+    from src.errors import RunInterrupted
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C: the run stops at the end of this step and saves it
+
+    interrupt = CheckpointOnInterrupt()
+    trainer = L.Trainer(max_steps=10, callbacks=[ModelCheckpoint(dirpath=tmp_path), interrupt, CtrlC()], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                        default_root_dir=tmp_path)  # fmt: skip
+    # the logger that says it: Lightning's loggers need not propagate to the root, where caplog listens
+    records = _Records()
+    checkpoint_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    checkpoint_log.addHandler(records)
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-Cs while it shuts down
+    try:
+        with pytest.raises(RunInterrupted), interrupt.reported(trainer, "go on"):
+            trainer.fit(BoringModel())
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+        checkpoint_log.removeHandler(records)
+    assert (tmp_path / "last.ckpt").is_file()
+    assert not [message for message in records.messages if "weights_only" in message]

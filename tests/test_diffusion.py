@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from src.callbacks.checkpoint import SaveRunConfig
 from src.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
+from src.checkpoints import load_model
 from src.errors import ConfigError
 from src.eval import evaluate
 from src.metrics.sample_quality import load_feature_classifier
@@ -33,7 +34,6 @@ from src.models.gan import GAN
 from src.models.nets.unet import UNet
 from src.sample import sample
 from src.train import train
-from src.utils.checkpoint import load_model
 from src.utils.config import compose
 from tests.conftest import TEST_OVERRIDES, compose_config, shared_data_dir, write_idx
 from tests.test_cli import run_train

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.checkpoints import CheckpointError, read_checkpoint
 from src.train import train
-from src.utils.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
 
 
@@ -40,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_exported_classifier_is_slim_and_self_contained(trained: dict[str, Path]) -> None:
-    checkpoint = load_checkpoint(trained["classifier"])
+    checkpoint = read_checkpoint(trained["classifier"])
     assert "optimizer_states" not in checkpoint
     assert checkpoint["config"]["model"]["_target_"] == "src.models.classifier.Classifier"
     assert trained["classifier"].stat().st_size < 2_000_000
@@ -115,7 +115,7 @@ def _bad_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
 def test_bad_checkpoints_get_one_clear_error(tmp_path: Path, trained: dict[str, Path], case: str) -> None:
     path, message = _bad_checkpoints(tmp_path, trained["ae"])[case]
     with pytest.raises(CheckpointError) as caught:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(caught.value) == f"{path}: {message}" or str(caught.value).startswith(f"{path}: {message}")
     assert not (tmp_path / "pwned").exists()  # nothing in the file ran
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from src.callbacks.discriminator_balance import DiscriminatorBalanceStopping
+from src.checkpoints import load_model
 from src.data.images import FashionMNISTDataModule
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.gan import GAN, gradient_penalty
 from src.train import train
-from src.utils.checkpoint import load_model
 from tests.conftest import TEST_OVERRIDES, compose_config
 
 

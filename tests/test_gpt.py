@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from src.checkpoints import load_model, read_checkpoint
 from src.data.text import ShakespeareDataModule
 from src.models.gpt import GPT, adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer, sample_next_token
 from src.train import train
-from src.utils.checkpoint import load_checkpoint, load_model
 from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
 from tests.test_eval_sample import run_module
 
@@ -139,7 +139,7 @@ def test_loss_falls_and_the_logs_show_it(trained_gpt: Path) -> None:
 
 
 def test_checkpoint_reloads_to_the_model_that_was_validated(trained_gpt: Path, shakespeare_dir: Path) -> None:
-    checkpoint = load_checkpoint(trained_gpt / "checkpoints" / "last.ckpt")
+    checkpoint = read_checkpoint(trained_gpt / "checkpoints" / "last.ckpt")
     assert len(checkpoint["hyper_parameters"]["vocab"]) == 65  # the vocabulary rides in the checkpoint, once
     assert "vocab" not in checkpoint
     model = load_model(trained_gpt / "checkpoints" / "last.ckpt")

@@ -20,8 +20,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from src.checkpoints import CheckpointError, load_model, read_checkpoint
+from src.checkpoints.resume import check_resumable
 from src.train import train
-from src.utils.checkpoint import CheckpointError, check_resumable, load_checkpoint, load_model
 from tests.conftest import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
 
 AE = "src.models.autoencoder.Autoencoder"
@@ -215,7 +216,7 @@ def test_every_phase_interrupted_exits_with_the_signal_and_says_so(
         assert not (run_dir / "metrics.json").exists()
     else:
         assert f"saved {run_dir / 'checkpoints' / 'last.ckpt'}" in last_line
-        load_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # whole
+        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")  # whole
     assert not list(run_dir.glob("checkpoints/.*.partial"))
 
 
@@ -242,14 +243,14 @@ def test_a_checkpoint_saved_by_an_interruption_resumes_exactly(run: dict[str, Pa
     last = tmp_path / "broken" / "checkpoints" / "last.ckpt"
     train(_vae_config(run, tmp_path / "resumed", f"ckpt_path={last}"))
 
-    expected = load_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")["state_dict"]
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
+    expected = read_checkpoint(tmp_path / "unbroken" / "checkpoints" / "last.ckpt")["state_dict"]
+    resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
     assert expected.keys() == resumed.keys()
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path: Path) -> None:
-    from src.utils.checkpoint import AtomicCheckpointIO
+    from src.utils.checkpoint_writer import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"

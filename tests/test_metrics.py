@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from src.checkpoints import CheckpointError
 from src.data.images import FashionMNISTDataModule
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.nets.classifier import ConvClassifier
-from src.utils.checkpoint import CheckpointError
 
 NUM_IMAGES = 2000
 

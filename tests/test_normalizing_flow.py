@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from src.callbacks.checkpoint import SaveRunConfig
 from src.capabilities import ImageSampler, LatentDecoder
+from src.checkpoints import load_model
 from src.errors import ConfigError
 from src.models.nets.coupling_flow import CouplingFlow, squeeze, unsqueeze
 from src.models.normalizing_flow import NormalizingFlow
-from src.utils.checkpoint import load_model
 from src.utils.validation import check_config
 from tests.conftest import compose_config
 from tests.test_cli import run_train

@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import optuna
 import pytest
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
@@ -68,8 +69,32 @@ def test_optuna_pruning_rebuilds_a_trial_from_a_frozen_trials_id() -> None:
     assert study.get_trials(deepcopy=False)[0].intermediate_values == {1: 0.5}
 
 
+def test_logs_this_step_reads_the_epoch_loops_count_of_batches_that_stepped(trainer: L.Trainer) -> None:
+    # src/models/logged_steps.py: what Lightning's logger connector decides by; no public equivalent
+    assert trainer.fit_loop.epoch_loop._batches_that_stepped == 0
+
+
+def test_interrupt_takes_back_a_stop_request_through_the_signal_connector(trainer: L.Trainer) -> None:
+    # src/callbacks/interrupt.py: Lightning #19549, #20288 (Trainer.received_sigterm is read-only)
+    connector = trainer._signal_connector
+    connector.received_sigterm = True
+    assert trainer.received_sigterm
+    connector.received_sigterm = False
+    assert not trainer.received_sigterm
+
+
+def test_ema_uses_torchs_foreach_copy_and_lerp() -> None:
+    # src/models/ema.py: torch's private multi-tensor kernels, one launch for all of a model's tensors
+    averaged, current = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.full((2,), 2.0)]
+    torch._foreach_lerp_(averaged, current, 0.5)
+    assert torch.equal(averaged[1], torch.ones(2))
+    torch._foreach_copy_(averaged, current)
+    assert torch.equal(averaged[0], torch.ones(3))
+
+
 def test_the_architecture_page_lists_each_pinned_use() -> None:
     listed = (ROOT / "docs" / "architecture.md").read_text().split("## Private APIs")[1]
     for place in ["src/callbacks/resume.py", "src/callbacks/progress.py", "src/callbacks/validate_at_end.py",
-                  "src/models/fused.py", "src/utils/loggers.py", "src/callbacks/optuna_pruning.py"]:  # fmt: skip
+                  "src/models/fused.py", "src/utils/loggers.py", "src/callbacks/optuna_pruning.py",
+                  "src/models/logged_steps.py", "src/callbacks/interrupt.py", "src/models/ema.py"]:  # fmt: skip
         assert place in listed

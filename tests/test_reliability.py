@@ -14,11 +14,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from src.callbacks.finite_loss import NonFiniteLossError
+from src.checkpoints import read_checkpoint
 from src.data.images import FashionMNISTDataModule
 from src.errors import GenlabError
 from src.metrics.sample_fid import SampleFID
 from src.train import train
-from src.utils.checkpoint import load_checkpoint
 from tests.conftest import TEST_OVERRIDES, compose_config
 from tests.test_cli import start_train
 
@@ -44,7 +44,7 @@ def test_signal_saves_a_last_checkpoint_and_exits_with_its_code(
     assert process.returncode == exit_code, stderr[-3000:]
     assert f"interrupted: {signum.name} during training at step" in stderr and "Traceback" not in stderr
     (last,) = tmp_path.glob("*/runs/*/checkpoints/last.ckpt")
-    checkpoint = load_checkpoint(last)
+    checkpoint = read_checkpoint(last)
     assert checkpoint["global_step"] > 0
     assert f"at step {checkpoint['global_step']};" in stderr  # the checkpoint holds the step the message names
     assert not list(last.parent.glob("*.tmp*"))
@@ -70,7 +70,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Pat
         train(compose_config(overrides, tmp_path / "run"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert str(last) in str(error.value)  # the message names the last good checkpoint
-    checkpoint = load_checkpoint(last)
+    checkpoint = read_checkpoint(last)
     assert checkpoint["global_step"] == 4  # the end of the first epoch (4 batches): nothing after the NaN
     assert all(torch.isfinite(tensor).all() for tensor in checkpoint["state_dict"].values())
     assert sorted(p.name for p in last.parent.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no new "best"
@@ -84,7 +84,7 @@ def test_nan_loss_between_periodic_checkpoints_is_caught_before_the_next_save(tm
                  "+callbacks.poison._target_=tests.test_reliability.PoisonWeights"]  # fmt: skip
     with pytest.raises(NonFiniteLossError, match="became NaN or infinite at step 6"):
         train(compose_config(overrides, tmp_path / "run"))
-    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == 6  # saved before the poisoned step, and not replaced after it
     assert all(torch.isfinite(tensor).all() for tensor in checkpoint["state_dict"].values())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -144,3 +145,94 @@ def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path, folder
     subprocess.run([browser, *flags, size, f"--screenshot={screenshot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
+
+
+def a_run(folder: Path) -> Path:
+    """A run folder with one file of each kind that src.report reads, all whole."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("- model=vae\n- seed=1\n")
+    (folder / "config.yaml").write_text("task_name: vae\nseed: 1\n")
+    (folder / "metrics.json").write_text('{"test/loss": 1.25}\n')
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text("epoch,step,val/loss\n0,9,1.5\n0,19,1.2345\n")
+    (folder / "samples").mkdir()
+    (folder / "samples" / "step_000100.txt").write_text("ROMEO: thou art\n")
+    (folder / "images").mkdir()
+    Image.new("RGB", (242, 122)).save(folder / "images" / "samples_epoch000.png")
+    return folder
+
+
+def cut(path: Path, keep: int) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+NOT_UTF8 = b"\xff\xfe\x80 not UTF-8"
+# (file, how it is damaged): the report refuses the run with one line naming the file
+REFUSED = {
+    "metrics.json cut": ("metrics.json", lambda p: cut(p, 10)),
+    "metrics.json not UTF-8": ("metrics.json", lambda p: p.write_bytes(NOT_UTF8)),
+    "overrides.yaml malformed": (".hydra/overrides.yaml", lambda p: p.write_text("- model=vae\n- [seed: 1\n")),
+    "overrides.yaml not a list": (".hydra/overrides.yaml", lambda p: p.write_text("model: vae\n")),
+    "overrides.yaml not UTF-8": (".hydra/overrides.yaml", lambda p: p.write_bytes(NOT_UTF8)),
+    "metrics.csv not UTF-8": ("csv/metrics.csv", lambda p: p.write_bytes(b"epoch,step,val/loss\n0,9,\xff\n")),
+    "metrics.csv not numbers": ("csv/metrics.csv", lambda p: p.write_text("epoch,step,val/loss\n0,9,abc\n")),
+}
+# the report is written, with a warning at its top naming the file
+WARNED = {
+    "metrics.csv cut inside a number": ("csv/metrics.csv", lambda p: cut(p, len(p.read_bytes()) - 3)),
+    "sample text not UTF-8": ("samples/step_000100.txt", lambda p: p.write_bytes(b"ROMEO: \xe2\x80")),
+    "picture cut": ("images/samples_epoch000.png", lambda p: cut(p, 60)),
+    "picture not a PNG": ("images/samples_epoch000.png", lambda p: p.write_text("<html>")),
+    "config.yaml malformed": ("config.yaml", lambda p: p.write_text("task_name: [vae\n")),
+    "config.yaml not UTF-8": ("config.yaml", lambda p: p.write_bytes(NOT_UTF8)),
+}
+
+
+def run_report_main(run_dir: Path) -> None:
+    """src.report's main as the command line runs it, less Hydra's start (its callback is tested elsewhere)."""
+    from omegaconf import OmegaConf
+
+    from src.report import main
+
+    main.__wrapped__(OmegaConf.create({"run_dir": str(run_dir)}))
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_damaged_file_that_the_report_needs_is_refused_in_one_line(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = a_run(tmp_path / "run")
+    name, damage = REFUSED[case]
+    damage(run_dir / name)
+    with pytest.raises(SystemExit) as exit_info:
+        run_report_main(run_dir)
+    line = exit_info.value.code
+    assert isinstance(line, str) and "\n" not in line and line.startswith(f"error: {run_dir / name}"), line
+    assert capsys.readouterr().err == ""
+    assert not (run_dir / "report.html").exists() and not list(run_dir.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("case", WARNED)
+def test_a_damaged_file_that_the_report_can_do_without_is_shown_as_a_warning(
+    tmp_path: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_dir = a_run(tmp_path / "run")
+    name, damage = WARNED[case]
+    damage(run_dir / name)
+    run_report_main(run_dir)
+    page = (run_dir / "report.html").read_text()
+    warning = re.search(r'<div id="warnings"><b>Files read in part</b><ul><li>(.*?)</li></ul></div>', page)
+    assert warning and warning.group(1).startswith(str(run_dir / name)), page[:2000]
+    assert page.index('id="warnings"') < page.index('id="overrides"')  # at the top, under the title
+    said = [html.escape(r.getMessage()) for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [warning.group(1)]  # and said on the console
+
+
+def test_a_csv_cut_inside_a_number_drops_that_row_instead_of_reading_a_shorter_number(tmp_path: Path) -> None:
+    from src.run_folder import PartlyRead, read_curves
+
+    run_dir = a_run(tmp_path / "run")
+    cut(run_dir / "csv" / "metrics.csv", len((run_dir / "csv" / "metrics.csv").read_bytes()) - 3)  # "...,1.23"
+    with pytest.warns(PartlyRead, match="its last line is cut short"):
+        curves, _ = read_curves(run_dir)
+    assert curves == {"val/loss": [(9, 1.5)]}  # not (19, 1.23)

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from src.utils.checkpoint import load_checkpoint
+from src.checkpoints import read_checkpoint
 from src.utils.locks import try_lock
 from tests.conftest import compose_config
 from tests.test_cli import run_train, start_train
@@ -83,7 +83,7 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     killed = run_train(*command, f"paths.log_dir={resumed_dir}", env={KILL_AT_STEP: str(kill_at)})
     assert killed.returncode == -signal.SIGKILL
     (killed_last,) = resumed_dir.glob("train/runs/*/checkpoints/last.ckpt")
-    assert load_checkpoint(killed_last)["global_step"] == kill_at // 10 * 10  # the work since then is lost, no more
+    assert read_checkpoint(killed_last)["global_step"] == kill_at // 10 * 10  # the work since then is lost, no more
 
     resumed = run_train(*command, "ckpt_path=last", f"paths.log_dir={resumed_dir}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -95,7 +95,7 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     assert got == killed_last
     run = killed_last.parent.parent
     assert (run / "csv" / f"from_step_{kill_at // 10 * 10}" / "metrics.csv").is_file()
-    expected, got = load_checkpoint(expected), load_checkpoint(got)
+    expected, got = read_checkpoint(expected), read_checkpoint(got)
     assert got["global_step"] == expected["global_step"] and got["epoch"] == expected["epoch"]
     assert expected["state_dict"].keys() == got["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
@@ -128,7 +128,7 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path,
     (checkpoints,) = tmp_path.glob("train/runs/*/checkpoints")
     partial, last = checkpoints / ".last.ckpt.partial", checkpoints / "last.ckpt"
     assert partial.is_file(), "the kill did not land during a save"
-    checkpoint = load_checkpoint(last)  # whole: it loads, with all its weights
+    checkpoint = read_checkpoint(last)  # whole: it loads, with all its weights
     assert checkpoint["global_step"] >= 1 and len(checkpoint["state_dict"]) > 10
     assert torch.load(last, weights_only=True)["optimizer_states"]  # the resume state too, not only weights
 
@@ -183,7 +183,7 @@ def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path
     assert f"ckpt_path=last: resuming from {finished}" in longer.stdout
     # one training, one folder: the same last.ckpt goes on, each session's CSV log beside the first one's
     assert list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")) == [finished]
-    assert load_checkpoint(finished)["global_step"] == 6  # 3 steps, then 3 more
+    assert read_checkpoint(finished)["global_step"] == 6  # 3 steps, then 3 more
     csv = finished.parent.parent / "csv"
     assert {path.name for path in csv.iterdir() if path.is_dir()} == {"from_step_3", "from_step_3_2"}
     assert (csv / "metrics.csv").is_file() and (csv / "from_step_3_2" / "metrics.csv").is_file()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,6 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as
+from src.sweep_summary import read_sweep
 from tests.conftest import ROOT
 from tests.test_cli import QUICK, run_train
 from tests.test_eval_sample import run_module
@@ -28,6 +33,9 @@ def sweep(mnist_dir: Path, sweep_dir: Path, *overrides: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+TrialState = optuna.trial.TrialState
+
+
 def load(sweep_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="vae_fashion_mnist", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
 
@@ -42,15 +50,20 @@ def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_
         assert trial.value == pytest.approx(metrics["val/nelbo"])
         assert set(trial.params) == {"model.lr", "model.latent_dim"}
 
-    # a sweep killed mid-trial leaves that trial RUNNING in the study
+    # a sweep killed before its trial's first heartbeat leaves that trial RUNNING in the study, without one
     cut_off = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
                          "model.latent_dim": optuna.distributions.CategoricalDistribution([2, 4])})  # fmt: skip
-    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=4")
-    trials = load(sweep_dir).trials
-    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(completed) == 4  # two from before, the cut-off trial again, and one more
+    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1",
+          "hydra.sweeper.grace_period=2")  # fmt: skip
+    study = load(sweep_dir)
+    trials = study.trials
+    ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(ended) == 4  # two from before, one more, and the cut-off trial again once found stale
+    # the resumed sweep's sampler does not start over from the seed: no trial repeats an earlier one's parameters
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials) - 1  # but the retry
     assert trials[cut_off.number].state == optuna.trial.TrialState.FAIL
-    assert any(t.params == cut_off.params and t.number > cut_off.number for t in completed)
+    assert failure_reason(study, trials[cut_off.number]).startswith("its process stopped: no heartbeat for over 2 s")
+    assert trials[-1].params == cut_off.params and retried_as(trials) == {cut_off.number: trials[-1].number}
     assert sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()) == [0, 1, 3, 4]  # one per trial run
     assert (sweep_dir / "optimization_results.yaml").is_file()
 
@@ -172,3 +185,144 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     first.terminate()
     first.wait(timeout=120)
     log.close()
+
+
+# Shared studies: sweep processes (one per machine, or the workers of n_workers) that add trials to one study. Trials
+# of 3 short epochs, so that a process can be killed in the middle of one; heartbeats every second.
+SHARED = [*SMALL_VAE_SEARCH, "trainer.max_epochs=3", "hydra.sweeper.heartbeat_interval=1",
+          "hydra.sweeper.grace_period=3"]  # fmt: skip
+
+
+def start_sweep(log: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A sweep process whose output goes to `log` (a pipe nobody reads while it runs would block it)."""
+    with log.open("w") as file:
+        return subprocess.Popen([sys.executable, "-m", "src.train", *SHARED, *overrides], cwd=ROOT, stdout=file,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def job_folders(sweep_dir: Path) -> set[int]:
+    return {int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_two_sweeps_share_a_study_and_the_trial_of_a_killed_one_is_failed_and_run_again(
+    tmp_path: Path, mnist_dir: Path, kind: str
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "study.journal")
+    overrides = [f"paths.data_dir={mnist_dir}", f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=3"]
+    victim = start_sweep(tmp_path / "victim.log", *overrides, f"hydra.sweep.dir={tmp_path / 'victim'}")
+    survivor = start_sweep(tmp_path / "survivor.log", *overrides, f"hydra.sweep.dir={tmp_path / 'survivor'}")
+    try:
+        # the victim is killed in the middle of its first trial: after its first validation, two epochs before its end
+        deadline = time.monotonic() + 240
+        while True:
+            assert victim.poll() is None and time.monotonic() < deadline, (tmp_path / "victim.log").read_text()[-3000:]
+            started = job_folders(tmp_path / "victim") if (tmp_path / "victim").is_dir() else set()
+            if started:
+                study = optuna.load_study(study_name="vae_fashion_mnist", storage=open_storage(storage))
+                killed = study.trials[min(started)]
+                if killed.intermediate_values:
+                    assert killed.state == optuna.trial.TrialState.RUNNING
+                    victim.send_signal(signal.SIGKILL)
+                    break
+            time.sleep(0.1)
+        survivor.wait(timeout=300)
+    finally:
+        for process in (victim, survivor):
+            if process.poll() is None:
+                process.kill()
+    log = (tmp_path / "survivor.log").read_text()
+    assert survivor.returncode == 0 and "Traceback" not in log, log[-3000:]
+
+    study = optuna.load_study(study_name="vae_fashion_mnist", storage=open_storage(storage))
+    trials = study.trials
+    retried = retried_as(trials)
+    # every trial ended: none left RUNNING (or queued), each failed one with its reason
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL) for t in trials), trials
+    assert all(failure_reason(study, t) for t in trials if t.state == TrialState.FAIL)
+    # the killed trial was failed by the survivor (its heartbeats had stopped) and run again there, with its parameters
+    assert trials[killed.number].state == TrialState.FAIL and retried == {killed.number: retried[killed.number]}
+    assert failure_reason(study, trials[killed.number]).startswith("its process stopped: no heartbeat for over 3 s")
+    again = trials[retried[killed.number]]
+    assert again.state in (TrialState.COMPLETE, TrialState.PRUNED) and again.params == killed.params
+    assert again.number in job_folders(tmp_path / "survivor")
+    # no trial ran twice: each has one job folder, in one sweep's folder; no two trials but the retry share parameters
+    victims, survivors = job_folders(tmp_path / "victim"), job_folders(tmp_path / "survivor")
+    assert not victims & survivors and victims | survivors == {t.number for t in trials}
+    params = [tuple(sorted(t.params.items())) for t in trials if t.number != again.number]
+    assert len(set(params)) == len(params)
+    # the study has its 3 trials (4, if both processes asked for the last one at once), the killed one not counted
+    assert 3 <= len([t for t in trials if t.number not in retried]) <= 4
+    assert (tmp_path / "survivor" / "optimization_results.yaml").is_file()
+
+    # the summary of either sweep reads the whole study and says why the killed trial failed
+    rows = {row.number: row for row in read_sweep(tmp_path / "survivor", None).trials}
+    assert rows[killed.number].error.endswith(f"same parameters; ran again as trial {again.number}")
+
+
+@pytest.mark.slow
+def test_n_workers_run_trials_at_once_each_with_its_share_of_threads(tmp_path: Path, mnist_dir: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
+                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2")  # fmt: skip
+    sweep_process.wait(timeout=300)
+    log = (tmp_path / "sweep.log").read_text()
+    assert sweep_process.returncode == 0 and "Traceback" not in log, log[-3000:]
+
+    # two worker processes, each with half of the machine's torch threads (at least one), as torch in it reports
+    (share, total), *_ = re.findall(r"Starting 2 sweep workers .*, each with (\d+) of (\d+) torch threads", log)
+    assert int(share) == max(1, int(total) // 2)
+    workers = re.findall(r"Sweep worker (\d)/2 \(process (\d+)\): (\d+) torch thread", log)
+    assert sorted(number for number, _, _ in workers) == ["1", "2"] and len({pid for _, pid, _ in workers}) == 2
+    assert [threads for _, _, threads in workers] == [share, share]
+    # one study in the sweep's folder, its trials run at once: some two of them overlap in time
+    trials = load(sweep_dir).trials
+    assert len(trials) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+               for a in trials for b in trials if a.number < b.number)  # fmt: skip
+    assert job_folders(sweep_dir) == {0, 1, 2, 3} and (sweep_dir / "optimization_results.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_again(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
+                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # both workers in the middle of a trial: validated once, two epochs to go
+            assert sweep_process.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()
+            if (sweep_dir / "0").is_dir():  # the study is made before any job starts
+                running = [t for t in load(sweep_dir).trials if t.state == TrialState.RUNNING]
+                if len(running) == 2 and all(t.intermediate_values for t in running):
+                    break
+            time.sleep(0.2)
+        sweep_process.send_signal(signal.SIGTERM)  # to the sweep only: it passes the signal on to its workers
+        sweep_process.wait(timeout=120)
+    finally:
+        if sweep_process.poll() is None:
+            sweep_process.kill()
+    log = (tmp_path / "sweep.log").read_text()
+    assert sweep_process.returncode == 128 + signal.SIGTERM and "Traceback" not in log, log[-3000:]
+    study = load(sweep_dir)
+    trials = study.trials
+    stopped = [t for t in trials if t.number in {r.number for r in running}]
+    assert [t.state for t in stopped] == [TrialState.FAIL] * 2  # no trial left RUNNING
+    for trial in stopped:
+        assert failure_reason(study, trial) == "interrupted by SIGTERM; queued again with the same parameters"
+        again = trials[retried_as(trials)[trial.number]]
+        assert again.state == TrialState.WAITING and again.params == trial.params  # for the resume
+
+
+@pytest.mark.slow
+def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(tmp_path: Path, mnist_dir: Path) -> None:
+    (tmp_path / "file").write_text("")
+    storage = tmp_path / "file" / "study.journal"  # a journal under a file
+    result = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                       f"hydra.sweeper.storage={storage}")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: hydra.sweeper.storage={storage}: cannot open it:")
+    assert not (tmp_path / "sweep").exists()

@@ -1,1 +1,1 @@
-"""genlab's Optuna sweeper for Hydra (`hydra/sweeper=optuna`): resumable SQLite studies and pruning."""
+"""genlab's Optuna sweeper for Hydra (`hydra/sweeper=optuna`): studies shared by processes and machines, pruning."""

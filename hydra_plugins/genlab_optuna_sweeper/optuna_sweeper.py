@@ -1,5 +1,5 @@
 """A Hydra sweeper on current Optuna: each batch of trials is asked from the study, launched as Hydra jobs,
-and told their results; the study lives in an SQLite file in the sweep folder.
+and told their results; the study lives in any Optuna storage, shared by as many sweep processes as you like.
 
 Why not hydra-optuna-sweeper: its last release (1.3.0) pins optuna < 3, whose SQLite storage breaks with
 SQLAlchemy 2 (hydra-ecosystem/hydra#2562), so its studies cannot be stored, resumed, or shared with pruning
@@ -10,31 +10,64 @@ when a release runs on the Optuna we pin and lets a job report to its trial.
 The search-space syntax is that plugin's (Hydra's override grammar): `choice(16, 32)`,
 `range(2, 8, 2)`, `interval(0.0, 0.3)`, `tag(log, interval(1e-4, 1e-2))`.
 
-Resuming: run the same command with `hydra.sweep.dir=<the interrupted sweep's folder>`. Finished
-trials are kept, trials that were cut off are asked again with the same parameters, and only the
-trials still missing from `n_trials` are run. Each job gets `optuna.storage`, `optuna.study_name`
-and `optuna.trial` overrides, from which the `optuna_pruning` callback reports to its trial.
+The study: `storage` (an Optuna database URL or a journal file, storage.py), by default
+`<sweep folder>/optuna.db`. Any number of sweep processes, on this machine (`n_workers`) or on others
+(the same command with the same `storage`), share it: each runs trials until the study has `n_trials`,
+heartbeats tell a live trial from one whose process is gone, and the latter is failed and run again.
+Resuming: run the same command with `hydra.sweep.dir=<the interrupted sweep's folder>`. Each job gets
+`optuna.storage`, `optuna.study_name` and `optuna.trial` overrides, from which the `optuna_pruning`
+callback reports to its trial.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import math
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import optuna
+import sqlalchemy
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hydra_plugins.genlab_optuna_sweeper.storage import (
+    RetryStaleTrial,
+    fail_stale_trials,
+    failure_reason,
+    heartbeats,
+    open_storage,
+    resolve_storage,
+    retried_as,
+    retry,
+    shown,
+)
+from hydra_plugins.genlab_optuna_sweeper.workers import (
+    WORKER_ENV,
+    describe_exit,
+    run_workers,
+    visible_gpus,
+    worker_command,
+    worker_environment,
+)
 from src.errors import one_line
 from src.utils.locks import try_lock
 
 log = logging.getLogger(__name__)
+TrialState = optuna.trial.TrialState
 
 
 class OptunaSweeper(Sweeper):
@@ -43,8 +76,12 @@ class OptunaSweeper(Sweeper):
         direction: str = "minimize",
         n_trials: int = 20,
         n_jobs: int = 1,
+        n_workers: int = 1,
         study_name: str = "study",
-        storage_file: str = "optuna.db",
+        storage: str | None = None,
+        heartbeat_interval: int = 20,
+        grace_period: int = 120,
+        max_retry: int | None = 1,
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
         params: DictConfig | None = None,
@@ -52,8 +89,12 @@ class OptunaSweeper(Sweeper):
         self.direction = direction
         self.n_trials = n_trials
         self.n_jobs = n_jobs
+        self.n_workers = n_workers
         self.study_name = study_name
-        self.storage_file = storage_file
+        self.storage = storage
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
+        self.max_retry = max_retry
         self.sampler = sampler  # Hydra has built both from their _target_ already
         self.pruner = pruner
         self.params = OmegaConf.to_container(params) if params else {}
@@ -66,6 +107,7 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[Sequence[Any]]:
+        check_settings(self)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + arguments)
         search_space = {o.get_key_element(): to_distribution(o) for o in overrides if o.is_sweep_override()}
@@ -73,46 +115,156 @@ class OptunaSweeper(Sweeper):
                  if not o.is_sweep_override()]  # fmt: skip
 
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = lock_sweep_folder(sweep_dir)  # held until this process ends
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        storage = f"sqlite:///{sweep_dir / self.storage_file}"
-        study = optuna.create_study(
-            study_name=self.study_name, storage=storage, load_if_exists=True, direction=self.direction,
-            sampler=self.sampler, pruner=self.pruner,
-        )  # fmt: skip
-        interrupted = requeue_interrupted_trials(study)
+        storage_spec = resolve_storage(self.storage, sweep_dir)
+        worker = os.environ.get(WORKER_ENV)  # set for the workers of `n_workers`: their parent holds the folder
+        if worker is None:
+            new_folder = not sweep_dir.exists()
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_sweep_folder(sweep_dir)  # held until this process ends
+        try:
+            storage, study = self._open_study(storage_spec)
+        except SystemExit:
+            if worker is None and new_folder:  # a refused sweep leaves no folder behind
+                shutil.rmtree(sweep_dir, ignore_errors=True)
+            raise
+        if worker is None:
+            with open_dict(self.config):  # the study's storage, resolved, for src.sweep_summary
+                self.config.hydra.sweeper.storage = storage_spec
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if self.sampler is not None and (self.storage is not None or study.get_trials(deepcopy=False)):
+            # a sampler seeded as the one that began the study (a resume), or as those of other processes sharing
+            # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
+            # > 1) reseeds its threads'). Only a new study in its own folder is reproducible from `seed`.
+            self.sampler.reseed_rng()
+        log.info(f"Study {self.study_name!r}: {self.direction} over {', '.join(search_space)}; storage "
+                 f"{shown(storage_spec)}")  # fmt: skip
+        if finished := sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
+            log.info(f"The study has {finished} finished trial(s) already; it runs until {self.n_trials} are done")
 
-        def num_done() -> int:
-            return len([t for t in study.trials if t.state.is_finished() and t.number not in interrupted])
+        if self.n_workers > 1 and worker is None:
+            return self._run_workers(study, sweep_dir, storage_spec)
+        if worker is not None:
+            import torch  # imported by the task already; here for the log line only
 
-        if num_done():
-            log.info(f"Resuming study {self.study_name!r}: {num_done()} of {self.n_trials} trials done")
-        log.info(f"Study {self.study_name!r}: {self.direction} over {', '.join(search_space)}; storage {storage}")
+            gpu = f", GPU {os.environ['CUDA_VISIBLE_DEVICES']}" if "CUDA_VISIBLE_DEVICES" in os.environ else ""
+            log.info(f"Sweep worker {worker} (process {os.getpid()}): {torch.get_num_threads()} torch thread(s){gpu}")
 
-        returns = []
-        while (remaining := self.n_trials - num_done()) > 0:
-            trials = [study.ask(search_space) for _ in range(min(self.n_jobs, remaining))]
+        try:
+            with sigterm_ends_the_sweep():
+                returns = self._run_trials(study, storage, storage_spec, search_space, fixed)
+        except KeyboardInterrupt:  # Ctrl-C between trials, or while waiting for other processes' trials
+            raise SystemExit(128 + signal.SIGINT) from None
+
+        if worker is None:
+            self._write_best(study, sweep_dir)
+        return returns
+
+    def _run_trials(self, study: optuna.Study, storage: optuna.storages.BaseStorage, storage_spec: str,
+                    search_space: dict, fixed: list[str]) -> list[Sequence[Any]]:  # fmt: skip
+        """Ask, launch and tell trials until the study has n_trials (anywhere) and none is running."""
+        returns, adopted = [], set()
+        while (batch_size := self._trials_to_ask(study, storage, adopted)) > 0:
+            with warnings.catch_warnings():  # Optuna beats only in optimize(); the sweeper beats itself
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trials = [study.ask(search_space) for _ in range(batch_size)]
             batch = [
                 [*fixed, *(f"{key}={value}" for key, value in trial.params.items()),
-                 f"optuna.storage={storage}", f"optuna.study_name={self.study_name}", f"optuna.trial={trial.number}"]
+                 f"optuna.storage={quoted(storage_spec)}", f"optuna.study_name={quoted(self.study_name)}",
+                 f"optuna.trial={trial.number}"]
                 for trial in trials
             ]  # fmt: skip
             self.validate_batch_is_legal(batch)
-            # job folders are numbered by trial, so that a resumed sweep never writes over an earlier job
-            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            with heartbeats(storage, [trial._trial_id for trial in trials]):
+                try:
+                    # job folders are numbered by trial: unique in the study, whichever process runs it
+                    results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+                except (KeyboardInterrupt, SystemExit) as stop:  # a job ends an interrupted run with exit 130/143
+                    for trial in trials:
+                        interrupted(study, trial, stop)
+                    raise
             for trial, result in zip(trials, results, strict=True):
                 tell(study, trial, result)
             returns.append(results)
-
-        self._write_best(study, sweep_dir)
         return returns
 
+    def _open_study(self, spec: str) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+        """The storage (with heartbeats) and the study in it, created if need be; one line if either cannot be had."""
+        on_stale = RetryStaleTrial(self.grace_period, self.max_retry)
+        try:
+            storage = open_storage(spec, self.heartbeat_interval, self.grace_period, on_stale)
+            study = optuna.create_study(
+                study_name=self.study_name, storage=storage, load_if_exists=True, direction=self.direction,
+                sampler=self.sampler, pruner=self.pruner,
+            )  # fmt: skip
+        except (sqlalchemy.exc.SQLAlchemyError, OSError, ImportError, ValueError) as err:
+            raise SystemExit(f"error: hydra.sweeper.storage={shown(spec)}: cannot open it: {one_line(err)}") from None
+        if study.direction.name.lower() != self.direction:
+            raise SystemExit(f"error: hydra.sweeper.direction={self.direction}: study {self.study_name!r} in "
+                             f"{shown(spec)} was made to {study.direction.name.lower()}")  # fmt: skip
+        return storage, study
+
+    def _trials_to_ask(self, study: optuna.Study, storage: optuna.storages.BaseStorage, adopted: set[int]) -> int:
+        """How many trials to ask now (at most n_jobs): those the study still needs beyond the ones finished and
+        running anywhere. 0 when it has them all and none is running; while only other processes' trials run,
+        waits: any of them whose process is gone is failed and queued again, for this process to run."""
+        waiting_for: list[int] = []
+        while True:
+            fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            retried = retried_as(trials)
+            done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            if (needed := self.n_trials - done - len(running)) > 0:
+                return min(self.n_jobs, needed)
+            if not running:
+                return 0
+            for trial in running:
+                # a trial whose process died before its first heartbeat (or one of a sweep without heartbeats) would
+                # never be found stale: one beat from here starts its clock; its own process, if alive, beats on
+                if trial.number not in adopted:
+                    storage.record_heartbeat(trial._trial_id)
+                    adopted.add(trial.number)
+            if [t.number for t in running] != waiting_for:
+                waiting_for = [t.number for t in running]
+                log.info(f"Waiting for trial(s) {', '.join(map(str, waiting_for))} of other processes (one whose "
+                         f"process is gone is run again after {self.grace_period} s without a heartbeat)")  # fmt: skip
+            time.sleep(min(self.heartbeat_interval, 2))  # a trial that ends frees its place within 2 s
+
+    def _run_workers(self, study: optuna.Study, sweep_dir: Path, storage_spec: str) -> list[Sequence[Any]]:
+        """Run the sweep as n_workers processes on this machine, each with its share of threads; then the results."""
+        import torch
+
+        total_threads, gpus = torch.get_num_threads(), visible_gpus()
+        environments = [worker_environment(i, self.n_workers, total_threads, gpus) for i in range(self.n_workers)]
+        command = worker_command(sys.orig_argv, [
+            f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"hydra.sweeper.storage={quoted(storage_spec)}",
+            "hydra.sweeper.n_workers=1",
+        ])  # fmt: skip
+        log.info(f"Starting {self.n_workers} sweep workers on study {self.study_name!r}, each with "
+                 f"{environments[0]['OMP_NUM_THREADS']} of {total_threads} torch threads"
+                 + (f", on GPU(s) {', '.join(gpus)}" if gpus else ""))  # fmt: skip
+        exit_codes, signals = run_workers(command, environments)
+        for number, code in enumerate(exit_codes, start=1):
+            if code != 0:
+                log.warning(f"Sweep worker {number}/{self.n_workers} ended with {describe_exit(code)}")
+        if signals:  # interrupted: each worker has queued its cut-off trial again, for a resume
+            raise SystemExit(128 + signals[0])
+        trials = study.get_trials(deepcopy=False)
+        retried = retried_as(trials)
+        done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+        if done < self.n_trials or any(t.state == TrialState.RUNNING for t in trials):
+            raise SystemExit(f"error: sweep workers ended ({', '.join(map(describe_exit, exit_codes))}) with {done} "
+                             f"of {self.n_trials} trials done; run the same command with hydra.sweep.dir={sweep_dir} "
+                             f"to finish the study")  # fmt: skip
+        self._write_best(study, sweep_dir)
+        return []
+
     def _write_best(self, study: optuna.Study, sweep_dir: Path) -> None:
-        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs]
-        if not completed and failed and len(failed) == len(study.trials):  # every trial failed: the sweep did too
-            first = f"trial {failed[0].number}: {failed[0].user_attrs['error']}"
+        trials = study.get_trials(deepcopy=False)
+        completed = [t for t in trials if t.state == TrialState.COMPLETE]
+        failed = [t for t in trials if t.state == TrialState.FAIL and failure_reason(study, t)]
+        if not completed and failed and all(t.state == TrialState.FAIL for t in trials):  # the sweep failed too
+            first = f"trial {failed[0].number}: {failure_reason(study, failed[0])}"
             raise SystemExit(f"error: no trial of {sweep_dir} completed; {first}")  # one line, as the entry points
         if not completed:
             log.warning("No trial completed: no best parameters")
@@ -123,32 +275,102 @@ class OptunaSweeper(Sweeper):
         log.info(f"Best trial {best.number}: value {best.value:.5g} with {best.params}")
 
 
+def check_settings(sweeper: OptunaSweeper) -> None:
+    """One line for a setting the sweep cannot run with."""
+    for key in ("n_trials", "n_jobs", "n_workers", "heartbeat_interval", "grace_period"):
+        value = getattr(sweeper, key)
+        if not isinstance(value, int) or value < 1:
+            raise SystemExit(f"error: hydra.sweeper.{key}={value}: expected a whole number >= 1")
+    if sweeper.grace_period <= sweeper.heartbeat_interval:  # a live trial would be failed between two of its beats
+        raise SystemExit(f"error: hydra.sweeper.grace_period={sweeper.grace_period}: expected more than "
+                         f"heartbeat_interval={sweeper.heartbeat_interval} (seconds)")  # fmt: skip
+    if sweeper.max_retry is not None and (not isinstance(sweeper.max_retry, int) or sweeper.max_retry < 0):
+        raise SystemExit(f"error: hydra.sweeper.max_retry={sweeper.max_retry}: expected null or a whole number >= 0")
+
+
+def quoted(value: str) -> str:
+    """`value` as one quoted string in Hydra's override grammar (a URL's `?`, `&`, `=` stay in it)."""
+    # in a quoted value, backslashes are escaped where they precede a quote or end the string
+    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value) + "'"
+
+
 def tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:
-    """Tell the study how a job ended: its returned value, pruned, or failed."""
+    """Tell the study how a job ended: its returned value, pruned, or failed (with the reason)."""
     try:
         value = result.return_value  # re-raises the job's exception
     except optuna.TrialPruned:
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        finish(study, trial, TrialState.PRUNED)
         log.info(f"Trial {trial.number} pruned")
         return
     except Exception as err:  # a failed job (a bad value, a NaN) fails its trial, not the sweep
-        trial.set_user_attr("error", one_line(err))  # shown by src.sweep_summary; a failed trial is not retried
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        finish(study, trial, TrialState.FAIL, error=one_line(err))  # a failed trial is not retried
         log.warning(f"Trial {trial.number} failed: {one_line(err)}")
         return
-    if value is None:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        log.warning(f"Trial {trial.number} returned no value: set monitor.metric to what the sweep optimises")
+    if value is None or not math.isfinite(value):
+        error = f"returned {value}: set monitor.metric to a metric the run logs, which the sweep optimises"
+        finish(study, trial, TrialState.FAIL, error=error)
+        log.warning(f"Trial {trial.number} {error}")
         return
-    study.tell(trial, float(value))
+    finish(study, trial, TrialState.COMPLETE, value=float(value))
+
+
+def finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None,
+           error: str | None = None) -> None:  # fmt: skip
+    """Record a trial's end, unless another process has failed it meanwhile (its heartbeats stopped for longer
+    than grace_period: a stalled machine); then its result is dropped, and its retry runs it again."""
+    try:
+        if error is not None:
+            trial.set_user_attr("error", error)  # shown by src.sweep_summary
+        frozen = study.tell(trial, value, state=None if state == TrialState.COMPLETE else state, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        frozen = None
+    if frozen is None or frozen.state != state:
+        log.warning(f"Trial {trial.number} had been failed by another process (no heartbeat from here for over the "
+                    f"grace period); its result is dropped and its retry runs it again")  # fmt: skip
+
+
+def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -> None:
+    """A trial cut off by a signal (Ctrl-C, SIGTERM): failed, with the reason, and queued again for a resume."""
+    code = stop.code if isinstance(stop, SystemExit) else 128 + signal.SIGINT
+    is_signal = isinstance(code, int) and code - 128 in signal.valid_signals()  # 128 + n: ended by signal n
+    how = signal.Signals(code - 128).name if is_signal else f"exit {code}"
+    try:
+        study.tell(trial, state=TrialState.FAIL)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # already ended (failed by another process)
+        return
+    study.set_user_attr(f"error of trial {trial.number}", f"interrupted by {how}; queued again with the same "
+                        f"parameters")  # fmt: skip
+    retry(study, study.get_trials(deepcopy=False)[trial.number])
+    log.info(f"Trial {trial.number} was interrupted ({how}): queued again with {trial.params}")
+
+
+@contextlib.contextmanager
+def sigterm_ends_the_sweep() -> Iterator[None]:
+    """SIGTERM ends the sweep as Ctrl-C does: its running trial is failed, with the reason, and queued again.
+
+    Python's default would end the process at once, leaving the trial RUNNING until its heartbeats go
+    stale. During training Lightning's own SIGTERM handler calls this one after its own (it keeps the
+    handler it found): there the run stops itself at the end of the batch, with a checkpoint, and this
+    one leaves it to.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        if signal.getsignal(signal.SIGTERM) is stop:  # not called through Lightning's handler: not in training
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
-    """One sweep per folder: a second one would take the first's live trials for interrupted ones and requeue them.
+    """One sweep command per folder: two would write its results over each other.
 
     An advisory lock on `<sweep>/.sweep.lock`, released by the kernel when its process ends, however it ends.
-    To share one study between machines, point several sweeps at one database server instead (Optuna's
-    distributed optimisation); an SQLite file in a sweep folder is for one sweep at a time.
+    Processes that share a study each have their own folder (the workers of n_workers share their
+    parent's, which holds the lock).
     """
     lock, holder = try_lock(sweep_dir / ".sweep.lock")
     if lock is None:
@@ -157,18 +379,6 @@ def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
             f"it to end, or give this one another hydra.sweep.dir"
         )
     return lock
-
-
-def requeue_interrupted_trials(study: optuna.Study) -> set[int]:
-    """Trials left RUNNING by an interrupted sweep are marked failed and asked again with the same parameters.
-
-    Returns the numbers of all trials ever requeued (each retry names its trial), which do not count as done.
-    """
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # by number: its Trial died with its process
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        log.info(f"Trial {trial.number} was interrupted: queued again with {trial.params}")
-    return {t.user_attrs["retry_of"] for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
 
 
 def to_distribution(override: Override) -> optuna.distributions.BaseDistribution:

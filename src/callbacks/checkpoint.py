@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.errors import ConfigError
-from src.utils.checkpoint import AtomicCheckpointIO
+from src.utils.checkpoint_reader import read_checkpoint
+from src.utils.checkpoint_writer import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class ExportBestCheckpoint(Callback):
         if not best:
             log.warning(f"No best checkpoint to export to {self.path}")
             return
-        checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(best)
         # what Lightning's load_from_checkpoint reads (the version: for its format migrations), and our config
         keep = ("state_dict", "hyper_parameters", "config", "epoch", "global_step", "pytorch-lightning_version")
         slim = {key: checkpoint[key] for key in keep}

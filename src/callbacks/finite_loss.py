@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from src.errors import GenlabError
+from src.models.logged_steps import logs_this_step
 
 
 class NonFiniteLossError(GenlabError):
@@ -20,10 +21,10 @@ class NonFiniteLossError(GenlabError):
 class StopOnNonFiniteLoss(Callback):
     """Track whether each step's loss is finite, and stop with a clear error at the first one that is not.
 
-    The test runs on the device (no synchronisation per step); the flag is read every
-    `trainer.log_every_n_steps` steps, before every validation and end of epoch, and as any checkpoint
-    is put together (periodic ones come between those), so that no checkpoint of the bad state is
-    written: neither last.ckpt nor a "best".
+    The test runs on the device (no synchronisation per step); the flag is read on the batches whose logs
+    are written (every `trainer.log_every_n_steps`, src/models/logged_steps.py), before every validation and
+    end of epoch, and as any checkpoint is put together (periodic ones come between those), so that no
+    checkpoint of the bad state is written: neither last.ckpt nor a "best".
     """
 
     def __init__(self) -> None:
@@ -43,7 +44,7 @@ class StopOnNonFiniteLoss(Callback):
         bad_now = ~torch.isfinite(loss.detach()).all() & (self.first_bad_step < 0)
         # a Python scalar, not a new device tensor: no host-to-device copy on this per-step path
         self.first_bad_step = torch.where(bad_now, self.step, self.first_bad_step)
-        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
+        if logs_this_step(trainer):  # the batches whose logged values are read on the host anyway
             self._check(trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

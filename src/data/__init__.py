@@ -11,14 +11,3 @@ __all__ = [
     "MNISTDataModule",
     "ShakespeareDataModule",
 ]
-
-# the datamodules a checkpoint's data config may name (src.eval rebuilds a run's data from it): a checkpoint
-# is data from anyone, and whatever else it names is never imported or called
-DATA_CLASSES = frozenset(
-    {
-        "src.data.images.MNISTDataModule",
-        "src.data.images.FashionMNISTDataModule",
-        "src.data.images.CIFAR10DataModule",
-        "src.data.text.ShakespeareDataModule",
-    }
-)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import Dataset, default_convert
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 # torchdata 0.11 calls an API that torch 2.14 deprecates, once per loader; nothing for users to act on
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """In a loader's worker process: Ctrl-C reaches every process of the terminal's group, and a worker would die
+    of it (torch's worker loop ends on KeyboardInterrupt), failing the next batch of a run that is stopping at the
+    end of its step. The main process decides (src/callbacks/interrupt.py); it ends its workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):  # Lightning seeds workers only of loaders without a worker_init_fn
+        pl_worker_init_function(worker_id)
 
 
 def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int) -> StatefulDataLoader:
@@ -29,6 +41,7 @@ def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_wo
         num_workers=num_workers,
         collate_fn=default_convert,  # passes the batch's tensors through as they are
         persistent_workers=num_workers > 0,
+        worker_init_fn=ignore_sigint,
         generator=torch.Generator().manual_seed(torch.initial_seed()),  # the workers' seeds
     )
     if shuffle:

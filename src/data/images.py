@@ -35,9 +35,15 @@ class TensorImageDataset(Dataset):
         return self.images[index].float().div_(255), self.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
-        # The DataLoader hands over a whole batch of indices: one gather instead of B items.
+        # The DataLoader hands over a whole batch of indices: one gather instead of B items, where the images are
         index = torch.as_tensor(indices)
+        if self.images.is_cuda:  # pinned and asynchronous: a copy from pageable memory would wait for the GPU
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         return self.images[index].float().div_(255), self.labels[index]  # (B, C, H, W), (B,)
+
+    def to(self, device: torch.device) -> TensorImageDataset:
+        """The same dataset held on `device`, whose batches are gathered and converted there."""
+        return TensorImageDataset(self.images.to(device), self.labels.to(device))
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -63,6 +69,7 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         download: bool = True,
         seed: int = 42,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
         # image_shape and num_classes are in the data config so that model configs can
@@ -76,6 +83,13 @@ class ImageDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size and data.val_size must be >= 1, got {batch_size} and {val_size}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
+        if on_device not in (True, False, "auto"):
+            raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
+        if on_device is True and num_workers > 0:
+            raise ConfigError(
+                f"data.on_device=true holds the images on the training device, which worker processes cannot share: "
+                f"use data.num_workers=0 (got {num_workers}), or data.on_device=false"
+            )
         self.save_hyperparameters(logger=False)
         self.root = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
@@ -156,6 +170,37 @@ class ImageDataModule(L.LightningDataModule):
         if stage in ("test", None) and self.data_test is None:
             self._check_files()
             self.data_test = TensorImageDataset(*self._checked_split(train=False))
+        self._hold_on_device()
+
+    # --- where the tensors are held --------------------------------------------------------------
+    def _hold_on_device(self) -> None:
+        """Move the splits to the training device when `data.on_device` says so: each batch is then gathered and
+        converted to float there, and no image crosses from the host per step. The sampler, and so the order of
+        the batches and a resumed loader's position, are the same as on the host."""
+        device = self.data_device()
+        if device is None:
+            return
+        for name in ("data_train", "data_val", "data_test"):
+            dataset = getattr(self, name)
+            if dataset is not None and dataset.images.device != device:
+                setattr(self, name, dataset.to(device))
+
+    def data_device(self) -> torch.device | None:
+        """The device to hold the images on, None for the host: with data.on_device=true the trainer's device; with
+        auto, a CUDA device, when every split fits in a quarter of its free memory and batches are cut in this
+        process (data.num_workers=0). Without a trainer (a datamodule used alone) the host."""
+        setting = self.hparams.on_device
+        if setting is False or self.trainer is None:
+            return None
+        device = self.trainer.strategy.root_device
+        if setting is True:
+            return device
+        if device.type != "cuda" or self.hparams.num_workers > 0:
+            return None
+        splits = [d for d in (self.data_train, self.data_val, self.data_test) if d is not None]
+        size = sum(d.images.nbytes + d.labels.nbytes for d in splits)
+        free, _ = torch.cuda.mem_get_info(device)
+        return device if size <= free // 4 else None
 
     def _checked_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """A split, refused when its files are whole but hold other images or labels than the config says."""

@@ -23,6 +23,13 @@ from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, o
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_MD5 = "6fb458f1232090904fb40fe944165e91"
+# validation windows: 4,096 by default; a million of 256 characters is 2 GB of token ids
+MAX_VAL_WINDOWS = 1_000_000
+
+
+# characters a text may hold beyond the printable ones: a vocabulary is data too (a checkpoint carries it), and
+# escape or bell characters in it would reach the terminal and the samples as raw control sequences
+LAYOUT_CHARS = frozenset("\n\t\r")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,19 @@ class CharVocab:
     """The characters of a corpus, in sorted order; a character's id is its index."""
 
     chars: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.chars, str) or not self.chars:
+            raise ValueError(f"a vocabulary is a non-empty string of characters, not {self.chars!r}")
+        repeated = sorted({char for char in self.chars if self.chars.count(char) > 1})
+        if repeated:
+            raise ValueError(f"the vocabulary repeats the characters {''.join(repeated)!r}: ids would be ambiguous")
+        control = sorted({char for char in self.chars if not char.isprintable() and char not in LAYOUT_CHARS})
+        if control:
+            raise ValueError(
+                f"the vocabulary holds control or invisible characters {''.join(control)!r}: only printable "
+                f"characters, newlines and tabs make text"
+            )
 
     @classmethod
     def from_text(cls, text: str) -> CharVocab:
@@ -94,6 +114,8 @@ class ShakespeareDataModule(L.LightningDataModule):
                 f"data.block_size, data.batch_size and data.num_val_windows must be >= 1, "
                 f"got {block_size}, {batch_size} and {num_val_windows}"
             )
+        if num_val_windows > MAX_VAL_WINDOWS:  # a checkpoint's data settings are rebuilt by src.eval: bound them
+            raise ConfigError(f"data.num_val_windows must be at most {MAX_VAL_WINDOWS:,}, got {num_val_windows}")
         if not 0.0 < train_fraction < 1.0:
             raise ConfigError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
         if num_workers < 0:
@@ -136,7 +158,10 @@ class ShakespeareDataModule(L.LightningDataModule):
         if not self.path.is_file():
             self.prepare_data()
         text = self._read_text()
-        self.vocab = CharVocab.from_text(text)
+        try:
+            self.vocab = CharVocab.from_text(text)
+        except ValueError as err:
+            raise CorruptDatasetError(f"{self.path}: {err}") from None
         tokens = self.vocab.encode(text)
         n_train = int(self.hparams.train_fraction * len(tokens))
         train_tokens, val_tokens = tokens[:n_train], tokens[n_train:]

@@ -18,10 +18,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from src.checkpoints import CheckpointError, load_model
 from src.errors import ConfigError
 from src.models.classifier import Classifier
 from src.models.nets.classifier import ConvClassifier
-from src.utils.checkpoint import CheckpointError, load_model
 
 
 class _Precomputed(nn.Identity):

@@ -11,8 +11,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.previews.image_grid import ReconstructionGrid
 
@@ -36,6 +37,7 @@ class Autoencoder(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         num_grid_images: int = 32,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if latent_dim < 1:
@@ -44,9 +46,11 @@ class Autoencoder(L.LightningModule):
             raise ConfigError(f"model.lr must be > 0, got {lr}")
         if not 0.0 <= noise_level <= 1.0:
             raise ConfigError(f"model.noise_level must be in [0, 1], got {noise_level}")
+        check_compile(compile)
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
         self.encoder = ConvEncoder(image_shape, latent_dim, channels)
         self.decoder = ConvDecoder(image_shape, latent_dim, channels)
+        compile_networks(compile, self.encoder, self.decoder)
 
     def reconstruct(self, images: Tensor) -> Tensor:
         """Reconstructions (B, C, H, W) in [0, 1] of images as given (a denoiser's callers corrupt them first)."""
@@ -72,7 +76,7 @@ class Autoencoder(L.LightningModule):
         images, _ = batch  # labels are not used
         loss, _ = self._loss(images)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:

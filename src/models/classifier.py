@@ -11,8 +11,9 @@ from pydantic import Field
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.classifier import ConvClassifier
 
 
@@ -29,10 +30,13 @@ class Classifier(L.LightningModule):
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25,
         lr: Annotated[float, Field(gt=0)] = 2e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 5e-4,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.net = ConvClassifier(image_shape, num_classes, channels, feature_dim, dropout)
+        compile_networks(compile, self.net)
         # one metric object per split: torchmetrics accumulates over the epoch and syncs across ranks
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -48,7 +52,7 @@ class Classifier(L.LightningModule):
         self.train_acc.update(logits, labels)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:

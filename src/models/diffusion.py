@@ -29,9 +29,10 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.unet import UNet
 from src.models.previews.denoising import FixedNoiseSamples
 
@@ -180,6 +181,7 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         warmup_steps: int = 500,
         weight_decay: float = 0.0,
         num_grid_images: int = 40,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if min(num_timesteps, base_channels, num_res_blocks, attention_heads) < 1:
@@ -213,6 +215,7 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
                 f"model.lr must be > 0, warmup_steps, weight_decay and num_grid_images >= 0; got {lr}, "
                 f"{warmup_steps}, {weight_decay} and {num_grid_images}"
             )
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.sampling = Sampling(sampler or SAMPLERS[objective][0], sample_steps, guidance_scale)
         self._check_sampling(self.sampling, {"sampler": "model.sampler", "steps": "model.sample_steps",
@@ -222,6 +225,7 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
                          dropout, num_classes if conditional else 0)  # fmt: skip
         # the averaged weights sample better than the last ones (Ho et al. sample from an EMA of decay 0.9999)
         self.ema_unet = averaged_copy(self.unet, ema_decay) if ema_decay is not None else None
+        compile_networks(compile, self.unet)  # the U-Net that trains; the EMA copy (validation, sampling) stays eager
         # the schedule follows from the hyperparameters: buffers, but not saved in checkpoints
         alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, num_timesteps), 0) if objective == "ddpm" else None
         self.register_buffer("alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(),
@@ -255,7 +259,7 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         labels = self._drop_labels(labels) if self.hparams.conditional else None
         loss = self.loss(self.unet, images, labels)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _drop_labels(self, labels: Tensor) -> Tensor:

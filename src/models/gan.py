@@ -17,8 +17,10 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import clip_gradients, fused_optimizer_available
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.dcgan import Discriminator, Generator
 from src.models.previews.latent_grids import SampleGrid
 
@@ -70,6 +72,7 @@ class GAN(L.LightningModule):
         lr_discriminator: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         gradient_clip_val: float | None = None,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if min(latent_dim, n_critic, generator_channels, discriminator_channels) < 1:
@@ -85,6 +88,7 @@ class GAN(L.LightningModule):
             raise ConfigError(f"model.label_smoothing applies to loss=bce only, not loss={loss}")
         if not 0.0 <= label_smoothing < 0.5:
             raise ConfigError(f"model.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False  # two optimizers, stepped in training_step
         classes = num_classes if conditional else 0
@@ -92,6 +96,8 @@ class GAN(L.LightningModule):
         self.discriminator = Discriminator(image_shape, discriminator_channels, classes)
         # An exponential moving average of G's weights (and batch-norm statistics) samples better than G itself.
         self.ema_generator = averaged_copy(self.generator, ema_decay) if ema_decay is not None else None
+        # not D under wgan-gp: its gradient penalty differentiates through D twice, which torch.compile cannot
+        compile_networks(compile, self.generator, *([self.discriminator] if loss != "wgan-gp" else []))
 
     # --- sampling --------------------------------------------------------------------------------
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -120,12 +126,18 @@ class GAN(L.LightningModule):
         z = torch.randn(len(real), self.hparams.latent_dim, device=self.device)
         fake = self.generator(z, labels)
         d_loss, real_logits, fake_logits = self.discriminator_step(real, fake.detach(), labels)
-        self._log_discriminator("train", real_logits, fake_logits, d_loss)
-        if (batch_idx + 1) % self.hparams.n_critic == 0:
-            g_loss = self.generator_step(fake, labels)
-            self.log("train/g_loss", g_loss, on_step=True, on_epoch=True, prog_bar=True)
-            return d_loss + g_loss  # detached: for the callbacks that watch the losses (a NaN stops the run)
-        return d_loss
+        g_loss = self.generator_step(fake, labels) if (batch_idx + 1) % self.hparams.n_critic == 0 else None
+        # on the batches whose logs are written only (the epoch means are over those), in one copy to the host
+        if logs_this_step(self.trainer):
+            metrics = {**self._discriminator_metrics(real_logits, fake_logits), "d_loss": d_loss}
+            if g_loss is not None:
+                metrics["g_loss"] = g_loss
+            metrics = {f"train/{name}": value for name, value in on_host(**metrics).items()}
+            if "train/g_loss" in metrics:
+                self.log("train/g_loss", metrics.pop("train/g_loss"), on_step=True, on_epoch=True, prog_bar=True)
+            self.log_dict(metrics, on_step=True, on_epoch=True)
+        # detached: for the callbacks that watch the losses (a NaN stops the run)
+        return d_loss if g_loss is None else d_loss + g_loss
 
     def discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """One update of D on real images and (detached) generated ones; returns its loss and logits (detached)."""
@@ -156,22 +168,17 @@ class GAN(L.LightningModule):
             clip_gradients(self, optimizer, self.hparams.gradient_clip_val)
         optimizer.step()
 
-    def _log_discriminator(self, stage: str, real_logits: Tensor, fake_logits: Tensor, loss: Tensor | None) -> None:
+    def _discriminator_metrics(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
         """D(x), D(G(z)) and D's accuracy (logit > 0 means 'real') on each kind of image."""
         accuracy_real = (real_logits > 0).float().mean()
         accuracy_fake = (fake_logits < 0).float().mean()
-        metrics = {
+        return {
             "d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
             "d_acc_real": accuracy_real,
             "d_acc_fake": accuracy_fake,
             "d_acc": (accuracy_real + accuracy_fake) / 2,
         }
-        if loss is not None:
-            metrics["d_loss"] = loss
-        on_step = stage == "train"
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, on_step=on_step, on_epoch=True,
-                      sync_dist=not on_step)  # fmt: skip
 
     # --- validation: how well does D still tell held-out real images from new samples? -------------
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
@@ -180,7 +187,9 @@ class GAN(L.LightningModule):
         z = torch.randn(len(images), self.hparams.latent_dim, device=self.device)
         real_logits = self.discriminator(images * 2 - 1, labels)
         fake_logits = self.discriminator(self.generator(z, labels), labels)
-        self._log_discriminator(stage, real_logits, fake_logits, None)
+        metrics = self._discriminator_metrics(real_logits, fake_logits)
+        # means over the epoch, across devices
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, on_epoch=True, sync_dist=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -19,11 +19,12 @@ from torchmetrics.text import Perplexity
 
 from src.data.text import CharVocab
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import is_last_validation, logs_this_step
+from src.models.logged_steps import is_last_validation, logs_this_step, on_host
 from src.models.nets.transformer import Transformer
 from src.models.previews.text_sample import TextSample
-from src.utils.checkpoint import check_state_dict_fits
+from src.utils.checkpoint_reader import check_state_dict_fits
 
 
 class GPT(ClipsFusedGradients, L.LightningModule):
@@ -44,7 +45,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         lr_decay_steps: int | None = None,
         betas: tuple[float, float] = (0.9, 0.99),
         weight_decay: float = 0.1,
-        compile: bool = False,
+        compile: bool | str = False,
         sample_prompt: str = "\n",
         sample_length: int = 200,
         periodic_val_batches: int | None = None,
@@ -63,6 +64,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
             raise ConfigError(f"model.periodic_val_batches must be >= 1 or null (all), got {periodic_val_batches}")
         if lr <= 0 or min_lr < 0 or warmup_steps < 0:
             raise ConfigError(f"model.lr must be > 0, min_lr and warmup_steps >= 0; got {lr}, {min_lr}, {warmup_steps}")
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.vocab: CharVocab | None = None
         self.net: Transformer | None = None
@@ -95,8 +97,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
             raise RuntimeError("the vocabulary is unknown: call setup() or load a checkpoint first")
         hp = self.hparams
         self.net = Transformer(len(self.vocab), hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
-        if hp.compile:
-            self.net.compile()  # in place: the state_dict keeps its names, checkpoints stay loadable without it
+        compile_networks(hp.compile, self.net)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_state_dict_fits(self, checkpoint["state_dict"])  # the network is built by now: before its weights load
@@ -113,7 +114,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:

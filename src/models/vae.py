@@ -12,8 +12,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from src.errors import ConfigError
+from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.nets.mlp import MLPDecoder, MLPEncoder
 from src.models.previews.image_grid import ReconstructionGrid
@@ -39,6 +40,7 @@ class VAE(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         num_grid_images: int = 32,
+        compile: bool | str = False,
     ) -> None:
         super().__init__()
         if latent_dim < 1:
@@ -47,6 +49,7 @@ class VAE(L.LightningModule):
             raise ConfigError(f"model.lr must be > 0, got {lr}")
         if beta < 0 or kl_warmup_steps < 0:
             raise ConfigError(f"model.beta and model.kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
+        check_compile(compile)
         self.save_hyperparameters(logger=False)
         if architecture == "mlp":
             self.encoder = MLPEncoder(image_shape, 2 * latent_dim, hidden_dims)
@@ -54,6 +57,7 @@ class VAE(L.LightningModule):
         else:  # conv stages, then one hidden layer of the first hidden_dims width
             self.encoder = ConvEncoder(image_shape, 2 * latent_dim, channels, hidden_dims[0] if hidden_dims else None)
             self.decoder = ConvDecoder(image_shape, latent_dim, channels, hidden_dims[0] if hidden_dims else None)
+        compile_networks(compile, self.encoder, self.decoder)
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and log-variance (B, latent_dim) each, of the Gaussian q(z|x)."""
@@ -98,7 +102,7 @@ class VAE(L.LightningModule):
         recon, kl = self.elbo_terms(images)
         loss = recon + self.kl_weight() * kl
         if logs_this_step(self.trainer):
-            self._log_terms("train", images, loss, recon, kl, on_step=True, on_epoch=False)
+            self._log_terms("train", images, **on_host(loss=loss, recon=recon, kl=kl), on_step=True, on_epoch=False)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:

@@ -27,15 +27,16 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
 
 
-def compose(overrides: list[str], config_name: str = "train") -> DictConfig:
-    """The config that `python -m src.<config_name> <overrides>` would run with, through Hydra's compose API.
+def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
+    """The config that `python -m src.<config_name> <overrides>` would run with, through Hydra's compose API
+    (with Hydra's own node, `hydra`, if `return_hydra_config`).
 
     For code that runs outside the command line (tests, benchmarks): Hydra's run folder is not
     made, so `paths.output_dir` must be among the overrides.
     """
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return hydra_compose(config_name=config_name, overrides=overrides)
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
 
 
 def wandb_offline() -> bool:

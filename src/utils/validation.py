@@ -102,7 +102,7 @@ def _check_target(node: DictConfig, key: str) -> None:
         target = get_object(node._target_)
     except Exception as err:
         raise ConfigError(f"{key}._target_={node._target_!r} cannot be imported: {err}") from None
-    parameters, hints, takes_any_keyword = _signature(target)
+    parameters, hints, takes_any_keyword = signature(target)
     for name, value in node.items_ex(resolve=False):
         name = str(name)
         if name.startswith("_"):
@@ -114,12 +114,12 @@ def _check_target(node: DictConfig, key: str) -> None:
         if isinstance(value, DictConfig) and "_target_" in value:
             continue  # checked as a node of its own
         plain_value = _resolved(node, name, key)
-        _check_finite(plain_value, f"{key}.{name}")
+        check_finite(plain_value, f"{key}.{name}")
         if name in hints:
-            _check_type(plain_value, hints[name], f"{key}.{name}", target.__name__)
+            check_type(plain_value, hints[name], f"{key}.{name}", target.__name__)
 
 
-def _check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
+def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
     try:
         adapter = TypeAdapter(hint)
     except Exception:  # a type pydantic cannot check (an nn.Module, a Strategy): leave it to the constructor
@@ -134,17 +134,17 @@ def _check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
         ) from None
 
 
-def _check_finite(value: Any, key: str) -> None:
+def check_finite(value: Any, key: str) -> None:
     """NaN and infinity pass the type checks (they are floats), then surface far from the key that caused
     them: a NaN loss steps later, a clipping that does nothing. No setting here means them."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}={value}: must be a finite number")
     if isinstance(value, dict):
         for name, item in value.items():
-            _check_finite(item, f"{key}.{name}")
+            check_finite(item, f"{key}.{name}")
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            _check_finite(item, f"{key}[{i}]")
+            check_finite(item, f"{key}[{i}]")
 
 
 _FOLDER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -158,7 +158,7 @@ def check_task_name(name: Any) -> None:
         )
 
 
-def _signature(target: Any) -> tuple[list[str], dict[str, Any], bool]:
+def signature(target: Any) -> tuple[list[str], dict[str, Any], bool]:
     """Parameter names, their type hints, and whether any keyword goes, of a class or function.
 
     A subclass whose __init__ passes **kwargs on to its parent's takes the parent's parameters too.

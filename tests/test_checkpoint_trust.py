@@ -1,0 +1,374 @@
+"""A checkpoint is data, at every depth: nothing named inside it runs, whichever loader reads it.
+
+The matrix: a `_target_` (with `_args_`, `_partial_` or keyword arguments) planted at every node of a real
+checkpoint's `config` and `hyper_parameters` down to depth 4, and in place of every value down to depth 3, read
+by every loader genlab has. A run of code would create a marker file; none may exist afterwards, and a refusal is
+one CheckpointError line naming the file. Then the other classes of untrusted bytes: resource bombs (views
+larger than their storage, zip and pickle-memo bombs, hyperparameters describing a network larger than the
+file's weights), vocabularies with control characters, paths that are not checkpoint files, and callback
+state naming files outside the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import resource
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from src.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
+from src.checkpoints.resume import check_resumable
+from src.data.text import CharVocab
+from src.models.gpt import GPT
+from src.sample import terminal_safe
+from src.train import train
+from src.utils.checkpoint_writer import AtomicCheckpointIO
+from tests.conftest import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+
+AE = "src.models.autoencoder.Autoencoder"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A short autoencoder run on MNIST-format files (its data folder and last checkpoint), and a GPT checkpoint."""
+    root = tmp_path_factory.mktemp("trust")
+    write_mnist_raw(root / "data" / "MNIST" / "raw")
+    train(compose_config([*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}",
+                          "test=false"], root / "run"))  # fmt: skip
+    gpt = root / "gpt.ckpt"
+    save_gpt(gpt, vocab="\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    return {"data": root / "data", "ckpt": root / "run" / "checkpoints" / "last.ckpt", "gpt": gpt}
+
+
+def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
+    """A one-layer GPT's checkpoint as src.train writes one, with `hyper_parameters` written over its own."""
+    model = GPT(block_size=8, vocab=vocab, n_layer=1, n_head=2, n_embd=16)
+    model.configure_model()
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
+         "config": {"model": {"_target_": "src.models.gpt.GPT"},
+                    "data": {"_target_": "src.data.text.ShakespeareDataModule", "block_size": 8}},
+         "global_step": 0, "epoch": 0},
+        path,
+    )  # fmt: skip
+
+
+# --- the matrix: a _target_ planted at every depth, read by every loader -------------------------------------
+
+
+def payloads(marker: Path) -> list[dict[str, Any]]:
+    """Config nodes that Hydra's instantiate would run, each creating or filling `marker`."""
+    return [
+        {"_target_": "builtins.open", "_args_": [str(marker), "w"]},
+        {"_target_": "pathlib.Path.write_text", "_args_": [str(marker), "ran"], "_partial_": False},
+        {"_target_": "shutil.copyfile", "src": __file__, "dst": str(marker)},
+    ]
+
+
+def positions(tree: dict[str, Any], max_depth: int = 4) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(path, how) of every place to plant a node: a new key in every mapping down to `max_depth`, and in place of
+    every value down to depth 3."""
+
+    def walk(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        if isinstance(node, dict) and len(path) < max_depth:
+            yield (*path, "planted"), "add"
+            for key, value in node.items():
+                if len(path) < 3:
+                    yield (*path, key), "replace"
+                yield from walk(value, (*path, key))
+        elif isinstance(node, list) and len(path) < 3:
+            for i, value in enumerate(node):
+                yield (*path, i), "replace"
+                yield from walk(value, (*path, i))
+
+    yield from walk(tree, ())
+
+
+def planted(checkpoint: dict[str, Any], section: str, path: tuple[str | int, ...], node: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(checkpoint)
+    parent = changed[section]
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = node
+    return changed
+
+
+def loaders(data_dir: Path) -> dict[str, Callable[[Path], Any]]:
+    """Every way genlab reads a checkpoint. load_model serves src.sample, the leaderboard, the benchmarks and the
+    feature classifier of the sample-quality metrics; src.eval builds the model and the data; a resumed fit checks
+    the file, then Lightning reads it through AtomicCheckpointIO; ExportBestCheckpoint reads with read_checkpoint."""
+
+    def evaluate(path: Path) -> Any:
+        checkpoint = read_checkpoint(path)
+        return model_from(checkpoint, path), datamodule_from(checkpoint, path, data_dir=str(data_dir), batch_size=8)
+
+    def resume(path: Path) -> Any:
+        check_resumable(path, AE)
+        return AtomicCheckpointIO().load_checkpoint(path)
+
+    return {"load_model": load_model, "src.eval": evaluate, "resume": resume}
+
+
+def read_or_refuse(loader: Callable[[Path], Any], path: Path) -> str | None:
+    """None if the loader took the file, else its one-line refusal (which must name the file)."""
+    try:
+        loader(path)
+    except CheckpointError as err:
+        message = str(err)
+        assert "\n" not in message and str(path) in message, message
+        return message
+    return None
+
+
+@pytest.mark.parametrize(
+    "max_depth", [2, pytest.param(4, marks=pytest.mark.slow)], ids=["depth 1-2", "depth 1-4"]
+)  # fmt: skip
+@pytest.mark.parametrize("section", ["config", "hyper_parameters"])
+def test_a_target_planted_anywhere_never_runs(trained: dict[str, Path], tmp_path: Path, section: str, max_depth: int):
+    marker = tmp_path / "ran.txt"
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    nodes = payloads(marker)
+    cases = [(path, how, nodes[i % len(nodes)]) for i, (path, how) in enumerate(positions(checkpoint[section],
+                                                                                          max_depth))]  # fmt: skip
+    assert len(cases) > {"config": 60, "hyper_parameters": 10}[section] * max_depth / 2  # every node, not a few
+    refused = set()
+    for i, (path, how, node) in enumerate(cases):
+        file = tmp_path / f"{i}.ckpt"
+        torch.save(planted(checkpoint, section, path, node), file)
+        for name, loader in loaders(trained["data"]).items():
+            if read_or_refuse(loader, file) is not None:
+                refused.add((name, path))
+            assert not marker.exists(), f"{name} ran {node['_target_']} planted at {section}.{path} ({how})"
+        file.unlink()
+    # what genlab builds from is refused wherever a node is planted in it (the rest is never used)
+    if section == "config":
+        assert {("src.eval", ("data", "planted")), ("src.eval", ("data", "seed"))} <= refused
+        assert {("load_model", ("model", "_target_")), ("resume", ("model", "_target_"))} <= refused
+    else:
+        assert {("load_model", ("planted",)), ("load_model", ("latent_dim",)), ("src.eval", ("channels", 0))} <= refused
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_target_planted_at_a_random_place_never_runs(trained: dict[str, Path], tmp_path: Path, data) -> None:
+    marker = tmp_path / "ran.txt"
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    section = data.draw(st.sampled_from(["config", "hyper_parameters"]))
+    path, _ = data.draw(st.sampled_from(list(positions(checkpoint[section]))))
+    node = data.draw(st.sampled_from(payloads(marker)))
+    # the planted node wrapped in lists and mappings, as deep as the drawing goes
+    node = data.draw(st.recursive(st.just(node), lambda inner: st.lists(inner, min_size=1, max_size=2)
+                                  | st.dictionaries(st.sampled_from(["x", "_target_", "net"]), inner, min_size=1,
+                                                    max_size=2), max_leaves=4))  # fmt: skip
+    file = tmp_path / "planted.ckpt"
+    torch.save(planted(checkpoint, section, path, node), file)
+    for loader in loaders(trained["data"]).values():
+        read_or_refuse(loader, file)
+    assert not marker.exists(), f"ran what was planted at {section}.{path}"
+
+
+# (module, overrides): each entry point that reads a checkpoint, from the command line; {ckpt} is the planted file
+ENTRY_POINTS = {
+    "src.train (resume)": ("src.train", ["data=mnist", "data.val_size=100", "ckpt_path={ckpt}", *TEST_OVERRIDES[:5]]),
+    "src.eval": ("src.eval", ["ckpt_path={ckpt}", "num_samples=20", "batch_size=20", "metrics.kid_subset_size=10"]),
+    "src.sample": ("src.sample", ["ckpt_path={ckpt}", "num_samples=4"]),
+}
+PLANTED = {  # where: (section, path); the first is the one that ran code through src.eval before
+    "config.data": ("config", ("data", "planted")),
+    "config.model": ("config", ("model", "planted")),
+    "config.data.image_shape[0]": ("config", ("data", "image_shape", 0)),
+    "config.callbacks.model_checkpoint": ("config", ("callbacks", "model_checkpoint", "planted")),
+    "hyper_parameters.latent_dim": ("hyper_parameters", ("latent_dim",)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", list(PLANTED))
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_no_entry_point_runs_a_planted_target(trained: dict[str, Path], tmp_path: Path, entry_point: str, where: str):
+    marker = tmp_path / "ran.txt"
+    section, path = PLANTED[where]
+    checkpoint = planted(torch.load(trained["ckpt"], weights_only=True), section, path, payloads(marker)[0])
+    file = tmp_path / "planted.ckpt"
+    torch.save(checkpoint, file)
+    module, overrides = ENTRY_POINTS[entry_point]
+    result = subprocess.run(
+        [sys.executable, "-m", module, *[o.format(ckpt=file) for o in overrides],
+         f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={trained['data']}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert not marker.exists(), f"{entry_point} ran what was planted at {where}"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    if result.returncode != 0:  # refused: one line, and no run folder left
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {file}"), result.stderr[-2000:]
+        assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
+
+
+# --- resource bombs: what a checkpoint may make genlab allocate --------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bomb(case: str, good: Path, folder: Path) -> Path:
+    """A small file built to make a reader allocate or walk far more than its size."""
+    checkpoint = torch.load(good, weights_only=True)
+    path = folder / f"{case}.ckpt"
+    if case == "expanded weights":  # 4 bytes of data, 12 GB as a tensor
+        name = next(iter(checkpoint["state_dict"]))
+        checkpoint["state_dict"][name] = torch.zeros(1).expand(3_000_000_000)
+    elif case == "expanded optimizer state":
+        checkpoint["optimizer_states"][0]["state"][0]["exp_avg"] = torch.zeros(1).expand(10**13)
+    elif case == "shared lists":  # pickle's memo: 40 levels of [a, a] are 2^40 leaves in a few hundred bytes
+        tree: Any = [0]
+        for _ in range(40):
+            tree = [tree, tree]
+        checkpoint["config"]["extra"] = tree
+    elif case == "deep nesting":
+        tree = 0
+        for _ in range(200):  # deeper than any genlab checkpoint nests, as deep as torch.save writes
+            tree = [tree]
+        checkpoint["hyper_parameters"]["channels"] = tree
+    elif case == "network larger than its weights":  # an 8 GB encoder layer described by one number
+        checkpoint["hyper_parameters"]["latent_dim"] = 2**31
+    elif case == "zip bomb":  # entries compressed: a few KB unpacking to 100 MB of zeros
+        torch.save(checkpoint, path)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+            for entry in source.infolist():
+                target.writestr(entry.filename, source.read(entry))
+            target.writestr("archive/data/bomb", bytes(100_000_000))
+        path.write_bytes(buffer.getvalue())
+        return path
+    else:
+        raise ValueError(case)
+    torch.save(checkpoint, path)
+    return path
+
+
+BOMBS = ["expanded weights", "expanded optimizer state", "shared lists", "deep nesting", "zip bomb",
+         "network larger than its weights"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BOMBS)
+def test_a_resource_bomb_is_refused_before_it_allocates(trained: dict[str, Path], tmp_path: Path, case: str):
+    path = bomb(case, trained["ckpt"], tmp_path)
+    assert path.stat().st_size < 5_000_000
+    before = _peak_rss_mb()
+    for name, loader in loaders(trained["data"]).items():
+        if case == "network larger than its weights" and name == "resume":
+            continue  # a resumed run builds the network its own config describes, not the checkpoint's
+        assert read_or_refuse(loader, path) is not None, f"{name} took the {case}"
+    assert _peak_rss_mb() - before < 500, "the refusal itself allocated what the file described"
+
+
+# --- text: a vocabulary is data too -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "vocab, refused",
+    [("ab\x1b[31", "control or invisible characters"), ("aabcde", "repeats the characters 'a'"),
+     ("abcd\x07e", "control or invisible characters"), ("abcd\u202ee", "control or invisible characters")],
+)  # fmt: skip
+def test_a_vocabulary_with_control_or_repeated_characters_is_refused(tmp_path: Path, vocab: str, refused: str):
+    path = tmp_path / "gpt.ckpt"
+    save_gpt(path, vocab="abcdef")  # six characters, as each bad vocabulary has: only its characters are wrong
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["vocab"] = vocab
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=refused):
+        load_model(path)
+
+
+def test_generated_text_reaches_the_terminal_escaped() -> None:
+    assert terminal_safe("To be,\tor\nnot\r\x1b[2J\x07") == "To be,\tor\nnot\\r\\x1b[2J\\x07"
+    with pytest.raises(ValueError, match="control or invisible"):
+        CharVocab("ab\x1b")
+
+
+def test_a_gpt_checkpoint_with_a_valid_vocabulary_loads(trained: dict[str, Path]) -> None:
+    model = load_model(trained["gpt"])
+    assert model.vocab.chars == "\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    assert model.generate_text("ab", 5, 1.0, None, None, 1, seed=0)[0].startswith("ab")
+
+
+# --- paths that are not checkpoint files -------------------------------------------------------------------------
+
+
+def not_a_checkpoint(case: str, folder: Path, good: Path) -> tuple[str, str]:
+    """A ckpt_path of one kind that is no checkpoint file, and the start of its refusal."""
+    text = folder / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    if case == "url":
+        return "https://example.invalid/model.ckpt", "checkpoints are read from local files only"
+    if case == "text file":
+        return str(text), "not a readable PyTorch checkpoint"
+    if case == "link to a text file":
+        (folder / "link.ckpt").symlink_to(text)
+        return str(folder / "link.ckpt"), "not a readable PyTorch checkpoint"
+    if case == "folder":
+        return str(folder), "a folder, not a checkpoint file"
+    if case == "link to a folder":
+        (folder / "dir.ckpt").symlink_to(folder, target_is_directory=True)
+        return str(folder / "dir.ckpt"), "a folder, not a checkpoint file"
+    if case == "dangling link":
+        (folder / "gone.ckpt").symlink_to(folder / "nowhere.ckpt")
+        return str(folder / "gone.ckpt"), "a link to nothing"
+    if case == "malformed generator states":
+        checkpoint = torch.load(good, weights_only=True)
+        checkpoint["rng_states"]["python"] = (3, (1, 2), None)
+        torch.save(checkpoint, folder / "rng.ckpt")
+        return str(folder / "rng.ckpt"), "its random generators' states cannot be restored"
+    if case == "callback paths outside the run":
+        checkpoint = torch.load(good, weights_only=True)
+        state = next(value for key, value in checkpoint["callbacks"].items() if key.startswith("ModelCheckpoint"))
+        state["best_k_models"] = {str(folder / ".." / ".." / ".bashrc"): 0.1}
+        torch.save(checkpoint, folder / "escape.ckpt")
+        return str(folder / "escape.ckpt"), "outside the checkpoint's folder"
+    raise ValueError(case)
+
+
+NOT_CHECKPOINTS = ["url", "text file", "link to a text file", "folder", "link to a folder", "dangling link",
+                   "callback paths outside the run", "malformed generator states"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS)
+def test_a_path_that_is_no_checkpoint_file_is_one_line_for_every_loader(
+    trained: dict[str, Path], tmp_path: Path, case: str
+) -> None:
+    path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
+    for name, loader in loaders(trained["data"]).items():
+        message = read_or_refuse(loader, path)
+        assert message is not None and refused in message, f"{name}: {message}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS)
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
+    trained: dict[str, Path], tmp_path: Path, entry_point: str, case: str
+) -> None:
+    path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
+    module, overrides = ENTRY_POINTS[entry_point]
+    result = subprocess.run(
+        [sys.executable, "-m", module, *[o.format(ckpt=path) for o in overrides],
+         f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={trained['data']}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and refused in last_line, last_line
+    assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"

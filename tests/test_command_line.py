@@ -1,0 +1,127 @@
+"""Bad command lines of every entry point end in one line, `error: ...`, before Hydra makes a folder.
+
+A matrix of entry points and bad inputs: a missing `???` value, a task_name that is a path, a run folder that is a
+file or lies under one. In-process through the check Hydra calls (src/utils/before_run.py, listed in each entry
+point's config), and from the real command line (slow: a Python start-up of each).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from src.utils.before_run import CheckBeforeRun
+from src.utils.config import compose
+from tests.conftest import ROOT
+
+ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
+# the value each entry point needs, given where a case is about something else
+REQUIRED = {"train": [], "eval": ["ckpt_path=x.ckpt"], "sample": ["ckpt_path=x.ckpt"], "report": ["run_dir=."],
+            "sweep_summary": ["sweep_dir=."]}  # fmt: skip
+WITH_TASK_NAME = ["train", "eval", "sample"]  # src.report and src.sweep_summary write into the folder they read
+
+# (entry point, overrides with {file} for a file that exists, what the one line names)
+CASES = [
+    *((entry, [], f"{key} is missing: give it on the command line: python -m src.{entry} {key}=")
+      for entry, key in (("eval", "ckpt_path"), ("sample", "ckpt_path"), ("report", "run_dir"),
+                         ("sweep_summary", "sweep_dir"))),
+    *((entry, [f"task_name={name}"], f"task_name={name!r}: must be a plain folder name")
+      for entry in WITH_TASK_NAME for name in ("a/b", "a/../../../x", ".hidden")),
+    *((entry, ["hydra.run.dir={file}"], "hydra.run.dir={file}: a file of that name exists") for entry in ENTRY_POINTS),
+    *((entry, ["hydra.run.dir={file}/run"], "hydra.run.dir={file}/run: {file} is a file, so no folder can be made")
+      for entry in ENTRY_POINTS),
+    *((entry, ["paths.log_dir={file}"], "paths.log_dir={file}: a file of that name exists")
+      for entry in WITH_TASK_NAME),
+    *((entry, ["paths.output_dir={file}/out"], "paths.output_dir={file}/out: {file} is a file")
+      for entry in WITH_TASK_NAME),
+]  # fmt: skip
+IDS = [f"{entry}:{' '.join(overrides) or 'nothing'}" for entry, overrides, _ in CASES]
+
+
+def filled(texts: list[str], file: Path) -> list[str]:
+    return [text.format(file=file) for text in texts]
+
+
+@pytest.fixture
+def a_file(tmp_path: Path) -> Path:
+    path = tmp_path / "a_file"
+    path.write_text("not a folder\n")
+    return path
+
+
+@pytest.mark.parametrize(("entry", "overrides", "message"), CASES, ids=IDS)
+def test_the_check_before_the_run_refuses_with_one_line(
+    entry: str, overrides: list[str], message: str, a_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = filled(overrides, a_file)
+    given = {override.partition("=")[0] for override in overrides}
+    required = [] if overrides == [] else [o for o in REQUIRED[entry] if o.partition("=")[0] not in given]
+    config = compose([*required, *overrides], entry, return_hydra_config=True)
+    (callback,) = config.hydra.callbacks.values()  # every entry point's config lists the check
+    assert callback._target_ == f"{CheckBeforeRun.__module__}.{CheckBeforeRun.__name__}"
+    with pytest.raises(SystemExit) as exit_info:  # what Hydra calls before it makes the run folder
+        CheckBeforeRun().on_run_start(config=config, config_name=entry)
+    line = exit_info.value.code
+    assert isinstance(line, str) and "\n" not in line  # printed by Python as it exits: code 1
+    assert line.startswith("error: " + message.format(file=a_file)), line
+    assert capsys.readouterr().err == ""
+    assert sorted(tmp_path.iterdir()) == [a_file]
+
+
+def test_a_sweep_refuses_a_sweep_folder_under_a_file_and_takes_a_value_given_per_job(a_file: Path) -> None:
+    config = compose(["ckpt_path=x.ckpt", f"hydra.sweep.dir={a_file}/sweep"], "eval", return_hydra_config=True)
+    with pytest.raises(SystemExit, match=f"^error: hydra.sweep.dir={a_file}/sweep: {a_file} is a file"):
+        CheckBeforeRun().on_multirun_start(config=config, config_name="eval")
+    # `ckpt_path=a.ckpt,b.ckpt` is left out of the sweep's base config and given to each job: not missing
+    config = compose([f"hydra.sweep.dir={a_file.parent}/sweep"], "eval", return_hydra_config=True)
+    config.hydra.overrides.task = ["ckpt_path=a.ckpt,b.ckpt"]
+    CheckBeforeRun().on_multirun_start(config=config, config_name="eval")
+
+
+def test_a_good_command_line_passes(tmp_path: Path) -> None:
+    for entry in ENTRY_POINTS:
+        config = compose([*REQUIRED[entry], f"hydra.run.dir={tmp_path}/new/run"], entry, return_hydra_config=True)
+        CheckBeforeRun().on_run_start(config=config, config_name=entry)
+    assert GlobalHydra.instance().is_initialized() is False  # compose() leaves no global state behind
+    assert list(tmp_path.iterdir()) == []
+
+
+# the command line: one per entry point and kind of case, each a Python start-up (5-15 s on 2 busy cores)
+CLI_CASES = [
+    ("eval", []), ("sample", []), ("report", []), ("sweep_summary", []),
+    ("train", ["task_name=a/../../../x"]), ("sample", ["task_name=a/b"]), ("eval", ["hydra.run.dir={file}/run"]),
+    ("report", ["hydra.run.dir={file}"]), ("sweep_summary", ["hydra.run.dir={file}/run"]),
+    ("train", ["-m", "model.latent_dim=4,8", "hydra.sweep.dir={file}/sweep"]),
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("entry", "overrides"), CLI_CASES, ids=[f"{e}:{' '.join(o) or 'nothing'}" for e, o in CLI_CASES]
+)
+def test_the_command_line_refuses_with_one_line_and_writes_nothing(
+    entry: str, overrides: list[str], a_file: Path, tmp_path: Path
+) -> None:
+    overrides = filled(overrides, a_file)
+    given = {override.partition("=")[0] for override in overrides}
+    required = [] if len(overrides) == 0 else [o for o in REQUIRED[entry] if o.partition("=")[0] not in given]
+    log_dir = tmp_path / "outputs"  # where a run folder would go, made or not
+    where = [f"paths.log_dir={log_dir}"] if entry in WITH_TASK_NAME else []
+    before = sorted(ROOT.glob("outputs/**"))
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) before the overrides
+    values = [o for o in overrides if not o.startswith("-")]
+    result = subprocess.run(
+        [sys.executable, "-m", f"src.{entry}", *flags, *required, *where, *values],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(tmp_path.iterdir()) == [a_file]  # no run folder here,
+    assert not (tmp_path.parent / "x").exists()  # nor above it (task_name=a/../../../x)
+    assert sorted(ROOT.glob("outputs/**")) == before

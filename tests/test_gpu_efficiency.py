@@ -1,0 +1,164 @@
+"""What the GPU needs, checked on the CPU: images held on the training device give the same batches, the same
+resumed order and the same training as on the host; `model.compile` trains every family as eager does; and
+`python -m benchmarks.gpu_efficiency --smoke` measures every family against its plain loop."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from benchmarks.gpu_efficiency import FAMILIES
+from src.checkpoints import load_model, read_checkpoint
+from src.data.images import MNISTDataModule
+from src.errors import ConfigError
+from src.train import train
+from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
+
+
+# --- images held on the device ------------------------------------------------------------------------------
+def _datamodule(data_dir: Path, on_device: bool | str) -> MNISTDataModule:
+    """MNIST as the Trainer sets it up for training on the CPU, which stands in for the GPU here."""
+    datamodule = MNISTDataModule(str(data_dir), (1, 28, 28), 10, batch_size=32, val_size=100, on_device=on_device)
+    datamodule.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def _batches(loader, count: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if count is not None and len(batches) == count:
+            break
+    return batches
+
+
+def test_images_held_on_the_device_give_the_same_batches_and_the_same_resumed_order(mnist_dir: Path) -> None:
+    torch.manual_seed(0)
+    host = _batches(_datamodule(mnist_dir, on_device=False).train_dataloader())
+    torch.manual_seed(0)
+    on_device = _datamodule(mnist_dir, on_device=True)
+    assert on_device.data_device() == torch.device("cpu")  # the trainer's device: the device path is taken
+    loader = on_device.train_dataloader()
+    first = _batches(loader, 5)
+    state = loader.state_dict()  # as a checkpoint saves it, mid-epoch
+    torch.manual_seed(123)  # a resumed process: another global seed; the order comes from the loader's state
+    resumed_loader = _datamodule(mnist_dir, on_device=True).train_dataloader()
+    resumed_loader.load_state_dict(state)
+    device_batches = first + _batches(resumed_loader)
+    assert len(device_batches) == len(host) == 16  # 500 images in batches of 32
+    for (images, labels), (host_images, host_labels) in zip(device_batches, host, strict=True):
+        assert torch.equal(images, host_images) and torch.equal(labels, host_labels)
+        assert images.dtype == torch.float32 and images.max() <= 1.0
+
+
+def test_auto_holds_the_images_on_a_cuda_device_only(mnist_dir: Path) -> None:
+    assert _datamodule(mnist_dir, on_device="auto").data_device() is None  # the trainer is on the CPU
+    alone = MNISTDataModule(str(mnist_dir), (1, 28, 28), 10, on_device=True)
+    assert alone.data_device() is None  # no trainer: nowhere else to hold them
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"on_device": "yes"}, "data.on_device must be auto, true or false, got 'yes'"),
+        ({"on_device": True, "num_workers": 2}, "use data.num_workers=0 (got 2), or data.on_device=false"),
+    ],
+)
+def test_impossible_device_settings_are_refused_naming_the_key(mnist_dir: Path, options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        MNISTDataModule(str(mnist_dir), (1, 28, 28), 10, **options)
+
+
+@pytest.mark.slow  # two short GAN trainings: about 15 s on 2 CPU cores
+def test_training_on_device_held_images_ends_with_the_same_weights(tmp_path: Path, mnist_dir: Path) -> None:
+    weights = {}
+    for on_device in ("true", "false"):
+        overrides = [*TEST_OVERRIDES, "model=gan", "data=mnist", "data.val_size=100", "data.batch_size=32",
+                     "model.generator_channels=8", "model.discriminator_channels=8", f"paths.data_dir={mnist_dir}",
+                     f"data.on_device={on_device}", "test=false"]  # fmt: skip
+        train(compose_config(overrides, tmp_path / on_device))
+        weights[on_device] = read_checkpoint(tmp_path / on_device / "checkpoints" / "last.ckpt")["state_dict"]
+    assert weights["true"].keys() == weights["false"].keys()
+    assert all(torch.equal(weights["true"][name], weights["false"][name]) for name in weights["true"])
+
+
+# --- model.compile ------------------------------------------------------------------------------------------
+class LossCurve(Callback):
+    """Every training batch's loss, read on the host (a test may wait for the device) into <run>/losses.json."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args) -> None:
+        self.losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        (Path(trainer.default_root_dir) / "losses.json").write_text(json.dumps(self.losses))
+
+
+COMPILED = {
+    # two optimizers stepped by hand, EMA; clipping under bf16-mixed (the fused-optimizer path)
+    "gan": ["model=gan", "model.generator_channels=8", "model.discriminator_channels=8", "model.gradient_clip_val=1.0",
+            "trainer.precision=bf16-mixed"],
+    # EMA, gradient clipping by the Trainer, LR warm-up, conditional labels dropped at random
+    "diffusion": ["experiment=diffusion_fashion_mnist", "data=mnist", "model.base_channels=8",
+                  "model.channel_multipliers=[1,2]", "model.attention_heads=2", "model.num_grid_images=0"],
+}  # fmt: skip
+
+
+@pytest.mark.slow  # torch.compile of small networks on a CPU: a minute or two each
+@pytest.mark.parametrize("family", COMPILED)
+def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eager(
+    tmp_path: Path, mnist_dir: Path, family: str
+) -> None:
+    curves = {}
+    for compile_ in ("false", "true"):
+        overrides = [*TEST_OVERRIDES, *COMPILED[family], "data=mnist", "data.val_size=100", "data.batch_size=16",
+                     f"paths.data_dir={mnist_dir}", "trainer.limit_train_batches=6", "trainer.max_steps=-1",
+                     "trainer.max_epochs=1", "test=false", f"model.compile={compile_}", "seed=3",
+                     # no validation: eval mode and its batch sizes would compile the networks again
+                     "trainer.limit_val_batches=0", "monitor.metric=null",
+                     "+callbacks.loss_curve._target_=tests.test_gpu_efficiency.LossCurve"]  # fmt: skip
+        train(compose_config(overrides, tmp_path / compile_))
+        curves[compile_] = json.loads((tmp_path / compile_ / "losses.json").read_text())
+    assert len(curves["true"]) == len(curves["false"]) == 6
+    # the same computation, fused differently: equal up to rounding (bf16 for the GAN), not bit for bit
+    tolerance = 2e-2 if family == "gan" else 1e-3
+    assert curves["true"] == pytest.approx(curves["false"], rel=tolerance)
+    # in place: the checkpoint's names are the eager model's, so it loads into one
+    checkpoint = read_checkpoint(tmp_path / "true" / "checkpoints" / "last.ckpt")
+    assert not any("_orig_mod" in name for name in checkpoint["state_dict"])
+    assert load_model(tmp_path / "true" / "checkpoints" / "last.ckpt") is not None
+
+
+def test_unknown_compile_modes_are_refused_naming_the_key(tmp_path: Path, mnist_dir: Path) -> None:
+    overrides = [*TEST_OVERRIDES, "model=ae", "data=mnist", f"paths.data_dir={mnist_dir}", "model.compile=fast"]
+    with pytest.raises(ConfigError, match="model.compile must be true, false or one of torch.compile's modes"):
+        train(compose_config(overrides, tmp_path / "run"))
+
+
+# --- the benchmark ------------------------------------------------------------------------------------------
+@pytest.mark.slow  # about 2 minutes on 2 CPU cores: 18 pairs of tiny trainings
+def test_smoke_run_measures_every_family_against_its_plain_loop(tmp_path: Path, fashion_mnist_dir: Path,
+                                                                shakespeare_dir: Path) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_efficiency", "--smoke", "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((out / "gpu_efficiency.json").read_text())["rows"]
+    assert [(row["family"], row["batch_size"]) for row in rows] == [(f.name, b) for f in FAMILIES for b in (8, 16)]
+    for row in rows:
+        assert row["genlab_per_s"] > 0 and row["plain_per_s"] > 0 and row["ratio"] > 0
+        assert row["genlab_peak_memory_bytes"] > 0 and row["plain_peak_memory_bytes"] > 0
+    table = (out / "gpu_efficiency.md").read_text()
+    assert all(f"| {family.name} | 16 |" in table for family in FAMILIES)
