@@ -26,11 +26,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 
 from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from src.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
 from src.checkpoints import datamodule_from, model_from, read_checkpoint
 from src.data.images import ImageDataModule
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.models.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
+from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
 

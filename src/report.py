@@ -24,10 +24,10 @@ import yaml
 from omegaconf import DictConfig
 from PIL import Image
 
-from src.callbacks.image_grid import CAPTION_KEY
-from src.errors import ConfigError, exit_on_user_error, one_line
-from src.utils.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
-from src.utils.run_folder import (
+from src.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
+from src.errors import ConfigError, one_line
+from src.models.previews.image_grid import CAPTION_KEY
+from src.run_folder import (
     PartlyRead,
     as_params,
     find_runs,
@@ -38,6 +38,7 @@ from src.utils.run_folder import (
     read_text,
     varying,
 )
+from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from src.callbacks.image_grid import tile_grid
 from src.callbacks.interrupt import interruptible
+from src.capabilities import ImageSampler, TextGenerator, use_sampling_options
 from src.checkpoints import load_model
-from src.errors import ConfigError, exit_on_user_error
-from src.models.capabilities import ImageSampler, TextGenerator, use_sampling_options
+from src.errors import ConfigError
+from src.models.previews.image_grid import tile_grid
+from src.utils.failed_runs import exit_on_user_error
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,9 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
-from src.errors import ConfigError, exit_on_user_error, one_line
-from src.utils.run_folder import as_params, read_metrics, read_overrides, varying
+from src.errors import ConfigError, one_line
+from src.run_folder import as_params, read_metrics, read_overrides, varying
+from src.utils.failed_runs import exit_on_user_error
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

@@ -21,6 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from hydra.types import RunMode
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
@@ -32,11 +34,12 @@ from src.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from src.callbacks.resume import ExactResume
 from src.callbacks.validate_at_end import ValidateAtEnd
 from src.checkpoints.resume import check_resumable, resume_path, run_folder_of
-from src.errors import ConfigError, exit_on_user_error
+from src.errors import ConfigError
 from src.utils.checkpoint_reader import check_state_dict_fits
 from src.utils.checkpoint_writer import AtomicCheckpointIO
 from src.utils.config import print_config_tree, register_resolvers, to_plain
 from src.utils.devices import check_devices, check_sharding
+from src.utils.failed_runs import exit_on_user_error
 from src.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from src.utils.locks import try_lock
 from src.utils.loggers import finish_loggers, log_final_metrics
@@ -76,19 +79,12 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         check_state_dict_fits(model, resumed.pop("state_dict"))
         start_step = resumed["global_step"]
         del resumed
-    # every run: the resolved config in each checkpoint (src.eval and src.sample need nothing else), what
-    # resuming needs to continue exactly (random generators, data position), a last checkpoint on Ctrl-C or
-    # SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged, and
-    # checkpoints written atomically, a validation at the end of every run (listed in conf/callbacks/default.yaml)
     interrupt = CheckpointOnInterrupt()
-    callbacks = [
-        *instantiate_all(cfg.get("callbacks"), "callback"), SaveRunConfig(to_plain(cfg)), ExactResume(),
-        interrupt, StopOnNonFiniteLoss(), RequireMonitoredMetric(cfg.monitor.metric), ValidateAtEnd(),
-    ]  # fmt: skip
+    callbacks = [*instantiate_all(cfg.get("callbacks"), "callback"), *always_on_callbacks(cfg, interrupt)]
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
     trainer: L.Trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins()
     )
     check_sharding(trainer, model, cfg.trainer)
     for logger in trainer.loggers:
@@ -130,6 +126,23 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if run_lock is not None:
         run_lock.close()
     return monitored_value(cfg, metrics, trained), metrics
+
+
+def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
+    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: the
+    resolved config in each checkpoint (src.eval and src.sample need nothing else), what resuming needs to continue
+    exactly, a last checkpoint on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a
+    monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
+    comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
+    return [
+        SaveRunConfig(to_plain(cfg)), ExactResume(), interrupt, StopOnNonFiniteLoss(),
+        RequireMonitoredMetric(cfg.monitor.metric), ValidateAtEnd(),
+    ]  # fmt: skip
+
+
+def always_on_plugins() -> list[CheckpointIO]:
+    """The Trainer plugins of every run: checkpoints written atomically (listed with the callbacks above)."""
+    return [AtomicCheckpointIO()]
 
 
 def lock_run_folder(output_dir: Path) -> IO[str] | None:

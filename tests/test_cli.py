@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.test_configs import IMAGE_MODELS
 
 QUICK = [
     "trainer.max_epochs=1",
@@ -86,7 +87,7 @@ def test_unknown_key_is_refused_by_hydra() -> None:
         ("gan", "shakespeare", "model=gan needs data with image_shape, num_classes: it works with "
                                "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
         ("gpt", "mnist", "model=gpt needs data with block_size: it works with data=shakespeare; "
-                         "data=mnist works with model=ae, classifier, diffusion, gan, vae"),
+                         f"data=mnist works with model={', '.join(IMAGE_MODELS)}"),
     ],
 )  # fmt: skip
 def test_model_for_other_data_is_refused_naming_the_pairs_that_work(tmp_path: Path, model: str, data: str,

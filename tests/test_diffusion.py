@@ -16,11 +16,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from src.callbacks.checkpoint import SaveRunConfig
+from src.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
 from src.checkpoints import load_model
 from src.errors import ConfigError
 from src.eval import evaluate
 from src.metrics.sample_quality import load_feature_classifier
-from src.models.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
 from src.models.diffusion import (
     Diffusion,
     ddim_trajectory,

@@ -40,6 +40,16 @@ FAMILIES = {
         "model.sample_steps": st.sampled_from([2, 1001, 0]), "model.guidance_scale": st.sampled_from(["1", "3", "-1"]),
         "model.conditional": st.booleans(), "model.num_grid_images": st.sampled_from([10, 0, -1]), "model.lr": LR,
     }),
+    "classifier": st.fixed_dictionaries({
+        "model.channels": st.sampled_from(["[8]", "[8,16]", "[8,8,8,8,8,8]", "[]", "[0]"]),
+        "model.feature_dim": SMALL_INT, "model.dropout": st.sampled_from(["0", "0.5", "1.5"]), "model.lr": LR,
+    }),
+    "normalizing_flow": st.fixed_dictionaries({
+        "model.num_scales": st.integers(min_value=-1, max_value=4), "model.coupling_layers": st.sampled_from([1, 0]),
+        "model.hidden_channels": st.sampled_from([4, 0]), "model.actnorm": st.booleans(), "model.lr": LR,
+        "model.logit_alpha": st.sampled_from(["0.05", "0", "0.5"]), "model.sample_temperature": st.sampled_from([1, 0]),
+        "model.num_grid_images": st.sampled_from([8, 0, -1]),
+    }),
     "gpt": st.fixed_dictionaries({
         "model.n_layer": SMALL_INT, "model.n_head": st.integers(min_value=-1, max_value=8),
         "model.n_embd": st.integers(min_value=-1, max_value=64),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.leaderboard import COLUMNS, table_cells
 from tests.conftest import ROOT
 
 
@@ -26,7 +27,7 @@ def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Pat
         assert (out / row["picture"]).is_file()
     autoencoder, vae = board["rows"]
     assert autoencoder["what"] == "reconstructions" and autoencoder["sample_images_per_s"] is None
-    assert vae["what"] == "samples" and vae["nll_nats"] > 0 and vae["sample_images_per_s"] > 0
+    assert vae["what"] == "samples" and vae["nll_bpd"] > 0 and vae["nll_is_bound"] and vae["sample_images_per_s"] > 0
     # FID during training, against training seconds that grow and stop at the budget (a batch's worth past it)
     seconds = [point[0] for point in vae["curve"]]
     assert len(seconds) >= 2 and seconds == sorted(seconds) and seconds[-1] < budget_min * 60 + 2
@@ -39,6 +40,14 @@ def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Pat
     result = leaderboard(out, budget_min, "autoencoder")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((out / "runs" / "autoencoder" / "runs").iterdir())) == 2
+
+
+def test_nll_column_marks_a_bound_and_leaves_an_exact_nll_plain() -> None:
+    rows = [{"family": "vae", "fid": 9.0, "nll_bpd": 4.21, "nll_is_bound": True},
+            {"family": "normalizing_flow", "fid": 30.0, "nll_bpd": 3.456, "nll_is_bound": False},
+            {"family": "gan-bce", "fid": 12.0}]  # fmt: skip
+    column = [heading for heading, _, _ in COLUMNS].index("NLL (bits/dim)")
+    assert [cells[column] for cells in table_cells(rows)] == ["≤ 4.210", "—", "3.456"]  # best FID first
 
 
 def leaderboard(out: Path, budget_min: float, families: str) -> subprocess.CompletedProcess:

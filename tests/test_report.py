@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from src.curve_plots import comparison_panels, run_colors, run_panels
 from src.report import write_report
-from src.utils.curve_plots import comparison_panels, run_colors, run_panels
 from tests.conftest import write_mnist_raw
 from tests.test_cli import run_train
 from tests.test_eval_sample import run_module
@@ -229,7 +229,7 @@ def test_a_damaged_file_that_the_report_can_do_without_is_shown_as_a_warning(
 
 
 def test_a_csv_cut_inside_a_number_drops_that_row_instead_of_reading_a_shorter_number(tmp_path: Path) -> None:
-    from src.utils.run_folder import PartlyRead, read_curves
+    from src.run_folder import PartlyRead, read_curves
 
     run_dir = a_run(tmp_path / "run")
     cut(run_dir / "csv" / "metrics.csv", len((run_dir / "csv" / "metrics.csv").read_bytes()) - 3)  # "...,1.23"

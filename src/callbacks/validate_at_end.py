@@ -1,4 +1,5 @@
-"""Every run ends on a validation, whatever its length; `is_last_validation` tells that one from the others."""
+"""Every run ends on a validation, whatever its length (src/models/logged_steps.py: `is_last_validation` tells that one
+from the others)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,3 @@ class ValidateAtEnd(Callback):
             # veto the stop that gets this last validation
             trainer.fit_loop.min_epochs = 0
             trainer.should_stop = True
-
-
-def is_last_validation(trainer: L.Trainer) -> bool:
-    """True in a validation that no training follows: `trainer.validate`, or the last one of a fit (ValidateAtEnd's
-    at max_steps, the one a stop request brings about, or the last epoch's)."""
-    if trainer.state.fn != "fit":
-        return True
-    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
-    return trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (last_epoch and trainer.is_last_batch)

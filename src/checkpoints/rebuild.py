@@ -23,6 +23,7 @@ from src.models.classifier import Classifier
 from src.models.diffusion import Diffusion
 from src.models.gan import GAN
 from src.models.gpt import GPT
+from src.models.normalizing_flow import NormalizingFlow
 from src.models.vae import VAE
 from src.utils.checkpoint_reader import CheckpointError, read_checkpoint, state_dict_mismatch
 from src.utils.validation import check_finite, check_type, signature
@@ -33,7 +34,9 @@ def _by_name(*classes: type) -> dict[str, type]:
 
 
 # the classes a checkpoint may name, by the `_target_` that src.train's configs give them; a new family adds its own
-MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(Autoencoder, VAE, GAN, GPT, Diffusion, Classifier)
+MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
+    Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
+)
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
     MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule
 )

@@ -9,8 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from src.capabilities import ImageSampler, require
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.models.capabilities import ImageSampler, require
 
 log = logging.getLogger(__name__)
 

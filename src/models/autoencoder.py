@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from src.callbacks.image_grid import ReconstructionGrid
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
+from src.models.previews.image_grid import ReconstructionGrid
 
 
 class Autoencoder(L.LightningModule):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import lightning as L
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
 from src.models.logged_steps import logs_this_step, on_host
@@ -23,15 +25,14 @@ class Classifier(L.LightningModule):
         image_shape: tuple[int, int, int],
         num_classes: int,
         channels: tuple[int, ...] = (32, 64),
-        feature_dim: int = 64,
-        dropout: float = 0.25,
-        lr: float = 2e-3,
-        weight_decay: float = 5e-4,
+        # ranges declared once: src/utils/validation.py checks a config against them and names the key
+        feature_dim: Annotated[int, Field(ge=1)] = 64,
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25,
+        lr: Annotated[float, Field(gt=0)] = 2e-3,
+        weight_decay: Annotated[float, Field(ge=0)] = 5e-4,
         compile: bool | str = False,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0, got {lr}")
         check_compile(compile)
         self.save_hyperparameters(logger=False)
         self.net = ConvClassifier(image_shape, num_classes, channels, feature_dim, dropout)

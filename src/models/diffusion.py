@@ -28,13 +28,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from src.callbacks.denoising import FixedNoiseSamples
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.unet import UNet
+from src.models.previews.denoising import FixedNoiseSamples
 
 Objective = Literal["ddpm", "flow"]
 Schedule = Literal["linear", "cosine"]

@@ -19,14 +19,13 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from torchmetrics.text import Perplexity
 
-from src.callbacks.text_sample import TextSample
-from src.callbacks.validate_at_end import is_last_validation
 from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
-from src.models.logged_steps import logs_this_step, on_host
+from src.models.logged_steps import is_last_validation, logs_this_step, on_host
 from src.models.nets.transformer import Transformer
+from src.models.previews.text_sample import TextSample
 from src.utils.checkpoint_reader import check_state_dict_fits
 
 

@@ -1,4 +1,5 @@
-"""Which training steps' logged values reach the loggers, so that the other steps can skip `self.log`."""
+"""Where a step stands in the run: whether its logged values reach the loggers (the other steps skip `self.log`),
+and whether a validation is the run's last."""
 
 from __future__ import annotations
 
@@ -38,3 +39,12 @@ def on_host(**values: Tensor) -> dict[str, Tensor]:
     """
     stacked = torch.stack([value.detach().float() for value in values.values()]).cpu()  # (num_values,)
     return dict(zip(values, stacked.unbind(), strict=True))
+
+
+def is_last_validation(trainer: L.Trainer) -> bool:
+    """True in a validation that no training follows: `trainer.validate`, or the last one of a fit (ValidateAtEnd's at
+    max_steps, the one a stop request brings about, or the last epoch's)."""
+    if trainer.state.fn != "fit":
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+    return trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step or (last_epoch and trainer.is_last_batch)

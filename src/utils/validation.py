@@ -127,7 +127,8 @@ def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
     try:
         adapter.validate_python(value)
     except ValidationError as err:
-        expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint  # its Field: in msg
+        expected = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
         raise ConfigError(
             f"{key}={value!r} is not valid for {target_name}: expected {expected} ({err.errors()[0]['msg']})"
         ) from None
@@ -171,7 +172,7 @@ def signature(target: Any) -> tuple[list[str], dict[str, Any], bool]:
     hints: dict[str, Any] = {}
     for function in functions:
         try:
-            hints = typing.get_type_hints(function) | hints
+            hints = typing.get_type_hints(function, include_extras=True) | hints  # Annotated[..., Field()] kept
         except Exception:  # annotations that do not resolve: check names only
             pass
         parameters = list(inspect.signature(function).parameters.values())

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from src.callbacks.image_grid import save_and_log_grid, tile_grid
-from src.models.capabilities import ImageEncoder, LatentDecoder, require
+from src.capabilities import ImageEncoder, LatentDecoder, require
+from src.models.previews.image_grid import save_and_log_grid, tile_grid
 
 
 class SampleGrid(Callback):

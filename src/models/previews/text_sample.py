@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from src.models.capabilities import TextGenerator, require
+from src.capabilities import TextGenerator, require
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.callbacks.image_grid import save_and_log_grid, tile_grid
-from src.models.capabilities import StepwiseSampler, require
+from src.capabilities import StepwiseSampler, require
+from src.models.previews.image_grid import save_and_log_grid, tile_grid
 
 
 class FixedNoiseSamples(Callback):

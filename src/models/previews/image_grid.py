@@ -16,7 +16,7 @@ from torch.nn.functional import interpolate
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
-from src.models.capabilities import Denoiser, Reconstructor, require
+from src.capabilities import Denoiser, Reconstructor, require
 
 # Tiles are drawn at least this many pixels high and wide: a 28x28 digit shown 1:1 is a smudge on a
 # modern screen. Enlarged by a whole factor, nearest neighbour, so every pixel stays a sharp square.
