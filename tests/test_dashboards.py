@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import socket
 import struct
 import subprocess
@@ -64,6 +65,17 @@ def wandb_records(run_file: Path) -> list[Any]:
     return records
 
 
+def finished_run_records(offline_run: Path, timeout: float = 30) -> list[Any]:
+    """The records of an offline run, once W&B's service has written them all (its `exit` record): `run.finish()`
+    can return before the service's writer has flushed the file."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = wandb_records(next(offline_run.glob("run-*.wandb")))
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def logged_keys(records: list[Any]) -> set[str]:
     """Every key the run's history holds (a histogram's as `<name>/bins`, `<name>/values`, ...)."""
     history = [record.history for record in records if record.WhichOneof("record_type") == "history"]
@@ -91,14 +103,14 @@ def test_offline_wandb_run_keeps_checkpoints_as_artifacts_histograms_and_says_it
 
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     (command,) = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "wandb sync" in r.getMessage()]
-    assert command == f"wandb sync {offline_run.resolve()}"
+    assert command == f"wandb sync {shlex.quote(str(offline_run.resolve()))}"
     dry_run = subprocess.run(
-        [Path(sys.executable).parent / "wandb", *command.split()[1:], "--dry-run"], capture_output=True, text=True
+        [Path(sys.executable).parent / "wandb", *shlex.split(command)[1:], "--dry-run"], capture_output=True, text=True
     )
     assert "Would sync 1 run(s)" in dry_run.stderr + dry_run.stdout  # W&B's own sync finds the run there
 
     run_id = offline_run.name.rsplit("-", 1)[1]
-    records = wandb_records(next(offline_run.glob("run-*.wandb")))
+    records = finished_run_records(offline_run)
     # Lightning's artifacts at the end of training: the best checkpoint, then the last, each as model.ckpt
     assert logged_artifacts(records) == [(f"model-{run_id}", "model", ["model.ckpt"])] * 2
     staged = list((offline_wandb / ".local" / "share" / "wandb" / "artifacts" / "staging").iterdir())
@@ -112,7 +124,7 @@ def test_offline_wandb_run_keeps_checkpoints_as_artifacts_histograms_and_says_it
 def test_wandb_logs_no_artifact_nor_histograms_by_default(tmp_path: Path, mnist_dir: Path, offline_wandb: Path) -> None:
     train(_ae_config(tmp_path, mnist_dir, "logger=wandb", "trainer.log_every_n_steps=1"))
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
-    records = wandb_records(next(offline_run.glob("run-*.wandb")))
+    records = finished_run_records(offline_run)
     assert logged_artifacts(records) == []
     keys = logged_keys(records)
     assert "val/loss" in keys and not [key for key in keys if key.startswith(("gradients/", "parameters/"))]
@@ -145,7 +157,7 @@ def test_tensorboard_pictures_and_histograms_sit_at_the_step_of_their_validation
         assert [event.step for event in events.Histograms("weights/encoder.features.0.weight")] == val_steps
     else:
         assert histogram_tags == []
-    assert f"tensorboard --logdir {run_folder.resolve()}" in caplog.text
+    assert f"tensorboard --logdir {shlex.quote(str(run_folder.resolve()))}" in caplog.text
 
 
 def test_progress_bar_shows_ms_per_step_and_no_mfu_on_a_cpu(caplog: pytest.LogCaptureFixture) -> None:

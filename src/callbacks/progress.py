@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
+from pydantic import Field
 
 from src.capabilities import DeclaresFlops
 
@@ -28,7 +29,7 @@ class ProgressBar(RichProgressBar):
 
     SMOOTHING = 0.9
 
-    def __init__(self, *args: Any, peak_flops: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, peak_flops: Annotated[float | None, Field(gt=0)] = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.peak_flops = peak_flops
         self.ms_per_step: float | None = None
@@ -70,7 +71,7 @@ class ProgressBar(RichProgressBar):
         speed = {} if self.ms_per_step is None else {"ms/step": f"{self.ms_per_step:.1f}"}
         if self.mfu is not None:
             speed["mfu"] = f"{self.mfu:.1%}"
-        return {"step": f"{step}/{trainer.max_steps}" if trainer.max_steps > 0 else step, **speed, **metrics}
+        return {"step": f"{step}/{trainer.max_steps}" if trainer.max_steps > 0 else str(step), **speed, **metrics}
 
     @property
     def total_train_batches(self) -> int | float:

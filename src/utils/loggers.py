@@ -5,6 +5,7 @@ run (W&B runs closed, the commands that show or upload what was logged)."""
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -90,13 +91,14 @@ def log_final_metrics(loggers_: list[Logger], config: dict[str, Any], metrics: d
 def finish_loggers(loggers_: list[Logger]) -> None:
     """Close W&B runs (so the next run of a sweep starts a new one), then say how to see what each logger wrote:
     `tensorboard --logdir` its folder, `wandb sync` an offline run's folder (the command W&B prints itself,
-    which its `quiet` setting silences)."""
+    which its `quiet` setting silences), each quoted for the shell (run names hold `[`, `,` and `=`)."""
     for logger in loggers_:
-        if isinstance(logger, TensorBoardLogger):
-            log.info(f"TensorBoard: tensorboard --logdir {Path(logger.log_dir).resolve()}")
+        if isinstance(logger, TensorBoardLogger) and rank_zero_only.rank == 0:
+            log.info(f"TensorBoard: tensorboard --logdir {shlex.quote(str(Path(logger.log_dir).resolve()))}")
         elif isinstance(logger, loggers.WandbLogger):
             run = logger.experiment
             offline = run.settings.mode == "offline"
             run.finish()
             if offline:
-                log.info(f"W&B ran offline; to upload this run: wandb sync {Path(run.settings.sync_dir).resolve()}")
+                folder = shlex.quote(str(Path(run.settings.sync_dir).resolve()))
+                log.info(f"W&B ran offline; to upload this run: wandb sync {folder}")
