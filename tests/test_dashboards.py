@@ -211,3 +211,26 @@ def test_the_optuna_dashboard_command_that_sweep_summary_prints_serves_the_study
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+class _FlopsDeclaringModel(BoringModel):
+    """A BoringModel that declares 1 GFLOP per batch and says it runs on a GPU (it stays on the CPU)."""
+
+    def flops_per_batch(self, batch: Any) -> float:
+        return 1e9
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda")
+
+
+def test_progress_bar_shows_mfu_against_the_declared_peak_where_a_model_declares_its_flops() -> None:
+    bar = ProgressBar(peak_flops=1e12)  # declared: nothing measured
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=6, limit_val_batches=0, callbacks=[bar], logger=False,
+        enable_checkpointing=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(_FlopsDeclaringModel())
+    metrics = bar.get_metrics(trainer, trainer.lightning_module)
+    assert metrics["mfu"].endswith("%") and bar.mfu > 0
+    assert bar.mfu == pytest.approx(1e9 / (bar.ms_per_step / 1000) / 1e12)  # FLOPs / the step time shown / peak

@@ -24,7 +24,7 @@ class ProgressBar(RichProgressBar):
 
     ms/step is a moving average (0.9, as nanoGPT's) of the time from one training batch's end to the next, so it
     counts loading, logging and the optimizer; the steps with a validation between them are left out. MFU is the
-    model's FLOPs per step over that time, against `peak_flops` (FLOP/s; None: measured once, bf16 matmuls).
+    model's FLOPs per step over that averaged time, against `peak_flops` (FLOP/s; None: measured once, bf16 matmuls).
     """
 
     SMOOTHING = 0.9
@@ -49,8 +49,7 @@ class ProgressBar(RichProgressBar):
             seconds = now - self.last_batch_end
             self.ms_per_step = smoothed(self.ms_per_step, 1000 * seconds, self.SMOOTHING)
             if pl_module.device.type == "cuda" and isinstance(pl_module, DeclaresFlops) and self.peak_flops:
-                mfu = pl_module.flops_per_batch(batch) / seconds / self.peak_flops
-                self.mfu = smoothed(self.mfu, mfu, self.SMOOTHING)
+                self.mfu = pl_module.flops_per_batch(batch) / (self.ms_per_step / 1000) / self.peak_flops
         self.last_batch_end = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
