@@ -28,8 +28,8 @@ from src.train import train
 from tests.conftest import TEST_OVERRIDES, compose_config
 
 
-def _ae_config(tmp_path: Path, data_dir: Path, *overrides: str):
-    """The autoencoder for two epochs of 4 steps on `mnist_dir`'s images: two validations, at steps 4 and 8."""
+def _mnist_config(tmp_path: Path, data_dir: Path, *overrides: str):
+    """The autoencoder (unless `model=` says otherwise) for two epochs of 4 batches on `mnist_dir`'s images."""
     base = [*TEST_OVERRIDES, "model=ae", "data=mnist", "data.val_size=64", "data.batch_size=16", "test=false"]
     return compose_config([*base, "trainer.max_epochs=2", f"paths.data_dir={data_dir}", *overrides], tmp_path / "run")
 
@@ -99,7 +99,7 @@ def test_offline_wandb_run_keeps_checkpoints_as_artifacts_histograms_and_says_it
         "logger.wandb.watch_log_freq=1",
     ]
     with caplog.at_level(logging.INFO, logger="src.utils.loggers"):
-        train(_ae_config(tmp_path, mnist_dir, *overrides, "logger.wandb.watch_log_freq=1"))
+        train(_mnist_config(tmp_path, mnist_dir, *overrides, "logger.wandb.watch_log_freq=1"))
 
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     (command,) = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "wandb sync" in r.getMessage()]
@@ -122,7 +122,7 @@ def test_offline_wandb_run_keeps_checkpoints_as_artifacts_histograms_and_says_it
 
 @pytest.mark.slow
 def test_wandb_logs_no_artifact_nor_histograms_by_default(tmp_path: Path, mnist_dir: Path, offline_wandb: Path) -> None:
-    train(_ae_config(tmp_path, mnist_dir, "logger=wandb", "trainer.log_every_n_steps=1"))
+    train(_mnist_config(tmp_path, mnist_dir, "logger=wandb", "trainer.log_every_n_steps=1"))
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     records = finished_run_records(offline_run)
     assert logged_artifacts(records) == []
@@ -139,18 +139,28 @@ def _tensorboard_events(tmp_path: Path):
     return run_folder, events
 
 
-@pytest.mark.parametrize("histograms", [True, False])
+# the GAN steps two optimizers per batch: its global_step runs at twice the loggers' step
+@pytest.mark.parametrize(("model", "picture", "val_scalar", "histograms"), [
+    ("ae", "reconstructions", "val/loss", True),
+    pytest.param("gan", "samples", "val/d_acc", False, marks=pytest.mark.slow),  # about 13 s on 2 cores
+])  # fmt: skip
 def test_tensorboard_pictures_and_histograms_sit_at_the_step_of_their_validation_scalars(
-    tmp_path: Path, mnist_dir: Path, histograms: bool, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    mnist_dir: Path,
+    model: str,
+    picture: str,
+    val_scalar: str,
+    histograms: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     callbacks = "callbacks=[default,weight_histograms]" if histograms else "callbacks=default"
     with caplog.at_level(logging.INFO, logger="src.utils.loggers"):
-        train(_ae_config(tmp_path, mnist_dir, "logger=tensorboard", callbacks))
+        train(_mnist_config(tmp_path, mnist_dir, f"model={model}", "logger=tensorboard", callbacks))
     run_folder, events = _tensorboard_events(tmp_path)
 
-    val_steps = [event.step for event in events.Scalars("val/loss")]
+    val_steps = [event.step for event in events.Scalars(val_scalar)]
     assert len(val_steps) == 2  # one per epoch
-    assert [event.step for event in events.Images("reconstructions")] == val_steps
+    assert [event.step for event in events.Images(picture)] == val_steps
     histogram_tags = events.Tags()["histograms"]
     if histograms:
         assert "weights/encoder.features.0.weight" in histogram_tags
