@@ -4,6 +4,7 @@ step of their validation scalars, its histograms and its command; ms/step (and M
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import socket
@@ -244,3 +245,11 @@ def test_progress_bar_shows_mfu_against_the_declared_peak_where_a_model_declares
     metrics = bar.get_metrics(trainer, trainer.lightning_module)
     assert metrics["mfu"].endswith("%") and bar.mfu > 0
     assert bar.mfu == pytest.approx(1e9 / (bar.ms_per_step / 1000) / 1e12)  # FLOPs / the step time shown / peak
+
+
+def test_wandb_logger_runs_offline_with_log_model_which_lightnings_refuses(tmp_path: Path, monkeypatch) -> None:
+    from src.utils.loggers import WandbLogger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    logger = WandbLogger(save_dir=tmp_path, offline=True, log_model=True)  # Lightning's own: MisconfigurationException
+    assert logger._wandb_init["mode"] == "offline" and "WANDB_MODE" not in os.environ  # no process-wide setting
