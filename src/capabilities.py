@@ -100,6 +100,16 @@ class TextGenerator(Protocol):
         ...
 
 
+@runtime_checkable
+class DeclaresFlops(Protocol):
+    """Says what one training batch costs in floating-point operations, forward and backward (the progress bar's
+    model FLOPs utilization on a GPU)."""
+
+    def flops_per_batch(self, batch: Any) -> float:
+        """The FLOPs of one training step on `batch` (forward and backward)."""
+        ...
+
+
 def require(model: Any, capability: type, user: str) -> None:
     """Refuse, naming both, a model that lacks what a tool (a callback, an entry point) needs of it."""
     if not isinstance(model, capability):

@@ -113,6 +113,15 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
         return self.net(idx)
 
+    def flops_per_batch(self, batch: tuple[Tensor, Tensor]) -> float:
+        """nanoGPT's estimate (PaLM, appendix B): 6N + 12·L·H·Q·T FLOPs per token for forward and backward, N the
+        weights less the position embedding, L layers, H heads of Q dimensions, T tokens of context."""
+        inputs = batch[0]  # (B, T)
+        hp, context = self.hparams, inputs.shape[1]
+        weights = sum(p.numel() for p in self.net.parameters()) - self.net.wpe.weight.numel()
+        per_token = 6 * weights + 12 * hp.n_layer * hp.n_head * (hp.n_embd // hp.n_head) * context
+        return float(per_token * inputs.numel())
+
     def _loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         inputs, targets = batch  # (B, T) each: targets are the inputs shifted by one character
         logits = self.net(inputs)  # (B, T, vocab_size)

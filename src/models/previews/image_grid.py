@@ -33,6 +33,18 @@ def tile_grid(images: Tensor, nrow: int, padding: int = 2) -> Tensor:
     return make_grid(images, nrow=nrow, padding=padding)
 
 
+def logger_step(trainer: L.Trainer) -> int:
+    """The step at which the Trainer's loggers put the values logged now: a picture logged there sits beside the
+    validation scalars it belongs to (at `trainer.global_step` it would sit one step later, and, for the GAN's
+    two optimizers, at twice the step).
+
+    Lightning logs at its count of batches that stepped, one behind `global_step` during a validation in fit and
+    half of it under manual optimization with two optimizers (Lightning-AI/pytorch-lightning#13752, #17958), and
+    keeps the count private: read as its own LearningRateMonitor reads it. Use a public step once Lightning has one.
+    """
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 @rank_zero_only
 def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor, caption: str) -> Path:
     """Write `grid` (3, H, W) in [0, 1] to <run>/images/<name>_epochNNN.png and send it to the loggers.
@@ -46,11 +58,12 @@ def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor, caption: str)
     metadata.add_text(CAPTION_KEY, caption)
     # rounded to 8 bits as torchvision's save_image does, which cannot pass PNG metadata on
     to_pil_image(grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)).save(path, pnginfo=metadata)
+    step = logger_step(trainer)
     for logger in trainer.loggers:  # CSV cannot show images; these two can
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(name, grid, global_step=trainer.global_step)
+            logger.experiment.add_image(name, grid, global_step=step)
         elif isinstance(logger, WandbLogger):
-            logger.log_image(key=name, images=[grid], step=trainer.global_step, caption=[caption])
+            logger.log_image(key=name, images=[grid], step=step, caption=[caption])
     return path
 
 

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from src.capabilities import TextGenerator, require
+from src.models.previews.image_grid import logger_step
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,13 @@ class TextSample(Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         log.info(f"Sample at step {step}:\n{text}")
-        for logger in trainer.loggers:
+        for logger in trainer.loggers:  # beside the validation scalars: at the loggers' step (image_grid.py)
             if isinstance(logger, TensorBoardLogger):  # markdown: a code block keeps the line breaks
-                logger.experiment.add_text("samples", f"```\n{text}\n```", global_step=step)
+                logger.experiment.add_text("samples", f"```\n{text}\n```", global_step=logger_step(trainer))
             elif isinstance(logger, WandbLogger):
                 if self.wandb_table is None:
                     import wandb  # here, where W&B logs: importing it costs every other run a second
 
                     self.wandb_table = wandb.Table(columns=["step", "text"], log_mode="INCREMENTAL")
                 self.wandb_table.add_data(step, text)
-                logger.log_metrics({"samples": self.wandb_table}, step=step)
+                logger.log_metrics({"samples": self.wandb_table}, step=logger_step(trainer))
