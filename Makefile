@@ -1,6 +1,8 @@
 # make train: set up .venv (pinned dependencies) and train the autoencoder on Fashion-MNIST.
-# make test:  set up .venv and run the test suite.
+# make test:  set up .venv and run the fast tier (unit tests and one-process runs; a few minutes on 2 cores).
+# make test-integration: the tests that start genlab's commands as processes (signals, sweeps, kill-and-resume).
 # make test-slow: the tests marked slow (DDP of every family, torch.compile, the GPU suite's CPU smoke run).
+# make lint: ruff's checks and formatting.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +14,7 @@ ifeq ($(DATA_DIR),)
   endif
 endif
 
-.PHONY: train test test-all test-slow bench clean
+.PHONY: train test test-integration test-all test-slow lint bench clean
 
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +28,18 @@ train: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
+test-integration: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "integration and not slow and not gpu" $(ARGS)
+
 test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "" $(ARGS)
 
 test-slow: $(BIN)/.installed
-	$(BIN)/python -m pytest -m slow $(ARGS)
+	$(BIN)/python -m pytest -m "slow and not gpu" $(ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks hydra_plugins
+	$(BIN)/ruff format --check src tests benchmarks hydra_plugins
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.data_throughput

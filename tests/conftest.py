@@ -15,43 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torchvision
-from omegaconf import DictConfig
 
-from src.data.images import CIFAR10DataModule, MNISTDataModule
-from src.utils.config import compose
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import LocalCIFAR10, ServedMNIST, shared_data_dir, write_mnist_raw
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one pytest worker per core (pyproject.toml): one thread each, in this process and in the commands the
     # tests start, or the workers' thread pools fight over the cores (a GAN test ran 7x slower)
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-
-# Overrides that make any training config small and quiet enough for a test.
-TEST_OVERRIDES = [
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=4",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-    "~callbacks.rich_progress_bar",
-    "extras.print_config=false",
-]
-
-
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """The training config as `python -m src.train <overrides>` composes it, writing into output_dir."""
-    return compose([f"paths.output_dir={output_dir}", f"paths.log_dir={output_dir.parent}", *overrides])
-
-
-def shared_data_dir() -> Path | None:
-    """The folder DATA_DIR names, if set and present (CI sets it to ../shared/data)."""
-    data_dir = os.environ.get("DATA_DIR")
-    return Path(data_dir) if data_dir and Path(data_dir).is_dir() else None
 
 
 # CI with the datasets (the public workflow, .ci/run beside ../shared/data) sets GENLAB_REQUIRE_DATA=1: there a test
@@ -87,33 +58,10 @@ def shakespeare_dir() -> Path:
 # --- small datasets in the real on-disk formats -------------------------------------------------
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 array in the IDX format of MNIST (magic 0x0000080N, big-endian dims, data)."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def write_mnist_raw(raw_dir: Path, num_train: int = 600, num_test: int = 100, seed: int = 0) -> None:
-    """Random 28x28 digits-shaped data with labels, in MNIST's four raw IDX files."""
-    rng = np.random.default_rng(seed)
-    raw_dir.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", num_train), ("t10k", num_test)):
-        write_idx(raw_dir / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(raw_dir / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
-
-
 @pytest.fixture
 def mnist_dir(tmp_path: Path) -> Path:
     write_mnist_raw(tmp_path / "MNIST" / "raw")
     return tmp_path
-
-
-class LocalCIFAR10(torchvision.datasets.CIFAR10):
-    """CIFAR-10 with the checksums of the small batches that `cifar10_dir` writes."""
-
-
-class LocalCIFAR10DataModule(CIFAR10DataModule):
-    dataset_cls = LocalCIFAR10
 
 
 @pytest.fixture
@@ -133,14 +81,6 @@ def cifar10_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(LocalCIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(LocalCIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": meta_md5})
     return tmp_path
-
-
-class ServedMNIST(torchvision.datasets.MNIST):
-    """MNIST whose resources are the gzipped files that `mnist_server` serves (their own checksums)."""
-
-
-class ServedMNISTDataModule(MNISTDataModule):
-    dataset_cls = ServedMNIST
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from PIL import Image
 
 from src.models.autoencoder import Autoencoder
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config
 
 
 def _ae_config(tmp_path: Path, data_dir: Path, *overrides: str):

@@ -33,7 +33,7 @@ from src.models.gpt import GPT
 from src.sample import terminal_safe
 from src.train import train
 from src.utils.checkpoint_writer import AtomicCheckpointIO
-from tests.conftest import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
 
 AE = "src.models.autoencoder.Autoencoder"
 

@@ -5,42 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_configs import IMAGE_MODELS
-
-QUICK = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "extras.print_config=false",
-]
+from tests.helpers import IMAGE_MODELS, QUICK, run_train, start_train
 
 
-def start_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def run_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    process = start_train(*overrides, env=env)
-    stdout, stderr = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
+@pytest.mark.integration
 def test_two_runs_started_together_each_write_their_own_folder(tmp_path: Path, mnist_dir: Path) -> None:
     overrides = [*QUICK, "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}"]
     processes = [start_train(*overrides) for _ in range(2)]
@@ -60,6 +33,7 @@ def test_two_runs_started_together_each_write_their_own_folder(tmp_path: Path, m
         assert list(run_dir.glob("images/reconstructions_epoch000.png"))
 
 
+@pytest.mark.integration
 def test_unknown_option_lists_the_choices() -> None:
     result = run_train("model=nope")
     assert result.returncode != 0
@@ -67,6 +41,7 @@ def test_unknown_option_lists_the_choices() -> None:
     assert "Available options in 'model':\n\tae" in result.stderr
 
 
+@pytest.mark.integration
 def test_wrong_type_names_the_key(tmp_path: Path) -> None:
     result = run_train("data.batch_size=abc", f"paths.log_dir={tmp_path}")
     assert result.returncode == 1
@@ -81,6 +56,7 @@ def test_unknown_key_is_refused_by_hydra() -> None:
     assert "Key 'batchsize' is not in struct" in result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("model", "data", "pairs"),
     [
@@ -99,6 +75,7 @@ def test_model_for_other_data_is_refused_naming_the_pairs_that_work(tmp_path: Pa
     assert not list(tmp_path.glob("*/runs/*"))  # the refused run leaves no folder
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) -> None:
     mirror = ["data.mirrors=[http://127.0.0.1:9/]"] if dataset == "mnist" else ["data.download=false"]
@@ -113,6 +90,7 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) ->
     assert not list((tmp_path / "outputs").glob("*/runs/*"))  # the refused run leaves no folder
 
 
+@pytest.mark.integration
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
         "-m", "model.latent_dim=4,8", *QUICK, "extras.print_config=true", "test=false", "data=mnist",
@@ -161,7 +139,6 @@ class _Records(logging.Handler):
 
 
 def test_an_interrupt_saves_its_checkpoint_without_a_weights_only_notice(tmp_path: Path) -> None:
-    import os
     import signal
 
     import lightning as L

@@ -16,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from src.utils.before_run import CheckBeforeRun
 from src.utils.config import compose
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
 # the value each entry point needs, given where a case is about something else

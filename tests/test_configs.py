@@ -17,15 +17,7 @@ from src.errors import ConfigError
 from src.utils.config import CONF_DIR
 from src.utils.instantiate import instantiate_all
 from src.utils.validation import check_config, check_pairing
-from tests.conftest import compose_config
-
-
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
-
-
-# every family of conf/model/ but the text one: what the refusals of an image dataset name as working with it
-IMAGE_MODELS = [model for model in options("model") if model != "gpt"]
+from tests.helpers import IMAGE_MODELS, compose_config, options
 
 
 def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> None:

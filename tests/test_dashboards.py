@@ -26,7 +26,7 @@ from src.callbacks.progress import ProgressBar
 from src.capabilities import DeclaresFlops
 from src.models.gpt import GPT
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config
 
 
 def _mnist_config(tmp_path: Path, data_dir: Path, *overrides: str):

@@ -11,7 +11,7 @@ import torchvision
 
 from src.data.images import FashionMNISTDataModule, MNISTDataModule
 from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
-from tests.conftest import LocalCIFAR10, LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
+from tests.helpers import LocalCIFAR10, LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
 
 MNIST_SHAPE = {"image_shape": (1, 28, 28), "num_classes": 10}
 

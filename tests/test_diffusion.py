@@ -35,9 +35,7 @@ from src.models.nets.unet import UNet
 from src.sample import sample
 from src.train import train
 from src.utils.config import compose
-from tests.conftest import TEST_OVERRIDES, compose_config, shared_data_dir, write_idx
-from tests.test_cli import run_train
-from tests.test_eval_sample import run_module
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module, run_train, shared_data_dir, write_idx
 
 TINY = {"base_channels": 8, "channel_multipliers": (1, 2), "num_res_blocks": 1, "attention_heads": 2}
 
@@ -304,6 +302,7 @@ def test_training_logs_losses_and_draws_samples_and_trajectories(trained: dict[s
     assert strip.size == (4 * tile + 2, 10 * tile + 2)  # 10 rows of 4 states: the noise and the 3 steps' states
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("objective", "sampler"), [("ddpm", "ddpm"), ("ddpm", "ddim"), ("flow", "euler"), ("flow", "heun")]
 )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,13 @@ import torch
 
 from src.checkpoints import CheckpointError, read_checkpoint
 from src.train import train
-from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
-
-
-def run_module(module: str, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An autoencoder and an exported feature classifier, both trained briefly on small MNIST-format files."""
-    from tests.conftest import write_mnist_raw
+    from tests.helpers import write_mnist_raw
 
     root = tmp_path_factory.mktemp("trained")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
@@ -46,6 +38,7 @@ def test_exported_classifier_is_slim_and_self_contained(trained: dict[str, Path]
     assert trained["classifier"].stat().st_size < 2_000_000
 
 
+@pytest.mark.integration
 def test_eval_reports_test_and_reconstruction_metrics(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module(
         "src.eval", f"ckpt_path={trained['ae']}", f"metrics.classifier_ckpt={trained['classifier']}",
@@ -59,6 +52,7 @@ def test_eval_reports_test_and_reconstruction_metrics(tmp_path: Path, trained: d
     assert "reconstruction/fid" in result.stdout  # the printed table
 
 
+@pytest.mark.integration
 def test_eval_reports_elbo_and_sample_quality_of_a_vae(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module(
         "src.eval", f"ckpt_path={trained['vae']}", f"metrics.classifier_ckpt={trained['classifier']}",
@@ -72,6 +66,7 @@ def test_eval_reports_elbo_and_sample_quality_of_a_vae(tmp_path: Path, trained: 
     assert "Generating 300 samples" in result.stdout
 
 
+@pytest.mark.integration
 def test_sample_refuses_a_model_that_does_not_generate(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module("src.sample", f"ckpt_path={trained['ae']}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 1
@@ -120,6 +115,7 @@ def test_bad_checkpoints_get_one_clear_error(tmp_path: Path, trained: dict[str, 
     assert not (tmp_path / "pwned").exists()  # nothing in the file ran
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("module", ["src.eval", "src.sample"])
 def test_entry_points_exit_cleanly_on_a_bad_checkpoint(tmp_path: Path, trained: dict[str, Path], module: str) -> None:
     path, message = _bad_checkpoints(tmp_path, trained["ae"])["malicious"]

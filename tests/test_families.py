@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from benchmarks.leaderboard import ENTRIES, NOT_ON_THE_BOARD
 from src.utils.config import CONF_DIR
 from tests import test_fuzz, test_resume
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 
 def options(group: str) -> set[str]:

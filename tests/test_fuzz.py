@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from src.errors import GenlabError
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
 
 IMAGES = ["data=mnist", "data.val_size=100"]
 SMALL_INT = st.integers(min_value=-2, max_value=40)
@@ -61,7 +61,7 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import shared_data_dir
+    from tests.helpers import shared_data_dir
 
     root = tmp_path_factory.mktemp("fuzz_data")
     write_mnist_raw(root / "MNIST" / "raw")

@@ -15,7 +15,7 @@ from src.data.images import FashionMNISTDataModule
 from src.metrics.sample_quality import SampleQuality, load_feature_classifier
 from src.models.gan import GAN, gradient_penalty
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config
 
 
 def _gan_config(tmp_path: Path, data_dir: Path, *overrides: str):
@@ -106,6 +106,7 @@ def _sample_fid(model: GAN, real: torch.Tensor, classifier) -> float:
     return quality.compute()["fid"]
 
 
+@pytest.mark.integration
 def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     """After a short run the samples are much closer to real garments, and D no longer wins every time."""
     cfg = _gan_config(
@@ -124,6 +125,7 @@ def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Pa
     assert metrics["val/d_acc"] < 0.95 and metrics["train/d_acc_epoch"] < 0.95
 
 
+@pytest.mark.integration
 def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = _gan_config(
         tmp_path, fashion_mnist_dir, "data=fashion_mnist", "data.batch_size=64", "model.conditional=true",

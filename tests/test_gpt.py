@@ -18,8 +18,7 @@ from src.data.text import ShakespeareDataModule
 from src.models.gpt import GPT, adamw, warmup_cosine_lr
 from src.models.nets.transformer import Transformer, sample_next_token
 from src.train import train
-from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
-from tests.test_eval_sample import run_module
+from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, run_module
 
 
 def tiny_net(block_size: int = 16, dropout: float = 0.0) -> Transformer:
@@ -192,6 +191,7 @@ def test_sample_cli_prints_a_continuation_with_no_data(tmp_path: Path, trained_g
     assert text.strip() in result.stdout
 
 
+@pytest.mark.integration
 def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, trained_gpt: Path) -> None:
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("To be, or not to be:")
@@ -208,6 +208,7 @@ def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, train
         assert expected in result.stdout
 
 
+@pytest.mark.integration
 def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, trained_gpt: Path) -> None:
     result = run_module(
         "src.sample", f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}", "prompt='ROMÉO@é:'",

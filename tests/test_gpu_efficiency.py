@@ -21,7 +21,7 @@ from src.checkpoints import load_model, read_checkpoint
 from src.data.images import MNISTDataModule
 from src.errors import ConfigError
 from src.train import train
-from tests.conftest import ROOT, TEST_OVERRIDES, compose_config
+from tests.helpers import ROOT, TEST_OVERRIDES, compose_config
 
 
 # --- images held on the device ------------------------------------------------------------------------------

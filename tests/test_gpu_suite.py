@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.gpu_suite import PARTS
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def run_suite(*arguments: str) -> dict:

@@ -23,7 +23,10 @@ from lightning.pytorch.callbacks import Callback
 from src.checkpoints import CheckpointError, load_model, read_checkpoint
 from src.checkpoints.resume import check_resumable
 from src.train import train
-from tests.conftest import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 AE = "src.models.autoencoder.Autoencoder"
 
@@ -293,7 +296,7 @@ def test_dataset_files_that_do_not_match_the_config_are_refused(tmp_path: Path) 
     """Whole IDX files, but of 32x32 images with labels up to 11, where MNIST's config says 28x28 in 10 classes."""
     from src.data.images import MNISTDataModule
     from src.errors import CorruptDatasetError
-    from tests.conftest import write_idx
+    from tests.helpers import write_idx
 
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)

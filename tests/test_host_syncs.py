@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from src.models.ema import averaged_copy
 from src.train import train
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 # operators that make the host wait for the device's result: a scalar read, and those whose output size is data
 SYNCING_OPS = {

@@ -14,7 +14,7 @@ from src.callbacks.interrupt import CheckpointOnInterrupt
 from src.checkpoints import DATA_CLASSES, MODEL_CLASSES
 from src.train import always_on_callbacks, always_on_plugins
 from src.utils.config import CONF_DIR
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 # top to bottom: a module imports from its own layer and those below it, never from one above. A module belongs to
 # the layer of the longest prefix naming it (src.models.nets is a net, not a family).

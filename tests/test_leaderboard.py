@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.leaderboard import COLUMNS, table_cells
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.mark.slow  # about a minute on 2 CPU cores: two trainings of seconds, and src.eval of each

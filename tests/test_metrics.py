@@ -18,7 +18,7 @@ NUM_IMAGES = 2000
 
 @pytest.fixture(scope="module")
 def fashion_mnist_images() -> dict[str, torch.Tensor]:
-    from tests.conftest import shared_data_dir
+    from tests.helpers import shared_data_dir
 
     data_dir = shared_data_dir()
     if data_dir is None or not (data_dir / "FashionMNIST" / "raw").is_dir():

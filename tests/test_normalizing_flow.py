@@ -19,9 +19,7 @@ from src.errors import ConfigError
 from src.models.nets.coupling_flow import CouplingFlow, squeeze, unsqueeze
 from src.models.normalizing_flow import NormalizingFlow
 from src.utils.validation import check_config
-from tests.conftest import compose_config
-from tests.test_cli import run_train
-from tests.test_eval_sample import run_module
+from tests.helpers import compose_config, run_module, run_train
 
 TINY = {"num_scales": 2, "coupling_layers": 2, "hidden_channels": 8}
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 SITE_PACKAGES = next((p for p in sys.path if p.endswith("site-packages")), "")
 

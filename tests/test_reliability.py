@@ -19,8 +19,10 @@ from src.data.images import FashionMNISTDataModule
 from src.errors import GenlabError
 from src.metrics.sample_fid import SampleFID
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
-from tests.test_cli import start_train
+from tests.helpers import TEST_OVERRIDES, compose_config, start_train
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

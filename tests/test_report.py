@@ -13,9 +13,7 @@ from PIL import Image
 
 from src.curve_plots import comparison_panels, run_colors, run_panels
 from src.report import write_report
-from tests.conftest import write_mnist_raw
-from tests.test_cli import run_train
-from tests.test_eval_sample import run_module
+from tests.helpers import run_module, run_train, write_mnist_raw
 
 IMAGE_ALT = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"')
 
@@ -36,6 +34,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "sweep"
 
 
+@pytest.mark.integration
 def test_report_of_a_run(sweep: Path) -> None:
     result = run_module("src.report", f"run_dir={sweep / '0'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,6 +113,7 @@ def test_long_text_is_kept_whole_and_small_pictures_are_enlarged(tmp_path: Path)
     assert "No curves: the run has no CSV log" in page and "Overrides: not recorded" in page
 
 
+@pytest.mark.integration
 def test_report_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
     result = run_module("src.report", f"run_dir={tmp_path}")
     assert result.returncode == 1
@@ -121,6 +121,7 @@ def test_report_of_a_folder_that_is_no_run(tmp_path: Path) -> None:
     assert not (tmp_path / "report.html").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("folder", ["0", "."], ids=["run", "comparison"])
 def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path, folder: str) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

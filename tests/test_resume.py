@@ -16,8 +16,10 @@ from lightning.pytorch.callbacks import Callback
 
 from src.checkpoints import read_checkpoint
 from src.utils.locks import try_lock
-from tests.conftest import compose_config
-from tests.test_cli import run_train, start_train
+from tests.helpers import compose_config, run_train, start_train
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 KILL_AT_STEP = "GENLAB_TEST_KILL_AT_STEP"
 

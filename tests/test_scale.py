@@ -16,8 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from src.checkpoints import read_checkpoint
 from src.metrics.sample_fid import SampleFID
 from src.utils.config import CONF_DIR
-from tests.test_cli import QUICK, run_train
-from tests.test_eval_sample import run_module
+from tests.helpers import QUICK, run_module, run_train
 
 DDP = ["trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
        "trainer.limit_test_batches=2", "extras.print_config=false"]  # fmt: skip
@@ -215,6 +214,7 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
     assert launcher.partition == "gpu" and launcher.signal_delay_s > 0
 
 
+@pytest.mark.integration
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
         "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.latent_dim=2,4", *QUICK,

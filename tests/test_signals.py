@@ -21,7 +21,10 @@ from src.checkpoints import read_checkpoint
 from src.errors import RunInterrupted
 from src.train import train
 from src.utils.config import compose
-from tests.conftest import TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 SIGNALS_OFF = "GENLAB_TEST_SIGNALS_OFF"  # set: SignalAt sends nothing (a resumed command keeps its overrides)
 
@@ -254,7 +257,7 @@ def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
     mnist_data: Path, unbroken: Path, tmp_path: Path
 ) -> None:
     """The issue's case end to end: Ctrl-C after backward, before the optimizer step, then `ckpt_path=last`."""
-    from tests.test_cli import run_train
+    from tests.helpers import run_train
 
     fault = "+callbacks.fault={_target_:tests.test_signals.SignalAt,hook:on_after_backward,step:2,signum:2}"
     command = [*vae_overrides(mnist_data), f"paths.log_dir={tmp_path}", fault]
@@ -283,7 +286,7 @@ def test_ctrl_c_to_the_whole_process_group_with_loader_workers_still_stops_at_a_
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     command = [sys.executable, "-m", "src.train", *vae_overrides(mnist_data), "trainer.max_epochs=1000",
                "data.num_workers=1", f"paths.log_dir={tmp_path}"]  # fmt: skip

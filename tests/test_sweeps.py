@@ -17,9 +17,10 @@ import pytest
 
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as
 from src.sweep_summary import read_sweep
-from tests.conftest import ROOT
-from tests.test_cli import QUICK, run_train
-from tests.test_eval_sample import run_module
+from tests.helpers import QUICK, ROOT, run_module, run_train
+
+# subprocesses and whole runs: the integration tier (make test-integration)
+pytestmark = pytest.mark.integration
 
 SMALL_VAE_SEARCH = [
     "-m", "hparams_search=vae_optuna", *QUICK, "test=false", "data=mnist", "data.val_size=100", "trainer.max_epochs=2",

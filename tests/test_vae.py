@@ -12,8 +12,7 @@ from PIL import Image
 
 from src.models.vae import VAE
 from src.train import train
-from tests.conftest import TEST_OVERRIDES, compose_config
-from tests.test_eval_sample import run_module
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module
 
 
 def _vae_config(tmp_path: Path, data_dir: Path, *overrides: str):
@@ -92,6 +91,7 @@ def test_elbo_improves_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path)
     assert val[0] < 400 and val[-1] < val[0] - 10, val
 
 
+@pytest.mark.integration
 def test_sample_cli_writes_a_grid_without_the_dataset(tmp_path: Path, mnist_dir: Path) -> None:
     train(_vae_config(tmp_path, mnist_dir, "test=false", "trainer.limit_train_batches=2"))
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
