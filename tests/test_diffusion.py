@@ -374,7 +374,7 @@ def test_cifar10_recipe_runs_two_steps_on_random_images(tmp_path: Path, cifar10_
     """The GPU recipe as it is (its U-Net, bf16-mixed), on the CPU: two steps of batch 2, and its pictures."""
     cfg = compose_config(
         [*TEST_OVERRIDES, "experiment=diffusion_cifar10", "+trainer.fast_dev_run=2", "trainer.accelerator=cpu",
-         "data._target_=tests.conftest.LocalCIFAR10DataModule", f"paths.data_dir={cifar10_dir}", "data.val_size=20",
+         "data._target_=tests.helpers.LocalCIFAR10DataModule", f"paths.data_dir={cifar10_dir}", "data.val_size=20",
          "data.batch_size=2", "model.sample_steps=2", "model.num_grid_images=2"],
         tmp_path / "run",
     )  # fmt: skip
