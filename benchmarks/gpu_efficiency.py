@@ -68,6 +68,8 @@ FAMILIES = [
     Family("flow", ["experiment=flow_fashion_mnist", "model.num_grid_images=0"], "images", SMALL_UNET),
     Family("classifier", ["experiment=classifier_fashion_mnist", "~callbacks.export_best"], "images",
            ["model.channels=[8,16]", "model.feature_dim=16"]),  # fmt: skip
+    Family("normalizing_flow", ["experiment=normalizing_flow_fashion_mnist", "model.num_grid_images=0"], "images",
+           ["model.hidden_channels=8", "model.coupling_layers=2"]),  # fmt: skip
     Family("gpt", ["experiment=gpt_shakespeare", "model.sample_length=0"], "tokens",
            ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.num_val_windows=16"]),
 ]  # fmt: skip
@@ -357,6 +359,18 @@ def _classifier_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     return step
 
 
+def _normalizing_flow_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
+    hp = model.hparams
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                 fused=fused_optimizer_available(model.flow))  # fmt: skip
+
+    def step(images: torch.Tensor, labels: torch.Tensor, index: int) -> None:
+        # the exact negative log-likelihood, as genlab's training step computes it (dequantized, in logit space)
+        _optimize(optimizer, model.bits_per_dim(images).mean(), cfg.trainer.gradient_clip_val)
+
+    return step
+
+
 def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepFn, Callable]:
     """nanoGPT's loop (benchmarks/gpt_throughput.py's): random windows cut on the device by one gather."""
     m, t = cfg.model, cfg.trainer
@@ -383,6 +397,7 @@ def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepF
 
 PLAIN_STEPS: dict[str, Callable[[Any, DictConfig, torch.device], StepFn]] = {
     "ae": _ae_plain, "vae": _vae_plain, "gan": _gan_plain, "diffusion": _diffusion_plain, "flow": _diffusion_plain,
+    "normalizing_flow": _normalizing_flow_plain,
     "classifier": _classifier_plain,
 }  # fmt: skip
 

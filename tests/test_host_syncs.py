@@ -162,6 +162,7 @@ FAMILIES = {
     "diffusion": ["experiment=diffusion_fashion_mnist", *SMALL_UNET],
     "flow": ["experiment=flow_fashion_mnist", *SMALL_UNET],
     "classifier": ["model=classifier"],
+    "normalizing_flow": ["model=normalizing_flow"],
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
-from src.models.logged_steps import logs_this_step
+from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.coupling_flow import CouplingFlow
 from src.models.previews.latent_grids import SampleGrid
 
@@ -97,7 +97,7 @@ class NormalizingFlow(L.LightningModule):
         images, _ = batch
         loss = self.bits_per_dim(images).mean()
         if logs_this_step(self.trainer):
-            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:

@@ -20,9 +20,17 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False))  # saved: a reloaded model is not initialised again
+        # the buffer's value, kept on the host as well: read on every forward, the buffer would make each training
+        # step wait for the device; read back once when weights load
+        self.initialized_on_host = False
+        self.register_load_state_dict_post_hook(ActNorm._read_initialized)
+
+    @staticmethod
+    def _read_initialized(module: ActNorm, incompatible_keys: object) -> None:
+        module.initialized_on_host = bool(module.initialized)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and not self.initialized:
+        if self.training and not self.initialized_on_host:
             with torch.no_grad():
                 self.bias.copy_(x.mean(dim=(0, 2, 3), keepdim=True))
                 self.log_scale.copy_(x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6).log())
@@ -32,6 +40,7 @@ class ActNorm(nn.Module):
                     torch.distributed.broadcast(self.bias, src=0)
                     torch.distributed.broadcast(self.log_scale, src=0)
                 self.initialized.fill_(True)
+                self.initialized_on_host = True
         height, width = x.shape[2:]
         log_det = -self.log_scale.sum() * height * width  # the same scale at every pixel
         return (x - self.bias) * torch.exp(-self.log_scale), log_det.expand(len(x))
