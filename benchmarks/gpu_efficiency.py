@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_efficiency --out DIR [--families gan-bce diffusion ...] [--rounds 2]
     python -m benchmarks.gpu_efficiency --smoke --out DIR     # on the CPU, tiny: does every pair run?
+    python -m benchmarks.gpu_efficiency --cpu --out DIR       # on the CPU, the recipes' nets at their batch sizes
     python -m benchmarks.gpu_efficiency --out DIR --families diffusion --genlab-overrides model.compile=reduce-overhead
 
 genlab's side is its real training command: `src.train.train(cfg)` on the recipe's config (the entry point
@@ -89,6 +90,8 @@ class Settings:
 # on an H200: 9 families x 2 batch sizes x 2 rounds x 2 sides = 72 runs of 60 batches, about 6 minutes in all
 GPU = Settings("gpu", "bf16-mixed", warmup=10, batches=50, rounds=2, large_batch=1024)
 SMOKE = Settings("cpu", "32", warmup=1, batches=2, rounds=1, large_batch=16, smoke_batch=8)
+# the recipes' nets at their own batch sizes on the CPU (no second size: a CPU user trains at the recipe's)
+CPU = Settings("cpu", "32", warmup=5, batches=20, rounds=2, large_batch=0)
 
 
 # --- timing ----------------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: 
         # steps twice per batch), and no validation comes between (its time is not counted in any case)
         "trainer.max_epochs=-1", f"trainer.max_steps={4 * total}", "trainer.min_epochs=0",
         "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "test=false", "monitor.metric=null",
-        "extras.print_config=false", "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",
+        "extras.print_config=false",  # the progress bar stays: users train with it
         f"paths.output_dir={run_dir}", f"paths.log_dir={run_dir.parent}",
         "+callbacks.timed._target_=benchmarks.gpu_efficiency.TimedBatches",
         f"+callbacks.timed.warmup={settings.warmup}", f"+callbacks.timed.batches={settings.batches}", *overrides,
@@ -406,6 +409,8 @@ PLAIN_STEPS: dict[str, Callable[[Any, DictConfig, torch.device], StepFn]] = {
 def batch_sizes(family: Family, settings: Settings, recipe_batch: int) -> list[int]:
     if settings.smoke_batch is not None:
         return [settings.smoke_batch, 2 * settings.smoke_batch]
+    if not settings.large_batch:
+        return [recipe_batch]
     return [recipe_batch, 4 * recipe_batch if family.unit == "tokens" else settings.large_batch]
 
 
@@ -497,6 +502,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="where gpu_efficiency.json and .md go")
     parser.add_argument("--work", type=Path, help="run folders (default: OUT/runs)")
     parser.add_argument("--smoke", action="store_true", help="on the CPU, tiny nets and step counts")
+    parser.add_argument("--cpu", action="store_true", help="on the CPU, the recipes' nets at their batch sizes")
     parser.add_argument("--families", nargs="+", choices=[family.name for family in FAMILIES])
     parser.add_argument("--rounds", type=int, help=f"pairs per (family, batch size); default {GPU.rounds}")
     parser.add_argument("--batches", type=int, help=f"batches timed; default {GPU.batches}")
@@ -504,9 +510,9 @@ def main() -> None:
     parser.add_argument("--genlab-overrides", nargs="+", default=[], metavar="OVERRIDE",
                         help="Hydra overrides for genlab's side only, e.g. model.compile=reduce-overhead")  # fmt: skip
     args = parser.parse_args()
-    if not args.smoke and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU here; `--smoke` runs the benchmark on the CPU")
-    settings = SMOKE if args.smoke else GPU
+    if not (args.smoke or args.cpu) and not torch.cuda.is_available():
+        raise SystemExit("error: no CUDA GPU here; `--cpu` (or `--smoke`, in a minute) runs the benchmark on the CPU")
+    settings = SMOKE if args.smoke else CPU if args.cpu else GPU
     if args.rounds or args.batches:
         settings = Settings(**{**settings.__dict__, "rounds": args.rounds or settings.rounds,
                                "batches": args.batches or settings.batches})  # fmt: skip
