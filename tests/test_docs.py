@@ -59,6 +59,7 @@ def test_tour_links_every_family_to_its_page() -> None:
     assert set(pages) == set(options("model")), "README.md, tour: the `model=` column against conf/model/"
     for option, page in pages.items():
         assert page.startswith("docs/families/"), f"README.md, tour, `{option}`: {page}"
+        assert (ROOT / page).is_file(), f"README.md, tour, `{option}`: no page {page}"
         assert f"`model={option}`" in (ROOT / page).read_text(), f"{page} does not say `model={option}`"
 
 
