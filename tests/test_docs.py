@@ -100,10 +100,16 @@ def commands() -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("page, command", commands())
-def test_every_python_module_named_exists(page: str, command: str) -> None:
-    module = re.search(r"python -m ([\w.]+)", command).group(1)
-    assert importlib.util.find_spec(module) is not None, f"{page}: `{command}`: no module {module}"
+def modules() -> list[tuple[str, str]]:
+    """(page, module) for every `python -m <module>` in README and docs (not a pattern like `benchmarks.<name>`)."""
+    module = re.compile(r"python -m ((?:\w+\.)*\w+)\b(?!\.<)")
+    found = {(page, name) for page in PAGES for name in module.findall(page.read_text())}
+    return sorted((page.relative_to(ROOT).as_posix(), module) for page, module in found)
+
+
+@pytest.mark.parametrize("page, module", modules())
+def test_every_python_module_named_exists(page: str, module: str) -> None:
+    assert importlib.util.find_spec(module) is not None, f"{page}: `python -m {module}`: no such module"
 
 
 def composable(command: str) -> list[str] | None:
