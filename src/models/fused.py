@@ -14,7 +14,7 @@ def fused_optimizer_available(module: nn.Module) -> bool:
 
     The fused kernel updates every parameter in one pass instead of looping over tensors: for small
     models that loop's per-tensor overhead, not arithmetic, is what a step costs (on a GPU, one kernel
-    launch instead of many). README, Benchmarks, has what it saved on the CPU GPT recipe.
+    launch instead of many). docs/results.md has what it saved on the CPU GPT recipe.
     """
     if isinstance(module, L.LightningModule) and getattr(module.trainer.precision_plugin, "scaler", None) is not None:
         return False
