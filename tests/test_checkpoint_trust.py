@@ -140,7 +140,7 @@ def test_a_target_planted_anywhere_never_runs(trained: dict[str, Path], tmp_path
     nodes = payloads(marker)
     cases = [(path, how, nodes[i % len(nodes)]) for i, (path, how) in enumerate(positions(checkpoint[section],
                                                                                           max_depth))]  # fmt: skip
-    assert len(cases) > {"config": 60, "hyper_parameters": 10}[section] * max_depth / 2  # every node, not a few
+    assert len(cases) >= {"config": 80, "hyper_parameters": 15}[section]  # every node, not a few
     refused = set()
     for i, (path, how, node) in enumerate(cases):
         file = tmp_path / f"{i}.ckpt"
@@ -211,7 +211,11 @@ def test_no_entry_point_runs_a_planted_target(trained: dict[str, Path], tmp_path
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     if result.returncode != 0:  # refused: one line, and no run folder left
         assert result.returncode == 1, result.stderr[-2000:]
-        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {file}"), result.stderr[-2000:]
+        last_line = result.stderr.strip().splitlines()[-1]
+        # src.eval reads nothing of what is planted outside config.data and hyper_parameters: it goes on to score
+        # the reconstructions, which needs an MNIST feature classifier that these tests do not train
+        past_the_checkpoint = module == "src.eval" and last_line.startswith("error: No feature classifier for mnist")
+        assert last_line.startswith(f"error: {file}") or past_the_checkpoint, result.stderr[-2000:]
         assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
 
 

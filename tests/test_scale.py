@@ -102,7 +102,8 @@ def test_gan_under_ddp_ends_with_bit_identical_replicas(tmp_path: Path, mnist_di
     # manual optimization, two optimizers, BatchNorm in both networks (plain BatchNorm: torch's SyncBatchNorm runs
     # on GPUs only, so trainer=ddp's sync_batchnorm is checked by the GPU suite)
     run_dir, metrics = ddp_run(tmp_path, "model=gan", *IMAGES, f"paths.data_dir={mnist_dir}")
-    assert {"train/d_loss", "val/d_acc", "test/d_acc"} <= metrics.keys()
+    # (training values are logged on Lightning's logging steps only, every 50th: none in a run this short)
+    assert {"val/d_acc", "test/d_acc"} <= metrics.keys()
     replica = assert_replicas_equal(tmp_path / "replicas")
     assert any(name.endswith("running_var") for name in replica)  # the BatchNorm statistics were compared too
     # both optimizers stepped once per batch on each rank: the replicas moved, together

@@ -291,7 +291,10 @@ def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_
 ) -> None:
     sweep_dir = tmp_path / "sweep"
     sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
-                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2")  # fmt: skip
+                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2",
+                                # trials far longer than the wait for both to be under way: on a loaded machine a
+                                # 3-epoch trial could end before the signal reached it
+                                "trainer.max_epochs=30")  # fmt: skip
     try:
         deadline = time.monotonic() + 240
         while True:  # both workers in the middle of a trial: validated once, two epochs to go
