@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import io
 import resource
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +31,7 @@ from src.models.gpt import GPT
 from src.sample import terminal_safe
 from src.train import train
 from src.utils.checkpoint_writer import AtomicCheckpointIO
-from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module, write_mnist_raw
 
 AE = "src.models.autoencoder.Autoencoder"
 
@@ -202,11 +200,8 @@ def test_no_entry_point_runs_a_planted_target(trained: dict[str, Path], tmp_path
     file = tmp_path / "planted.ckpt"
     torch.save(checkpoint, file)
     module, overrides = ENTRY_POINTS[entry_point]
-    result = subprocess.run(
-        [sys.executable, "-m", module, *[o.format(ckpt=file) for o in overrides],
-         f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={trained['data']}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_module(module, *[o.format(ckpt=file) for o in overrides], f"paths.log_dir={tmp_path / 'logs'}",
+                        f"paths.data_dir={trained['data']}")  # fmt: skip
     assert not marker.exists(), f"{entry_point} ran what was planted at {where}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     if result.returncode != 0:  # refused: one line, and no run folder left
@@ -366,11 +361,8 @@ def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
 ) -> None:
     path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
     module, overrides = ENTRY_POINTS[entry_point]
-    result = subprocess.run(
-        [sys.executable, "-m", module, *[o.format(ckpt=path) for o in overrides],
-         f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={trained['data']}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_module(module, *[o.format(ckpt=path) for o in overrides], f"paths.log_dir={tmp_path / 'logs'}",
+                        f"paths.data_dir={trained['data']}")  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
