@@ -22,8 +22,10 @@ import matplotlib
 import numpy as np
 import optuna
 import sqlalchemy.exc
+import yaml
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
 from src.errors import ConfigError, one_line
@@ -63,9 +65,12 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
         raise ConfigError(f"sweep_dir={sweep_dir}: not a folder (give a sweep's: outputs/<task>/multiruns/<sweep>)")
     if not multirun.is_file():
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml; run `python -m src.train -m ...`)")
-    config = OmegaConf.load(multirun)
-    metric = metric or config.monitor.metric
-    sweeper = config.hydra.sweeper
+    try:
+        config = OmegaConf.load(multirun)
+        metric = metric or config.monitor.metric
+        sweeper = config.hydra.sweeper
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:  # damaged, hand-edited
+        raise ConfigError(f"{multirun}: not the record Hydra writes of a sweep ({one_line(err)})") from None
     if "study_name" in sweeper:  # an Optuna sweep: its storage, or that of a sweep from before it was recorded
         storage = sweeper.get("storage") or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
         study = load_study(sweeper.study_name, storage)

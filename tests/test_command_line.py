@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from src.errors import ConfigError
 from src.utils.before_run import CheckBeforeRun
 from src.utils.config import compose
 from tests.helpers import ROOT
@@ -125,3 +126,12 @@ def test_the_command_line_refuses_with_one_line_and_writes_nothing(
     assert sorted(tmp_path.iterdir()) == [a_file]  # no run folder here,
     assert not (tmp_path.parent / "x").exists()  # nor above it (task_name=a/../../../x)
     assert sorted(ROOT.glob("outputs/**")) == before
+
+
+@pytest.mark.parametrize("record", ["hydra: [unclosed", "just text", "monitor: {}\n"])
+def test_a_damaged_sweep_record_is_one_line(tmp_path: Path, record: str) -> None:
+    from src.sweep_summary import read_sweep
+
+    (tmp_path / "multirun.yaml").write_text(record)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'multirun.yaml'}: not the record Hydra writes of a sweep"):
+        read_sweep(tmp_path, None)
