@@ -37,6 +37,18 @@ def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:
     return timer.seconds, model.net
 
 
+def plain_gpt(cfg: DictConfig, vocab_size: int, device: torch.device):
+    """The recipe's network, AdamW (fused where genlab fuses it) and warm-up-then-cosine schedule, as genlab's GPT
+    builds them: what a plain loop of the same work trains."""
+    m, t = cfg.model, cfg.trainer
+    net = Transformer(vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias).to(device).train()
+    optimizer = adamw(net, m.lr, m.betas, m.weight_decay, fused=fused_optimizer_available(net))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine_lr(step, m.lr, m.min_lr, m.warmup_steps, t.max_steps) / m.lr
+    )
+    return net, optimizer, schedule
+
+
 def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, Transformer]:
     """The same training in a minimal plain-PyTorch loop (nanoGPT's, with batches cut by one gather)."""
     L.seed_everything(cfg.seed, verbose=False)
@@ -44,12 +56,7 @@ def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, 
     datamodule.setup("fit")
     tokens = datamodule.data_train.tokens.to(device)
     m, t = cfg.model, cfg.trainer
-    net = Transformer(datamodule.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias)
-    net = net.to(device).train()
-    optimizer = adamw(net, m.lr, m.betas, m.weight_decay, fused=fused_optimizer_available(net))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_lr(step, m.lr, m.min_lr, m.warmup_steps, t.max_steps) / m.lr
-    )
+    net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed")
     offsets = torch.arange(m.block_size + 1, device=device)
     start = 0.0

@@ -39,11 +39,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
+from benchmarks.gpt_throughput import plain_gpt
 from benchmarks.machine import describe_machine
 from src.models.fused import fused_optimizer_available
 from src.models.gan import discriminator_loss, generator_loss, gradient_penalty
-from src.models.gpt import adamw, warmup_cosine_lr
-from src.models.nets.transformer import Transformer
 from src.utils.config import compose
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, int], None]  # (inputs, targets or labels, batch index)
@@ -377,12 +376,7 @@ def _normalizing_flow_plain(model, cfg: DictConfig, device: torch.device) -> Ste
 def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepFn, Callable]:
     """nanoGPT's loop (benchmarks/gpt_throughput.py's): random windows cut on the device by one gather."""
     m, t = cfg.model, cfg.trainer
-    net = Transformer(datamodule.vocab_size, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout, m.bias)
-    net = net.to(device).train()
-    optimizer = adamw(net, m.lr, m.betas, m.weight_decay, fused=fused_optimizer_available(net))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_lr(step, m.lr, m.min_lr, m.warmup_steps, t.max_steps) / m.lr
-    )
+    net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
     tokens = datamodule.data_train.tokens.to(device)
     offsets = torch.arange(m.block_size + 1, device=device)
 

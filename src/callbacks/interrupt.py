@@ -111,7 +111,9 @@ class CheckpointOnInterrupt(Callback):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
         name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
         path = Path(checkpoints.dirpath) / name
-        trainer.save_checkpoint(path, weights_only=False)  # all of it: resuming needs the optimizer and loops too
+        # a save, not a load: Trainer.save_checkpoint's weights_only=False writes the optimizer and loop states beside
+        # the weights (resuming needs them). Every load reads through src/utils/checkpoint_reader.py, weights_only=True
+        trainer.save_checkpoint(path, weights_only=False)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 
