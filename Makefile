@@ -38,8 +38,8 @@ test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "slow and not gpu" $(ARGS)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks hydra_plugins
-	$(BIN)/ruff format --check src tests benchmarks hydra_plugins
+	$(BIN)/ruff check genlab src tests benchmarks hydra_plugins setup.py
+	$(BIN)/ruff format --check genlab src tests benchmarks hydra_plugins setup.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.data_throughput

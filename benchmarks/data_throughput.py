@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import ToTensor
 
 from benchmarks.machine import describe_machine
-from src.data.images import FashionMNISTDataModule
+from genlab.data.images import FashionMNISTDataModule
 
 
 def images_per_second(loader: DataLoader, epochs: int) -> float:

@@ -4,7 +4,7 @@
 
 Times `SampleQuality.update` for the test split as "real" and as "generated" images (the
 classifier's forward pass plus the metrics' statistics), then `compute()`. Uses the committed
-checkpoints/eval/fashion_mnist.ckpt.
+genlab/metrics/classifiers/fashion_mnist.ckpt.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import os
 import time
 
 from benchmarks.machine import describe_machine
-from src.data.images import FashionMNISTDataModule
-from src.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.data.images import FashionMNISTDataModule
+from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 
 
 def main() -> None:

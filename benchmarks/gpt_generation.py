@@ -15,9 +15,9 @@ import time
 import torch
 
 from benchmarks.machine import describe_machine
-from src.checkpoints import load_model
-from src.models.nets.transformer import Transformer
-from src.utils.config import compose
+from genlab.checkpoints import load_model
+from genlab.models.nets.transformer import Transformer
+from genlab.utils.config import compose
 
 
 def build_net(args: argparse.Namespace) -> Transformer:

@@ -25,10 +25,10 @@ from omegaconf import DictConfig
 
 from benchmarks.machine import describe_machine
 from benchmarks.timed_fit import timed_fit
-from src.models.fused import fused_optimizer_available
-from src.models.gpt import adamw, warmup_cosine_lr
-from src.models.nets.transformer import Transformer
-from src.utils.config import compose
+from genlab.models.fused import fused_optimizer_available
+from genlab.models.gpt import adamw, warmup_cosine_lr
+from genlab.models.nets.transformer import Transformer
+from genlab.utils.config import compose
 
 
 def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:

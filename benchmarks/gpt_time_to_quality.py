@@ -38,9 +38,9 @@ from omegaconf import DictConfig
 from benchmarks.commands import run_module
 from benchmarks.gpt_throughput import validation_loss
 from benchmarks.machine import describe_machine
-from src.checkpoints import load_model
-from src.models.nets.transformer import Transformer
-from src.utils.config import compose
+from genlab.checkpoints import load_model
+from genlab.models.nets.transformer import Transformer
+from genlab.utils.config import compose
 
 NANOGPT_CPU_BLOCK_SIZE = 64  # benchmarks/nanogpt_loop.py's default, from nanoGPT's README
 

@@ -41,9 +41,9 @@ from omegaconf import DictConfig
 
 from benchmarks.gpt_throughput import plain_gpt
 from benchmarks.machine import describe_machine
-from src.models.fused import fused_optimizer_available
-from src.models.gan import discriminator_loss, generator_loss, gradient_penalty
-from src.utils.config import compose
+from genlab.models.fused import fused_optimizer_available
+from genlab.models.gan import discriminator_loss, generator_loss, gradient_penalty
+from genlab.utils.config import compose
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, int], None]  # (inputs, targets or labels, batch index)
 
@@ -175,7 +175,7 @@ def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: 
 
 
 def genlab_run(cfg: DictConfig) -> dict[str, float]:
-    from src.train import train  # registers the config resolvers; only genlab's side needs it
+    from genlab.train import train  # registers the config resolvers; only genlab's side needs it
 
     train(cfg)
     return json.loads((Path(cfg.paths.output_dir) / "timed_batches.json").read_text())

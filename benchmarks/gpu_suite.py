@@ -46,7 +46,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.gpt_throughput import paired_rounds, throughput_config
 from benchmarks.machine import describe_machine
-from src.utils.config import compose
+from genlab.utils.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_VAL_LOSS = 1.47  # nanoGPT's Shakespeare character model: 1.4697 after 5,000 iterations
@@ -235,7 +235,7 @@ def families_part(suite: Suite, record: dict, deadline: float) -> str:
 
 def _family_run(suite: Suite, name: str, overrides: list[str], precision: str, loss_keys: list[str],
                 with_fid: bool) -> dict[str, Any]:  # fmt: skip
-    from src.train import train  # importing src.train registers resolvers; only the families need it
+    from genlab.train import train  # importing src.train registers resolvers; only the families need it
 
     if precision == "16-mixed" and suite.smoke:
         raise PartSkipped("16-mixed needs a CUDA GPU (Lightning has no float16 autocast on the CPU)")

@@ -34,10 +34,10 @@ from torchvision.utils import save_image
 
 from benchmarks.commands import run_module
 from benchmarks.machine import describe_machine
-from src.capabilities import ImageSampler
-from src.checkpoints import load_model
-from src.models.previews.image_grid import tile_grid
-from src.report import page, png_tag
+from genlab.capabilities import ImageSampler
+from genlab.checkpoints import load_model
+from genlab.models.previews.image_grid import tile_grid
+from genlab.report import page, png_tag
 
 # samples per FID measurement during training: enough for the curve's trend, and 50 U-Net steps for each of a
 # diffusion model's costs a CPU about half a minute (the final scoring takes --num-samples)
@@ -230,7 +230,7 @@ def title(header: dict[str, Any]) -> str:
 def description(header: dict[str, Any]) -> str:
     device = header["gpu"] or "CPU"
     return (f"{header['machine']} ({device}); {header['num_samples']:,} images scored per family against the test "
-            f"split in the shipped classifier's features (checkpoints/eval/fashion_mnist.ckpt)")  # fmt: skip
+            f"split in the shipped classifier's features (genlab/metrics/classifiers/fashion_mnist.ckpt)")  # fmt: skip
 
 
 def markdown(rows: list[dict], header: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """What one `self.log` call costs inside a training step: `python -m benchmarks.log_cost`.
 
-The reason src/models/logged_steps.py skips `self.log` on the steps whose values no logger writes.
+The reason genlab/models/logged_steps.py skips `self.log` on the steps whose values no logger writes.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.models.gpt import adamw
-from src.models.nets.transformer import Transformer
+from genlab.models.gpt import adamw
+from genlab.models.nets.transformer import Transformer
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from src.metrics.sample_fid import SampleFID
-from src.utils.instantiate import instantiate_all
+from genlab.metrics.sample_fid import SampleFID
+from genlab.utils.instantiate import instantiate_all
 
 
 class StepTimer(Callback):

@@ -29,7 +29,7 @@ from torchvision.transforms import ToTensor
 
 from benchmarks.machine import describe_machine
 from benchmarks.timed_fit import timed_fit
-from src.utils.config import compose
+from genlab.utils.config import compose
 
 
 class ReferenceVAE(nn.Module):

@@ -12,8 +12,8 @@ import numpy as np
 import torchvision
 from omegaconf import DictConfig
 
-from src.data.images import CIFAR10DataModule, MNISTDataModule
-from src.utils.config import CONF_DIR, compose
+from genlab.data.images import CIFAR10DataModule, MNISTDataModule
+from genlab.utils.config import CONF_DIR, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 

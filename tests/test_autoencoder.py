@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.models.autoencoder import Autoencoder
-from src.train import train
+from genlab.models.autoencoder import Autoencoder
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config
 
 
@@ -69,7 +69,7 @@ def test_training_lowers_validation_error(tmp_path: Path, fashion_mnist_dir: Pat
 
 
 def _val_loader(data_dir: Path):
-    from src.data.images import FashionMNISTDataModule
+    from genlab.data.images import FashionMNISTDataModule
 
     datamodule = FashionMNISTDataModule(str(data_dir), image_shape=(1, 28, 28), num_classes=10)
     datamodule.setup("fit")
@@ -132,4 +132,4 @@ def test_grids_and_config_reach_tensorboard_and_wandb(tmp_path: Path, mnist_dir:
     assert list(offline_run.glob("files/media/images/reconstructions_*.png"))
     # the resolved config went into the run's record (protobuf keeps strings as they are)
     record = next(offline_run.glob("run-*.wandb")).read_bytes()
-    assert b"latent_dim" in record and b"src.data.images.MNISTDataModule" in record
+    assert b"latent_dim" in record and b"genlab.data.images.MNISTDataModule" in record

@@ -24,16 +24,16 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
-from src.checkpoints.resume import check_resumable
-from src.data.text import CharVocab
-from src.models.gpt import GPT
-from src.sample import terminal_safe
-from src.train import train
-from src.utils.checkpoint_writer import AtomicCheckpointIO
+from genlab.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
+from genlab.checkpoints.resume import check_resumable
+from genlab.data.text import CharVocab
+from genlab.models.gpt import GPT
+from genlab.sample import terminal_safe
+from genlab.train import train
+from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from tests.helpers import TEST_OVERRIDES, compose_config, run_module, write_mnist_raw
 
-AE = "src.models.autoencoder.Autoencoder"
+AE = "genlab.models.autoencoder.Autoencoder"
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +54,8 @@ def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
     model.configure_model()
     torch.save(
         {"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
-         "config": {"model": {"_target_": "src.models.gpt.GPT"},
-                    "data": {"_target_": "src.data.text.ShakespeareDataModule", "block_size": 8}},
+         "config": {"model": {"_target_": "genlab.models.gpt.GPT"},
+                    "data": {"_target_": "genlab.data.text.ShakespeareDataModule", "block_size": 8}},
          "global_step": 0, "epoch": 0},
         path,
     )  # fmt: skip
@@ -301,6 +301,31 @@ def test_a_gpt_checkpoint_with_a_valid_vocabulary_loads(trained: dict[str, Path]
     model = load_model(trained["gpt"])
     assert model.vocab.chars == "\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
     assert model.generate_text("ab", 5, 1.0, None, None, 1, seed=0)[0].startswith("ab")
+
+
+@pytest.mark.parametrize(
+    ("target", "loads"),
+    [
+        ("src.models.gpt.GPT", True),  # as genlab 0.1 wrote it, before the code was the package genlab
+        ("src.models.gpt.Nothing", False),
+        ("src.os.system", False),  # the old prefix does not widen the allow-list
+        ("genlab.os.system", False),
+    ],
+)
+def test_checkpoints_of_genlab_0_1_load_and_the_old_prefix_names_nothing_new(
+    tmp_path: Path, target: str, loads: bool
+) -> None:
+    path = tmp_path / "gpt.ckpt"
+    save_gpt(path, vocab="abc")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["config"]["model"]["_target_"] = target
+    torch.save(checkpoint, path)
+    if loads:
+        assert isinstance(load_model(path), GPT)
+        assert check_resumable(path, "genlab.models.gpt.GPT")["global_step"] == 0
+    else:
+        with pytest.raises(CheckpointError, match="not one of genlab's models"):
+            load_model(path)
 
 
 # --- paths that are not checkpoint files -------------------------------------------------------------------------

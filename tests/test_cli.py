@@ -117,7 +117,7 @@ def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) 
     from lightning.pytorch.demos.boring_classes import BoringModel
     from lightning.pytorch.loggers import CSVLogger
 
-    from src.callbacks.progress import ProgressBar
+    from genlab.callbacks.progress import ProgressBar
 
     bar = ProgressBar()
     trainer = L.Trainer(max_steps=4, callbacks=[bar], logger=CSVLogger(tmp_path), default_root_dir=tmp_path,
@@ -145,8 +145,8 @@ def test_an_interrupt_saves_its_checkpoint_without_a_weights_only_notice(tmp_pat
     from lightning.pytorch.callbacks import Callback, ModelCheckpoint
     from lightning.pytorch.demos.boring_classes import BoringModel
 
-    from src.callbacks.interrupt import CheckpointOnInterrupt
-    from src.errors import RunInterrupted
+    from genlab.callbacks.interrupt import CheckpointOnInterrupt
+    from genlab.errors import RunInterrupted
 
     class CtrlC(Callback):
         def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:

@@ -1,7 +1,7 @@
 """Bad command lines of every entry point end in one line, `error: ...`, before Hydra makes a folder.
 
 A matrix of entry points and bad inputs: a missing `???` value, a task_name that is a path, a run folder that is a
-file or lies under one. In-process through the check Hydra calls (src/utils/before_run.py, listed in each entry
+file or lies under one. In-process through the check Hydra calls (genlab/utils/before_run.py, listed in each entry
 point's config), and from the real command line (slow: a Python start-up of each).
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from src.errors import ConfigError
-from src.utils.before_run import CheckBeforeRun
-from src.utils.config import compose
+from genlab.errors import ConfigError
+from genlab.utils.before_run import CheckBeforeRun
+from genlab.utils.config import compose
 from tests.helpers import ROOT
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
@@ -130,7 +130,7 @@ def test_the_command_line_refuses_with_one_line_and_writes_nothing(
 
 @pytest.mark.parametrize("record", ["hydra: [unclosed", "just text", "monitor: {}\n"])
 def test_a_damaged_sweep_record_is_one_line(tmp_path: Path, record: str) -> None:
-    from src.sweep_summary import read_sweep
+    from genlab.sweep_summary import read_sweep
 
     (tmp_path / "multirun.yaml").write_text(record)
     with pytest.raises(ConfigError, match=rf"^{tmp_path / 'multirun.yaml'}: not the record Hydra writes of a sweep"):

@@ -12,18 +12,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.capabilities import ImageSampler, Reconstructor
-from src.errors import ConfigError
-from src.utils.config import CONF_DIR
-from src.utils.instantiate import instantiate_all
-from src.utils.validation import check_config, check_pairing
+from genlab.capabilities import ImageSampler, Reconstructor
+from genlab.errors import ConfigError
+from genlab.utils.config import CONF_DIR
+from genlab.utils.instantiate import instantiate_all
+from genlab.utils.validation import check_config, check_pairing
 from tests.helpers import IMAGE_MODELS, compose_config, options
 
 
 def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> None:
     cfg = compose_config([], tmp_path)
-    assert cfg.model._target_ == "src.models.autoencoder.Autoencoder"
-    assert cfg.data._target_ == "src.data.images.FashionMNISTDataModule"
+    assert cfg.model._target_ == "genlab.models.autoencoder.Autoencoder"
+    assert cfg.data._target_ == "genlab.data.images.FashionMNISTDataModule"
     assert list(cfg.logger) == ["csv"]
     assert set(cfg.callbacks) == {"model_checkpoint", "rich_progress_bar", "lr_monitor"}
     check_config(cfg)

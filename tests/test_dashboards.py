@@ -22,10 +22,10 @@ import pytest
 import torch
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from src.callbacks.progress import ProgressBar
-from src.capabilities import DeclaresFlops
-from src.models.gpt import GPT
-from src.train import train
+from genlab.callbacks.progress import ProgressBar
+from genlab.capabilities import DeclaresFlops
+from genlab.models.gpt import GPT
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config
 
 
@@ -99,7 +99,7 @@ def test_offline_wandb_run_keeps_checkpoints_as_artifacts_histograms_and_says_it
         "logger.wandb.watch=all",
         "logger.wandb.watch_log_freq=1",
     ]
-    with caplog.at_level(logging.INFO, logger="src.utils.loggers"):
+    with caplog.at_level(logging.INFO, logger="genlab.utils.loggers"):
         train(_mnist_config(tmp_path, mnist_dir, *overrides, "logger.wandb.watch_log_freq=1"))
 
     (offline_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
@@ -155,7 +155,7 @@ def test_tensorboard_pictures_and_histograms_sit_at_the_step_of_their_validation
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     callbacks = "callbacks=[default,weight_histograms]" if histograms else "callbacks=default"
-    with caplog.at_level(logging.INFO, logger="src.utils.loggers"):
+    with caplog.at_level(logging.INFO, logger="genlab.utils.loggers"):
         train(_mnist_config(tmp_path, mnist_dir, f"model={model}", "logger=tensorboard", callbacks))
     run_folder, events = _tensorboard_events(tmp_path)
 
@@ -177,7 +177,7 @@ def test_progress_bar_shows_ms_per_step_and_no_mfu_on_a_cpu(caplog: pytest.LogCa
         accelerator="cpu", max_steps=6, limit_val_batches=0, callbacks=[bar], logger=False,
         enable_checkpointing=False, enable_model_summary=False,
     )  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="src.callbacks.progress"):
+    with caplog.at_level(logging.INFO, logger="genlab.callbacks.progress"):
         trainer.fit(BoringModel())
     metrics = bar.get_metrics(trainer, trainer.lightning_module)
     assert float(metrics["ms/step"]) > 0  # 5 intervals between 6 steps' ends, averaged
@@ -248,7 +248,7 @@ def test_progress_bar_shows_mfu_against_the_declared_peak_where_a_model_declares
 
 
 def test_wandb_logger_runs_offline_with_log_model_which_lightnings_refuses(tmp_path: Path, monkeypatch) -> None:
-    from src.utils.loggers import WandbLogger
+    from genlab.utils.loggers import WandbLogger
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     logger = WandbLogger(save_dir=tmp_path, offline=True, log_model=True)  # Lightning's own: MisconfigurationException

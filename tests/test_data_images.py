@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from src.data.images import FashionMNISTDataModule, MNISTDataModule
-from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
+from genlab.data.images import FashionMNISTDataModule, MNISTDataModule
+from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
 from tests.helpers import LocalCIFAR10, LocalCIFAR10DataModule, ServedMNIST, ServedMNISTDataModule
 
 MNIST_SHAPE = {"image_shape": (1, 28, 28), "num_classes": 10}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.data.text import CharVocab, ShakespeareDataModule
-from src.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
+from genlab.data.text import CharVocab, ShakespeareDataModule
+from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
 
 
 def _ready(datamodule: ShakespeareDataModule) -> ShakespeareDataModule:

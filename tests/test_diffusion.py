@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from src.callbacks.checkpoint import SaveRunConfig
-from src.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
-from src.checkpoints import load_model
-from src.errors import ConfigError
-from src.eval import evaluate
-from src.metrics.sample_quality import load_feature_classifier
-from src.models.diffusion import (
+from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
+from genlab.checkpoints import load_model
+from genlab.errors import ConfigError
+from genlab.eval import evaluate
+from genlab.metrics.sample_quality import load_feature_classifier
+from genlab.models.diffusion import (
     Diffusion,
     ddim_trajectory,
     ddpm_trajectory,
@@ -30,11 +30,11 @@ from src.models.diffusion import (
     noise_schedule,
     spaced_timesteps,
 )
-from src.models.gan import GAN
-from src.models.nets.unet import UNet
-from src.sample import sample
-from src.train import train
-from src.utils.config import compose
+from genlab.models.gan import GAN
+from genlab.models.nets.unet import UNet
+from genlab.sample import sample
+from genlab.train import train
+from genlab.utils.config import compose
 from tests.helpers import TEST_OVERRIDES, compose_config, run_module, run_train, shared_data_dir, write_idx
 
 TINY = {"base_channels": 8, "channel_multipliers": (1, 2), "num_res_blocks": 1, "attention_heads": 2}
@@ -229,7 +229,7 @@ def test_a_checkpoint_reloads_to_the_same_samples_and_losses(tmp_path: Path, obj
     model = Diffusion((1, 8, 8), 10, objective=objective, conditional=True, sample_steps=3, num_grid_images=0,
                       lr=1e-2, warmup_steps=0, **TINY)  # fmt: skip
     data = torch.utils.data.TensorDataset(torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,)))
-    config = {"model": {"_target_": "src.models.diffusion.Diffusion"}}
+    config = {"model": {"_target_": "genlab.models.diffusion.Diffusion"}}
     trainer = L.Trainer(max_steps=3, limit_val_batches=0, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False, callbacks=[SaveRunConfig(config)],
                         default_root_dir=tmp_path)  # fmt: skip

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.utils.config import CONF_DIR
+from genlab.utils.config import CONF_DIR
 from tests.helpers import ROOT, compose_config, options
 
 README = ROOT / "README.md"

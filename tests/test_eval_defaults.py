@@ -10,10 +10,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src import eval as eval_module
-from src.errors import ConfigError
-from src.eval import MAX_SAMPLES, MIN_SAMPLES, first_samples, kid_subset_size
-from src.utils.config import compose
+from genlab import eval as eval_module
+from genlab.errors import ConfigError
+from genlab.eval import MAX_SAMPLES, MIN_SAMPLES, first_samples, kid_subset_size
+from genlab.utils.config import compose
 
 
 class CountingSampler:
@@ -49,7 +49,7 @@ def test_the_sample_count_is_sized_from_the_first_batch_and_its_time_said_before
     monkeypatch.setattr(eval_module.time, "perf_counter", lambda: clock[0])
     model = CountingSampler(clock, seconds_per_image)
     cfg = OmegaConf.create({"batch_size": 500, "num_samples": num_samples, "sampling_minutes": minutes})
-    with caplog.at_level(logging.INFO, logger="src.eval"):
+    with caplog.at_level(logging.INFO, logger="genlab.eval"):
         images, count = first_samples(model, cfg)
     assert count == expected and len(images) == model.drawn == min(500, expected)  # the timed batch is kept
     assert any(record.getMessage().startswith(said) for record in caplog.records), caplog.text
@@ -106,7 +106,7 @@ def test_kid_std_over_subsets_of_the_whole_set_is_zero_and_over_halves_is_not() 
 def test_a_bad_count_or_time_is_refused_in_one_line_before_the_checkpoint_is_read(
     tmp_path: Path, override: str, message: str, capsys: pytest.CaptureFixture
 ) -> None:
-    from src.eval import main
+    from genlab.eval import main
 
     cfg = compose(["ckpt_path=/nonexistent.ckpt", f"paths.output_dir={tmp_path / 'run'}", override], "eval")
     with pytest.raises(SystemExit) as exit_info:

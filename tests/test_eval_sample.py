@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoints import CheckpointError, read_checkpoint
-from src.train import train
+from genlab.checkpoints import CheckpointError, read_checkpoint
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config, run_module
 
 
@@ -34,7 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_exported_classifier_is_slim_and_self_contained(trained: dict[str, Path]) -> None:
     checkpoint = read_checkpoint(trained["classifier"])
     assert "optimizer_states" not in checkpoint
-    assert checkpoint["config"]["model"]["_target_"] == "src.models.classifier.Classifier"
+    assert checkpoint["config"]["model"]["_target_"] == "genlab.models.classifier.Classifier"
     assert trained["classifier"].stat().st_size < 2_000_000
 
 

@@ -1,6 +1,6 @@
 """Every list of the model families is held to the one registry, conf/model/ (one YAML per family): a family added
 there and forgotten in a list fails here, naming the list (docs/adding-a-family.md, step 7). Prose that only
-needs the families' pattern says `src/models/<family>.py` and points at conf/model/ instead of listing them."""
+needs the families' pattern says `genlab/models/<family>.py` and points at conf/model/ instead of listing them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from benchmarks.leaderboard import ENTRIES, NOT_ON_THE_BOARD
-from src.utils.config import CONF_DIR
+from genlab.utils.config import CONF_DIR
 from tests import test_fuzz, test_resume
 from tests.helpers import ROOT, compose_config
 

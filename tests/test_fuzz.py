@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from src.errors import GenlabError
-from src.train import train
+from genlab.errors import GenlabError
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
 
 IMAGES = ["data=mnist", "data.val_size=100"]

@@ -9,12 +9,12 @@ import lightning as L
 import pytest
 import torch
 
-from src.callbacks.discriminator_balance import DiscriminatorBalanceStopping
-from src.checkpoints import load_model
-from src.data.images import FashionMNISTDataModule
-from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.models.gan import GAN, gradient_penalty
-from src.train import train
+from genlab.callbacks.discriminator_balance import DiscriminatorBalanceStopping
+from genlab.checkpoints import load_model
+from genlab.data.images import FashionMNISTDataModule
+from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.models.gan import GAN, gradient_penalty
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config
 
 

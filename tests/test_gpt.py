@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.checkpoints import load_model, read_checkpoint
-from src.data.text import ShakespeareDataModule
-from src.models.gpt import GPT, adamw, warmup_cosine_lr
-from src.models.nets.transformer import Transformer, sample_next_token
-from src.train import train
+from genlab.checkpoints import load_model, read_checkpoint
+from genlab.data.text import ShakespeareDataModule
+from genlab.models.gpt import GPT, adamw, warmup_cosine_lr
+from genlab.models.nets.transformer import Transformer, sample_next_token
+from genlab.train import train
 from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, run_module
 
 

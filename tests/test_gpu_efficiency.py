@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from benchmarks.gpu_efficiency import FAMILIES
-from src.checkpoints import load_model, read_checkpoint
-from src.data.images import MNISTDataModule
-from src.errors import ConfigError
-from src.train import train
+from genlab.checkpoints import load_model, read_checkpoint
+from genlab.data.images import MNISTDataModule
+from genlab.errors import ConfigError
+from genlab.train import train
 from tests.helpers import ROOT, TEST_OVERRIDES, compose_config
 
 

@@ -20,15 +20,15 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.checkpoints import CheckpointError, load_model, read_checkpoint
-from src.checkpoints.resume import check_resumable
-from src.train import train
+from genlab.checkpoints import CheckpointError, load_model, read_checkpoint
+from genlab.checkpoints.resume import check_resumable
+from genlab.train import train
 from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
 
 # subprocesses and whole runs: the integration tier (make test-integration)
 pytestmark = pytest.mark.integration
 
-AE = "src.models.autoencoder.Autoencoder"
+AE = "genlab.models.autoencoder.Autoencoder"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_bad_checkpoints_are_refused_by_every_loader(run: dict[str, Path], tmp_p
 
 def test_resuming_another_family_or_shape_is_refused(run: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a Autoencoder, and this run trains a VAE"):
-        check_resumable(run["ckpt"], "src.models.vae.VAE")
+        check_resumable(run["ckpt"], "genlab.models.vae.VAE")
     cfg = compose_config([*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
                           "model.latent_dim=3", f"ckpt_path={run['ckpt']}"], tmp_path / "run")  # fmt: skip
     with pytest.raises(CheckpointError, match=r"does not fit this run's Autoencoder \(shapes encoder"):
@@ -237,7 +237,7 @@ def _vae_config(run: dict[str, Path], output_dir: Path, *extra: str):
 @pytest.mark.parametrize("phase", ["sanity", "validation", "train"])
 def test_a_checkpoint_saved_by_an_interruption_resumes_exactly(run: dict[str, Path], tmp_path: Path, phase: str):
     """In process: SIGTERM in `phase`, resume from the saved last.ckpt, and end with the unbroken run's weights."""
-    from src.errors import RunInterrupted
+    from genlab.errors import RunInterrupted
 
     train(_vae_config(run, tmp_path / "unbroken"))
     fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:{phase},signum:{int(signal.SIGTERM)}}}"
@@ -253,7 +253,7 @@ def test_a_checkpoint_saved_by_an_interruption_resumes_exactly(run: dict[str, Pa
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path: Path) -> None:
-    from src.utils.checkpoint_writer import AtomicCheckpointIO
+    from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"
@@ -281,7 +281,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_pa
 
 
 def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[str, Path], tmp_path: Path) -> None:
-    from src.errors import RunInterrupted
+    from genlab.errors import RunInterrupted
 
     fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:train,signum:{int(signal.SIGTERM)}}}"
     quiet = [o for o in TEST_OVERRIDES if o != "~callbacks.rich_progress_bar"]  # callbacks=none has no bar
@@ -294,8 +294,8 @@ def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[st
 
 def test_dataset_files_that_do_not_match_the_config_are_refused(tmp_path: Path) -> None:
     """Whole IDX files, but of 32x32 images with labels up to 11, where MNIST's config says 28x28 in 10 classes."""
-    from src.data.images import MNISTDataModule
-    from src.errors import CorruptDatasetError
+    from genlab.data.images import MNISTDataModule
+    from genlab.errors import CorruptDatasetError
     from tests.helpers import write_idx
 
     raw = tmp_path / "MNIST" / "raw"

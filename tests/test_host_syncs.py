@@ -27,8 +27,8 @@ from omegaconf import open_dict
 from torch.optim.swa_utils import AveragedModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from src.models.ema import averaged_copy
-from src.train import train
+from genlab.models.ema import averaged_copy
+from genlab.train import train
 from tests.helpers import compose_config
 
 # operators that make the host wait for the device's result: a scalar read, and those whose output size is data

@@ -10,27 +10,27 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from src.callbacks.interrupt import CheckpointOnInterrupt
-from src.checkpoints import DATA_CLASSES, MODEL_CLASSES
-from src.train import always_on_callbacks, always_on_plugins
-from src.utils.config import CONF_DIR
+from genlab.callbacks.interrupt import CheckpointOnInterrupt
+from genlab.checkpoints import DATA_CLASSES, MODEL_CLASSES
+from genlab.train import always_on_callbacks, always_on_plugins
+from genlab.utils.config import CONF_DIR
 from tests.helpers import ROOT, compose_config
 
 # top to bottom: a module imports from its own layer and those below it, never from one above. A module belongs to
-# the layer of the longest prefix naming it (src.models.nets is a net, not a family).
+# the layer of the longest prefix naming it (genlab.models.nets is a net, not a family).
 LAYERS = {
-    "entry points": ["src.train", "src.eval", "src.sample", "src.report", "src.sweep_summary", "src.run_folder",
-                     "src.curve_plots"],
-    "callbacks/metrics/checkpoints": ["src.callbacks", "src.metrics", "src.checkpoints"],
-    "models/data": ["src.models", "src.data"],
-    "nets/utils": ["src.models.nets", "src.utils", "src.capabilities"],
-    "errors": ["src.errors"],
+    "entry points": ["genlab.train", "genlab.eval", "genlab.sample", "genlab.report", "genlab.sweep_summary",
+                     "genlab.run_folder", "genlab.curve_plots"],
+    "callbacks/metrics/checkpoints": ["genlab.callbacks", "genlab.metrics", "genlab.checkpoints"],
+    "models/data": ["genlab.models", "genlab.data"],
+    "nets/utils": ["genlab.models.nets", "genlab.utils", "genlab.capabilities"],
+    "errors": ["genlab.errors"],
 }  # fmt: skip
 RANK = {layer: rank for rank, layer in enumerate(reversed(LAYERS))}  # errors 0 ... entry points 4
 
 
 def layer_of(module: str) -> str:
-    if module == "src":  # the package's __init__: it may import nothing of its own
+    if module == "genlab":  # the package's __init__: it may import nothing of its own
         return "errors"
     prefixes = [(prefix, layer) for layer, names in LAYERS.items() for prefix in names]
     matches = [
@@ -47,7 +47,7 @@ def module_name(path: Path) -> str:
 
 
 def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
-    """The src modules that `source` imports anywhere (top level, functions, TYPE_CHECKING blocks alike)."""
+    """The genlab modules that `source` imports anywhere (top level, functions, TYPE_CHECKING blocks alike)."""
     package = module if is_package else module.rpartition(".")[0]
     names = set()
     for node in ast.walk(ast.parse(source)):
@@ -56,10 +56,10 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
             name = ".".join(part for part in (base, node.module) if part)
-            # `from src.models import previews` imports a module; `from src.models import MODEL_CLASSES` a name
+            # `from genlab.models import previews` imports a module; `from genlab.models import MODEL_CLASSES` a name
             submodules = {f"{name}.{alias.name}" for alias in node.names}
             names |= {sub for sub in submodules if is_module(sub)} or {name}
-    return {name for name in names if name == "src" or name.startswith("src.")}
+    return {name for name in names if name == "genlab" or name.startswith("genlab.")}
 
 
 def is_module(name: str) -> bool:
@@ -76,7 +76,7 @@ def upward_imports(module: str, source: str, is_package: bool = False) -> set[tu
 
 def test_imports_run_one_way_through_the_layers() -> None:
     found = set()
-    for path in sorted((ROOT / "src").rglob("*.py")):
+    for path in sorted((ROOT / "genlab").rglob("*.py")):
         found |= upward_imports(module_name(path), path.read_text(), path.name == "__init__.py")
     assert not found, "imports that reach up a layer: " + ", ".join(f"{a} -> {b}" for a, b in sorted(found))
 
@@ -84,25 +84,29 @@ def test_imports_run_one_way_through_the_layers() -> None:
 @pytest.mark.parametrize(
     ("module", "source", "upward"),
     [
-        ("src.utils.config", "from src.train import train", True),  # utils -> entry point
-        ("src.models.vae", "from src.callbacks.progress import ProgressBar", True),  # family -> callback
-        ("src.models.nets.conv", "import src.models.vae", True),  # net -> family
-        ("src.errors", "from src.utils import config", True),  # errors -> utils, as a module of a package
-        ("src", "import src.errors", False),
-        ("src.models.gan", "def f():\n    from src.eval import main", True),  # an import inside a function
-        ("src.models.gan", "from .vae import VAE\nfrom src.models.nets.dcgan import Generator", False),
-        ("src.callbacks.resume", "from src.capabilities import require\nfrom src.models.gpt import GPT", False),
+        ("genlab.utils.config", "from genlab.train import train", True),  # utils -> entry point
+        ("genlab.models.vae", "from genlab.callbacks.progress import ProgressBar", True),  # family -> callback
+        ("genlab.models.nets.conv", "import genlab.models.vae", True),  # net -> family
+        ("genlab.errors", "from genlab.utils import config", True),  # errors -> utils, as a module of a package
+        ("genlab", "import genlab.errors", False),
+        ("genlab.models.gan", "def f():\n    from genlab.eval import main", True),  # an import inside a function
+        ("genlab.models.gan", "from .vae import VAE\nfrom genlab.models.nets.dcgan import Generator", False),
+        (
+            "genlab.callbacks.resume",
+            "from genlab.capabilities import require\nfrom genlab.models.gpt import GPT",
+            False,
+        ),
     ],
 )
 def test_the_layer_check_tells_upward_imports_from_downward_ones(module: str, source: str, upward: bool) -> None:
     assert bool(upward_imports(module, source)) == upward
 
 
-def test_every_src_module_is_in_a_layer() -> None:
-    for path in (ROOT / "src").rglob("*.py"):
+def test_every_genlab_module_is_in_a_layer() -> None:
+    for path in (ROOT / "genlab").rglob("*.py"):
         layer_of(module_name(path))  # raises for a module that no layer names
-    with pytest.raises(AssertionError, match="src.newcomer is in no layer"):
-        layer_of("src.newcomer")
+    with pytest.raises(AssertionError, match="genlab.newcomer is in no layer"):
+        layer_of("genlab.newcomer")
 
 
 def _targets(group: str) -> dict[str, str]:

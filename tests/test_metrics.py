@@ -8,10 +8,10 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from src.checkpoints import CheckpointError
-from src.data.images import FashionMNISTDataModule
-from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-from src.models.nets.classifier import ConvClassifier
+from genlab.checkpoints import CheckpointError
+from genlab.data.images import FashionMNISTDataModule
+from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.models.nets.classifier import ConvClassifier
 
 NUM_IMAGES = 2000
 
@@ -32,7 +32,7 @@ def fashion_mnist_images() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def classifier() -> ConvClassifier:
-    return load_feature_classifier(None, "fashion_mnist")  # the committed checkpoints/eval/fashion_mnist.ckpt
+    return load_feature_classifier(None, "fashion_mnist")  # the committed genlab/metrics/classifiers/fashion_mnist.ckpt
 
 
 def scores(classifier: ConvClassifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:

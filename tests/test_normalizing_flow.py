@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.callbacks.checkpoint import SaveRunConfig
-from src.capabilities import ImageSampler, LatentDecoder
-from src.checkpoints import load_model
-from src.errors import ConfigError
-from src.models.nets.coupling_flow import CouplingFlow, squeeze, unsqueeze
-from src.models.normalizing_flow import NormalizingFlow
-from src.utils.validation import check_config
+from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.capabilities import ImageSampler, LatentDecoder
+from genlab.checkpoints import load_model
+from genlab.errors import ConfigError
+from genlab.models.nets.coupling_flow import CouplingFlow, squeeze, unsqueeze
+from genlab.models.normalizing_flow import NormalizingFlow
+from genlab.utils.validation import check_config
 from tests.helpers import compose_config, run_module, run_train
 
 TINY = {"num_scales": 2, "coupling_layers": 2, "hidden_channels": 8}
@@ -129,7 +129,7 @@ def test_checkpoint_reloads_to_the_same_outputs(tmp_path: Path) -> None:
     model = NormalizingFlow(image_shape=(1, 8, 8), **TINY)
     images = blocky_images(32)
     loader = DataLoader(TensorDataset(images, torch.zeros(32)), batch_size=16)
-    config = {"model": {"_target_": "src.models.normalizing_flow.NormalizingFlow"}}  # as src.train saves it
+    config = {"model": {"_target_": "genlab.models.normalizing_flow.NormalizingFlow"}}  # as src.train saves it
     trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", callbacks=[SaveRunConfig(config)])  # fmt: skip
     trainer.fit(model, train_dataloaders=loader)

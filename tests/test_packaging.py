@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,21 +33,45 @@ def check_installed(python: str, bin_dir: Path, site: Path, cwd: Path, env: dict
     result = subprocess.run([str(bin_dir / "genlab-train"), "--cfg", "job"], cwd=cwd, env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "_target_: src.models.autoencoder.Autoencoder" in result.stdout
+    assert "_target_: genlab.models.autoencoder.Autoencoder" in result.stdout
     located = subprocess.run(
-        [python, "-c", "import src.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
+        [python, "-c", "import genlab.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
                        "print(p.resolve(), p.is_file())"],
         cwd=cwd, env=env, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert located[1] == "True" and located[0].startswith(str(site.resolve())), located
 
 
-def test_a_wheel_installs_what_it_needs(tmp_path: Path) -> None:
+def test_a_wheel_adds_only_its_own_names_and_carries_every_module_and_config(
+    tmp_path: Path, shakespeare_dir: Path
+) -> None:
     pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(ROOT), cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("genlab-*.whl")
+    files = set(zipfile.ZipFile(wheel).namelist())
+    # nothing that could clash with another project's names at the top of site-packages: no src, conf, checkpoints
+    assert {name.split("/")[0] for name in files} == {
+        "genlab",
+        "hydra_plugins",
+        wheel.name.split("-py3")[0] + ".dist-info",
+    }
+    clone = {
+        path.relative_to(ROOT).as_posix()
+        for folder in ("genlab", "hydra_plugins")
+        for path in (ROOT / folder).rglob("*")
+        if path.suffix in (".py", ".ckpt") and "__pycache__" not in path.parts
+    }
+    configs = {"genlab/" + path.relative_to(ROOT).as_posix() for path in (ROOT / "conf").rglob("*.yaml")}
+    assert clone | configs <= files, sorted((clone | configs) - files)
+
     pip("install", "--no-deps", "--target", str(tmp_path / "site"), str(wheel), cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     check_installed(sys.executable, tmp_path / "site" / "bin", tmp_path / "site", tmp_path, env)
+    # a whole run of the installed command, from a folder that is not the clone: its outputs land there
+    command = [str(tmp_path / "site" / "bin" / "genlab-train"), "model=gpt", "data=shakespeare", "debug=fdr",
+               "logger=csv", f"paths.data_dir={shakespeare_dir}"]  # fmt: skip
+    trained = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert list((tmp_path / "outputs").rglob("last.ckpt")), "the installed genlab-train wrote no checkpoint"
 
 
 @pytest.mark.skipif(not SITE_PACKAGES, reason="runs the new venv over the test environment's site-packages")

@@ -23,7 +23,7 @@ def trainer() -> L.Trainer:
 
 
 def test_resume_reads_the_fit_loops_pending_loader_state(trainer: L.Trainer) -> None:
-    # src/callbacks/resume.py, Lightning #20550
+    # genlab/callbacks/resume.py, Lightning #20550
     fit_loop = trainer.fit_loop
     assert fit_loop._combined_loader_states_to_load == []  # falsy until a checkpoint holds a loader state
     assert list(inspect.signature(fit_loop._load_combined_loader_states).parameters) == []
@@ -31,13 +31,13 @@ def test_resume_reads_the_fit_loops_pending_loader_state(trainer: L.Trainer) -> 
 
 
 def test_progress_bar_overrides_the_train_description_and_reads_the_epochs_batch_progress(trainer: L.Trainer) -> None:
-    # src/callbacks/progress.py: Lightning #21925; the resumed epoch's position
+    # genlab/callbacks/progress.py: Lightning #21925; the resumed epoch's position
     assert list(inspect.signature(RichProgressBar._get_train_description).parameters) == ["self", "current_epoch"]
     assert trainer.fit_loop.epoch_loop.batch_progress.current.ready == 0
 
 
 def test_validate_at_end_sets_the_fit_loops_min_epochs(trainer: L.Trainer) -> None:
-    # src/callbacks/validate_at_end.py: a plain attribute that the loop reads when asked to stop (a property
+    # genlab/callbacks/validate_at_end.py: a plain attribute that the loop reads when asked to stop (a property
     # without a setter would refuse the write; a renamed one would take it and change nothing)
     fit_loop = trainer.fit_loop
     assert "min_epochs" in vars(fit_loop)
@@ -48,18 +48,18 @@ def test_validate_at_end_sets_the_fit_loops_min_epochs(trainer: L.Trainer) -> No
 
 
 def test_fused_clipping_reads_the_precision_plugins_scaler() -> None:
-    # src/models/fused.py reads it with getattr(..., None): a rename would read as "no scaler", silently
+    # genlab/models/fused.py reads it with getattr(..., None): a rename would read as "no scaler", silently
     assert "scaler" in vars(MixedPrecision("bf16-mixed", "cpu"))
 
 
 def test_wandb_logger_pops_anonymous_from_lightnings_init_arguments(tmp_path: Path) -> None:
-    # src/utils/loggers.py: wandb/wandb#10909; the class can go once Lightning stops passing `anonymous`
+    # genlab/utils/loggers.py: wandb/wandb#10909; the class can go once Lightning stops passing `anonymous`
     init = WandbLogger(save_dir=tmp_path, offline=True)._wandb_init
     assert isinstance(init, dict) and "anonymous" in init
 
 
 def test_optuna_pruning_rebuilds_a_trial_from_a_frozen_trials_id() -> None:
-    # src/callbacks/optuna_pruning.py: the trial lives in the sweeper's process; the job finds it in the storage
+    # genlab/callbacks/optuna_pruning.py: the trial lives in the sweeper's process; the job finds it in the storage
     study = optuna.create_study()
     asked = study.ask()
     (frozen,) = study.get_trials(deepcopy=False)
@@ -70,12 +70,12 @@ def test_optuna_pruning_rebuilds_a_trial_from_a_frozen_trials_id() -> None:
 
 
 def test_logs_this_step_reads_the_epoch_loops_count_of_batches_that_stepped(trainer: L.Trainer) -> None:
-    # src/models/logged_steps.py: what Lightning's logger connector decides by; no public equivalent
+    # genlab/models/logged_steps.py: what Lightning's logger connector decides by; no public equivalent
     assert trainer.fit_loop.epoch_loop._batches_that_stepped == 0
 
 
 def test_interrupt_takes_back_a_stop_request_through_the_signal_connector(trainer: L.Trainer) -> None:
-    # src/callbacks/interrupt.py: Lightning #19549, #20288 (Trainer.received_sigterm is read-only)
+    # genlab/callbacks/interrupt.py: Lightning #19549, #20288 (Trainer.received_sigterm is read-only)
     connector = trainer._signal_connector
     connector.received_sigterm = True
     assert trainer.received_sigterm
@@ -84,7 +84,7 @@ def test_interrupt_takes_back_a_stop_request_through_the_signal_connector(traine
 
 
 def test_ema_uses_torchs_foreach_copy_and_lerp() -> None:
-    # src/models/ema.py: torch's private multi-tensor kernels, one launch for all of a model's tensors
+    # genlab/models/ema.py: torch's private multi-tensor kernels, one launch for all of a model's tensors
     averaged, current = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.full((2,), 2.0)]
     torch._foreach_lerp_(averaged, current, 0.5)
     assert torch.equal(averaged[1], torch.ones(2))
@@ -94,7 +94,12 @@ def test_ema_uses_torchs_foreach_copy_and_lerp() -> None:
 
 def test_the_architecture_page_lists_each_pinned_use() -> None:
     listed = (ROOT / "docs" / "architecture.md").read_text().split("## Private APIs")[1]
-    for place in ["src/callbacks/resume.py", "src/callbacks/progress.py", "src/callbacks/validate_at_end.py",
-                  "src/models/fused.py", "src/utils/loggers.py", "src/callbacks/optuna_pruning.py",
-                  "src/models/logged_steps.py", "src/callbacks/interrupt.py", "src/models/ema.py"]:  # fmt: skip
+    callbacks = ["resume", "progress", "validate_at_end", "optuna_pruning", "interrupt"]
+    places = [f"genlab/callbacks/{name}.py" for name in callbacks] + [
+        "genlab/models/fused.py",
+        "genlab/utils/loggers.py",
+        "genlab/models/logged_steps.py",
+        "genlab/models/ema.py",
+    ]
+    for place in places:
         assert place in listed

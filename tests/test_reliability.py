@@ -13,12 +13,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from src.callbacks.finite_loss import NonFiniteLossError
-from src.checkpoints import read_checkpoint
-from src.data.images import FashionMNISTDataModule
-from src.errors import GenlabError
-from src.metrics.sample_fid import SampleFID
-from src.train import train
+from genlab.callbacks.finite_loss import NonFiniteLossError
+from genlab.checkpoints import read_checkpoint
+from genlab.data.images import FashionMNISTDataModule
+from genlab.errors import GenlabError
+from genlab.metrics.sample_fid import SampleFID
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config, start_train
 
 # subprocesses and whole runs: the integration tier (make test-integration)
@@ -123,7 +123,7 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
     images = torch.cat([images for images, _ in datamodule.train_dataloader()][:2])  # not the validation images
     trainer = L.Trainer(callbacks=[SampleFID(num_samples=500)], logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=1)  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="src.metrics.sample_fid"):
+    with caplog.at_level(logging.WARNING, logger="genlab.metrics.sample_fid"):
         trainer.validate(FixedSamples(images, collapsed), datamodule=datamodule)
 
     entropy = float(trainer.callback_metrics["val/label_entropy"])

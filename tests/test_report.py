@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from src.curve_plots import comparison_panels, run_colors, run_panels
-from src.report import write_report
+from genlab.curve_plots import comparison_panels, run_colors, run_panels
+from genlab.report import write_report
 from tests.helpers import run_module, run_train, write_mnist_raw
 
 IMAGE_ALT = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)"')
@@ -50,7 +50,7 @@ def test_report_of_a_run(sweep: Path) -> None:
     # each picture with the caption its callback wrote into the file
     assert "Each band between grey lines: top row: validation images; below: their reconstructions." in page
     assert "generated from the same fixed noise at every epoch" in page
-    assert "_target_: src.models.vae.VAE" in page  # the resolved config
+    assert "_target_: genlab.models.vae.VAE" in page  # the resolved config
     assert not list((sweep / "0").glob("*.tmp"))
 
 
@@ -193,7 +193,7 @@ def run_report_main(run_dir: Path) -> None:
     """src.report's main as the command line runs it, less Hydra's start (its callback is tested elsewhere)."""
     from omegaconf import OmegaConf
 
-    from src.report import main
+    from genlab.report import main
 
     main.__wrapped__(OmegaConf.create({"run_dir": str(run_dir)}))
 
@@ -230,7 +230,7 @@ def test_a_damaged_file_that_the_report_can_do_without_is_shown_as_a_warning(
 
 
 def test_a_csv_cut_inside_a_number_drops_that_row_instead_of_reading_a_shorter_number(tmp_path: Path) -> None:
-    from src.run_folder import PartlyRead, read_curves
+    from genlab.run_folder import PartlyRead, read_curves
 
     run_dir = a_run(tmp_path / "run")
     cut(run_dir / "csv" / "metrics.csv", len((run_dir / "csv" / "metrics.csv").read_bytes()) - 3)  # "...,1.23"

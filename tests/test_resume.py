@@ -14,8 +14,8 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
-from src.checkpoints import read_checkpoint
-from src.utils.locks import try_lock
+from genlab.checkpoints import read_checkpoint
+from genlab.utils.locks import try_lock
 from tests.helpers import compose_config, run_train, start_train
 
 # subprocesses and whole runs: the integration tier (make test-integration)

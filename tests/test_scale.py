@@ -13,9 +13,9 @@ import torch
 from hydra import initialize_config_dir
 from lightning.pytorch.callbacks import Callback
 
-from src.checkpoints import read_checkpoint
-from src.metrics.sample_fid import SampleFID
-from src.utils.config import CONF_DIR
+from genlab.checkpoints import read_checkpoint
+from genlab.metrics.sample_fid import SampleFID
+from genlab.utils.config import CONF_DIR
 from tests.helpers import QUICK, run_module, run_train
 
 DDP = ["trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",

@@ -17,10 +17,10 @@ import torch
 from hydra.utils import get_object
 from lightning.pytorch.callbacks import Callback
 
-from src.checkpoints import read_checkpoint
-from src.errors import RunInterrupted
-from src.train import train
-from src.utils.config import compose
+from genlab.checkpoints import read_checkpoint
+from genlab.errors import RunInterrupted
+from genlab.train import train
+from genlab.utils.config import compose
 from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
 
 # subprocesses and whole runs: the integration tier (make test-integration)
@@ -214,12 +214,12 @@ def send_in(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, sent_at: 
 # (entry point, where the signal lands, the phase its line names)
 ENTRY_POINT_PHASES = {
     "eval loading": ("src.eval", "src.eval.model_from", "loading the checkpoint and data"),
-    "eval test": ("src.eval", "src.models.vae.VAE.test_step", "the test"),
-    "eval scoring": ("src.eval", "src.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
-    "eval generation": ("src.eval", "src.models.vae.VAE.sample", "the scoring of images"),
+    "eval test": ("src.eval", "genlab.models.vae.VAE.test_step", "the test"),
+    "eval scoring": ("src.eval", "genlab.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
+    "eval generation": ("src.eval", "genlab.models.vae.VAE.sample", "the scoring of images"),
     "eval writing": ("src.eval", "src.eval._print_table", "loading the checkpoint and data, or writing"),
     "sample loading": ("src.sample", "src.sample.load_model", "loading the checkpoint, or writing"),
-    "sample generation": ("src.sample", "src.models.vae.VAE.sample", "sampling"),
+    "sample generation": ("src.sample", "genlab.models.vae.VAE.sample", "sampling"),
     "sample writing": ("src.sample", "src.sample.save_image", "loading the checkpoint, or writing"),
 }
 

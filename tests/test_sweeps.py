@@ -15,8 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from genlab.sweep_summary import read_sweep
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as
-from src.sweep_summary import read_sweep
 from tests.helpers import QUICK, ROOT, run_module, run_train
 
 # subprocesses and whole runs: the integration tier (make test-integration)
@@ -100,7 +100,7 @@ def test_summary_ranks_the_trials_and_plots_them(tmp_path: Path, mnist_dir: Path
 
 
 def test_summary_of_a_study_with_one_completed_trial_says_which_plot_it_left_out(tmp_path: Path) -> None:
-    from src.sweep_summary import read_sweep, write_optuna_plots
+    from genlab.sweep_summary import read_sweep, write_optuna_plots
 
     (tmp_path / "multirun.yaml").write_text(
         "task_name: vae\nmonitor: {metric: val/nelbo, mode: min}\n"

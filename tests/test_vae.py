@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.models.vae import VAE
-from src.train import train
+from genlab.models.vae import VAE
+from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config, run_module
 
 

@@ -44,6 +44,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from genlab.errors import one_line
+from genlab.utils.locks import try_lock
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
@@ -63,8 +65,6 @@ from hydra_plugins.genlab_optuna_sweeper.workers import (
     worker_command,
     worker_environment,
 )
-from src.errors import one_line
-from src.utils.locks import try_lock
 
 log = logging.getLogger(__name__)
 TrialState = optuna.trial.TrialState

@@ -30,7 +30,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from src.errors import one_line
+from genlab.errors import one_line
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,77 @@
+"""What goes into checkpoints beyond Lightning's own: the run's config, and slim exported copies."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+from genlab.errors import ConfigError
+from genlab.utils.checkpoint_reader import read_checkpoint
+from genlab.utils.checkpoint_writer import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+class SaveRunConfig(Callback):
+    """Store the run's resolved config (plain containers) in every checkpoint under "config".
+
+    With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and,
+    for eval, the data) from `config["model"]` and `config["data"]`, with no config files at hand.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["config"] = self.config
+
+
+class ExportBestCheckpoint(Callback):
+    """At the end of fitting, write the best checkpoint's weights and config to `path`.
+
+    The copy holds what inference needs (state_dict, hyper_parameters, config) and no optimizer
+    state, so it is small enough to commit; it is written atomically, so a crash never leaves a
+    half-written file at `path`.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning(f"No best checkpoint to export to {self.path}")
+            return
+        checkpoint = read_checkpoint(best)
+        # what Lightning's load_from_checkpoint reads (the version: for its format migrations), and our config
+        keep = ("state_dict", "hyper_parameters", "config", "epoch", "global_step", "pytorch-lightning_version")
+        slim = {key: checkpoint[key] for key in keep}
+        slim["exported_from"] = str(best)
+        AtomicCheckpointIO().save_checkpoint(slim, self.path)
+        log.info(f"Exported {best} to {self.path}")
+
+
+class RequireMonitoredMetric(Callback):
+    """Refuse a `monitor.metric` that nothing logs, at the end of the sanity check rather than after an epoch.
+
+    The sanity check's validation shows what the model logs; callbacks that log at validation ends but
+    skip the sanity check (SampleFID) name theirs in `logged_metrics`.
+    """
+
+    def __init__(self, metric: str | None) -> None:
+        self.metric = metric
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        promised = {name for callback in trainer.callbacks for name in getattr(callback, "logged_metrics", ())}
+        logged = set(trainer.callback_metrics) | promised
+        if self.metric and self.metric not in logged:
+            raise ConfigError(
+                f"monitor.metric={self.metric!r} is never logged by {type(pl_module).__name__}; its validation logs "
+                f"{', '.join(sorted(logged)) or 'nothing'} (or monitor.metric=null to keep the latest checkpoint)"
+            )

@@ -1,0 +1,136 @@
+"""What a model family can do, written down once.
+
+Entry points (src.sample, src.eval) and callbacks (image grids, sample metrics, text samples) check a
+model against these protocols with isinstance, never with hasattr. A new family implements the ones
+that fit it and gets those tools for free. Images are float tensors (B, C, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from genlab.errors import ConfigError
+
+
+@runtime_checkable
+class ImageSampler(Protocol):
+    """Draws new images from the model's distribution (src.sample grids, FID/KID/IS of samples)."""
+
+    def sample(self, num_samples: int) -> Tensor:
+        """`num_samples` images (num_samples, C, H, W) in [0, 1]."""
+        ...
+
+
+@runtime_checkable
+class StepwiseSampler(ImageSampler, Protocol):
+    """An ImageSampler that turns noise into images in steps (diffusion, flow matching): the number of steps, the
+    sampler and the classifier-free guidance are chosen when sampling (src.sample, src.eval: steps=, sampler=,
+    guidance_scale=), and the path from noise to image can be shown (the denoising-trajectory strip)."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of its images, and of the noise they start from
+
+    def set_sampling(self, steps: int | None = None, sampler: str | None = None,
+                     guidance_scale: float | None = None) -> None:  # fmt: skip
+        """Sample with these from now on (None: keep the current choice); ConfigError for what the model cannot use."""
+        ...
+
+    def denoising_trajectory(self, noise: Tensor, num_states: int, generator: torch.Generator | None = None) -> Tensor:
+        """States (num_states, B, C, H, W) in [0, 1] from the noise (B, C, H, W) (first) to the samples (last);
+        `generator`: the noise a stochastic sampler adds along the way (None: torch's global generator)."""
+        ...
+
+
+@runtime_checkable
+class LatentDecoder(Protocol):
+    """Decodes latent vectors to images (sample grids from fixed noise, interpolations, the 2-D manifold)."""
+
+    latent_dim: int
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] for latents z (B, latent_dim)."""
+        ...
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Encodes images to the Gaussian posterior over latents (interpolations between two images)."""
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance (B, latent_dim) each."""
+        ...
+
+
+@runtime_checkable
+class Reconstructor(Protocol):
+    """Reconstructs the images it is given (reconstruction grids, FID/KID of reconstructions)."""
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Reconstructions (B, C, H, W) in [0, 1] of the images as given."""
+        ...
+
+
+@runtime_checkable
+class Denoiser(Reconstructor, Protocol):
+    """A reconstructor trained on corrupted inputs: callers corrupt the images, then reconstruct them."""
+
+    def corrupt(self, images: Tensor) -> Tensor:
+        """The images with the noise the model was trained to remove."""
+        ...
+
+
+@runtime_checkable
+class TextGenerator(Protocol):
+    """Continues a text prompt (src.sample for text, text samples during training)."""
+
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`num_samples` continuations of `prompt`, each `max_new_tokens` characters longer."""
+        ...
+
+
+@runtime_checkable
+class DeclaresFlops(Protocol):
+    """Says what one training batch costs in floating-point operations, forward and backward (the progress bar's
+    model FLOPs utilization on a GPU)."""
+
+    def flops_per_batch(self, batch: Any) -> float:
+        """The FLOPs of one training step on `batch` (forward and backward)."""
+        ...
+
+
+def require(model: Any, capability: type, user: str) -> None:
+    """Refuse, naming both, a model that lacks what a tool (a callback, an entry point) needs of it."""
+    if not isinstance(model, capability):
+        raise ConfigError(
+            f"{user} needs a model that is a {capability.__name__} ({(capability.__doc__ or '').strip()}); "
+            f"{type(model).__name__} is not"
+        )
+
+
+SAMPLING_OPTIONS = ("steps", "sampler", "guidance_scale")
+
+
+def use_sampling_options(model: Any, options: Mapping[str, Any]) -> None:
+    """Pass the entry points' steps=, sampler=, guidance_scale= (None: the model's own) to a StepwiseSampler;
+    refuse them, naming the model, for any other: it samples in one pass and has nothing to set."""
+    given = {key: options[key] for key in SAMPLING_OPTIONS if options.get(key) is not None}
+    if not given:
+        return
+    if not isinstance(model, StepwiseSampler):
+        raise ConfigError(
+            f"{' '.join(f'{key}={value}' for key, value in given.items())}: {type(model).__name__} does not sample in "
+            f"steps (it is not a StepwiseSampler); these options are for diffusion and flow models, leave them unset"
+        )
+    model.set_sampling(**given)

@@ -1,0 +1,105 @@
+"""Convolutional autoencoder: images -> `latent_dim` vector -> images; optionally denoising."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from genlab.errors import ConfigError
+from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.fused import fused_optimizer_available
+from genlab.models.logged_steps import logs_this_step, on_host
+from genlab.models.nets.conv import ConvDecoder, ConvEncoder
+from genlab.models.previews.image_grid import ReconstructionGrid
+
+
+class Autoencoder(L.LightningModule):
+    """Compresses images to a latent vector and reconstructs them.
+
+    With `noise` set, the encoder sees corrupted images and the loss compares the reconstruction
+    with the clean ones: a denoising autoencoder (Vincent et al., 2008). Validation and test
+    corrupt their inputs the same way, so their losses measure the denoising task as well.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int = 32,
+        channels: tuple[int, ...] = (32, 64),
+        loss: Literal["bce", "mse"] = "bce",
+        noise: Literal["none", "gaussian", "masking"] = "none",
+        noise_level: float = 0.3,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        num_grid_images: int = 32,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
+        if not 0.0 <= noise_level <= 1.0:
+            raise ConfigError(f"model.noise_level must be in [0, 1], got {noise_level}")
+        check_compile(compile)
+        self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
+        self.encoder = ConvEncoder(image_shape, latent_dim, channels)
+        self.decoder = ConvDecoder(image_shape, latent_dim, channels)
+        compile_networks(compile, self.encoder, self.decoder)
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Reconstructions (B, C, H, W) in [0, 1] of images as given (a denoiser's callers corrupt them first)."""
+        return torch.sigmoid(self.decoder(self.encoder(images)))
+
+    def corrupt(self, images: Tensor) -> Tensor:
+        """The encoder's input in training: the images themselves, or with Gaussian or masking noise."""
+        level = self.hparams.noise_level
+        if self.hparams.noise == "gaussian":
+            return (images + level * torch.randn_like(images)).clamp(0.0, 1.0)
+        if self.hparams.noise == "masking":  # each pixel set to 0 with probability `level`
+            return images * (torch.rand_like(images) >= level)
+        return images
+
+    def _loss(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The loss of reconstructing the clean images from corrupted ones, and the reconstructions' logits."""
+        logits = self.decoder(self.encoder(self.corrupt(images)))  # (B, C, H, W)
+        if self.hparams.loss == "bce":  # Bernoulli likelihood of [0, 1] intensities, per pixel
+            return F.binary_cross_entropy_with_logits(logits, images), logits
+        return F.mse_loss(torch.sigmoid(logits), images), logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, _ = batch  # labels are not used
+        loss, _ = self._loss(images)
+        if logs_this_step(self.trainer):
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        images, _ = batch
+        loss, logits = self._loss(images)
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
+        if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
+            self.log(f"{split}/mse", F.mse_loss(torch.sigmoid(logits), images), sync_dist=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.AdamW(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Lightning's hook for callbacks that belong to a model rather than to a run; pictures of training only
+        if self.trainer.state.fn != "fit":
+            return []
+        return [ReconstructionGrid(num_images=self.hparams.num_grid_images)]

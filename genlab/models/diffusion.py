@@ -1,0 +1,398 @@
+"""Diffusion and flow matching: a U-Net learns to undo noise; sampling integrates from pure noise to images.
+
+Objectives (`objective`):
+- `ddpm`: noise prediction (Ho et al., 2020). x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps over T
+  steps, with a linear (Ho et al.) or cosine (Nichol & Dhariwal, 2021) schedule; the U-Net predicts eps.
+  Samplers: ancestral `ddpm` (Ho et al., Algorithm 2) and deterministic `ddim` (Song et al., 2021), both
+  on an evenly spaced sub-sequence of the T steps, so that the step count is a sampling choice.
+- `flow`: flow matching on straight paths (Lipman et al., 2023; rectified flow, Liu et al., 2023).
+  x_t = (1 - t) noise + t x_0 for t in [0, 1] (t = 0 is noise, t = 1 data); the U-Net predicts the
+  velocity x_0 - noise. Samplers: `euler` and `heun` integrate dx/dt = v(x, t) from t = 0 to 1.
+
+Options: an exponential moving average of the weights to sample from, and class-conditional training
+with labels dropped at random, which makes the same net the unconditional model that classifier-free
+guidance (Ho & Salimans, 2022) mixes in at sampling time.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from genlab.errors import ConfigError
+from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.ema import averaged_copy
+from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.logged_steps import logs_this_step, on_host
+from genlab.models.nets.unet import UNet
+from genlab.models.previews.denoising import FixedNoiseSamples
+
+Objective = Literal["ddpm", "flow"]
+Schedule = Literal["linear", "cosine"]
+Sampler = Literal["ddpm", "ddim", "euler", "heun"]
+# the samplers of each objective; the first is the default. Ancestral before DDIM: on the small Fashion-MNIST U-Net
+# after 1,500 steps, 50 ancestral steps drew clean garments, classified as their class 92% of the time (guidance 2),
+# and DDIM's deterministic paths speckled ones, 75%: fresh noise at each step washes out the noise predictor's
+# errors, which a deterministic sampler carries along (Karras et al. 2022, section 4)
+SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+
+
+# --- the forward process of DDPM ---------------------------------------------------------------------
+def noise_schedule(schedule: Schedule, num_timesteps: int) -> Tensor:
+    """The variances beta_1..beta_T (T,) of the per-step Markov chain q(x_t | x_{t-1}), in float64."""
+    if schedule == "linear":
+        # Ho et al.'s 1e-4 .. 0.02 for T = 1000, stretched for other T so that the chain ends as noisy
+        # (as improved-diffusion does)
+        scale = 1000 / num_timesteps
+        return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    # cosine (Nichol & Dhariwal 2021, eq. 17): abar(t) = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) * pi/2),
+    # s = 0.008; each beta clipped at 0.999 so that the last steps do not divide by abar = 0
+    s = 0.008
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps  # (T+1,) t/T from 0 to 1
+    alphas_cumprod = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alphas_cumprod[1:] / alphas_cumprod[:-1]).clamp(max=0.999)
+
+
+def spaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
+    """`steps` of the T training timesteps, descending: i * T // steps for i = steps-1 .. 0, the sub-sequence of
+    DDIM's own code (Song et al. 2021); all T of them for steps = T. It starts below T-1, where the cosine
+    schedule is degenerate (abar = 2e-9: x0 recovered from predicted noise is its error magnified 20,000 times)."""
+    return [i * num_timesteps // steps for i in reversed(range(steps))]
+
+
+# --- samplers: generators of the states from noise (first) to samples (last), steps + 1 in all --------------
+NoisePredictor = Callable[[Tensor, int], Tensor]  # (x_t (B, C, H, W), timestep index t) -> predicted eps
+VelocityPredictor = Callable[[Tensor, float], Tensor]  # (x_t (B, C, H, W), time t in [0, 1]) -> velocity
+
+
+def _predicted_x0(x: Tensor, noise: Tensor, alpha_cumprod: Tensor) -> Tensor:
+    """x_0 from x_t and the predicted noise, inverting q(x_t | x_0); clipped to the data's [-1, 1] (as Ho et al.)."""
+    return ((x - (1 - alpha_cumprod).sqrt() * noise) / alpha_cumprod.sqrt()).clamp(-1, 1)
+
+
+def ddim_trajectory(
+    predict_noise: NoisePredictor, x: Tensor, alphas_cumprod: Tensor, timesteps: list[int]
+) -> Iterator[Tensor]:
+    """Deterministic DDIM (eta = 0, Song et al. 2021, eq. 12): x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps_hat."""
+    yield x
+    for t, s in zip(timesteps, [*timesteps[1:], -1], strict=True):
+        alpha_cumprod = alphas_cumprod[t]
+        alpha_cumprod_next = alphas_cumprod[s] if s >= 0 else torch.ones_like(alpha_cumprod)  # abar = 1: data
+        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod)
+        noise = (x - alpha_cumprod.sqrt() * x0) / (1 - alpha_cumprod).sqrt()  # the noise that fits the clipped x0
+        x = alpha_cumprod_next.sqrt() * x0 + (1 - alpha_cumprod_next).sqrt() * noise
+        yield x
+
+
+def ddpm_trajectory(
+    predict_noise: NoisePredictor, x: Tensor, alphas_cumprod: Tensor, timesteps: list[int],
+    generator: torch.Generator | None = None,
+) -> Iterator[Tensor]:  # fmt: skip
+    """Ancestral sampling (Ho et al. 2020, Algorithm 2): x_s drawn from the posterior q(x_s | x_t, x0_hat)
+    (their eqs. 6-7), with beta = 1 - abar_t / abar_s between the two timesteps of the sub-sequence."""
+    yield x
+    for t, s in zip(timesteps, [*timesteps[1:], -1], strict=True):
+        alpha_cumprod = alphas_cumprod[t]
+        alpha_cumprod_next = alphas_cumprod[s] if s >= 0 else torch.ones_like(alpha_cumprod)
+        beta = 1 - alpha_cumprod / alpha_cumprod_next
+        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod)
+        mean = (alpha_cumprod_next.sqrt() * beta / (1 - alpha_cumprod)) * x0 + (
+            (1 - beta).sqrt() * (1 - alpha_cumprod_next) / (1 - alpha_cumprod)
+        ) * x
+        variance = beta * (1 - alpha_cumprod_next) / (1 - alpha_cumprod)  # 0 at the last step: x = x0_hat
+        x = mean + variance.sqrt() * _random(torch.randn, x.shape, generator=generator, device=x.device)
+        yield x
+
+
+def euler_trajectory(predict_velocity: VelocityPredictor, x: Tensor, steps: int) -> Iterator[Tensor]:
+    """Euler's method on dx/dt = v(x, t) from t = 0 (noise) to t = 1 (data) in `steps` equal steps."""
+    times = torch.linspace(0, 1, steps + 1).tolist()
+    yield x
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        x = x + (t_next - t) * predict_velocity(x, t)
+        yield x
+
+
+def heun_trajectory(predict_velocity: VelocityPredictor, x: Tensor, steps: int) -> Iterator[Tensor]:
+    """Heun's second-order method (Karras et al. 2022, Algorithm 1): an Euler step, then a step with the mean of
+    the velocities at its two ends. Two evaluations of the net per step."""
+    times = torch.linspace(0, 1, steps + 1).tolist()
+    yield x
+    for t, t_next in zip(times[:-1], times[1:], strict=True):
+        velocity = predict_velocity(x, t)
+        x_euler = x + (t_next - t) * velocity
+        x = x + (t_next - t) * (velocity + predict_velocity(x_euler, t_next)) / 2
+        yield x
+
+
+def _random(draw: Callable[..., Tensor], *args: Any, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """`draw(*args)` (torch.randn, rand or randint) from `generator`, on the generator's device, moved to `device`;
+    or from torch's global generator where there is none. A CPU generator makes the draws the same on any device."""
+    if generator is None:
+        return draw(*args, device=device)
+    return draw(*args, generator=generator, device=generator.device).to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How sample() integrates: with which sampler, in how many steps, with how much classifier-free guidance."""
+
+    sampler: str
+    steps: int
+    guidance_scale: float
+
+
+class Diffusion(ClipsFusedGradients, L.LightningModule):
+    """A U-Net trained to predict the noise (ddpm) or the velocity (flow); `sample(n)` integrates from noise.
+
+    Logged: train/loss, and val/loss and test/loss: the same mean squared error at times and noise drawn
+    from a generator seeded by the batch index, so that they are comparable across epochs and runs (the
+    metric that picks the best checkpoint). They are measured with the EMA weights, which are the ones sampled.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        objective: Objective = "ddpm",
+        schedule: Schedule = "cosine",
+        num_timesteps: int = 1000,
+        base_channels: int = 32,
+        channel_multipliers: tuple[int, ...] = (1, 2),
+        num_res_blocks: int = 2,
+        attention_heads: int = 4,
+        dropout: float = 0.1,
+        conditional: bool = False,
+        label_dropout: float = 0.1,
+        sampler: Sampler | None = None,
+        sample_steps: int = 50,
+        guidance_scale: float = 1.0,
+        ema_decay: float | None = 0.999,
+        lr: float = 2e-4,
+        warmup_steps: int = 500,
+        weight_decay: float = 0.0,
+        num_grid_images: int = 40,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        if min(num_timesteps, base_channels, num_res_blocks, attention_heads) < 1:
+            raise ConfigError(
+                f"model.num_timesteps, base_channels, num_res_blocks and attention_heads must be >= 1, got "
+                f"{num_timesteps}, {base_channels}, {num_res_blocks} and {attention_heads}"
+            )
+        if not channel_multipliers or min(channel_multipliers) < 1:
+            raise ConfigError(f"model.channel_multipliers must be one or more whole numbers >= 1, got "
+                              f"{list(channel_multipliers)}")  # fmt: skip
+        _, height, width = image_shape
+        levels = len(channel_multipliers)
+        if height % 2**levels or width % 2**levels:
+            most = min((height & -height).bit_length(), (width & -width).bit_length()) - 1
+            raise ConfigError(
+                f"model.channel_multipliers={list(channel_multipliers)}: its {levels} levels halve the {height}x"
+                f"{width} images {levels} times, which does not divide evenly; at most {most} levels for this size"
+            )
+        if (base_channels * channel_multipliers[-1]) % attention_heads:
+            raise ConfigError(
+                f"model.attention_heads={attention_heads} must divide the channels of the lowest resolution, "
+                f"base_channels * channel_multipliers[-1] = {base_channels * channel_multipliers[-1]}"
+            )
+        if not (0.0 <= dropout < 1.0 and 0.0 <= label_dropout < 1.0):
+            raise ConfigError(f"model.dropout and label_dropout must be in [0, 1), got {dropout} and {label_dropout}")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in (0, 1), or null to sample from the trained weights; "
+                              f"got {ema_decay}")  # fmt: skip
+        if lr <= 0 or warmup_steps < 0 or weight_decay < 0 or num_grid_images < 0:
+            raise ConfigError(
+                f"model.lr must be > 0, warmup_steps, weight_decay and num_grid_images >= 0; got {lr}, "
+                f"{warmup_steps}, {weight_decay} and {num_grid_images}"
+            )
+        check_compile(compile)
+        self.save_hyperparameters(logger=False)
+        self.sampling = Sampling(sampler or SAMPLERS[objective][0], sample_steps, guidance_scale)
+        self._check_sampling(self.sampling, {"sampler": "model.sampler", "steps": "model.sample_steps",
+                                             "guidance_scale": "model.guidance_scale"})  # fmt: skip
+
+        self.unet = UNet(image_shape, base_channels, tuple(channel_multipliers), num_res_blocks, attention_heads,
+                         dropout, num_classes if conditional else 0)  # fmt: skip
+        # the averaged weights sample better than the last ones (Ho et al. sample from an EMA of decay 0.9999)
+        self.ema_unet = averaged_copy(self.unet, ema_decay) if ema_decay is not None else None
+        compile_networks(compile, self.unet)  # the U-Net that trains; the EMA copy (validation, sampling) stays eager
+        # the schedule follows from the hyperparameters: buffers, but not saved in checkpoints
+        alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, num_timesteps), 0) if objective == "ddpm" else None
+        self.register_buffer("alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(),
+                             persistent=False)  # fmt: skip
+
+    # --- the forward process and the loss ------------------------------------------------------------
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t ~ q(x_t | x_0) in closed form (Ho et al. eq. 4): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; t (B,)."""
+        alpha_cumprod = self.alphas_cumprod[t][:, None, None, None]  # (B, 1, 1, 1)
+        return alpha_cumprod.sqrt() * x0 + (1 - alpha_cumprod).sqrt() * noise
+
+    def loss(self, network: torch.nn.Module, images: Tensor, labels: Tensor | None,
+             generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """Mean squared error of `network`'s noise (ddpm) or velocity (flow) prediction at random times."""
+        data = images * 2 - 1  # [0, 1] -> [-1, 1], where the noise has unit scale
+        noise = _random(torch.randn, data.shape, generator=generator, device=data.device)  # (B, C, H, W)
+        if self.hparams.objective == "ddpm":
+            timestep = _random(
+                torch.randint, self.hparams.num_timesteps, (len(data),), generator=generator, device=data.device
+            )  # (B,)
+            noisy = self.q_sample(data, timestep, noise)
+            time, target = timestep / self.hparams.num_timesteps, noise  # (B,), (B, C, H, W)
+        else:
+            time = _random(torch.rand, len(data), generator=generator, device=data.device)  # (B,) in [0, 1)
+            t = time[:, None, None, None]
+            noisy, target = (1 - t) * noise + t * data, data - noise  # the straight path and its velocity
+        return F.mse_loss(network(noisy, time, labels).float(), target)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        labels = self._drop_labels(labels) if self.hparams.conditional else None
+        loss = self.loss(self.unet, images, labels)
+        if logs_this_step(self.trainer):
+            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def _drop_labels(self, labels: Tensor) -> Tensor:
+        """Labels with each replaced by "no class" (num_classes) with probability label_dropout: one net learns
+        the conditional and the unconditional model that classifier-free guidance needs (Ho & Salimans, 2022)."""
+        dropped = torch.rand(len(labels), device=labels.device) < self.hparams.label_dropout
+        return torch.where(dropped, self.hparams.num_classes, labels)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema_unet is not None:  # once per optimizer step (not per batch, with gradient accumulation)
+            self.ema_unet.update_parameters(self.unet)
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
+        images, labels = batch
+        # the same times and noise for this batch in every evaluation: differences are the model's, not the draw's
+        generator = torch.Generator().manual_seed(batch_idx)
+        loss = self.loss(self.sampling_network, images, labels if self.hparams.conditional else None, generator)
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
+                                      fused=fused_optimizer_available(self))  # fmt: skip
+        # linear warm-up (DDPM warms up over 5,000 steps): early large updates of a zero-initialised U-Net diverge
+        warmup = hp.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit" or not self.hparams.num_grid_images:  # pictures of training only
+            return []
+        # a conditional grid has one column per class: sampling cycles through the classes
+        per_row = self.hparams.num_classes if self.hparams.conditional else 8
+        return [FixedNoiseSamples(num_images=self.hparams.num_grid_images, images_per_row=per_row)]
+
+    # --- sampling ------------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.hparams.image_shape)
+
+    @property
+    def sampling_network(self) -> torch.nn.Module:
+        """The EMA of the U-Net where there is one, else the U-Net."""
+        return self.ema_unet if self.ema_unet is not None else self.unet
+
+    def set_sampling(self, steps: int | None = None, sampler: str | None = None,
+                     guidance_scale: float | None = None) -> None:  # fmt: skip
+        """Sample with these from now on (None: keep the current choice); the model's own are its sampler,
+        sample_steps and guidance_scale."""
+        given = {"steps": steps, "sampler": sampler, "guidance_scale": guidance_scale}
+        changes = {key: value for key, value in given.items() if value is not None}
+        sampling = dataclasses.replace(self.sampling, **changes)
+        self._check_sampling(sampling, {key: key for key in given})
+        self.sampling = sampling
+
+    def _check_sampling(self, sampling: Sampling, keys: dict[str, str]) -> None:
+        """Refuse, naming the key (`keys`: how the caller spells each), what this model cannot sample with."""
+        hp = self.hparams
+        samplers = SAMPLERS[hp.objective]
+        if sampling.sampler not in samplers:
+            raise ConfigError(f"{keys['sampler']}={sampling.sampler} does not fit model.objective={hp.objective}: "
+                              f"its samplers are {', '.join(samplers)}")  # fmt: skip
+        most = hp.num_timesteps if hp.objective == "ddpm" else None  # a sub-sequence of the training steps
+        if type(sampling.steps) is not int or sampling.steps < 1 or (most is not None and sampling.steps > most):
+            raise ConfigError(f"{keys['steps']}={sampling.steps!r}: expected a whole number from 1"
+                              f"{f' to model.num_timesteps={most}' if most else ''}")  # fmt: skip
+        scale = sampling.guidance_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not (math.isfinite(scale) and scale >= 0):
+            raise ConfigError(f"{keys['guidance_scale']}={scale!r}: expected a finite number >= 0 (1: no guidance)")
+        if scale != 1 and not hp.conditional:
+            raise ConfigError(
+                f"{keys['guidance_scale']}={scale}: classifier-free guidance needs a class-conditional model "
+                f"(model.conditional=true); this one is unconditional, sample it with guidance_scale 1"
+            )
+
+    def sample(self, num_samples: int, labels: Tensor | None = None,
+               generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """Images (num_samples, C, H, W) in [0, 1] from noise; a conditional model's cycle through the classes
+        unless labels (num_samples,) are given. `generator` (None: torch's global one) makes them reproducible."""
+        noise = _random(torch.randn, (num_samples, *self.hparams.image_shape), generator=generator, device=self.device)
+        with torch.no_grad():  # the last state; a deque of one holds no other in memory
+            images = collections.deque(self._trajectory(noise, labels, generator), maxlen=1).pop()
+        return (images.float().clamp(-1, 1) + 1) / 2
+
+    def denoising_trajectory(self, noise: Tensor, num_states: int = 10, labels: Tensor | None = None,
+                             generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+        """States (num_states, B, C, H, W) in [0, 1], evenly spaced over the sampler's steps, from the noise
+        (B, C, H, W) (first; the pure-noise end, x_T) to the samples (last, x_0); at most steps + 1 of them."""
+        picks = set(torch.linspace(0, self.sampling.steps, num_states).round().long().tolist())
+        with torch.no_grad():
+            states = [x for i, x in enumerate(self._trajectory(noise, labels, generator)) if i in picks]
+        return (torch.stack(states).float().clamp(-1, 1) + 1) / 2
+
+    def _trajectory(self, noise: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Iterator[Tensor]:
+        """The chosen sampler's states in [-1, 1] scale, noise first, from the EMA weights."""
+        hp, sampling = self.hparams, self.sampling
+        if not hp.conditional:
+            labels = None
+        elif labels is None:
+            labels = torch.arange(len(noise), device=noise.device) % hp.num_classes
+        else:
+            labels = labels.to(noise.device)
+        network = self.sampling_network
+
+        def predict(x: Tensor, time: float) -> Tensor:
+            """The net's prediction (B, C, H, W), guided: unconditional + s (conditional - unconditional)
+            (Ho & Salimans 2022, eq. 6, with s = 1 + w): s = 1 is the conditional model, s = 0 the unconditional."""
+            times = torch.full((len(x),), time, device=x.device)  # (B,)
+            if labels is None or sampling.guidance_scale == 1:
+                return network(x, times, labels).float()
+            no_class = torch.full_like(labels, hp.num_classes)
+            if sampling.guidance_scale == 0:
+                return network(x, times, no_class).float()
+            # one batch of 2B through the net rather than two of B
+            both = network(torch.cat([x, x]), torch.cat([times, times]), torch.cat([labels, no_class])).float()
+            conditional, unconditional = both.chunk(2)
+            return unconditional + sampling.guidance_scale * (conditional - unconditional)
+
+        if hp.objective == "flow":
+            integrate = euler_trajectory if sampling.sampler == "euler" else heun_trajectory
+            return integrate(predict, noise, sampling.steps)
+        timesteps = spaced_timesteps(hp.num_timesteps, sampling.steps)
+
+        def predict_noise(x: Tensor, t: int) -> Tensor:
+            return predict(x, t / hp.num_timesteps)  # the net's time: t / T, as in training
+
+        if sampling.sampler == "ddim":
+            return ddim_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps)
+        return ddpm_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps, generator)

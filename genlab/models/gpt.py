@@ -1,0 +1,230 @@
+"""Mini-GPT: a character-level transformer language model (nanoGPT's recipe, trained by Lightning).
+
+The network needs the vocabulary, which only the data knows: it is taken from the datamodule in
+`setup()`, built in `configure_model()` (where sharded strategies want models built), and kept
+as a hyperparameter, so that every checkpoint carries it and sampling needs no dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+from torchmetrics.text import Perplexity
+
+from genlab.data.text import CharVocab
+from genlab.errors import ConfigError
+from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
+from genlab.models.nets.transformer import Transformer
+from genlab.models.previews.text_sample import TextSample
+from genlab.utils.checkpoint_reader import check_state_dict_fits
+
+
+class GPT(ClipsFusedGradients, L.LightningModule):
+    """Next-character prediction with cross-entropy; logs loss (nats), bits per character and perplexity."""
+
+    def __init__(
+        self,
+        block_size: int,
+        vocab: str | None = None,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        bias: bool = True,
+        lr: float = 1e-3,
+        min_lr: float = 1e-4,
+        warmup_steps: int = 100,
+        lr_decay_steps: int | None = None,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.1,
+        compile: bool | str = False,
+        sample_prompt: str = "\n",
+        sample_length: int = 200,
+        periodic_val_batches: int | None = None,
+    ) -> None:
+        super().__init__()
+        if min(block_size, n_layer, n_head, n_embd) < 1:
+            raise ConfigError(
+                f"model.block_size, n_layer, n_head and n_embd must be >= 1, got {block_size}, {n_layer}, {n_head} "
+                f"and {n_embd}"
+            )
+        if n_embd % n_head:
+            raise ConfigError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
+        if periodic_val_batches is not None and periodic_val_batches < 1:
+            raise ConfigError(f"model.periodic_val_batches must be >= 1 or null (all), got {periodic_val_batches}")
+        if lr <= 0 or min_lr < 0 or warmup_steps < 0:
+            raise ConfigError(f"model.lr must be > 0, min_lr and warmup_steps >= 0; got {lr}, {min_lr}, {warmup_steps}")
+        check_compile(compile)
+        self.save_hyperparameters(logger=False)
+        self.vocab: CharVocab | None = None
+        self.net: Transformer | None = None
+        self.perplexity = Perplexity()  # exp(mean cross-entropy), accumulated over the epoch
+        if vocab is not None:
+            self._use_vocab(vocab)
+
+    def _use_vocab(self, chars: str) -> None:
+        if self.vocab is not None and self.vocab.chars != chars:
+            raise ConfigError(
+                f"the data's vocabulary ({len(chars)} characters) differs from the model's ({len(self.vocab)}): "
+                f"this checkpoint was trained on another text"
+            )
+        self.vocab = CharVocab(chars)
+        self.hparams.vocab = chars
+
+    def setup(self, stage: str) -> None:
+        vocab = getattr(self.trainer.datamodule, "vocab", None)
+        if not isinstance(vocab, CharVocab):
+            raise ConfigError(
+                f"model=gpt trains on characters, and {type(self.trainer.datamodule).__name__} has no character "
+                f"vocabulary: use data=shakespeare (or another text datamodule)"
+            )
+        self._use_vocab(vocab.chars)
+
+    def configure_model(self) -> None:
+        if self.net is not None:
+            return
+        if self.vocab is None:
+            raise RuntimeError("the vocabulary is unknown: call setup() or load a checkpoint first")
+        hp = self.hparams
+        self.net = Transformer(len(self.vocab), hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
+        if self.device_mesh is not None:  # trainer=fsdp (ModelParallelStrategy): shard here, as Lightning asks
+            shard_blocks(self.net, self.device_mesh["data_parallel"])
+        compile_networks(hp.compile, self.net)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the network is built by now: check before its weights load. Under trainer=fsdp the strategy has loaded
+        # them already, into the shards (and took them out of `checkpoint`), with torch's strict check
+        if "state_dict" in checkpoint:
+            check_state_dict_fits(self, checkpoint["state_dict"])
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
+        return self.net(idx)
+
+    def flops_per_batch(self, batch: tuple[Tensor, Tensor]) -> float:
+        """nanoGPT's estimate (PaLM, appendix B): 6N + 12·L·H·Q·T FLOPs per token for forward and backward, N the
+        weights less the position embedding, L layers, H heads of Q dimensions, T tokens of context."""
+        inputs = batch[0]  # (B, T)
+        hp, context = self.hparams, inputs.shape[1]
+        weights = sum(p.numel() for p in self.net.parameters()) - self.net.wpe.weight.numel()
+        per_token = 6 * weights + 12 * hp.n_layer * hp.n_head * (hp.n_embd // hp.n_head) * context
+        return float(per_token * inputs.numel())
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        inputs, targets = batch  # (B, T) each: targets are the inputs shifted by one character
+        logits = self.net(inputs)  # (B, T, vocab_size)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), logits
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss, _ = self._loss(batch)
+        if logs_this_step(self.trainer):
+            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        loss, logits = self._loss(batch)
+        self.perplexity.update(logits, batch[1])
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/bpc", loss / math.log(2), sync_dist=True)  # bits per character
+        self.log(f"{stage}/ppl", self.perplexity)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        # Validations during training are estimates on the first batches of the fixed windows (the same ones
+        # each time, so they compare with each other and pick the best checkpoint); the last one, which users
+        # compare runs by, scores them all.
+        budget = self.hparams.periodic_val_batches
+        if budget is not None and batch_idx >= budget and not is_last_validation(self.trainer):
+            return
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay_steps = hp.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
+        optimizer = adamw(self.net, hp.lr, hp.betas, hp.weight_decay, fused=fused_optimizer_available(self))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine_lr(step, hp.lr, hp.min_lr, hp.warmup_steps, decay_steps) / hp.lr
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":  # samples of training only
+            return []
+        return [TextSample(self.hparams.sample_prompt, self.hparams.sample_length)]
+
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`num_samples` continuations of `prompt`, each `max_new_tokens` characters long (prompt included)."""
+        try:
+            prompt_ids = self.vocab.encode(prompt)
+        except ValueError as err:
+            raise ConfigError(f"prompt={prompt!r}: {err}") from None
+        if not prompt_ids.numel():
+            raise ConfigError("prompt must hold at least one character (try prompt='\\n')")
+        if (
+            not (math.isfinite(temperature) and temperature >= 0)
+            or (top_k is not None and top_k < 1)
+            or (top_p is not None and not 0 < top_p <= 1)
+        ):
+            raise ConfigError(
+                f"need a finite temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}"
+            )
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        idx = prompt_ids.to(self.device).expand(num_samples, -1)  # (num_samples, T)
+        out = self.net.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=generator)
+        return [self.vocab.decode(row) for row in out]
+
+
+def shard_blocks(net: Transformer, mesh: DeviceMesh) -> None:
+    """FSDP2 over `mesh`: each block one unit (gathered for its forward and backward, then freed), and the rest
+    (embeddings, final norm, tied head) one more; every process keeps only its shard of each parameter."""
+    for block in net.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(net, mesh=mesh)
+    # generate() calls self.forward, not the module: this runs the root unit's gathering around it too, so that
+    # text sampling works on a sharded net (every process must take part: it is a collective)
+    register_fsdp_forward_method(net, "generate")
+
+
+def warmup_cosine_lr(step: int, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> float:
+    """Linear warm-up to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `decay_steps` (as nanoGPT)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps + 1)
+    if step >= decay_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, decay_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def adamw(
+    net: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float, fused: bool
+) -> torch.optim.AdamW:
+    """AdamW that decays the matrices (weights, embeddings) but not the biases and LayerNorm gains."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused)

@@ -1,0 +1,133 @@
+"""Normalizing flow (RealNVP, Dinh et al. 2017; Glow, Kingma & Dhariwal 2018): an invertible network from images to
+Gaussian noise, trained by exact log-likelihood. Not flow matching (`model=diffusion model.objective=flow`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from pydantic import Field
+from torch import Tensor
+
+from genlab.errors import ConfigError
+from genlab.models.fused import fused_optimizer_available
+from genlab.models.logged_steps import logs_this_step, on_host
+from genlab.models.nets.coupling_flow import CouplingFlow
+from genlab.models.previews.latent_grids import SampleGrid
+
+
+class NormalizingFlow(L.LightningModule):
+    """Images -> dequantized, logit-transformed -> CouplingFlow -> z ~ N(0, I); samples run the flow backwards.
+
+    Logged per split: `loss` and `bpd`, the negative log-likelihood of the 8-bit images in bits per dimension (exact
+    for the dequantized images, an upper bound on the discrete images' NLL), and `nll`, the same in nats per image.
+    """
+
+    # each range is declared once, here: genlab/utils/validation.py checks a config against it and names the key
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_scales: Annotated[int, Field(ge=1)] = 2,
+        coupling_layers: Annotated[int, Field(ge=1)] = 4,
+        hidden_channels: Annotated[int, Field(ge=1)] = 64,
+        actnorm: bool = True,
+        logit_alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05,
+        sample_temperature: Annotated[float, Field(gt=0)] = 1.0,
+        lr: Annotated[float, Field(gt=0)] = 1e-3,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+        num_grid_images: Annotated[int, Field(ge=0)] = 64,
+    ) -> None:
+        super().__init__()
+        _, height, width = image_shape
+        if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
+            raise ConfigError(
+                f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
+                f"{num_scales} times; use at most {_halvings(height, width)}"
+            )
+        self.save_hyperparameters(logger=False)
+        self.flow = CouplingFlow(image_shape, num_scales, coupling_layers, hidden_channels, actnorm)
+
+    @property
+    def latent_dim(self) -> int:
+        return math.prod(self.hparams.image_shape)  # a flow keeps every dimension
+
+    def dequantize(self, images: Tensor) -> Tensor:
+        """Images in [0, 1] as 8-bit levels v spread over their bins: (v + u) / 256, u ~ U(0, 1) (Theis et al. 2016),
+        so that a density on [0, 1]^D bounds the likelihood of the discrete images."""
+        return (torch.round(images * 255) + torch.rand_like(images)) / 256
+
+    def to_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """RealNVP's logit(alpha + (1 - 2 alpha) x) of x in [0, 1]^D (B, C, H, W), away from the infinite logits of 0
+        and 1, and its log |det| (B,)."""
+        alpha = self.hparams.logit_alpha
+        p = alpha + (1 - 2 * alpha) * x
+        logits = torch.log(p) - torch.log1p(-p)
+        # d logit / dx = (1 - 2 alpha) / (p (1 - p)), per dimension
+        log_det = (math.log(1 - 2 * alpha) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
+        return logits, log_det
+
+    def from_logits(self, logits: Tensor) -> Tensor:
+        """The inverse of `to_logits` without the noise: images (B, C, H, W) in [0, 1]."""
+        alpha = self.hparams.logit_alpha
+        return ((torch.sigmoid(logits) - alpha) / (1 - 2 * alpha)).clamp(0, 1)
+
+    def bits_per_dim(self, images: Tensor) -> Tensor:
+        """-log2 p of each 8-bit image (B,), per dimension: change of variables through the whole chain."""
+        logits, log_det_logits = self.to_logits(self.dequantize(images))
+        z, log_det_flow = self.flow(logits)
+        log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)  # log N(z; 0, I)
+        log_px = log_pz + log_det_flow + log_det_logits  # density on [0, 1]^D
+        dims = images[0].numel()
+        nll = -log_px + dims * math.log(256)  # on the 256 levels of each dimension: the bins are 1/256 wide
+        return nll / (dims * math.log(2))
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] for latents z (B, latent_dim): the flow run backwards."""
+        return self.from_logits(self.flow.inverse(z.view(len(z), *self.flow.latent_shape)))
+
+    def sample(self, num_samples: int) -> Tensor:
+        """Images from z ~ N(0, T^2 I), T = `sample_temperature` (1: the model's own distribution)."""
+        z = torch.randn(num_samples, self.latent_dim, device=self.device) * self.hparams.sample_temperature
+        return self.generate(z)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, _ = batch
+        loss = self.bits_per_dim(images).mean()
+        if logs_this_step(self.trainer):
+            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        images, _ = batch
+        bpd = self.bits_per_dim(images).mean()
+        nats = bpd * images[0].numel() * math.log(2)  # per image
+        options = {"on_step": False, "on_epoch": True, "sync_dist": True}
+        self.log(f"{split}/loss", bpd, prog_bar=True, **options)
+        self.log_dict({f"{split}/bpd": bpd, f"{split}/nll": nats}, **options)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.Adam(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit" or not self.hparams.num_grid_images:  # pictures of training only
+            return []
+        return [SampleGrid(num_images=self.hparams.num_grid_images)]
+
+
+def _halvings(height: int, width: int) -> int:
+    count = 0
+    while height % 2 == 0 and width % 2 == 0:
+        height, width, count = height // 2, width // 2, count + 1
+    return count

@@ -1,0 +1,141 @@
+"""Variational autoencoder (Kingma & Welling, 2014): Bernoulli decoder, N(0, I) prior, optional beta and KL warm-up."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from genlab.errors import ConfigError
+from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.fused import fused_optimizer_available
+from genlab.models.logged_steps import logs_this_step, on_host
+from genlab.models.nets.conv import ConvDecoder, ConvEncoder
+from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
+from genlab.models.previews.image_grid import ReconstructionGrid
+from genlab.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
+
+
+class VAE(L.LightningModule):
+    """Encoder -> (mu, log-variance) of q(z|x); reparameterised z; decoder -> Bernoulli logits of p(x|z).
+
+    Logged per image, in nats: `nelbo` (the negative ELBO, an upper bound on -log p(x)), its two
+    terms `recon` and `kl`, and `bpd`, the negative ELBO in bits per dimension.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        latent_dim: int = 20,
+        architecture: Literal["mlp", "conv"] = "mlp",
+        hidden_dims: tuple[int, ...] = (400,),
+        channels: tuple[int, ...] = (32, 64),
+        beta: float = 1.0,
+        kl_warmup_steps: int = 0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        num_grid_images: int = 32,
+        compile: bool | str = False,
+    ) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
+        if lr <= 0:
+            raise ConfigError(f"model.lr must be > 0, got {lr}")
+        if beta < 0 or kl_warmup_steps < 0:
+            raise ConfigError(f"model.beta and model.kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
+        check_compile(compile)
+        self.save_hyperparameters(logger=False)
+        if architecture == "mlp":
+            self.encoder = MLPEncoder(image_shape, 2 * latent_dim, hidden_dims)
+            self.decoder = MLPDecoder(image_shape, latent_dim, hidden_dims)
+        else:  # conv stages, then one hidden layer of the first hidden_dims width
+            self.encoder = ConvEncoder(image_shape, 2 * latent_dim, channels, hidden_dims[0] if hidden_dims else None)
+            self.decoder = ConvDecoder(image_shape, latent_dim, channels, hidden_dims[0] if hidden_dims else None)
+        compile_networks(compile, self.encoder, self.decoder)
+
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance (B, latent_dim) each, of the Gaussian q(z|x)."""
+        mu, logvar = self.encoder(images).chunk(2, dim=1)
+        return mu, logvar
+
+    def generate(self, z: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1]: the Bernoulli means of p(x|z) for latents z (B, latent_dim)."""
+        return torch.sigmoid(self.decoder(z))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.hparams.latent_dim
+
+    def sample(self, num_samples: int) -> Tensor:
+        """Images decoded from z ~ N(0, I), the prior."""
+        return self.generate(torch.randn(num_samples, self.latent_dim, device=self.device))
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Reconstructions: the decoded posterior means."""
+        return self.generate(self.encode(images)[0])
+
+    def elbo_terms(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Reconstruction and KL terms of the negative ELBO, each summed over dimensions, averaged over the batch."""
+        mu, logvar = self.encode(images)  # (B, latent_dim) each
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation: gradients reach mu and sigma
+        logits = self.decoder(z)  # (B, C, H, W)
+        # -log p(x|z) for a Bernoulli decoder on [0, 1] intensities, and KL(q(z|x) || N(0, I)) in closed form
+        # (Kingma & Welling 2014, Appendix B): -1/2 * sum(1 + log sigma^2 - mu^2 - sigma^2)
+        recon = F.binary_cross_entropy_with_logits(logits, images, reduction="sum") / len(images)
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(images)
+        return recon, kl
+
+    def kl_weight(self) -> float:
+        """beta, ramped up linearly from 0 over the first `kl_warmup_steps` training steps."""
+        warmup = self.hparams.kl_warmup_steps
+        ramp = min(1.0, self.global_step / warmup) if warmup and self.training else 1.0
+        return self.hparams.beta * ramp
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, _ = batch
+        recon, kl = self.elbo_terms(images)
+        loss = recon + self.kl_weight() * kl
+        if logs_this_step(self.trainer):
+            self._log_terms("train", images, **on_host(loss=loss, recon=recon, kl=kl), on_step=True, on_epoch=False)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+        images, _ = batch
+        recon, kl = self.elbo_terms(images)
+        # means over the epoch, across devices; the KL weight is beta, its value after any warm-up
+        self._log_terms(split, images, recon + self.kl_weight() * kl, recon, kl, on_step=False, on_epoch=True,
+                        sync_dist=True)  # fmt: skip
+
+    def _log_terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor, **options) -> None:
+        nelbo = recon + kl
+        bpd = nelbo / (images[0].numel() * math.log(2))  # nats per image -> bits per dimension
+        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
+        self.log_dict({f"{split}/{name}": value for name, value in terms.items()}, **options)
+        self.log(f"{split}/nelbo", nelbo, prog_bar=True, **options)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.Adam(
+            self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.trainer.state.fn != "fit":  # pictures of training only
+            return []
+        n = self.hparams.num_grid_images
+        callbacks = [ReconstructionGrid(num_images=n), SampleGrid(num_images=64), LatentInterpolation()]
+        if self.hparams.latent_dim == 2:
+            callbacks.append(LatentManifold())
+        return callbacks

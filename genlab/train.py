@@ -1,0 +1,232 @@
+"""Train a model: `python -m src.train model=ae data=fashion_mnist [overrides]`.
+
+One linear pipeline, every object instantiated from the Hydra config:
+check config -> seed -> datamodule -> model -> callbacks -> loggers -> trainer -> fit
+-> test on the best checkpoint -> metrics.json -> return the monitored metric (for sweeps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import IO
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+from hydra.types import RunMode
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
+from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
+from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from genlab.callbacks.resume import ExactResume
+from genlab.callbacks.validate_at_end import ValidateAtEnd
+from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
+from genlab.errors import ConfigError
+from genlab.utils.checkpoint_reader import check_state_dict_fits
+from genlab.utils.checkpoint_writer import AtomicCheckpointIO
+from genlab.utils.config import CONF_DIR, print_config_tree, register_resolvers, to_plain
+from genlab.utils.devices import check_devices, check_sharding
+from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
+from genlab.utils.locks import try_lock
+from genlab.utils.loggers import finish_loggers, log_final_metrics
+from genlab.utils.validation import check_config
+
+log = logging.getLogger(__name__)
+register_resolvers()  # before Hydra resolves the config
+
+
+def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
+    check_config(cfg)
+    check_devices(cfg.trainer)
+    ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
+    resumed = None
+    if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
+        resumed = check_resumable(ckpt_path, cfg.model._target_)
+        continue_in_run_folder(cfg, ckpt_path, resumed["global_step"])
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    run_lock = lock_run_folder(output_dir)  # held until train() returns (or its frame goes, or the process ends)
+    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
+        datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
+        if cfg.extras.print_config:  # in a sweep, printed for its first job only (every job's folder keeps it)
+            print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=sweep_job() in (None, 0))
+        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
+
+    log.info(f"Instantiating model <{cfg.model._target_}>")
+    model: L.LightningModule = instantiate(cfg.model, "model")
+    start_step = 0
+    if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
+        check_state_dict_fits(model, resumed.pop("state_dict"))
+        start_step = resumed["global_step"]
+        del resumed
+    interrupt = CheckpointOnInterrupt()
+    callbacks = [*instantiate_all(cfg.get("callbacks"), "callback"), *always_on_callbacks(cfg, interrupt)]
+    loggers = instantiate_all(cfg.get("logger"), "logger")
+    log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins()
+    )
+    check_sharding(trainer, model, cfg.trainer)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(to_plain(cfg))
+
+    metrics: dict[str, float] = {}
+    trained = False
+    try:
+        if cfg.train:
+            log.info("Starting training")
+            go_on = "Resume with: python -m src.train <same overrides> ckpt_path=last"
+            with interrupt.reported(trainer, go_on), lightning_config_errors("the trainer's settings"):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if ckpt_path is not None and trainer.global_step == start_step:
+                log.warning(
+                    f"{ckpt_path} had finished its training at step {start_step}: nothing more to train. To go on, "
+                    f"give a longer trainer.max_steps or trainer.max_epochs (ckpt_path=last still finds the run)"
+                )
+            metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+            trained = trainer.global_step > start_step
+        if cfg.test and not is_overridden("test_dataloader", datamodule):
+            log.info(f"{type(datamodule).__name__} has no test split: skipping the test")
+        elif cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if not best:
+                log.warning("No best checkpoint (nothing monitored, or fast_dev_run): testing the current weights")
+            log.info(f"Starting testing on {best or 'the current weights'}")
+            go_on = f"Training had finished; test it with: python -m src.eval ckpt_path={best or '<a checkpoint>'}"
+            with interrupt.reported(trainer, go_on):
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics |= {name: float(value) for name, value in trainer.callback_metrics.items()}
+        log_final_metrics(trainer.loggers, to_plain(cfg), metrics, trainer.global_step)
+    finally:
+        finish_loggers(trainer.loggers)
+
+    if trainer.is_global_zero:
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    if run_lock is not None:
+        run_lock.close()
+    return monitored_value(cfg, metrics, trained), metrics
+
+
+def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
+    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: the
+    resolved config in each checkpoint (src.eval and src.sample need nothing else), what resuming needs to continue
+    exactly, a last checkpoint on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a
+    monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
+    comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
+    return [
+        SaveRunConfig(to_plain(cfg)), ExactResume(), interrupt, StopOnNonFiniteLoss(),
+        RequireMonitoredMetric(cfg.monitor.metric), ValidateAtEnd(),
+    ]  # fmt: skip
+
+
+def always_on_plugins() -> list[CheckpointIO]:
+    """The Trainer plugins of every run: checkpoints written atomically (listed with the callbacks above)."""
+    return [AtomicCheckpointIO()]
+
+
+def lock_run_folder(output_dir: Path) -> IO[str] | None:
+    """One process trains in a run folder at a time: a second `ckpt_path=last` (or one while the run itself still
+    trains) would interleave two trainings' checkpoints and logs. Rank 0's lock: a DDP run's ranks share it."""
+    if rank_zero_only.rank != 0:
+        return None
+    lock, holder = try_lock(output_dir / ".run.lock")
+    if lock is None:
+        raise ConfigError(
+            f"{output_dir}: process {holder} is training this run; wait for it to end (then ckpt_path=last goes on "
+            f"from its last checkpoint), or start a new run"
+        )
+    return lock
+
+
+def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
+    """Resuming a run's last checkpoint: point `paths.output_dir` at that run's folder, so that its checkpoints,
+    logs and metrics go on there (Hydra's new folder keeps this session's log and overrides). Lightning's
+    CSVLogger empties an existing log folder: the continuation gets a folder of its own beside it."""
+    run_dir = run_folder_of(ckpt_path)
+    if run_dir is None:
+        return
+    if not os.access(run_dir, os.W_OK):  # someone else's run, a read-only copy: this run branches off from it
+        log.info(f"{run_dir} is not writable: continuing its training in this run's own folder")
+        return
+    log.info(f"Continuing the run in {run_dir}: its checkpoints and logs go on there")
+    cfg.paths.output_dir = str(run_dir)
+    # expected here, and said above: Lightning's warning is for a new run that writes into an old one's folder
+    warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(str(run_dir))}.* is not empty")
+    for node in (cfg.get("logger") or {}).values():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(".CSVLogger"):
+            segments = Path(node.save_dir) / node.name
+            version, again = f"from_step_{step}", 1
+            while (segments / version).exists():  # resumed from this step before: each session keeps its log
+                again += 1
+                version = f"from_step_{step}_{again}"
+            node.version = version
+
+
+def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -> float | None:
+    """The value of `monitor.metric`, which sweeps optimise; None when nothing was trained."""
+    name = cfg.monitor.metric
+    if not name or not cfg.train or cfg.trainer.get("fast_dev_run"):
+        return None
+    if name in metrics:
+        return metrics[name]
+    if not trained:
+        return None
+    raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    with interruptible("setting up the run, or writing metrics.json", "Run the same command again"):
+        value, _ = train(cfg)
+    if sweep_job() is not None:  # one line per finished job, where a sweep's output is read
+        value_text = "None" if value is None else f"{value:.5g}"
+        print(f"sweep job {sweep_job()}: {cfg.monitor.metric}={value_text} | {' '.join(chosen_by_the_sweep())}")
+    return value
+
+
+def chosen_by_the_sweep() -> list[str]:
+    """This job's overrides that the sweeper chose: not those the sweep's command line fixed for every job (read
+    from the multirun.yaml that sweepers save; compared by key, since Hydra rewrites values, `true` as `True`),
+    nor the Optuna sweeper's bookkeeping. All of the job's overrides where that file cannot be read."""
+    job = list(HydraConfig.get().overrides.task)
+    try:  # not sys.argv: a job launched elsewhere (submitit, SLURM) has another command line
+        command_line = OmegaConf.load(Path(HydraConfig.get().sweep.dir) / "multirun.yaml").hydra.overrides.task
+        parser = OverridesParser.create()
+        fixed = {o.key_or_group for o in parser.parse_overrides(list(command_line)) if not o.is_sweep_override()}
+        keys = [o.key_or_group for o in parser.parse_overrides(job)]
+    except (OSError, OmegaConfBaseException, OverrideParseException):
+        fixed, keys = set(), [override.partition("=")[0] for override in job]
+    return [text for text, key in zip(job, keys, strict=True) if key not in fixed and not key.startswith("optuna.")]
+
+
+def sweep_job() -> int | None:
+    """This job's number in a sweep (--multirun), None outside one."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return HydraConfig.get().job.num
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Composing, resolving and printing the config; its checks are in genlab/utils/validation.py."""
+
+from __future__ import annotations
+
+import hashlib
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+import rich.syntax
+import rich.tree
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
+# conf/ beside genlab/ in a clone (and in an editable install of one)
+_PACKAGE = Path(__file__).resolve().parents[1]
+CONF_DIR = _PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf"
+
+
+def register_resolvers() -> None:
+    """Register this project's OmegaConf resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+
+
+def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
+    """The config that `python -m src.<config_name> <overrides>` would run with, through Hydra's compose API
+    (with Hydra's own node, `hydra`, if `return_hydra_config`).
+
+    For code that runs outside the command line (tests, benchmarks): Hydra's run folder is not
+    made, so `paths.output_dir` must be among the overrides.
+    """
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def wandb_offline() -> bool:
+    """W&B runs offline unless the user has configured it: WANDB_MODE, WANDB_API_KEY, or `wandb login`."""
+    if os.environ.get("WANDB_MODE") or os.environ.get("WANDB_API_KEY"):
+        return False  # the user chose; wandb reads these variables itself
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
+# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
+NOT_THE_RUN = (
+    "ckpt_path=",
+    "trainer.max_epochs=",
+    "trainer.max_steps=",
+    "trainer.max_time=",
+    "trainer.min_epochs=",
+    "trainer.min_steps=",
+    "trainer.log_every_n_steps=",
+    "trainer.enable_progress_bar=",
+    "extras.",
+    "logger",
+)
+
+
+def run_identity(overrides: list[str]) -> list[str]:
+    """The command line's overrides that make a run what it is (all but NOT_THE_RUN), sorted."""
+    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
+
+
+def run_name(task_name: str) -> str:
+    """`task_name` and the overrides that make this run what it is (`vae,model.latent_dim=8,seed=1`): the name
+    of its TensorBoard folder and W&B run, where a timestamp would say nothing. For `${run_name:${task_name}}`."""
+    if not HydraConfig.initialized():
+        return task_name
+    # where a run writes, a sweep's bookkeeping (the study's storage) and the task again say nothing of it
+    said = ("optuna.storage=", "optuna.study_name=", "paths.", "hydra.", "task_name=", f"experiment={task_name}")
+    parts = [task_name] + [o for o in run_identity(HydraConfig.get().overrides.task) if not o.startswith(said)]
+    name = ",".join(parts).replace("/", "_")  # a path among the values must not nest folders
+    if len(name) > 200:  # a folder name's limit is 255 bytes; the hash keeps long names apart
+        name = f"{name[:180]}...{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def run_group(task_name: str) -> str:
+    """The group of a run on dashboards (W&B's group): its sweep (`vae,<sweep folder>`), or else its task."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"{task_name},{Path(HydraConfig.get().sweep.dir).name}"
+    return task_name
+
+
+def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
+    """Print the resolved config as a rich tree, one branch per top-level group (if `show`), and save it."""
+    tree = rich.tree.Tree("config", style="dim", guide_style="dim")
+    for group, node in cfg.items():
+        content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
+        tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
+    if show:
+        rich.print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain, resolved Python containers (what loggers and checkpoints can hold)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

@@ -1,5 +1,0 @@
-"""Sample-quality metrics for generated images."""
-
-from src.metrics.sample_quality import SampleQuality, load_feature_classifier
-
-__all__ = ["SampleQuality", "load_feature_classifier"]
