@@ -33,6 +33,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
     log.info(f"Metrics: {output_dir / 'metrics.json'}")
     return metrics

@@ -40,6 +40,7 @@ from genlab.run_folder import (
 )
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +269,7 @@ def write_report(folder: Path) -> Path:
         raise ConfigError(f"{folder}: not a run folder (no config.yaml or metrics.json from python -m src.train), "
                           f"and no run folders below it")  # fmt: skip
     path = folder / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomically(path, text)
     log.info(f"Wrote {path}")
     return path
 

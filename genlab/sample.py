@@ -27,6 +27,7 @@ from genlab.errors import ConfigError
 from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def sample(cfg: DictConfig) -> Path:
         path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
         print(terminal_safe(separator.join(texts)))
-        path.write_text(separator.join(texts) + "\n")
+        write_text_atomically(path, separator.join(texts) + "\n")
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
     else:
         path = output_dir / "samples.png"

@@ -40,6 +40,7 @@ from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, print_config_tree, register_resolvers, to_plain
 from genlab.utils.devices import check_devices, check_sharding
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
@@ -121,7 +122,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         finish_loggers(trainer.loggers)
 
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         log.info(f"Metrics: {output_dir / 'metrics.json'}")
     if run_lock is not None:
         run_lock.close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from genlab.errors import one_line
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint
+from genlab.utils.files import replaced_atomically
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -28,18 +27,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):
             raise CheckpointError(f"{path}: genlab writes checkpoints to local folders only (paths.output_dir)")
         path = Path(path)
-        partial = path.with_name(f".{path.name}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as file:
+            with replaced_atomically(path, "wb") as file:
                 torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())  # the bytes are on disk before the name points at them
-            os.replace(partial, path)
-            _fsync_folder(path.parent)  # and the rename itself survives a power cut
         except OSError as err:  # a full disk, a read-only or missing folder: the previous checkpoint stays whole
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
             cause = (err.strerror or one_line(err)) + (f" ({err.filename})" if err.filename else "")
             raise CheckpointError(
                 f"could not write the checkpoint {path}: {cause}; the previous one, if any, is unchanged"
@@ -48,11 +40,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None):
         # on the CPU, whatever map_location asks: Lightning moves the states to the devices it restores them on
         return read_checkpoint(path)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
