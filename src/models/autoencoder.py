@@ -13,10 +13,10 @@ from torch import Tensor
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.previews.image_grid import ReconstructionGrid
-from src.models.shared_hooks import SharedHooks
 
 
 class Autoencoder(SharedHooks, L.LightningModule):

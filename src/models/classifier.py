@@ -13,9 +13,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.classifier import ConvClassifier
-from src.models.shared_hooks import SharedHooks
 
 
 class Classifier(SharedHooks, L.LightningModule):

@@ -32,10 +32,10 @@ from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.unet import UNet
 from src.models.previews.denoising import FixedNoiseSamples
-from src.models.shared_hooks import SharedHooks
 
 Objective = Literal["ddpm", "flow"]
 Schedule = Literal["linear", "cosine"]

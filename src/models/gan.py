@@ -20,10 +20,10 @@ from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.ema import averaged_copy
 from src.models.fused import clip_gradients, fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.dcgan import Discriminator, Generator
 from src.models.previews.latent_grids import SampleGrid
-from src.models.shared_hooks import SharedHooks
 
 Loss = Literal["bce", "hinge", "wgan-gp"]
 

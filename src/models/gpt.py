@@ -23,10 +23,10 @@ from src.data.text import CharVocab
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import ClipsFusedGradients, fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import is_last_validation, logs_this_step, on_host
 from src.models.nets.transformer import Transformer
 from src.models.previews.text_sample import TextSample
-from src.models.shared_hooks import SharedHooks
 from src.utils.checkpoint_reader import check_state_dict_fits
 
 

@@ -14,10 +14,10 @@ from torch import Tensor
 
 from src.errors import ConfigError
 from src.models.fused import fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.coupling_flow import CouplingFlow
 from src.models.previews.latent_grids import SampleGrid
-from src.models.shared_hooks import SharedHooks
 
 
 class NormalizingFlow(SharedHooks, L.LightningModule):

@@ -14,12 +14,12 @@ from torch import Tensor
 from src.errors import ConfigError
 from src.models.compiling import check_compile, compile_networks
 from src.models.fused import fused_optimizer_available
+from src.models.hooks import SharedHooks
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.conv import ConvDecoder, ConvEncoder
 from src.models.nets.mlp import MLPDecoder, MLPEncoder
 from src.models.previews.image_grid import ReconstructionGrid
 from src.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
-from src.models.shared_hooks import SharedHooks
 
 
 class VAE(SharedHooks, L.LightningModule):

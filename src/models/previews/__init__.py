@@ -1,3 +1,3 @@
 """What a family shows of itself while it trains (image grids, latent pictures, the denoising strip, text samples):
-callbacks that its `previews()` returns (Lightning gets them while fitting only: src/models/shared_hooks.py), each
+callbacks that its `previews()` returns (Lightning gets them while fitting only: src/models/hooks.py), each
 asking the model for a capability (src/capabilities.py)."""

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 from lightning.pytorch.trainer.states import TrainerFn
 
-from src.models.shared_hooks import SharedHooks
+from src.models.hooks import SharedHooks
 from tests.helpers import compose_config, options
 
 
