@@ -13,12 +13,13 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.previews.image_grid import ReconstructionGrid
 
 
-class Autoencoder(L.LightningModule):
+class Autoencoder(SharedHooks, L.LightningModule):
     """Compresses images to a latent vector and reconstructs them.
 
     With `noise` set, the encoder sees corrupted images and the loss compares the reconstruction
@@ -79,18 +80,12 @@ class Autoencoder(L.LightningModule):
             self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, _ = batch
         loss, logits = self._loss(images)
         self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
         if self.hparams.loss != "mse":  # MSE in any case, comparable across loss choices
             self.log(f"{split}/mse", F.mse_loss(torch.sigmoid(logits), images), sync_dist=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -98,8 +93,5 @@ class Autoencoder(L.LightningModule):
             self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
         )
 
-    def configure_callbacks(self) -> list[Callback]:
-        # Lightning's hook for callbacks that belong to a model rather than to a run; pictures of training only
-        if self.trainer.state.fn != "fit":
-            return []
+    def previews(self) -> list[Callback]:
         return [ReconstructionGrid(num_images=self.hparams.num_grid_images)]

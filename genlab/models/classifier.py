@@ -13,11 +13,12 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.classifier import ConvClassifier
 
 
-class Classifier(L.LightningModule):
+class Classifier(SharedHooks, L.LightningModule):
     """Cross-entropy training of a ConvClassifier; logs loss and accuracy per split."""
 
     def __init__(
@@ -55,19 +56,14 @@ class Classifier(L.LightningModule):
             self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, labels = batch
         logits = self.net(images)
+        accuracy = {"val": self.val_acc, "test": self.test_acc}[split]
         accuracy.update(logits, labels)
         self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
         # the mean over the epoch, across devices
         self.log(f"{split}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(

@@ -32,6 +32,7 @@ from genlab.errors import ConfigError
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.ema import averaged_copy
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.unet import UNet
 from genlab.models.previews.denoising import FixedNoiseSamples
@@ -151,7 +152,7 @@ class Sampling:
     guidance_scale: float
 
 
-class Diffusion(ClipsFusedGradients, L.LightningModule):
+class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
     """A U-Net trained to predict the noise (ddpm) or the velocity (flow); `sample(n)` integrates from noise.
 
     Logged: train/loss, and val/loss and test/loss: the same mean squared error at times and noise drawn
@@ -280,12 +281,6 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         loss = self.loss(self.sampling_network, images, labels if self.hparams.conditional else None, generator)
         self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)  # means over the epoch, across devices
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, batch_idx, "test")
-
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
@@ -295,8 +290,8 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def configure_callbacks(self) -> list[Callback]:
-        if self.trainer.state.fn != "fit" or not self.hparams.num_grid_images:  # pictures of training only
+    def previews(self) -> list[Callback]:
+        if not self.hparams.num_grid_images:
             return []
         # a conditional grid has one column per class: sampling cycles through the classes
         per_row = self.hparams.num_classes if self.hparams.conditional else 8

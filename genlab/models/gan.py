@@ -20,6 +20,7 @@ from genlab.errors import ConfigError
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.ema import averaged_copy
 from genlab.models.fused import clip_gradients, fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.dcgan import Discriminator, Generator
 from genlab.models.previews.latent_grids import SampleGrid
@@ -52,7 +53,7 @@ def gradient_penalty(discriminator: torch.nn.Module, real: Tensor, fake: Tensor,
     return (gradients.flatten(1).norm(2, dim=1) - 1).pow(2).mean()  # create_graph: backward runs through it
 
 
-class GAN(L.LightningModule):
+class GAN(SharedHooks, L.LightningModule):
     """DCGAN generator and discriminator trained adversarially; `sample(n)` draws from the (EMA) generator."""
 
     def __init__(
@@ -181,7 +182,7 @@ class GAN(L.LightningModule):
         }
 
     # --- validation: how well does D still tell held-out real images from new samples? -------------
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, labels = batch
         labels = labels if self.hparams.conditional else None
         z = torch.randn(len(images), self.hparams.latent_dim, device=self.device)
@@ -189,13 +190,7 @@ class GAN(L.LightningModule):
         fake_logits = self.discriminator(self.generator(z, labels), labels)
         metrics = self._discriminator_metrics(real_logits, fake_logits)
         # means over the epoch, across devices
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self.log_dict({f"{split}/{name}": value for name, value in metrics.items()}, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self):
         options = {"betas": tuple(self.hparams.betas), "fused": fused_optimizer_available(self)}
@@ -204,9 +199,7 @@ class GAN(L.LightningModule):
             torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_discriminator, **options),
         )
 
-    def configure_callbacks(self) -> list[Callback]:
-        if self.trainer.state.fn != "fit":  # pictures of training only
-            return []
+    def previews(self) -> list[Callback]:
         # a conditional grid has one column per class: generate() cycles through the classes
         per_row = self.hparams.num_classes if self.hparams.conditional else 8
         return [SampleGrid(num_images=per_row * 8, images_per_row=per_row)]

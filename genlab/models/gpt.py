@@ -23,13 +23,14 @@ from genlab.data.text import CharVocab
 from genlab.errors import ConfigError
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
 from genlab.models.nets.transformer import Transformer
 from genlab.models.previews.text_sample import TextSample
 from genlab.utils.checkpoint_reader import check_state_dict_fits
 
 
-class GPT(ClipsFusedGradients, L.LightningModule):
+class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
     """Next-character prediction with cross-entropy; logs loss (nats), bits per character and perplexity."""
 
     def __init__(
@@ -133,12 +134,12 @@ class GPT(ClipsFusedGradients, L.LightningModule):
             self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         loss, logits = self._loss(batch)
         self.perplexity.update(logits, batch[1])
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/bpc", loss / math.log(2), sync_dist=True)  # bits per character
-        self.log(f"{stage}/ppl", self.perplexity)
+        self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{split}/bpc", loss / math.log(2), sync_dist=True)  # bits per character
+        self.log(f"{split}/ppl", self.perplexity)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         # Validations during training are estimates on the first batches of the fixed windows (the same ones
@@ -147,10 +148,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         budget = self.hparams.periodic_val_batches
         if budget is not None and batch_idx >= budget and not is_last_validation(self.trainer):
             return
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "val")
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -161,9 +159,7 @@ class GPT(ClipsFusedGradients, L.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def configure_callbacks(self) -> list[Callback]:
-        if self.trainer.state.fn != "fit":  # samples of training only
-            return []
+    def previews(self) -> list[Callback]:
         return [TextSample(self.hparams.sample_prompt, self.hparams.sample_length)]
 
     def generate_text(

@@ -14,12 +14,13 @@ from torch import Tensor
 
 from genlab.errors import ConfigError
 from genlab.models.fused import fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
 from genlab.models.previews.latent_grids import SampleGrid
 
 
-class NormalizingFlow(L.LightningModule):
+class NormalizingFlow(SharedHooks, L.LightningModule):
     """Images -> dequantized, logit-transformed -> CouplingFlow -> z ~ N(0, I); samples run the flow backwards.
 
     Logged per split: `loss` and `bpd`, the negative log-likelihood of the 8-bit images in bits per dimension (exact
@@ -100,7 +101,7 @@ class NormalizingFlow(L.LightningModule):
             self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, _ = batch
         bpd = self.bits_per_dim(images).mean()
         nats = bpd * images[0].numel() * math.log(2)  # per image
@@ -108,20 +109,14 @@ class NormalizingFlow(L.LightningModule):
         self.log(f"{split}/loss", bpd, prog_bar=True, **options)
         self.log_dict({f"{split}/bpd": bpd, f"{split}/nll": nats}, **options)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.Adam(
             self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
         )
 
-    def configure_callbacks(self) -> list[Callback]:
-        if self.trainer.state.fn != "fit" or not self.hparams.num_grid_images:  # pictures of training only
+    def previews(self) -> list[Callback]:
+        if not self.hparams.num_grid_images:
             return []
         return [SampleGrid(num_images=self.hparams.num_grid_images)]
 

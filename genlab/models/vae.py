@@ -14,6 +14,7 @@ from torch import Tensor
 from genlab.errors import ConfigError
 from genlab.models.compiling import check_compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
+from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
@@ -21,7 +22,7 @@ from genlab.models.previews.image_grid import ReconstructionGrid
 from genlab.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 
 
-class VAE(L.LightningModule):
+class VAE(SharedHooks, L.LightningModule):
     """Encoder -> (mu, log-variance) of q(z|x); reparameterised z; decoder -> Bernoulli logits of p(x|z).
 
     Logged per image, in nats: `nelbo` (the negative ELBO, an upper bound on -log p(x)), its two
@@ -105,7 +106,7 @@ class VAE(L.LightningModule):
             self._log_terms("train", images, **on_host(loss=loss, recon=recon, kl=kl), on_step=True, on_epoch=False)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], split: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, _ = batch
         recon, kl = self.elbo_terms(images)
         # means over the epoch, across devices; the KL weight is beta, its value after any warm-up
@@ -119,21 +120,13 @@ class VAE(L.LightningModule):
         self.log_dict({f"{split}/{name}": value for name, value in terms.items()}, **options)
         self.log(f"{split}/nelbo", nelbo, prog_bar=True, **options)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
         return torch.optim.Adam(
             self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
         )
 
-    def configure_callbacks(self) -> list[Callback]:
-        if self.trainer.state.fn != "fit":  # pictures of training only
-            return []
+    def previews(self) -> list[Callback]:
         n = self.hparams.num_grid_images
         callbacks = [ReconstructionGrid(num_images=n), SampleGrid(num_images=64), LatentInterpolation()]
         if self.hparams.latent_dim == 2:
