@@ -17,6 +17,7 @@ from src.models.fused import fused_optimizer_available
 from src.models.logged_steps import logs_this_step, on_host
 from src.models.nets.coupling_flow import CouplingFlow
 from src.models.previews.latent_grids import SampleGrid
+from src.utils.validation import check_arguments
 
 
 class NormalizingFlow(L.LightningModule):
@@ -26,7 +27,8 @@ class NormalizingFlow(L.LightningModule):
     for the dequantized images, an upper bound on the discrete images' NLL), and `nll`, the same in nats per image.
     """
 
-    # each range is declared once, here: src/utils/validation.py checks a config against it and names the key
+    # each range is declared once, here: a config (src/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key
     def __init__(
         self,
         image_shape: tuple[int, int, int],
@@ -41,13 +43,14 @@ class NormalizingFlow(L.LightningModule):
         num_grid_images: Annotated[int, Field(ge=0)] = 64,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters(logger=False)
+        check_arguments(NormalizingFlow, self.hparams, "model")
         _, height, width = image_shape
         if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
             raise ConfigError(
                 f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
                 f"{num_scales} times; use at most {_halvings(height, width)}"
             )
-        self.save_hyperparameters(logger=False)
         self.flow = CouplingFlow(image_shape, num_scales, coupling_layers, hidden_channels, actnorm)
 
     @property
