@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import annotated_types
 import numpy as np
+import pydantic
 import torchvision
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
@@ -165,7 +166,8 @@ def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
     if origin is typing.Annotated:
         for declaration in args[1:]:
             for bound in getattr(declaration, "metadata", []):  # pydantic's Field(ge=1) holds annotated_types.Ge(1)
-                yield _past(bound, args[0], default)
+                if not isinstance(bound, pydantic.types.Strict):  # how a value is read, not where it may lie
+                    yield _past(bound, args[0], default)
         yield from _outside(args[0], default)
     elif origin in (typing.Union, types.UnionType):
         for arg in args:

@@ -211,6 +211,12 @@ def test_sampling_options_are_checked_and_refused_for_models_that_do_not_step() 
         use_sampling_options(model, {"sampler": "ddpm"})
     with pytest.raises(ConfigError, match=r"^guidance_scale=3: classifier-free guidance needs a class-conditional"):
         use_sampling_options(model, {"guidance_scale": 3})
+    # the ranges the constructor declares for sample_steps and guidance_scale
+    with pytest.raises(ConfigError, match=r"^steps=2.5 is not valid for Diffusion: expected int \(Input should be a"):
+        use_sampling_options(model, {"steps": 2.5})
+    with pytest.raises(ConfigError, match=r"^guidance_scale=-1 is not valid for Diffusion: expected float \(Input "
+                                          r"should be greater than or equal to 0\)"):  # fmt: skip
+        use_sampling_options(model, {"guidance_scale": -1})
     gan = GAN(image_shape=(1, 28, 28), num_classes=10, generator_channels=8, discriminator_channels=8)
     use_sampling_options(gan, {"steps": None, "sampler": None, "guidance_scale": None})  # nothing given: fine
     with pytest.raises(ConfigError, match=r"^steps=20 sampler=ddim: GAN does not sample in steps"):

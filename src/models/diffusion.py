@@ -195,8 +195,9 @@ class Diffusion(ClipsFusedGradients, L.LightningModule):
         conditional: bool = False,
         label_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         sampler: Sampler | None = None,
-        sample_steps: Annotated[int, Field(ge=1)] = 50,
-        guidance_scale: Annotated[float, Field(ge=0)] = 1.0,  # 1: no guidance
+        # strict: set_sampling is held to these too, and a step count of 2.5 or true is no count
+        sample_steps: Annotated[int, Field(ge=1, strict=True)] = 50,
+        guidance_scale: Annotated[float, Field(ge=0, strict=True)] = 1.0,  # 1: no guidance
         ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = 0.999,  # null: sample from the trained weights
         lr: Annotated[float, Field(gt=0)] = 2e-4,
         warmup_steps: Annotated[int, Field(ge=0)] = 500,
