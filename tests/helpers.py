@@ -3,14 +3,25 @@ and the ways to start genlab's commands. Fixtures live in conftest.py; test modu
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
+import math
 import os
 import subprocess
 import sys
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
+import annotated_types
 import numpy as np
+import pydantic
 import torchvision
-from omegaconf import DictConfig
+from hydra.utils import get_object
+from omegaconf import DictConfig, OmegaConf
 
 from genlab.data.images import CIFAR10DataModule, MNISTDataModule
 from genlab.utils.config import CONF_DIR, compose
@@ -111,3 +122,92 @@ def options(group: str) -> list[str]:
 
 # every family of conf/model/ but the text one: what the refusals of an image dataset name as working with it
 IMAGE_MODELS = [model for model in options("model") if model != "gpt"]
+
+
+# --- a value just outside each range and choice that a family's constructor declares ---------------------------
+
+
+class Breach(NamedTuple):
+    """A setting of a model family set just outside one bound or choice that its constructor declares."""
+
+    model: str  # the option of conf/model/
+    name: str  # the constructor's parameter, model.<name> in a config
+    value: Any  # plain: what a config or a checkpoint holds
+    bound: str  # the declaration it breaks, for the test's id
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.name}={self.value!r}({self.bound})"
+
+
+def model_class(model: str) -> type:
+    """The class that conf/model/<model>.yaml instantiates."""
+    return get_object(OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")._target_)
+
+
+def declared_breaches(model: str) -> list[Breach]:
+    """A Breach for each bound and choice declared in the signature of `model`'s constructor: read from the
+    annotations, so that a constraint declared tomorrow is tested with no test written for it."""
+    cls = model_class(model)
+    parameters = inspect.signature(cls).parameters
+    breaches = []
+    for name, hint in typing.get_type_hints(cls.__init__, include_extras=True).items():
+        if name in parameters:
+            default = parameters[name].default
+            default = None if default is inspect.Parameter.empty else default
+            breaches += [Breach(model, name, value, bound) for value, bound in _outside(hint, default)]
+    return breaches
+
+
+def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
+    """(value, the declaration it breaks) for each bound and choice in a type hint: just past each end of a range,
+    one item of a tuple past its items' range, a tuple one item short of its least length, a word that is no
+    choice. A kind of bound it cannot step past fails, so that this learns every kind the families use."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        for declaration in args[1:]:
+            for bound in getattr(declaration, "metadata", []):  # pydantic's Field(ge=1) holds annotated_types.Ge(1)
+                if not isinstance(bound, pydantic.types.Strict):  # how a value is read, not where it may lie
+                    yield _past(bound, args[0], default)
+        yield from _outside(args[0], default)
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _outside(arg, default)
+    elif origin is typing.Literal:
+        yield "no_such_choice", "one of " + "/".join(map(str, args))
+    elif origin is tuple and default:
+        positions = [0] if args[-1] is Ellipsis else range(len(args))  # tuple[int, ...]: its items are alike
+        for i in positions:
+            for value, bound in _outside(args[0] if args[-1] is Ellipsis else args[i], default[i]):
+                yield [*default[:i], value, *default[i + 1 :]], f"[{i}] {bound}"
+
+
+def _past(bound: Any, base: Any, default: Any) -> tuple[Any, str]:
+    whole = base is int
+    if isinstance(bound, annotated_types.Gt):
+        return (bound.gt if whole else float(bound.gt)), f"> {bound.gt}"
+    if isinstance(bound, annotated_types.Lt):
+        return (bound.lt if whole else float(bound.lt)), f"< {bound.lt}"
+    if isinstance(bound, annotated_types.Ge):
+        return (bound.ge - 1 if whole else math.nextafter(bound.ge, -math.inf)), f">= {bound.ge}"
+    if isinstance(bound, annotated_types.Le):
+        return (bound.le + 1 if whole else math.nextafter(bound.le, math.inf)), f"<= {bound.le}"
+    if isinstance(bound, annotated_types.MinLen):
+        return list(default)[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
+    raise AssertionError(f"declared_breaches cannot step past {bound!r}: teach tests/helpers.py._past this kind")
+
+
+# what each family needs of its data beyond the default dataset
+PAIRED_DATA = {"gpt": ["data=shakespeare"]}
+
+
+def family_config(model: str, output_dir: Path) -> DictConfig:
+    """`model=<model>`'s training config (with the data it pairs with), writing into output_dir: composed once per
+    process, a copy each call, for matrices that change one value per case."""
+    cfg = copy.deepcopy(_composed(model))
+    cfg.paths.output_dir, cfg.paths.log_dir = str(output_dir), str(output_dir.parent)
+    return cfg
+
+
+@functools.cache
+def _composed(model: str) -> DictConfig:
+    return compose_config([f"model={model}", *PAIRED_DATA.get(model, [])], Path("never-made/run"))

@@ -31,7 +31,7 @@ from genlab.models.gpt import GPT
 from genlab.sample import terminal_safe
 from genlab.train import train
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
-from tests.helpers import TEST_OVERRIDES, compose_config, run_module, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, Breach, compose_config, declared_breaches, run_module, write_mnist_raw
 
 AE = "genlab.models.autoencoder.Autoencoder"
 
@@ -273,6 +273,25 @@ def test_a_resource_bomb_is_refused_before_it_allocates(trained: dict[str, Path]
     assert _peak_rss_mb() - before < 500, "the refusal itself allocated what the file described"
 
 
+# --- hyperparameters outside the ranges their family declares ---------------------------------------------------
+
+
+@pytest.mark.parametrize("breach", [*declared_breaches("ae"), *declared_breaches("gpt")], ids=str)
+def test_hyperparameters_past_a_declared_bound_are_refused_in_one_line(
+    trained: dict[str, Path], tmp_path: Path, breach: Breach
+) -> None:
+    path = tmp_path / f"{breach.model}.ckpt"
+    checkpoint = torch.load(trained["ckpt" if breach.model == "ae" else "gpt"], weights_only=True)
+    checkpoint["hyper_parameters"][breach.name] = breach.value
+    torch.save(checkpoint, path)
+    for name, loader in loaders(trained["data"]).items():
+        if name == "resume" or (breach.model == "gpt" and name != "load_model"):
+            continue  # a resumed run builds the model its own config describes; the GPT file has no data to score
+        message = read_or_refuse(loader, path)
+        assert message is not None, f"{name} took {breach}"
+        assert message.startswith(f"{path}: hyper_parameters.{breach.name}={breach.value!r} is not valid for "), message
+
+
 # --- text: a vocabulary is data too -----------------------------------------------------------------------------
 
 
@@ -306,8 +325,8 @@ def test_a_gpt_checkpoint_with_a_valid_vocabulary_loads(trained: dict[str, Path]
 @pytest.mark.parametrize(
     ("target", "loads"),
     [
-        ("src.models.gpt.GPT", True),  # as genlab 0.1 wrote it, before the code was the package genlab
-        ("src.models.gpt.Nothing", False),
+        ("genlab.models.gpt.GPT", True),  # as genlab 0.1 wrote it, before the code was the package genlab
+        ("genlab.models.gpt.Nothing", False),
         ("src.os.system", False),  # the old prefix does not widen the allow-list
         ("genlab.os.system", False),
     ],

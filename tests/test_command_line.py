@@ -2,7 +2,8 @@
 
 A matrix of entry points and bad inputs: a missing `???` value, a task_name that is a path, a run folder that is a
 file or lies under one. In-process through the check Hydra calls (genlab/utils/before_run.py, listed in each entry
-point's config), and from the real command line (slow: a Python start-up of each).
+point's config), and from the real command line (slow: a Python start-up of each). Then every range and choice
+that a model family declares, a value past each, through src.train's main: one line, and its run folder removed.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from genlab.errors import ConfigError
+from genlab.train import main as train_main
 from genlab.utils.before_run import CheckBeforeRun
 from genlab.utils.config import compose
-from tests.helpers import ROOT
+from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
 # the value each entry point needs, given where a case is about something else
@@ -91,12 +93,35 @@ def test_a_good_command_line_passes(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+# every bound and choice that a family's constructor declares, a value just past it each, read from the declarations
+BREACHES = [breach for model in options("model") for breach in declared_breaches(model)]
+
+
+@pytest.mark.parametrize("breach", BREACHES, ids=str)
+def test_train_refuses_a_value_past_a_declared_bound_with_one_line_and_no_run_folder(
+    breach: Breach, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)  # what Hydra has made by the time src.train's main starts
+    cfg = family_config(breach.model, run)
+    cfg.model[breach.name] = breach.value  # as `model.<name>=<value>` on the command line
+    with pytest.raises(SystemExit) as exit_info:
+        train_main.__wrapped__(cfg)  # the entry point as Hydra calls it
+    line = exit_info.value.code
+    assert isinstance(line, str) and "\n" not in line  # printed by Python as it exits: code 1
+    assert line.startswith(f"error: model.{breach.name}={breach.value!r} is not valid for "
+                           f"{model_class(breach.model).__name__}: expected "), line  # fmt: skip
+    assert capsys.readouterr().err == ""
+    assert list(tmp_path.iterdir()) == []
+
+
 # the command line: one per entry point and kind of case, each a Python start-up (5-15 s on 2 busy cores)
 CLI_CASES = [
     ("eval", []), ("sample", []), ("report", []), ("sweep_summary", []),
     ("train", ["task_name=a/../../../x"]), ("sample", ["task_name=a/b"]), ("eval", ["hydra.run.dir={file}/run"]),
     ("report", ["hydra.run.dir={file}"]), ("sweep_summary", ["hydra.run.dir={file}/run"]),
     ("train", ["-m", "model.latent_dim=4,8", "hydra.sweep.dir={file}/sweep"]),
+    ("train", ["model=vae", "model.latent_dim=0", "hydra.run.dir={file}.run"]),  # a range declared by a family
 ]  # fmt: skip
 
 

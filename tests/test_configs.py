@@ -13,11 +13,13 @@ import torch
 from omegaconf import OmegaConf
 
 from genlab.capabilities import ImageSampler, Reconstructor
+from genlab.checkpoints import CheckpointError
+from genlab.checkpoints.rebuild import checked_arguments
 from genlab.errors import ConfigError
 from genlab.utils.config import CONF_DIR
 from genlab.utils.instantiate import instantiate_all
 from genlab.utils.validation import check_config, check_pairing
-from tests.helpers import IMAGE_MODELS, compose_config, options
+from tests.helpers import IMAGE_MODELS, Breach, compose_config, declared_breaches, family_config, model_class, options
 
 
 def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> None:
@@ -194,6 +196,38 @@ def test_check_config_rejects_wrong_types_and_unknown_keys(tmp_path: Path) -> No
     ):
         check_config(cfg)
     OmegaConf.set_struct(cfg, False)
+
+
+# every bound and choice that a family's constructor declares, a value just outside it each, read from the declarations
+BREACHES = [breach for model in options("model") for breach in declared_breaches(model)]
+
+
+def test_every_family_declares_its_ranges() -> None:
+    declaring = {breach.model for breach in BREACHES}
+    assert declaring == set(options("model")), f"families that declare no range: {set(options('model')) - declaring}"
+    assert len(BREACHES) >= 90  # the families' about 95 bounds and choices: none lost to a declaration unread
+
+
+@pytest.mark.parametrize("breach", BREACHES, ids=str)
+def test_a_value_past_a_declared_bound_is_refused_alike_by_config_constructor_and_checkpoint(
+    breach: Breach, tmp_path: Path
+) -> None:
+    cfg = family_config(breach.model, tmp_path / "run")
+    cfg.model[breach.name] = breach.value
+    with pytest.raises(ConfigError) as caught:
+        check_config(cfg)  # what src.train runs first
+    message = str(caught.value)
+    cls = model_class(breach.model)
+    assert message.startswith(f"model.{breach.name}={breach.value!r} is not valid for {cls.__name__}: expected ")
+    # the model built in Python: the same check, from the same declaration
+    arguments = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    with pytest.raises(ConfigError) as built:
+        cls(**arguments)
+    assert str(built.value) == message
+    # a checkpoint's hyperparameters, as genlab/checkpoints/rebuild.py reads them before it builds anything
+    with pytest.raises(CheckpointError) as loaded:
+        checked_arguments(cls, arguments, "hyper_parameters", "a.ckpt")
+    assert str(loaded.value) == "a.ckpt: hyper_parameters." + message.removeprefix("model.")
 
 
 @pytest.mark.parametrize(

@@ -139,9 +139,10 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model=ae", "data=mnist", "model.lr=-0.1"], "model.lr must be > 0, got -0.1"),
-        (["model=vae", "data=mnist", "model.latent_dim=0"], "model.latent_dim must be >= 1, got 0"),
-        (["model=gan", "data=mnist", "model.n_critic=0"], "model.latent_dim, n_critic, generator_channels"),
+        (["model=ae", "data=mnist", "model.lr=-0.1"],
+         "model.lr=-0.1 is not valid for Autoencoder: expected float (Input should be greater than 0)"),
+        (["model=vae", "data=mnist", "model.latent_dim=0"], "model.latent_dim=0 is not valid for VAE: expected int"),
+        (["model=gan", "data=mnist", "model.n_critic=0"], "model.n_critic=0 is not valid for GAN: expected int"),
         (["model=ae", "data=mnist", "data.batch_size=1000"],
          "data.batch_size=1000 is larger than the training split: 500 images (600 less data.val_size=100)"),
         (["model=gpt", "data=shakespeare", "model.n_head=3", "model.n_embd=32"],

@@ -142,12 +142,15 @@ def test_a_bad_job_fails_alone_and_the_grid_goes_on(tmp_path: Path, mnist_dir: P
     result = run_train("-m", "model.latent_dim=0,2", *QUICK, "test=false", "data=mnist", "data.val_size=100",
                        f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={grid}")  # fmt: skip
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "error: model.latent_dim must be >= 1, got 0" in result.stderr
-    assert (grid / "0" / "error.txt").read_text().startswith("model.latent_dim must be >= 1")
+    refused = (
+        "model.latent_dim=0 is not valid for Autoencoder: expected int (Input should be greater than or equal to 1)"
+    )
+    assert f"error: {refused}" in result.stderr
+    assert (grid / "0" / "error.txt").read_text() == f"{refused}\n"
     assert (grid / "1" / "metrics.json").is_file()  # the second job ran after the first failed
     run_module("src.sweep_summary", f"sweep_dir={grid}")
     states = {row[3]: (row[1], row[-1]) for row in csv.reader((grid / "summary.csv").open())}
-    assert states["0"] == ("FAIL", "model.latent_dim must be >= 1, got 0") and states["2"][0] == "COMPLETE"
+    assert states["0"] == ("FAIL", refused) and states["2"][0] == "COMPLETE"
 
 
 def test_a_failed_trial_is_recorded_with_its_reason_and_not_retried(tmp_path: Path, mnist_dir: Path) -> None:
@@ -159,7 +162,8 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_not_retried(tmp_path: Pa
         assert result.stderr.strip().splitlines()[-1].startswith(f"error: no trial of {sweep_dir} completed; trial 0:")
     trials = load(sweep_dir).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2
-    assert all(t.user_attrs["error"] == "model.latent_dim must be >= 1, got 0" for t in trials)
+    refused = "model.latent_dim=0 is not valid for VAE: expected int (Input should be greater than or equal to 1)"
+    assert all(t.user_attrs["error"] == refused for t in trials)
 
 
 def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir: Path) -> None:

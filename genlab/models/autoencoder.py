@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from pydantic import Field
 from torch import Tensor
 
-from genlab.errors import ConfigError
-from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.previews.image_grid import ReconstructionGrid
+from genlab.utils.validation import check_arguments
 
 
 class Autoencoder(SharedHooks, L.LightningModule):
@@ -27,28 +28,24 @@ class Autoencoder(SharedHooks, L.LightningModule):
     corrupt their inputs the same way, so their losses measure the denoising task as well.
     """
 
+    # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        latent_dim: int = 32,
-        channels: tuple[int, ...] = (32, 64),
+        latent_dim: Annotated[int, Field(ge=1)] = 32,
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (32, 64),
         loss: Literal["bce", "mse"] = "bce",
         noise: Literal["none", "gaussian", "masking"] = "none",
-        noise_level: float = 0.3,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        num_grid_images: int = 32,
-        compile: bool | str = False,
+        noise_level: Annotated[float, Field(ge=0, le=1)] = 0.3,
+        lr: Annotated[float, Field(gt=0)] = 1e-3,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+        num_grid_images: Annotated[int, Field(ge=1)] = 32,
+        compile: Compile = False,
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0, got {lr}")
-        if not 0.0 <= noise_level <= 1.0:
-            raise ConfigError(f"model.noise_level must be in [0, 1], got {noise_level}")
-        check_compile(compile)
         self.save_hyperparameters(logger=False)  # train.py logs the whole config instead
+        check_arguments(Autoencoder, self.hparams, "model")
         self.encoder = ConvEncoder(image_shape, latent_dim, channels)
         self.decoder = ConvDecoder(image_shape, latent_dim, channels)
         compile_networks(compile, self.encoder, self.decoder)

@@ -11,11 +11,12 @@ from pydantic import Field
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.classifier import ConvClassifier
+from genlab.utils.validation import check_arguments
 
 
 class Classifier(SharedHooks, L.LightningModule):
@@ -25,17 +26,18 @@ class Classifier(SharedHooks, L.LightningModule):
         self,
         image_shape: tuple[int, int, int],
         num_classes: int,
-        channels: tuple[int, ...] = (32, 64),
-        # ranges declared once: genlab/utils/validation.py checks a config against them and names the key
+        channels: tuple[Annotated[int, Field(ge=1)], ...] = (32, 64),
+        # ranges declared once: a config (genlab/utils/validation.py), a checkpoint and this constructor are checked
+        # against them, and the message names the key
         feature_dim: Annotated[int, Field(ge=1)] = 64,
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.25,
         lr: Annotated[float, Field(gt=0)] = 2e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 5e-4,
-        compile: bool | str = False,
+        compile: Compile = False,
     ) -> None:
         super().__init__()
-        check_compile(compile)
         self.save_hyperparameters(logger=False)
+        check_arguments(Classifier, self.hparams, "model")
         self.net = ConvClassifier(image_shape, num_classes, channels, feature_dim, dropout)
         compile_networks(compile, self.net)
         # one metric object per split: torchmetrics accumulates over the epoch and syncs across ranks

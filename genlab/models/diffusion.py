@@ -19,23 +19,25 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from pydantic import Field
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.unet import UNet
 from genlab.models.previews.denoising import FixedNoiseSamples
+from genlab.utils.validation import check_arguments, check_type, signature
 
 Objective = Literal["ddpm", "flow"]
 Schedule = Literal["linear", "cosine"]
@@ -152,6 +154,25 @@ class Sampling:
     guidance_scale: float
 
 
+def _check_together(hp: Mapping[str, Any]) -> None:
+    """The U-Net's settings that constrain each other and the image size, which no one annotation can say (the
+    sampling settings: Diffusion._check_sampling, which set_sampling shares)."""
+    _, height, width = hp["image_shape"]
+    multipliers = list(hp["channel_multipliers"])
+    if height % 2 ** len(multipliers) or width % 2 ** len(multipliers):
+        most = min((height & -height).bit_length(), (width & -width).bit_length()) - 1
+        raise ConfigError(
+            f"model.channel_multipliers={multipliers}: its {len(multipliers)} levels halve the {height}x{width} "
+            f"images {len(multipliers)} times, which does not divide evenly; at most {most} levels for this size"
+        )
+    lowest = hp["base_channels"] * multipliers[-1]
+    if lowest % hp["attention_heads"]:
+        raise ConfigError(
+            f"model.attention_heads={hp['attention_heads']} must divide the channels of the lowest resolution, "
+            f"base_channels * channel_multipliers[-1] = {lowest}"
+        )
+
+
 class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
     """A U-Net trained to predict the noise (ddpm) or the velocity (flow); `sample(n)` integrates from noise.
 
@@ -166,58 +187,29 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         num_classes: int,
         objective: Objective = "ddpm",
         schedule: Schedule = "cosine",
-        num_timesteps: int = 1000,
-        base_channels: int = 32,
-        channel_multipliers: tuple[int, ...] = (1, 2),
-        num_res_blocks: int = 2,
-        attention_heads: int = 4,
-        dropout: float = 0.1,
+        num_timesteps: Annotated[int, Field(ge=1)] = 1000,
+        base_channels: Annotated[int, Field(ge=1)] = 32,
+        channel_multipliers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (1, 2),
+        num_res_blocks: Annotated[int, Field(ge=1)] = 2,
+        attention_heads: Annotated[int, Field(ge=1)] = 4,
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         conditional: bool = False,
-        label_dropout: float = 0.1,
+        label_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         sampler: Sampler | None = None,
-        sample_steps: int = 50,
-        guidance_scale: float = 1.0,
-        ema_decay: float | None = 0.999,
-        lr: float = 2e-4,
-        warmup_steps: int = 500,
-        weight_decay: float = 0.0,
-        num_grid_images: int = 40,
-        compile: bool | str = False,
+        # strict: set_sampling is held to these too, and a step count of 2.5 or true is no count
+        sample_steps: Annotated[int, Field(ge=1, strict=True)] = 50,
+        guidance_scale: Annotated[float, Field(ge=0, strict=True)] = 1.0,  # 1: no guidance
+        ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = 0.999,  # null: sample from the trained weights
+        lr: Annotated[float, Field(gt=0)] = 2e-4,
+        warmup_steps: Annotated[int, Field(ge=0)] = 500,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+        num_grid_images: Annotated[int, Field(ge=0)] = 40,  # 0: no grid
+        compile: Compile = False,
     ) -> None:
         super().__init__()
-        if min(num_timesteps, base_channels, num_res_blocks, attention_heads) < 1:
-            raise ConfigError(
-                f"model.num_timesteps, base_channels, num_res_blocks and attention_heads must be >= 1, got "
-                f"{num_timesteps}, {base_channels}, {num_res_blocks} and {attention_heads}"
-            )
-        if not channel_multipliers or min(channel_multipliers) < 1:
-            raise ConfigError(f"model.channel_multipliers must be one or more whole numbers >= 1, got "
-                              f"{list(channel_multipliers)}")  # fmt: skip
-        _, height, width = image_shape
-        levels = len(channel_multipliers)
-        if height % 2**levels or width % 2**levels:
-            most = min((height & -height).bit_length(), (width & -width).bit_length()) - 1
-            raise ConfigError(
-                f"model.channel_multipliers={list(channel_multipliers)}: its {levels} levels halve the {height}x"
-                f"{width} images {levels} times, which does not divide evenly; at most {most} levels for this size"
-            )
-        if (base_channels * channel_multipliers[-1]) % attention_heads:
-            raise ConfigError(
-                f"model.attention_heads={attention_heads} must divide the channels of the lowest resolution, "
-                f"base_channels * channel_multipliers[-1] = {base_channels * channel_multipliers[-1]}"
-            )
-        if not (0.0 <= dropout < 1.0 and 0.0 <= label_dropout < 1.0):
-            raise ConfigError(f"model.dropout and label_dropout must be in [0, 1), got {dropout} and {label_dropout}")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ConfigError(f"model.ema_decay must be in (0, 1), or null to sample from the trained weights; "
-                              f"got {ema_decay}")  # fmt: skip
-        if lr <= 0 or warmup_steps < 0 or weight_decay < 0 or num_grid_images < 0:
-            raise ConfigError(
-                f"model.lr must be > 0, warmup_steps, weight_decay and num_grid_images >= 0; got {lr}, "
-                f"{warmup_steps}, {weight_decay} and {num_grid_images}"
-            )
-        check_compile(compile)
         self.save_hyperparameters(logger=False)
+        check_arguments(Diffusion, self.hparams, "model")
+        _check_together(self.hparams)
         self.sampling = Sampling(sampler or SAMPLERS[objective][0], sample_steps, guidance_scale)
         self._check_sampling(self.sampling, {"sampler": "model.sampler", "steps": "model.sample_steps",
                                              "guidance_scale": "model.guidance_scale"})  # fmt: skip
@@ -324,13 +316,14 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         if sampling.sampler not in samplers:
             raise ConfigError(f"{keys['sampler']}={sampling.sampler} does not fit model.objective={hp.objective}: "
                               f"its samplers are {', '.join(samplers)}")  # fmt: skip
-        most = hp.num_timesteps if hp.objective == "ddpm" else None  # a sub-sequence of the training steps
-        if type(sampling.steps) is not int or sampling.steps < 1 or (most is not None and sampling.steps > most):
-            raise ConfigError(f"{keys['steps']}={sampling.steps!r}: expected a whole number from 1"
-                              f"{f' to model.num_timesteps={most}' if most else ''}")  # fmt: skip
+        # the ranges of sample_steps and guidance_scale, as the constructor declares them
+        _, declared, _ = signature(Diffusion)
+        check_type(sampling.steps, declared["sample_steps"], keys["steps"], "Diffusion")
+        check_type(sampling.guidance_scale, declared["guidance_scale"], keys["guidance_scale"], "Diffusion")
+        if hp.objective == "ddpm" and sampling.steps > hp.num_timesteps:  # a sub-sequence of the training steps
+            raise ConfigError(f"{keys['steps']}={sampling.steps!r}: expected at most model.num_timesteps="
+                              f"{hp.num_timesteps}, the steps the model was trained on")  # fmt: skip
         scale = sampling.guidance_scale
-        if isinstance(scale, bool) or not isinstance(scale, int | float) or not (math.isfinite(scale) and scale >= 0):
-            raise ConfigError(f"{keys['guidance_scale']}={scale!r}: expected a finite number >= 0 (1: no guidance)")
         if scale != 1 and not hp.conditional:
             raise ConfigError(
                 f"{keys['guidance_scale']}={scale}: classifier-free guidance needs a class-conditional model "

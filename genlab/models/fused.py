@@ -1,10 +1,18 @@
-"""Fused Adam/AdamW: where torch's kernels can update a module's parameters, and clipping gradients under them."""
+"""Fused Adam/AdamW: where torch's kernels can update a module's parameters, clipping gradients under them, and the
+range of their betas."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import lightning as L
 import torch
+from pydantic import Field
 from torch import nn
+
+# Adam's (beta1, beta2), each in [0, 1) as torch.optim.Adam requires: declared, so that a config is refused before
+# its run starts rather than when the optimizer is built
+AdamBetas = tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]]
 
 
 def fused_optimizer_available(module: nn.Module) -> bool:

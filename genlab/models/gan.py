@@ -8,22 +8,25 @@ class-conditional generation.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from pydantic import Field
 from torch import Tensor
 
 from genlab.errors import ConfigError
-from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
-from genlab.models.fused import clip_gradients, fused_optimizer_available
+from genlab.models.fused import AdamBetas, clip_gradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.dcgan import Discriminator, Generator
 from genlab.models.previews.latent_grids import SampleGrid
+from genlab.utils.validation import check_arguments
 
 Loss = Literal["bce", "hinge", "wgan-gp"]
 
@@ -53,44 +56,40 @@ def gradient_penalty(discriminator: torch.nn.Module, real: Tensor, fake: Tensor,
     return (gradients.flatten(1).norm(2, dim=1) - 1).pow(2).mean()  # create_graph: backward runs through it
 
 
+def _check_together(hp: Mapping[str, Any]) -> None:
+    """The GAN's settings that constrain each other, which no one annotation can say."""
+    if hp["label_smoothing"] and hp["loss"] != "bce":
+        raise ConfigError(f"model.label_smoothing applies to loss=bce only, not loss={hp['loss']}")
+
+
 class GAN(SharedHooks, L.LightningModule):
     """DCGAN generator and discriminator trained adversarially; `sample(n)` draws from the (EMA) generator."""
 
+    # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key; _check_together holds what spans several settings
     def __init__(
         self,
         image_shape: tuple[int, int, int],
         num_classes: int,
-        latent_dim: int = 64,
-        generator_channels: int = 64,
-        discriminator_channels: int = 64,
+        latent_dim: Annotated[int, Field(ge=1)] = 64,
+        generator_channels: Annotated[int, Field(ge=1)] = 64,
+        discriminator_channels: Annotated[int, Field(ge=1)] = 64,
         loss: Loss = "bce",
-        n_critic: int = 1,
-        gp_weight: float = 10.0,
-        label_smoothing: float = 0.0,
-        ema_decay: float | None = 0.999,
+        n_critic: Annotated[int, Field(ge=1)] = 1,
+        gp_weight: Annotated[float, Field(ge=0)] = 10.0,
+        label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] = 0.0,
+        ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = 0.999,
         conditional: bool = False,
-        lr_generator: float = 2e-4,
-        lr_discriminator: float = 2e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
+        lr_generator: Annotated[float, Field(gt=0)] = 2e-4,
+        lr_discriminator: Annotated[float, Field(gt=0)] = 2e-4,
+        betas: AdamBetas = (0.5, 0.999),
         gradient_clip_val: float | None = None,
-        compile: bool | str = False,
+        compile: Compile = False,
     ) -> None:
         super().__init__()
-        if min(latent_dim, n_critic, generator_channels, discriminator_channels) < 1:
-            raise ConfigError(
-                f"model.latent_dim, n_critic, generator_channels and discriminator_channels must be >= 1, got "
-                f"{latent_dim}, {n_critic}, {generator_channels} and {discriminator_channels}"
-            )
-        if lr_generator <= 0 or lr_discriminator <= 0:
-            raise ConfigError(
-                f"model.lr_generator and lr_discriminator must be > 0, got {lr_generator}, {lr_discriminator}"
-            )
-        if label_smoothing and loss != "bce":
-            raise ConfigError(f"model.label_smoothing applies to loss=bce only, not loss={loss}")
-        if not 0.0 <= label_smoothing < 0.5:
-            raise ConfigError(f"model.label_smoothing must be in [0, 0.5), got {label_smoothing}")
-        check_compile(compile)
         self.save_hyperparameters(logger=False)
+        check_arguments(GAN, self.hparams, "model")
+        _check_together(self.hparams)
         self.automatic_optimization = False  # two optimizers, stepped in training_step
         classes = num_classes if conditional else 0
         self.generator = Generator(latent_dim, image_shape, generator_channels, classes)

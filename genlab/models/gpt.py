@@ -8,12 +8,14 @@ as a hyperparameter, so that every checkpoint carries it and sampling needs no d
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from pydantic import Field
 from torch import Tensor
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
@@ -21,54 +23,51 @@ from torchmetrics.text import Perplexity
 
 from genlab.data.text import CharVocab
 from genlab.errors import ConfigError
-from genlab.models.compiling import check_compile, compile_networks
-from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.compiling import Compile, compile_networks
+from genlab.models.fused import AdamBetas, ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
 from genlab.models.nets.transformer import Transformer
 from genlab.models.previews.text_sample import TextSample
 from genlab.utils.checkpoint_reader import check_state_dict_fits
+from genlab.utils.validation import check_arguments
+
+
+def _check_together(hp: Mapping[str, Any]) -> None:
+    """The GPT's settings that constrain each other, which no one annotation can say."""
+    if hp["n_embd"] % hp["n_head"]:  # each head gets n_embd / n_head dimensions
+        raise ConfigError(f"model.n_embd={hp['n_embd']} must be divisible by model.n_head={hp['n_head']}")
 
 
 class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
     """Next-character prediction with cross-entropy; logs loss (nats), bits per character and perplexity."""
 
+    # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key; _check_together holds what spans several settings
     def __init__(
         self,
-        block_size: int,
+        block_size: Annotated[int, Field(ge=1)],
         vocab: str | None = None,
-        n_layer: int = 4,
-        n_head: int = 4,
-        n_embd: int = 128,
-        dropout: float = 0.0,
+        n_layer: Annotated[int, Field(ge=1)] = 4,
+        n_head: Annotated[int, Field(ge=1)] = 4,
+        n_embd: Annotated[int, Field(ge=1)] = 128,
+        dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0,
         bias: bool = True,
-        lr: float = 1e-3,
-        min_lr: float = 1e-4,
-        warmup_steps: int = 100,
-        lr_decay_steps: int | None = None,
-        betas: tuple[float, float] = (0.9, 0.99),
-        weight_decay: float = 0.1,
-        compile: bool | str = False,
+        lr: Annotated[float, Field(gt=0)] = 1e-3,
+        min_lr: Annotated[float, Field(ge=0)] = 1e-4,
+        warmup_steps: Annotated[int, Field(ge=0)] = 100,
+        lr_decay_steps: Annotated[int, Field(ge=1)] | None = None,
+        betas: AdamBetas = (0.9, 0.99),
+        weight_decay: Annotated[float, Field(ge=0)] = 0.1,
+        compile: Compile = False,
         sample_prompt: str = "\n",
-        sample_length: int = 200,
-        periodic_val_batches: int | None = None,
+        sample_length: Annotated[int, Field(ge=1)] = 200,
+        periodic_val_batches: Annotated[int, Field(ge=1)] | None = None,  # null: all of them
     ) -> None:
         super().__init__()
-        if min(block_size, n_layer, n_head, n_embd) < 1:
-            raise ConfigError(
-                f"model.block_size, n_layer, n_head and n_embd must be >= 1, got {block_size}, {n_layer}, {n_head} "
-                f"and {n_embd}"
-            )
-        if n_embd % n_head:
-            raise ConfigError(f"model.n_embd={n_embd} must be divisible by model.n_head={n_head}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
-        if periodic_val_batches is not None and periodic_val_batches < 1:
-            raise ConfigError(f"model.periodic_val_batches must be >= 1 or null (all), got {periodic_val_batches}")
-        if lr <= 0 or min_lr < 0 or warmup_steps < 0:
-            raise ConfigError(f"model.lr must be > 0, min_lr and warmup_steps >= 0; got {lr}, {min_lr}, {warmup_steps}")
-        check_compile(compile)
         self.save_hyperparameters(logger=False)
+        check_arguments(GPT, self.hparams, "model")
+        _check_together(self.hparams)
         self.vocab: CharVocab | None = None
         self.net: Transformer | None = None
         self.perplexity = Perplexity()  # exp(mean cross-entropy), accumulated over the epoch

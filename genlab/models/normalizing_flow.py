@@ -18,6 +18,7 @@ from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
 from genlab.models.previews.latent_grids import SampleGrid
+from genlab.utils.validation import check_arguments
 
 
 class NormalizingFlow(SharedHooks, L.LightningModule):
@@ -27,7 +28,8 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     for the dequantized images, an upper bound on the discrete images' NLL), and `nll`, the same in nats per image.
     """
 
-    # each range is declared once, here: genlab/utils/validation.py checks a config against it and names the key
+    # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key
     def __init__(
         self,
         image_shape: tuple[int, int, int],
@@ -42,13 +44,14 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         num_grid_images: Annotated[int, Field(ge=0)] = 64,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters(logger=False)
+        check_arguments(NormalizingFlow, self.hparams, "model")
         _, height, width = image_shape
         if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
             raise ConfigError(
                 f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
                 f"{num_scales} times; use at most {_halvings(height, width)}"
             )
-        self.save_hyperparameters(logger=False)
         self.flow = CouplingFlow(image_shape, num_scales, coupling_layers, hidden_channels, actnorm)
 
     @property

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from pydantic import Field
 from torch import Tensor
 
-from genlab.errors import ConfigError
-from genlab.models.compiling import check_compile, compile_networks
+from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
@@ -20,6 +20,7 @@ from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
 from genlab.models.previews.image_grid import ReconstructionGrid
 from genlab.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
+from genlab.utils.validation import check_arguments
 
 
 class VAE(SharedHooks, L.LightningModule):
@@ -29,29 +30,25 @@ class VAE(SharedHooks, L.LightningModule):
     terms `recon` and `kl`, and `bpd`, the negative ELBO in bits per dimension.
     """
 
+    # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
+    # checked against it, and the message names the key
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        latent_dim: int = 20,
+        latent_dim: Annotated[int, Field(ge=1)] = 20,
         architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[int, ...] = (400,),
-        channels: tuple[int, ...] = (32, 64),
-        beta: float = 1.0,
-        kl_warmup_steps: int = 0,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        num_grid_images: int = 32,
-        compile: bool | str = False,
+        hidden_dims: tuple[Annotated[int, Field(ge=1)], ...] = (400,),
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (32, 64),
+        beta: Annotated[float, Field(ge=0)] = 1.0,
+        kl_warmup_steps: Annotated[int, Field(ge=0)] = 0,
+        lr: Annotated[float, Field(gt=0)] = 1e-3,
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0,
+        num_grid_images: Annotated[int, Field(ge=1)] = 32,
+        compile: Compile = False,
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ConfigError(f"model.latent_dim must be >= 1, got {latent_dim}")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0, got {lr}")
-        if beta < 0 or kl_warmup_steps < 0:
-            raise ConfigError(f"model.beta and model.kl_warmup_steps must be >= 0, got {beta} and {kl_warmup_steps}")
-        check_compile(compile)
         self.save_hyperparameters(logger=False)
+        check_arguments(VAE, self.hparams, "model")
         if architecture == "mlp":
             self.encoder = MLPEncoder(image_shape, 2 * latent_dim, hidden_dims)
             self.decoder = MLPDecoder(image_shape, latent_dim, hidden_dims)

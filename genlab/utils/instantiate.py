@@ -20,8 +20,8 @@ def instantiate(node: DictConfig | dict, key: str = "", **kwargs):
     """hydra.utils.instantiate (to plain containers), letting the user's errors through as one line.
 
     Hydra wraps whatever a constructor raises in an InstantiationException with a traceback; a
-    GenlabError (`model.latent_dim must be >= 1`) is the user's to fix and is re-raised unwrapped, and
-    so is Lightning's word for a setting it cannot use (`trainer.max_epochs=-5`, a checkpoint `mode`
+    GenlabError (`model.n_embd=100 must be divisible by model.n_head=3`) is the user's to fix and is re-raised
+    unwrapped, and so is Lightning's word for a setting it cannot use (`trainer.max_epochs=-5`, a checkpoint `mode`
     that is neither min nor max), as a ConfigError naming the config node `key`.
     """
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.utils import get_object
@@ -119,7 +121,21 @@ def _check_target(node: DictConfig, key: str) -> None:
             check_type(plain_value, hints[name], f"{key}.{name}", target.__name__)
 
 
+def check_arguments(target: Any, values: Mapping[str, Any], prefix: str) -> None:
+    """Each of `values` against the type and range that `target`'s signature declares for it, named `prefix.name`.
+
+    What a family's constructor calls on its own arguments, so that a model built in Python is held to the
+    declarations that check_config holds a config to.
+    """
+    _, hints, _ = signature(target)
+    for name, value in values.items():
+        if name in hints:
+            check_type(value, hints[name], f"{prefix}.{name}", target.__name__)
+
+
 def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
+    """`value` against a type hint and the range it declares (`Annotated[int, Field(ge=1)]`); ConfigError naming
+    `key`, the type expected and the bound broken."""
     try:
         adapter = TypeAdapter(hint)
     except Exception:  # a type pydantic cannot check (an nn.Module, a Strategy): leave it to the constructor
@@ -127,11 +143,28 @@ def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
     try:
         adapter.validate_python(value)
     except ValidationError as err:
-        base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint  # its Field: in msg
-        expected = base.__name__ if isinstance(base, type) else str(base).replace("typing.", "")
-        raise ConfigError(
-            f"{key}={value!r} is not valid for {target_name}: expected {expected} ({err.errors()[0]['msg']})"
-        ) from None
+        errors = err.errors()
+        # one error says which bound, and of which item; a union's several (one per member) say no more than its name
+        where = "".join(f"[{index}]" for index in errors[0]["loc"] if isinstance(index, int))
+        why = f" ({f'{where}: ' if where else ''}{errors[0]['msg']})" if len(errors) == 1 else ""
+        raise ConfigError(f"{key}={value!r} is not valid for {target_name}: expected {type_name(hint)}{why}") from None
+
+
+def type_name(hint: Any) -> str:
+    """A type hint as a config's reader knows it: its ranges left out (the message says the one broken), None as
+    null (`float | None` -> `float or null`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    if origin is typing.Literal:
+        return str(hint).replace("typing.", "")
+    if origin is not None and args:  # tuple[int, ...], list[str]
+        return f"{origin.__name__}[{', '.join('...' if arg is Ellipsis else type_name(arg) for arg in args)}]"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def check_finite(value: Any, key: str) -> None:
