@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from benchmarks.commands import run_module
+from benchmarks.commands import run_logged
 from benchmarks.gpt_throughput import validation_loss
 from benchmarks.machine import describe_machine
 from genlab.checkpoints import load_model
@@ -75,7 +75,7 @@ def plain_arguments(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab
 def timed(module: str, arguments: list[str], log: Path) -> float:
     """Wall seconds of `python -m <module> <arguments>` from start to exit; its output goes to `log`."""
     start = time.perf_counter()
-    run_module(module, arguments, log)
+    run_logged(module, arguments, log)
     return time.perf_counter() - start
 
 

@@ -32,8 +32,6 @@ import json
 import math
 import re
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,11 +42,11 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from benchmarks.commands import CommandFailed, run_logged
 from benchmarks.gpt_throughput import paired_rounds, throughput_config
 from benchmarks.machine import describe_machine
 from genlab.utils.config import compose
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_VAL_LOSS = 1.47  # nanoGPT's Shakespeare character model: 1.4697 after 5,000 iterations
 NANOGPT_SECONDS = 180  # "about 3 minutes" on one A100 (nanoGPT's README)
 MAX_OVERHEAD = 0.05  # genlab may be at most 5% slower than the plain loop
@@ -94,19 +92,10 @@ class Suite:
 
     def run_module(self, module: str, overrides: list[str], name: str, timeout: float) -> str:
         """`python -m <module> <overrides>` from the repository root, as users run it; its output, or PartFailed."""
-        log_path = self.work / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("w") as log:
-            try:
-                result = subprocess.run([sys.executable, "-m", module, *overrides], cwd=ROOT, stdout=log,
-                                        stderr=subprocess.STDOUT, timeout=max(1.0, timeout))  # fmt: skip
-                failure = f"exit code {result.returncode}" if result.returncode else ""
-            except subprocess.TimeoutExpired:
-                failure = f"killed after its {timeout:.0f} s budget"
-        output = log_path.read_text(errors="replace")
-        if failure:
-            raise PartFailed(f"python -m {module}: {failure}: {_last_error(output)} (log: {log_path})", output[-3000:])
-        return output
+        try:
+            return run_logged(module, overrides, self.work / "logs" / f"{name}.log", timeout=max(1.0, timeout))
+        except CommandFailed as failed:
+            raise PartFailed(str(failed), failed.output[-3000:]) from None
 
     def write(self) -> None:
         """Rewrite results.json and results.md with everything so far."""
@@ -284,12 +273,6 @@ def _check_finite(metrics: dict[str, float], name: str) -> None:
 def _failures(rows: list[dict]) -> str:
     failed = [f"{row['run']}: {row['reason']}" for row in rows if row["status"] == "failed"]
     return f"; failed: {'; '.join(failed)}" if failed else ""
-
-
-def _last_error(output: str) -> str:
-    """The line of a failed command's output that names its error (a Python exception, or genlab's `error: ...`)."""
-    errors = [line for line in output.splitlines() if re.match(r"(error: |[\w.]+(Error|Exception)\b)", line)]
-    return errors[-1][:300] if errors else "no error line in its output"
 
 
 def _one_line(err: BaseException) -> str:

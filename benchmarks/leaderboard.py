@@ -32,7 +32,7 @@ import torch
 import yaml
 from torchvision.utils import save_image
 
-from benchmarks.commands import run_module
+from benchmarks.commands import run_logged
 from benchmarks.machine import describe_machine
 from genlab.capabilities import ImageSampler
 from genlab.checkpoints import load_model
@@ -143,7 +143,7 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
         *(["callbacks=[default,sample_fid]", f"callbacks.sample_fid.num_samples={CURVE_SAMPLES}"] if sampler else []),
         "logger=csv", "test=false", "extras.print_config=false", "~callbacks.rich_progress_bar",
     ]  # fmt: skip
-    run_module("src.train", overrides, args.work / "logs" / f"{name}-train.log")
+    run_logged("src.train", overrides, args.work / "logs" / f"{name}-train.log")
     return newest_run(args.work / "runs" / name / "runs")
 
 
@@ -152,7 +152,7 @@ def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, fl
     eval_dir = args.work / "eval"
     overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"num_samples={args.num_samples}",
                  f"accelerator={args.accelerator}", f"task_name={name}", f"paths.log_dir={eval_dir}"]  # fmt: skip
-    run_module("src.eval", overrides, args.work / "logs" / f"{name}-eval.log")
+    run_logged("src.eval", overrides, args.work / "logs" / f"{name}-eval.log")
     return json.loads((newest_run(eval_dir / name / "runs") / "metrics.json").read_text())
 
 

@@ -9,7 +9,6 @@ import inspect
 import math
 import os
 import subprocess
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -23,10 +22,10 @@ import torchvision
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from benchmarks.commands import ROOT as ROOT  # the repository root, for the test modules
+from benchmarks.commands import run, start
 from genlab.data.images import CIFAR10DataModule, MNISTDataModule
 from genlab.utils.config import CONF_DIR, compose
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Overrides that make any training config small and quiet enough for a test.
 TEST_OVERRIDES = [
@@ -93,27 +92,22 @@ QUICK = [
 ]
 
 
-def start_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.train", *overrides],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_train(
+    *overrides: str, env: dict[str, str] | None = None, log: Path | None = None, new_session: bool = False
+) -> subprocess.Popen:
+    """`python -m src.train <overrides>` started (benchmarks.commands.start): output to text pipes, or to `log`."""
+    return start("src.train", overrides, env=env, log=log, new_session=new_session)
 
 
 def run_train(*overrides: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    process = start_train(*overrides, env=env)
-    stdout, stderr = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return run_module("src.train", *overrides, env=env)
 
 
-def run_module(module: str, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+def run_module(
+    module: str, *arguments: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`python -m <module> <arguments>` run to its end (benchmarks.commands.run), stdout and stderr captured as text."""
+    return run(module, arguments, env=env, timeout=timeout)
 
 
 def options(group: str) -> list[str]:

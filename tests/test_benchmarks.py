@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT
+from tests.helpers import run_module
 
 
 @pytest.mark.slow  # about 30 s on 2 CPU cores: four short trainings in their own processes, each scored
 def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespeare_dir: Path) -> None:
     out, work = tmp_path / "result.json", tmp_path / "work"
-    command = [
-        sys.executable, "-m", "benchmarks.gpt_time_to_quality", "--rounds", "2", "--reference", "same",
-        "--work", str(work), "--out", str(out), "trainer.max_steps=30", "trainer.val_check_interval=15",
-        "data.num_val_windows=48", "model.sample_length=10", "model.periodic_val_batches=2",
+    arguments = [
+        "--rounds", "2", "--reference", "same", "--work", str(work), "--out", str(out), "trainer.max_steps=30",
+        "trainer.val_check_interval=15", "data.num_val_windows=48", "model.sample_length=10",
+        "model.periodic_val_batches=2",
     ]  # fmt: skip
-    env = {**os.environ, "DATA_DIR": str(shakespeare_dir)}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    result = run_module("benchmarks.gpt_time_to_quality", *arguments, env={"DATA_DIR": str(shakespeare_dir)},
+                        timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     (work,) = work.iterdir()  # this run's own folder

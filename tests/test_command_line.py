@@ -8,8 +8,6 @@ that a model family declares, a value past each, through src.train's main: one l
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from genlab.errors import ConfigError
 from genlab.train import main as train_main
 from genlab.utils.before_run import CheckBeforeRun
 from genlab.utils.config import compose
-from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options
+from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options, run_module
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
 # the value each entry point needs, given where a case is about something else
@@ -140,10 +138,7 @@ def test_the_command_line_refuses_with_one_line_and_writes_nothing(
     before = sorted(ROOT.glob("outputs/**"))
     flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) before the overrides
     values = [o for o in overrides if not o.startswith("-")]
-    result = subprocess.run(
-        [sys.executable, "-m", f"src.{entry}", *flags, *required, *where, *values],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_module(f"src.{entry}", *flags, *required, *where, *values)
     assert result.returncode == 1, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.commands import command_line
 from genlab.checkpoints import load_model, read_checkpoint
 from genlab.data.text import ShakespeareDataModule
 from genlab.models.gpt import GPT, adamw, warmup_cosine_lr
@@ -200,7 +201,7 @@ def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, train
         (f"prompt_file={prompt_file}", "To be, or not to be:"),
     ]:
         result = subprocess.run(  # through a shell, as a user types it
-            f"{sys.executable} -m src.sample ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'} {prompt} "
+            f"{shlex.join(command_line('src.sample'))} ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'} {prompt} "
             f"max_new_tokens=20 paths.log_dir={tmp_path / 'out'}",
             shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip

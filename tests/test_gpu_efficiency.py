@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from genlab.checkpoints import load_model, read_checkpoint
 from genlab.data.images import MNISTDataModule
 from genlab.errors import ConfigError
 from genlab.train import train
-from tests.helpers import ROOT, TEST_OVERRIDES, compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module
 
 
 # --- images held on the device ------------------------------------------------------------------------------
@@ -153,8 +151,7 @@ def test_unknown_compile_modes_are_refused_naming_the_key(tmp_path: Path, mnist_
 def test_smoke_run_measures_every_family_against_its_plain_loop(tmp_path: Path, fashion_mnist_dir: Path,
                                                                 shakespeare_dir: Path) -> None:  # fmt: skip
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_efficiency", "--smoke", "--out", str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = run_module("benchmarks.gpu_efficiency", "--smoke", "--out", str(out), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = json.loads((out / "gpu_efficiency.json").read_text())["rows"]
     assert [(row["family"], row["batch_size"]) for row in rows] == [(f.name, b) for f in FAMILIES for b in (8, 16)]

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.gpu_suite import PARTS
-from tests.helpers import ROOT
+from tests.helpers import run_module
 
 
 def run_suite(*arguments: str) -> dict:
     out = Path(arguments[arguments.index("--out") + 1])
-    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_suite", *arguments], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)  # fmt: skip
+    result = run_module("benchmarks.gpu_suite", *arguments, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "results.md").is_file()
     return json.loads((out / "results.json").read_text())

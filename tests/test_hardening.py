@@ -11,7 +11,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -23,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from genlab.checkpoints import CheckpointError, load_model, read_checkpoint
 from genlab.checkpoints.resume import check_resumable
 from genlab.train import train
-from tests.helpers import ROOT, TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, run_module, write_mnist_raw
 
 # subprocesses and whole runs: the integration tier (make test-integration)
 pytestmark = pytest.mark.integration
@@ -106,12 +105,10 @@ def test_resuming_another_family_or_shape_is_refused(run: dict[str, Path], tmp_p
         train(cfg)
 
 
-def run_module(module: str, *overrides: str, log_dir: Path) -> subprocess.CompletedProcess:
+def run_under(log_dir: Path, module: str, *overrides: str) -> subprocess.CompletedProcess:
     """`python -m <module>`; the entry points that make run folders make them under log_dir."""
     paths = [f"paths.log_dir={log_dir}"] if module in ("src.train", "src.eval", "src.sample") else []
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides, *paths], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    return run_module(module, *overrides, *paths)
 
 
 # (entry point, overrides, start of the one-line error); {data}, {ckpt} (an autoencoder's), {vae} and {tmp} are
@@ -158,7 +155,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(run: dict[str, Path], tmp_path
     fill = {"data": run["data"], "ckpt": run["ckpt"], "vae": run["vae"], "tmp": tmp_path}
     overrides = [o.format(**fill) for o in overrides]
     data = [f"paths.data_dir={run['data']}", "data=mnist", "data.val_size=100", *TEST_OVERRIDES[:5]]
-    result = run_module(module, *(data if module == "src.train" else []), *overrides, log_dir=tmp_path / "logs")
+    result = run_under(tmp_path / "logs", module, *(data if module == "src.train" else []), *overrides)
 
     assert result.returncode == 1, result.stderr[-2000:]
     last_line = result.stderr.strip().splitlines()[-1]
@@ -201,12 +198,12 @@ PHASES = ["sanity", "train", "validation", "test"]
 def test_every_phase_interrupted_exits_with_the_signal_and_says_so(
     run: dict[str, Path], tmp_path: Path, phase: str, signum: signal.Signals
 ) -> None:
-    result = run_module(
+    result = run_under(
+        tmp_path / "logs",
         # batches of 32: validation and test have several, and Lightning acts on a SIGTERM between two batches
         "src.train", f"paths.data_dir={run['data']}", "data=mnist", "data.val_size=100", "data.batch_size=32",
         *TEST_OVERRIDES[:5], "trainer.max_epochs=2", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3",
         f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:{phase},signum:{int(signum)}}}",
-        log_dir=tmp_path / "logs",
     )  # fmt: skip
     assert result.returncode == 128 + signum, result.stderr[-2000:]
     last_line = result.stderr.strip().splitlines()[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.leaderboard import COLUMNS, table_cells
-from tests.helpers import ROOT
+from tests.helpers import run_module
 
 
 @pytest.mark.slow  # about a minute on 2 CPU cores: two trainings of seconds, and src.eval of each
@@ -51,10 +51,9 @@ def test_nll_column_marks_a_bound_and_leaves_an_exact_nll_plain() -> None:
 
 
 def leaderboard(out: Path, budget_min: float, families: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "benchmarks.leaderboard", "--budget", str(budget_min), "--families", families,
-         "--num-samples", "500", "--curve-points", "2", "--accelerator", "cpu", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    return run_module(
+        "benchmarks.leaderboard", "--budget", str(budget_min), "--families", families, "--num-samples", "500",
+        "--curve-points", "2", "--accelerator", "cpu", "--out", str(out), timeout=900,
     )  # fmt: skip
 
 

@@ -283,16 +283,11 @@ def test_ctrl_c_to_the_whole_process_group_with_loader_workers_still_stops_at_a_
 ) -> None:
     """A terminal's Ctrl-C signals the whole process group, the data loader's workers too: the run still finishes
     its step, saves and ends with its one line."""
-    import subprocess
-    import sys
+    from tests.helpers import start_train
 
-    from tests.helpers import ROOT
-
-    command = [sys.executable, "-m", "src.train", *vae_overrides(mnist_data), "trainer.max_epochs=1000",
-               "data.num_workers=1", f"paths.log_dir={tmp_path}"]  # fmt: skip
     # a session of its own: the process group a terminal would signal, without this test's own process in it
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = start_train(*vae_overrides(mnist_data), "trainer.max_epochs=1000", "data.num_workers=1",
+                          f"paths.log_dir={tmp_path}", new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 180
         while not list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")):  # trained through a validation

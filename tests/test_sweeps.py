@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from genlab.sweep_summary import read_sweep
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as
-from tests.helpers import QUICK, ROOT, run_module, run_train
+from tests.helpers import QUICK, run_module, run_train, start_train
 
 # subprocesses and whole runs: the integration tier (make test-integration)
 pytestmark = pytest.mark.integration
@@ -170,12 +168,8 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     sweep_dir = tmp_path / "sweep"
     # the first sweep has more trials than the test waits for: it is still running when the second starts (its
     # output goes to a file: a pipe that nobody reads would block it)
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "src.train", *SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}",
-         f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=100"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    first = start_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
+                        "hydra.sweeper.n_trials=100", log=tmp_path / "first.log")  # fmt: skip
     deadline = time.monotonic() + 120
     while not (sweep_dir / "0").is_dir():  # the first sweep holds the folder and runs its first trial
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
@@ -189,7 +183,6 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     assert first.poll() is None  # untouched by the second
     first.terminate()
     first.wait(timeout=120)
-    log.close()
 
 
 # Shared studies: sweep processes (one per machine, or the workers of n_workers) that add trials to one study. Trials
@@ -200,9 +193,7 @@ SHARED = [*SMALL_VAE_SEARCH, "trainer.max_epochs=3", "hydra.sweeper.heartbeat_in
 
 def start_sweep(log: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """A sweep process whose output goes to `log` (a pipe nobody reads while it runs would block it)."""
-    with log.open("w") as file:
-        return subprocess.Popen([sys.executable, "-m", "src.train", *SHARED, *overrides], cwd=ROOT, stdout=file,
-                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})  # fmt: skip
+    return start_train(*SHARED, *overrides, env=env, log=log)
 
 
 def job_folders(sweep_dir: Path) -> set[int]:
