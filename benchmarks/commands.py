@@ -32,8 +32,9 @@ def start(
     process group of its own, the one a terminal's Ctrl-C signals."""
     options = dict(cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=new_session)
     if log is None:
-        return subprocess.Popen(command_line(module, *arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, **options)  # fmt: skip
+        return subprocess.Popen(
+            command_line(module, *arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+        )
     log.parent.mkdir(parents=True, exist_ok=True)
     # a file, not a pipe, for a long run that nobody reads while it runs (a full pipe would block it); the child
     # keeps its own copy of the descriptor

@@ -33,8 +33,14 @@ def timed_generate(net: Transformer, new_tokens: int, use_cache: bool, repeats: 
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        tokens = net.generate(prompt, new_tokens, temperature=0.8, top_k=50, use_cache=use_cache,
-                              generator=torch.Generator().manual_seed(0))  # fmt: skip
+        tokens = net.generate(
+            prompt,
+            new_tokens,
+            temperature=0.8,
+            top_k=50,
+            use_cache=use_cache,
+            generator=torch.Generator().manual_seed(0),
+        )
         times.append(time.perf_counter() - start)
     return min(times), tokens
 
@@ -53,8 +59,10 @@ def main() -> None:
     recomputed_seconds, recomputed = timed_generate(net, args.new_tokens, use_cache=False, repeats=args.repeats)
     print(describe_machine())
     params = sum(p.numel() for p in net.parameters())
-    print(f"{args.ckpt or 'experiment=' + args.experiment}: {params / 1e6:.2f}M parameters, block {net.block_size}, "
-          f"{args.new_tokens} new characters, best of {args.repeats}")  # fmt: skip
+    print(
+        f"{args.ckpt or 'experiment=' + args.experiment}: {params / 1e6:.2f}M parameters, block {net.block_size}, "
+        f"{args.new_tokens} new characters, best of {args.repeats}"
+    )
     print(f"with the KV cache:               {args.new_tokens / cached_seconds:8,.0f} characters/s")
     print(f"without (recompute the window): {args.new_tokens / recomputed_seconds:8,.0f} characters/s")
     print(f"speed-up: {recomputed_seconds / cached_seconds:.1f}x; same characters: {torch.equal(cached, recomputed)}")

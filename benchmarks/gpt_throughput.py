@@ -86,8 +86,9 @@ def validation_loss(net: Transformer, cfg: DictConfig) -> float:
     datamodule.setup("validate")
     device = next(net.parameters()).device
     net.eval()
-    losses = [F.cross_entropy(net(x.to(device)).flatten(0, 1), y.to(device).flatten()) for x, y in
-              datamodule.val_dataloader()]  # fmt: skip
+    losses = [
+        F.cross_entropy(net(x.to(device)).flatten(0, 1), y.to(device).flatten()) for x, y in datamodule.val_dataloader()
+    ]
     return torch.stack(losses).mean().item()
 
 
@@ -98,10 +99,16 @@ def _synchronize(device: torch.device) -> None:
 
 def throughput_config(experiment: str, steps: int, output_dir: str, overrides: list[str]) -> DictConfig:
     """The experiment's training config for `steps` steps without validation, writing into `output_dir`."""
-    return compose([
-        f"experiment={experiment}", f"trainer.max_steps={steps}", "trainer.limit_val_batches=0",
-        f"paths.output_dir={output_dir}", "extras.print_config=false", *overrides,
-    ])  # fmt: skip
+    return compose(
+        [
+            f"experiment={experiment}",
+            f"trainer.max_steps={steps}",
+            "trainer.limit_val_batches=0",
+            f"paths.output_dir={output_dir}",
+            "extras.print_config=false",
+            *overrides,
+        ]
+    )
 
 
 def training_device(cfg: DictConfig) -> torch.device:
@@ -138,20 +145,30 @@ def main() -> None:
     lightning, plain, lightning_net, plain_net = paired_rounds(cfg, args.skip, args.rounds)
 
     print(describe_machine())
-    print(f"experiment={args.experiment} {' '.join(args.overrides)}: {args.steps} steps of {cfg.data.batch_size} "
-          f"x {cfg.data.block_size} tokens, timed from step {args.skip}, on {device}")  # fmt: skip
-    print(f"Lightning (LightningModule + Trainer): {statistics.median(lightning):10,.0f} tokens/s  "
-          f"(rounds: {', '.join(f'{x:,.0f}' for x in lightning)})")  # fmt: skip
-    print(f"plain PyTorch loop:                    {statistics.median(plain):10,.0f} tokens/s  "
-          f"(rounds: {', '.join(f'{x:,.0f}' for x in plain)})")  # fmt: skip
+    print(
+        f"experiment={args.experiment} {' '.join(args.overrides)}: {args.steps} steps of {cfg.data.batch_size} "
+        f"x {cfg.data.block_size} tokens, timed from step {args.skip}, on {device}"
+    )
+    print(
+        f"Lightning (LightningModule + Trainer): {statistics.median(lightning):10,.0f} tokens/s  "
+        f"(rounds: {', '.join(f'{x:,.0f}' for x in lightning)})"
+    )
+    print(
+        f"plain PyTorch loop:                    {statistics.median(plain):10,.0f} tokens/s  "
+        f"(rounds: {', '.join(f'{x:,.0f}' for x in plain)})"
+    )
     # each round's two runs share the machine's state of the moment: their ratio is steadier than either speed
     ratios = [a / b for a, b in zip(lightning, plain, strict=True)]
-    print(f"Lightning / plain: {statistics.median(ratios):.3f} (median of the rounds' ratios: "
-          f"{', '.join(f'{r:.3f}' for r in ratios)})")  # fmt: skip
+    print(
+        f"Lightning / plain: {statistics.median(ratios):.3f} (median of the rounds' ratios: "
+        f"{', '.join(f'{r:.3f}' for r in ratios)})"
+    )
     if args.validate:
         losses = {name: validation_loss(net, cfg) for name, net in (("Lightning", lightning_net), ("plain", plain_net))}
-        print(f"validation loss after {args.steps} steps (last round): "
-              f"{', '.join(f'{name} {loss:.4f}' for name, loss in losses.items())}")  # fmt: skip
+        print(
+            f"validation loss after {args.steps} steps (last round): "
+            f"{', '.join(f'{name} {loss:.4f}' for name, loss in losses.items())}"
+        )
 
 
 if __name__ == "__main__":

@@ -62,14 +62,24 @@ def plain_arguments(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab
         return command
     m, t = cfg.model, cfg.trainer
     return command + [
-        f"--block-size={cfg.data.block_size}", f"--batch-size={cfg.data.batch_size}",
-        f"--n-layer={m.n_layer}", f"--n-head={m.n_head}", f"--n-embd={m.n_embd}", f"--dropout={m.dropout}",
-        *(["--bias"] if m.bias else []), f"--learning-rate={m.lr}", f"--min-lr={m.min_lr}",
-        f"--warmup-iters={m.warmup_steps}", f"--max-iters={t.max_steps}", f"--beta1={m.betas[0]}",
-        f"--beta2={m.betas[1]}", f"--weight-decay={m.weight_decay}", f"--grad-clip={t.gradient_clip_val}",
+        f"--block-size={cfg.data.block_size}",
+        f"--batch-size={cfg.data.batch_size}",
+        f"--n-layer={m.n_layer}",
+        f"--n-head={m.n_head}",
+        f"--n-embd={m.n_embd}",
+        f"--dropout={m.dropout}",
+        *(["--bias"] if m.bias else []),
+        f"--learning-rate={m.lr}",
+        f"--min-lr={m.min_lr}",
+        f"--warmup-iters={m.warmup_steps}",
+        f"--max-iters={t.max_steps}",
+        f"--beta1={m.betas[0]}",
+        f"--beta2={m.betas[1]}",
+        f"--weight-decay={m.weight_decay}",
+        f"--grad-clip={t.gradient_clip_val}",
         f"--eval-iters={m.get('periodic_val_batches') or 20}",
         *([f"--eval-interval={t.val_check_interval}"] if isinstance(t.val_check_interval, int) else []),
-    ]  # fmt: skip
+    ]
 
 
 def timed(module: str, arguments: list[str], log: Path) -> float:
@@ -94,8 +104,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="gpt_shakespeare_cpu")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--reference", choices=("nanogpt", "same"), default="nanogpt",
-                        help="the plain loop's settings: nanoGPT's CPU ones, or the same as genlab's")  # fmt: skip
+    parser.add_argument(
+        "--reference",
+        choices=("nanogpt", "same"),
+        default="nanogpt",
+        help="the plain loop's settings: nanoGPT's CPU ones, or the same as genlab's",
+    )
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both (default: torch's, one per core)")
     parser.add_argument("--work", default="outputs/benchmarks/gpt_time_to_quality", help="each run: a new folder in it")
     parser.add_argument("--out", help="write the rounds and the summary to this JSON file")
@@ -107,9 +121,11 @@ def main() -> None:
     work = Path(args.work).resolve() / datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")  # a rerun starts afresh
     cfg = compose([f"experiment={args.experiment}", *args.overrides])
     if args.reference == "nanogpt" and cfg.data.block_size != NANOGPT_CPU_BLOCK_SIZE:
-        parser.error(f"--reference nanogpt trains nanoGPT's CPU setting, whose windows are {NANOGPT_CPU_BLOCK_SIZE} "
-                     f"characters, and both networks are scored on the experiment's, of data.block_size="
-                     f"{cfg.data.block_size}: use --reference same")  # fmt: skip
+        parser.error(
+            f"--reference nanogpt trains nanoGPT's CPU setting, whose windows are {NANOGPT_CPU_BLOCK_SIZE} "
+            f"characters, and both networks are scored on the experiment's, of data.block_size="
+            f"{cfg.data.block_size}: use --reference same"
+        )
     vocab_size = prepare_token_files(cfg, work / "nanogpt_data")
     if args.threads:  # inherited by both commands
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -122,11 +138,15 @@ def main() -> None:
         run_dir, plain_dir = work / f"round{i}" / "genlab", work / f"round{i}" / "plain"
         settings = cfg if args.reference == "same" else None
         commands = {
-            "genlab": ("src.train", [f"experiment={args.experiment}", f"hydra.run.dir={run_dir}", *args.overrides,
-                                     f"seed={cfg.seed + i}"]),
-            "plain": ("benchmarks.nanogpt_loop",
-                      plain_arguments(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i)),
-        }  # fmt: skip
+            "genlab": (
+                "src.train",
+                [f"experiment={args.experiment}", f"hydra.run.dir={run_dir}", *args.overrides, f"seed={cfg.seed + i}"],
+            ),
+            "plain": (
+                "benchmarks.nanogpt_loop",
+                plain_arguments(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i),
+            ),
+        }
         seconds = {}
         for name in ("genlab", "plain") if i % 2 == 0 else ("plain", "genlab"):
             seconds[name] = timed(*commands[name], work / f"round{i}" / f"{name}.log")
@@ -135,9 +155,11 @@ def main() -> None:
             "plain": validation_loss(plain_network(plain_dir), cfg),
         }
         rounds.append({"seconds": seconds, "val_loss": losses, "ratio": seconds["genlab"] / seconds["plain"]})
-        print(f"round {i}: genlab {seconds['genlab']:.1f} s, val loss {losses['genlab']:.4f} | plain "
-              f"{seconds['plain']:.1f} s, val loss {losses['plain']:.4f} | time ratio {rounds[-1]['ratio']:.3f}",
-              flush=True)  # fmt: skip
+        print(
+            f"round {i}: genlab {seconds['genlab']:.1f} s, val loss {losses['genlab']:.4f} | plain "
+            f"{seconds['plain']:.1f} s, val loss {losses['plain']:.4f} | time ratio {rounds[-1]['ratio']:.3f}",
+            flush=True,
+        )
 
     summary = {
         "command": " ".join(sys.argv),
@@ -148,9 +170,11 @@ def main() -> None:
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
         "rounds": rounds,
     }
-    print(f"median: genlab {summary['median_seconds']['genlab']:.1f} s at {summary['median_val_loss']['genlab']:.4f}"
-          f" nats; plain {summary['median_seconds']['plain']:.1f} s at {summary['median_val_loss']['plain']:.4f};"
-          f" genlab / plain time {summary['median_ratio']:.3f}")  # fmt: skip
+    print(
+        f"median: genlab {summary['median_seconds']['genlab']:.1f} s at {summary['median_val_loss']['genlab']:.4f}"
+        f" nats; plain {summary['median_seconds']['plain']:.1f} s at {summary['median_val_loss']['plain']:.4f};"
+        f" genlab / plain time {summary['median_ratio']:.3f}"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")

@@ -66,13 +66,25 @@ FAMILIES = [
     Family("gan-wgan-gp", ["experiment=gan_wgan_gp_fashion_mnist"], "images", SMALL_GAN),
     Family("diffusion", ["experiment=diffusion_fashion_mnist", "model.num_grid_images=0"], "images", SMALL_UNET),
     Family("flow", ["experiment=flow_fashion_mnist", "model.num_grid_images=0"], "images", SMALL_UNET),
-    Family("classifier", ["experiment=classifier_fashion_mnist", "~callbacks.export_best"], "images",
-           ["model.channels=[8,16]", "model.feature_dim=16"]),  # fmt: skip
-    Family("normalizing_flow", ["experiment=normalizing_flow_fashion_mnist", "model.num_grid_images=0"], "images",
-           ["model.hidden_channels=8", "model.coupling_layers=2"]),  # fmt: skip
-    Family("gpt", ["experiment=gpt_shakespeare", "model.sample_length=0"], "tokens",
-           ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.num_val_windows=16"]),
-]  # fmt: skip
+    Family(
+        "classifier",
+        ["experiment=classifier_fashion_mnist", "~callbacks.export_best"],
+        "images",
+        ["model.channels=[8,16]", "model.feature_dim=16"],
+    ),
+    Family(
+        "normalizing_flow",
+        ["experiment=normalizing_flow_fashion_mnist", "model.num_grid_images=0"],
+        "images",
+        ["model.hidden_channels=8", "model.coupling_layers=2"],
+    ),
+    Family(
+        "gpt",
+        ["experiment=gpt_shakespeare", "model.sample_length=0"],
+        "tokens",
+        ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.num_val_windows=16"],
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -155,23 +167,37 @@ class TimedBatches(Callback):
 
 
 # --- genlab: the real command ------------------------------------------------------------------------------
-def genlab_config(family: Family, settings: Settings, batch_size: int, run_dir: Path, smoke: bool,
-                  overrides: tuple[str, ...] = ()) -> DictConfig:  # fmt: skip
+def genlab_config(
+    family: Family, settings: Settings, batch_size: int, run_dir: Path, smoke: bool, overrides: tuple[str, ...] = ()
+) -> DictConfig:
     """The recipe's config as `python -m src.train` composes it, at this batch size, stopped by TimedBatches;
     `overrides` (e.g. model.compile=reduce-overhead) apply to genlab's side only."""
     total = settings.warmup + settings.batches
-    return compose([
-        *family.overrides, *(family.smoke if smoke else []), f"data.batch_size={batch_size}",
-        f"trainer.accelerator={settings.accelerator}", f"trainer.precision={settings.precision}",
-        # TimedBatches stops the run; max_steps only sizes the schedules that read it (an upper bound: the GAN
-        # steps twice per batch), and no validation comes between (its time is not counted in any case)
-        "trainer.max_epochs=-1", f"trainer.max_steps={4 * total}", "trainer.min_epochs=0",
-        "trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0", "test=false", "monitor.metric=null",
-        "extras.print_config=false",  # the progress bar stays: users train with it
-        f"paths.output_dir={run_dir}", f"paths.log_dir={run_dir.parent}",
-        "+callbacks.timed._target_=benchmarks.gpu_efficiency.TimedBatches",
-        f"+callbacks.timed.warmup={settings.warmup}", f"+callbacks.timed.batches={settings.batches}", *overrides,
-    ])  # fmt: skip
+    return compose(
+        [
+            *family.overrides,
+            *(family.smoke if smoke else []),
+            f"data.batch_size={batch_size}",
+            f"trainer.accelerator={settings.accelerator}",
+            f"trainer.precision={settings.precision}",
+            # TimedBatches stops the run; max_steps only sizes the schedules that read it (an upper bound: the GAN
+            # steps twice per batch), and no validation comes between (its time is not counted in any case)
+            "trainer.max_epochs=-1",
+            f"trainer.max_steps={4 * total}",
+            "trainer.min_epochs=0",
+            "trainer.limit_val_batches=0",
+            "+trainer.num_sanity_val_steps=0",
+            "test=false",
+            "monitor.metric=null",
+            "extras.print_config=false",  # the progress bar stays: users train with it
+            f"paths.output_dir={run_dir}",
+            f"paths.log_dir={run_dir.parent}",
+            "+callbacks.timed._target_=benchmarks.gpu_efficiency.TimedBatches",
+            f"+callbacks.timed.warmup={settings.warmup}",
+            f"+callbacks.timed.batches={settings.batches}",
+            *overrides,
+        ]
+    )
 
 
 def genlab_run(cfg: DictConfig) -> dict[str, float]:
@@ -204,8 +230,11 @@ def plain_run(cfg: DictConfig, family: Family, settings: Settings) -> dict[str, 
         with autocast:
             step(*next_batch(), index)
     _synchronize(device)
-    return {"seconds": time.perf_counter() - start, "batches": settings.batches,
-            "peak_memory_bytes": _peak_memory(device)}  # fmt: skip
+    return {
+        "seconds": time.perf_counter() - start,
+        "batches": settings.batches,
+        "peak_memory_bytes": _peak_memory(device),
+    }
 
 
 def _image_batches(dataset, batch_size: int, device: torch.device) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
@@ -224,8 +253,12 @@ def _image_batches(dataset, batch_size: int, device: torch.device) -> Callable[[
     return next_batch
 
 
-def _optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor, clip: float | None = None,
-              schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:  # fmt: skip
+def _optimize(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clip: float | None = None,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip:
@@ -254,8 +287,9 @@ def _ema(average: torch.nn.Module, network: torch.nn.Module, decay: float) -> Ca
 
 def _ae_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     hp = model.hparams
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                  fused=fused_optimizer_available(model.encoder))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(model.encoder)
+    )
 
     def step(images: torch.Tensor, labels: torch.Tensor, index: int) -> None:
         inputs = images
@@ -264,8 +298,11 @@ def _ae_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
         elif hp.noise == "gaussian":
             inputs = (images + hp.noise_level * torch.randn_like(images)).clamp(0, 1)
         logits = model.decoder(model.encoder(inputs))
-        loss = (F.binary_cross_entropy_with_logits(logits, images) if hp.loss == "bce"
-                else F.mse_loss(torch.sigmoid(logits), images))  # fmt: skip
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, images)
+            if hp.loss == "bce"
+            else F.mse_loss(torch.sigmoid(logits), images)
+        )
         _optimize(optimizer, loss, cfg.trainer.gradient_clip_val)
 
     return step
@@ -273,8 +310,9 @@ def _ae_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
 
 def _vae_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     hp = model.hparams
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                 fused=fused_optimizer_available(model.encoder))  # fmt: skip
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(model.encoder)
+    )
 
     def step(images: torch.Tensor, labels: torch.Tensor, index: int) -> None:
         mu, logvar = model.encoder(images).chunk(2, dim=1)
@@ -292,16 +330,18 @@ def _gan_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     generator, discriminator = model.generator, model.discriminator
     fused = fused_optimizer_available(generator)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=hp.lr_generator, betas=tuple(hp.betas), fused=fused)
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=hp.lr_discriminator, betas=tuple(hp.betas),
-                                   fused=fused)  # fmt: skip
+    d_optimizer = torch.optim.Adam(
+        discriminator.parameters(), lr=hp.lr_discriminator, betas=tuple(hp.betas), fused=fused
+    )
     ema = _ema(model.ema_generator.module, generator, hp.ema_decay) if hp.ema_decay is not None else None
 
     def step(images: torch.Tensor, labels: torch.Tensor, index: int) -> None:
         real = images * 2 - 1
         fake = generator(torch.randn(len(real), hp.latent_dim, device=device), None)
         detached = fake.detach()
-        d_loss = discriminator_loss(hp.loss, discriminator(real, None), discriminator(detached, None),
-                                    1.0 - hp.label_smoothing)  # fmt: skip
+        d_loss = discriminator_loss(
+            hp.loss, discriminator(real, None), discriminator(detached, None), 1.0 - hp.label_smoothing
+        )
         if hp.loss == "wgan-gp":
             d_loss = d_loss + hp.gp_weight * gradient_penalty(discriminator, real, detached, None)
         _optimize(d_optimizer, d_loss, hp.gradient_clip_val)
@@ -318,8 +358,9 @@ def _gan_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
 def _diffusion_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     hp = model.hparams
     unet = model.unet
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                  fused=fused_optimizer_available(unet))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(unet)
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (hp.warmup_steps + 1)))
     ema = _ema(model.ema_unet.module, unet, hp.ema_decay) if hp.ema_decay is not None else None
     alphas_cumprod = model.alphas_cumprod
@@ -348,8 +389,9 @@ def _diffusion_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
 
 def _classifier_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     hp = model.hparams
-    optimizer = torch.optim.AdamW(model.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                  fused=fused_optimizer_available(model.net))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(model.net)
+    )
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=cfg.trainer.max_steps)
     correct = torch.zeros((), dtype=torch.long, device=device)  # the epoch's accuracy, counted on the device
 
@@ -363,8 +405,9 @@ def _classifier_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
 
 def _normalizing_flow_plain(model, cfg: DictConfig, device: torch.device) -> StepFn:
     hp = model.hparams
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                 fused=fused_optimizer_available(model.flow))  # fmt: skip
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(model.flow)
+    )
 
     def step(images: torch.Tensor, labels: torch.Tensor, index: int) -> None:
         # the exact negative log-likelihood, as genlab's training step computes it (dequantized, in logit space)
@@ -393,10 +436,14 @@ def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepF
 
 
 PLAIN_STEPS: dict[str, Callable[[Any, DictConfig, torch.device], StepFn]] = {
-    "ae": _ae_plain, "vae": _vae_plain, "gan": _gan_plain, "diffusion": _diffusion_plain, "flow": _diffusion_plain,
+    "ae": _ae_plain,
+    "vae": _vae_plain,
+    "gan": _gan_plain,
+    "diffusion": _diffusion_plain,
+    "flow": _diffusion_plain,
     "normalizing_flow": _normalizing_flow_plain,
     "classifier": _classifier_plain,
-}  # fmt: skip
+}
 
 
 # --- pairs, results ----------------------------------------------------------------------------------------
@@ -408,8 +455,9 @@ def batch_sizes(family: Family, settings: Settings, recipe_batch: int) -> list[i
     return [recipe_batch, 4 * recipe_batch if family.unit == "tokens" else settings.large_batch]
 
 
-def measure_pair(family: Family, settings: Settings, batch_size: int, work: Path, smoke: bool,
-                 overrides: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+def measure_pair(
+    family: Family, settings: Settings, batch_size: int, work: Path, smoke: bool, overrides: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """`settings.rounds` rounds of genlab and the plain loop, alternating which goes first."""
     runs: dict[str, list[dict[str, float]]] = {"genlab": [], "plain": []}
     for round_ in range(settings.rounds):
@@ -422,28 +470,37 @@ def measure_pair(family: Family, settings: Settings, batch_size: int, work: Path
         for side, run in sides if round_ % 2 == 0 else reversed(sides):
             runs[side].append(run())
     items_per_batch = batch_size * (cfg.data.block_size if family.unit == "tokens" else 1)
-    speeds = {side: [r["batches"] * items_per_batch / r["seconds"] for r in side_runs]
-              for side, side_runs in runs.items()}  # fmt: skip
+    speeds = {
+        side: [r["batches"] * items_per_batch / r["seconds"] for r in side_runs] for side, side_runs in runs.items()
+    }
     ratios = [g / p for g, p in zip(speeds["genlab"], speeds["plain"], strict=True)]
     return {
-        "family": family.name, "unit": family.unit, "batch_size": batch_size,
-        "genlab_per_s": statistics.median(speeds["genlab"]), "plain_per_s": statistics.median(speeds["plain"]),
-        "ratio": statistics.median(ratios), "round_ratios": ratios,
+        "family": family.name,
+        "unit": family.unit,
+        "batch_size": batch_size,
+        "genlab_per_s": statistics.median(speeds["genlab"]),
+        "plain_per_s": statistics.median(speeds["plain"]),
+        "ratio": statistics.median(ratios),
+        "round_ratios": ratios,
         "genlab_peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs["genlab"]),
         "plain_peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs["plain"]),
-    }  # fmt: skip
+    }
 
 
 def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     memory = "CUDA max_memory_allocated" if header["device"] == "cuda" else "process peak RSS"
     lines = [
-        "# genlab against a plain PyTorch loop of the same nets", "", header["machine"], "",
+        "# genlab against a plain PyTorch loop of the same nets",
+        "",
+        header["machine"],
+        "",
         f"{header['precision']}; {header['batches']} batches timed after {header['warmup']}, "
         f"{header['rounds']} round(s) alternating the order; peak memory: {memory}"
-        f"{'; genlab with ' + ' '.join(header['genlab_overrides']) if header['genlab_overrides'] else ''}.", "",
+        f"{'; genlab with ' + ' '.join(header['genlab_overrides']) if header['genlab_overrides'] else ''}.",
+        "",
         "| family | batch | genlab /s | plain /s | genlab / plain | genlab peak | plain peak |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
+    ]
     for row in rows:
         if "ratio" not in row:
             reason = f"skipped: {row['skipped']}" if "skipped" in row else f"failed: {row['error']}"
@@ -457,17 +514,31 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke: bool,
-        budget_s: float = math.inf, overrides: tuple[str, ...] = ()) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    families: list[Family],
+    settings: Settings,
+    out: Path,
+    work: Path,
+    smoke: bool,
+    budget_s: float = math.inf,
+    overrides: tuple[str, ...] = (),
+) -> list[dict[str, Any]]:
     """Every family's pairs at both batch sizes, results rewritten after each; the pairs that would start after
     `budget_s` seconds are skipped and say so. Returns the rows."""
     begun = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     device = "cuda" if settings.accelerator == "gpu" else "cpu"
-    header = {"machine": describe_machine(), "device": device, "precision": settings.precision,
-              "warmup": settings.warmup, "batches": settings.batches, "rounds": settings.rounds, "smoke": smoke,
-              "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
-              "genlab_overrides": list(overrides)}  # fmt: skip
+    header = {
+        "machine": describe_machine(),
+        "device": device,
+        "precision": settings.precision,
+        "warmup": settings.warmup,
+        "batches": settings.batches,
+        "rounds": settings.rounds,
+        "smoke": smoke,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
+        "genlab_overrides": list(overrides),
+    }
     rows: list[dict[str, Any]] = []
     for family in families:
         recipe_batch = compose([*family.overrides]).data.batch_size
@@ -475,8 +546,11 @@ def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke
             started = time.perf_counter()
             try:
                 if started - begun > budget_s:
-                    row = {"family": family.name, "batch_size": batch_size,
-                           "skipped": f"the {budget_s:.0f} s budget was spent"}  # fmt: skip
+                    row = {
+                        "family": family.name,
+                        "batch_size": batch_size,
+                        "skipped": f"the {budget_s:.0f} s budget was spent",
+                    }
                 else:
                     row = measure_pair(family, settings, batch_size, work, smoke, overrides)
             except Exception as err:  # noqa: BLE001 (one broken pair must not hide the others)
@@ -486,8 +560,10 @@ def run(families: list[Family], settings: Settings, out: Path, work: Path, smoke
             (out / "gpu_efficiency.json").write_text(json.dumps({**header, "rows": rows}, indent=1) + "\n")
             (out / "gpu_efficiency.md").write_text(markdown(header, rows))
             ratio = f"{row['ratio']:.2f}" if "ratio" in row else row.get("skipped") or f"failed: {row['error']}"
-            print(f"[gpu_efficiency] {family.name} batch {batch_size}: genlab / plain {ratio} ({row['seconds']} s)",
-                  flush=True)  # fmt: skip
+            print(
+                f"[gpu_efficiency] {family.name} batch {batch_size}: genlab / plain {ratio} ({row['seconds']} s)",
+                flush=True,
+            )
     return rows
 
 
@@ -501,22 +577,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help=f"pairs per (family, batch size); default {GPU.rounds}")
     parser.add_argument("--batches", type=int, help=f"batches timed; default {GPU.batches}")
     parser.add_argument("--budget-s", type=float, default=math.inf, help="pairs that would start later are skipped")
-    parser.add_argument("--genlab-overrides", nargs="+", default=[], metavar="OVERRIDE",
-                        help="Hydra overrides for genlab's side only, e.g. model.compile=reduce-overhead")  # fmt: skip
+    parser.add_argument(
+        "--genlab-overrides",
+        nargs="+",
+        default=[],
+        metavar="OVERRIDE",
+        help="Hydra overrides for genlab's side only, e.g. model.compile=reduce-overhead",
+    )
     args = parser.parse_args()
     if not (args.smoke or args.cpu) and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA GPU here; `--cpu` (or `--smoke`, in a minute) runs the benchmark on the CPU")
     settings = SMOKE if args.smoke else CPU if args.cpu else GPU
     if args.rounds or args.batches:
-        settings = Settings(**{**settings.__dict__, "rounds": args.rounds or settings.rounds,
-                               "batches": args.batches or settings.batches})  # fmt: skip
+        settings = Settings(
+            **{
+                **settings.__dict__,
+                "rounds": args.rounds or settings.rounds,
+                "batches": args.batches or settings.batches,
+            }
+        )
     families = [family for family in FAMILIES if args.families is None or family.name in args.families]
     work = (args.work or args.out / "runs").resolve()
     rows = run(families, settings, args.out.resolve(), work, args.smoke, args.budget_s, tuple(args.genlab_overrides))
     failed = [row for row in rows if "error" in row]
     measured = [row for row in rows if "ratio" in row]
-    print(f"[gpu_efficiency] {len(measured)} of {len(rows)} pairs measured, {len(failed)} failed: "
-          f"{args.out / 'gpu_efficiency.md'}")  # fmt: skip
+    print(
+        f"[gpu_efficiency] {len(measured)} of {len(rows)} pairs measured, {len(failed)} failed: "
+        f"{args.out / 'gpu_efficiency.md'}"
+    )
     sys.exit(1 if failed else 0)
 
 

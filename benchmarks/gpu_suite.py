@@ -52,10 +52,19 @@ NANOGPT_SECONDS = 180  # "about 3 minutes" on one A100 (nanoGPT's README)
 MAX_OVERHEAD = 0.05  # genlab may be at most 5% slower than the plain loop
 # the experiment's model and data, shrunk to seconds on a CPU: the smoke run checks plumbing, not numbers
 TINY_GPT = [
-    "trainer.accelerator=cpu", "trainer.max_steps=12", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1",
-    "data.block_size=32", "data.batch_size=8", "data.num_val_windows=16", "model.n_layer=1", "model.n_head=2",
-    "model.n_embd=32", "model.warmup_steps=2", "model.sample_length=16",
-]  # fmt: skip
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=12",
+    "trainer.val_check_interval=6",
+    "trainer.log_every_n_steps=1",
+    "data.block_size=32",
+    "data.batch_size=8",
+    "data.num_val_windows=16",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.warmup_steps=2",
+    "model.sample_length=16",
+]
 
 
 class PartFailed(Exception):
@@ -124,11 +133,14 @@ def gpt_part(suite: Suite, record: dict, deadline: float, compile: bool = False)
     name = "gpt_compile" if compile else "gpt"
     run_dir = suite.work / name
     overrides = [
-        "experiment=gpt_shakespeare", f"paths.log_dir={suite.work}", f"hydra.run.dir={run_dir}",
+        "experiment=gpt_shakespeare",
+        f"paths.log_dir={suite.work}",
+        f"hydra.run.dir={run_dir}",
         "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats",
         f"+callbacks.run_stats.skip={2 if suite.smoke else 50}",  # steps not timed: warm-up, compiling
-        *(["model.compile=true"] if compile else []), *(TINY_GPT if suite.smoke else []),
-    ]  # fmt: skip
+        *(["model.compile=true"] if compile else []),
+        *(TINY_GPT if suite.smoke else []),
+    ]
     launched = time.time()
     # a run killed at its budget has a last.ckpt of its latest validation: eval_sample can still use it
     suite.checkpoints[name] = run_dir / "checkpoints" / "last.ckpt"
@@ -159,12 +171,16 @@ def _gpt_results(run_dir: Path, launched: float) -> dict[str, Any]:
     reached = next((v["time"] - launched for v in stats["validations"] if v["val/loss"] <= TARGET_VAL_LOSS), None)
     tokens = stats["timed_batches"] * cfg.data.batch_size * cfg.data.block_size
     return {
-        "final_val_loss": val[-1], "best_val_loss": min(val), "steps": stats["validations"][-1]["step"],
-        "wall_s": time.time() - launched, "seconds_to_target": reached,
+        "final_val_loss": val[-1],
+        "best_val_loss": min(val),
+        "steps": stats["validations"][-1]["step"],
+        "wall_s": time.time() - launched,
+        "seconds_to_target": reached,
         "target_met": reached is not None and reached < NANOGPT_SECONDS,
         "tokens_per_s": tokens / stats["training_seconds"] if stats["training_seconds"] else None,
-        "peak_memory_bytes": stats["peak_memory_bytes"], "precision": stats["precision"],
-    }  # fmt: skip
+        "peak_memory_bytes": stats["peak_memory_bytes"],
+        "precision": stats["precision"],
+    }
 
 
 def overhead_part(suite: Suite, record: dict, deadline: float) -> str:
@@ -175,9 +191,13 @@ def overhead_part(suite: Suite, record: dict, deadline: float) -> str:
     # each round's two runs share the machine's state of the moment: their ratio is steadier than either speed
     slowdown = statistics.median(p / q for p, q in zip(plain, lightning, strict=True)) - 1
     record["results"] = {
-        "steps": steps, "timed_from_step": skip, "lightning_tokens_per_s": lightning, "plain_tokens_per_s": plain,
-        "lightning_slower_by": slowdown, "target_met": slowdown <= MAX_OVERHEAD,
-    }  # fmt: skip
+        "steps": steps,
+        "timed_from_step": skip,
+        "lightning_tokens_per_s": lightning,
+        "plain_tokens_per_s": plain,
+        "lightning_slower_by": slowdown,
+        "target_met": slowdown <= MAX_OVERHEAD,
+    }
     return (
         f"{rounds} paired rounds of {steps} steps: Lightning {statistics.median(lightning):,.0f} tokens/s, plain loop "
         f"{statistics.median(plain):,.0f}; Lightning slower by {100 * slowdown:.1f}% (target <= "
@@ -222,8 +242,9 @@ def families_part(suite: Suite, record: dict, deadline: float) -> str:
     return f"{len(done)} of {len(rows)} runs ok, every loss finite" + _failures(rows)
 
 
-def _family_run(suite: Suite, name: str, overrides: list[str], precision: str, loss_keys: list[str],
-                with_fid: bool) -> dict[str, Any]:  # fmt: skip
+def _family_run(
+    suite: Suite, name: str, overrides: list[str], precision: str, loss_keys: list[str], with_fid: bool
+) -> dict[str, Any]:
     from genlab.train import train  # importing src.train registers resolvers; only the families need it
 
     if precision == "16-mixed" and suite.smoke:
@@ -231,15 +252,28 @@ def _family_run(suite: Suite, name: str, overrides: list[str], precision: str, l
     # skip: optimizer steps not timed (first allocations, cuDNN's choices); the GAN makes two of each batch
     batches, val_batches, skip = (3, 2, 0) if suite.smoke else (300, 5, 20)
     run_dir = suite.work / "families" / name
-    cfg = compose([
-        *overrides, f"trainer={suite.accelerator}", f"trainer.precision={precision}", "trainer.max_epochs=1",
-        "trainer.max_steps=-1", f"trainer.limit_train_batches={batches}", f"trainer.limit_val_batches={val_batches}",
-        f"trainer.log_every_n_steps={1 if suite.smoke else 50}", "test=false", "extras.print_config=false",
-        "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false",  # this process's log stays readable
-        f"paths.output_dir={run_dir}", f"paths.log_dir={suite.work}",
-        "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats", f"+callbacks.run_stats.skip={skip}",
-        *(_sample_fid(suite) if with_fid else []), *(["data.batch_size=32"] if suite.smoke else []),
-    ])  # fmt: skip
+    cfg = compose(
+        [
+            *overrides,
+            f"trainer={suite.accelerator}",
+            f"trainer.precision={precision}",
+            "trainer.max_epochs=1",
+            "trainer.max_steps=-1",
+            f"trainer.limit_train_batches={batches}",
+            f"trainer.limit_val_batches={val_batches}",
+            f"trainer.log_every_n_steps={1 if suite.smoke else 50}",
+            "test=false",
+            "extras.print_config=false",
+            "~callbacks.rich_progress_bar",
+            "+trainer.enable_progress_bar=false",  # this process's log stays readable
+            f"paths.output_dir={run_dir}",
+            f"paths.log_dir={suite.work}",
+            "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats",
+            f"+callbacks.run_stats.skip={skip}",
+            *(_sample_fid(suite) if with_fid else []),
+            *(["data.batch_size=32"] if suite.smoke else []),
+        ]
+    )
     train(cfg)
     stats = json.loads((run_dir / "run_stats.json").read_text())
     _check_finite(stats["metrics"], name)
@@ -291,13 +325,20 @@ def ddp_part(suite: Suite, record: dict, deadline: float) -> str:
     """`trainer=ddp trainer.devices=1`: Lightning's DDP strategy in one process, over NCCL on a GPU."""
     run_dir = suite.work / "ddp"
     overrides = [
-        "experiment=gan_fashion_mnist", "trainer=ddp", "trainer.devices=1", "trainer.max_epochs=1",
-        "trainer.max_steps=-1", f"trainer.limit_train_batches={3 if suite.smoke else 100}",
-        "trainer.limit_val_batches=2", "test=false", "extras.print_config=false", f"paths.log_dir={suite.work}",
+        "experiment=gan_fashion_mnist",
+        "trainer=ddp",
+        "trainer.devices=1",
+        "trainer.max_epochs=1",
+        "trainer.max_steps=-1",
+        f"trainer.limit_train_batches={3 if suite.smoke else 100}",
+        "trainer.limit_val_batches=2",
+        "test=false",
+        "extras.print_config=false",
+        f"paths.log_dir={suite.work}",
         f"hydra.run.dir={run_dir}",
         # gloo on the CPU, where torch's SyncBatchNorm does not run
         *(["trainer.accelerator=cpu", "trainer.sync_batchnorm=false"] if suite.smoke else []),
-    ]  # fmt: skip
+    ]
     output = suite.run_module("src.train", overrides, "ddp", deadline - time.perf_counter())
     backend = re.search(r"distributed_backend=(\w+)", output)
     if backend is None:
@@ -318,42 +359,73 @@ def fsdp_part(suite: Suite, record: dict, deadline: float) -> str:
     recipe = [entry for entry in TINY_GPT if not entry.startswith(("trainer.max_steps", "trainer.val_check_interval"))]
     overrides = [
         # deterministic kernels; on the GPU where one has none (attention's backward) a warning, not an error
-        "experiment=gpt_shakespeare", "trainer=fsdp", "trainer.devices=1",
+        "experiment=gpt_shakespeare",
+        "trainer=fsdp",
+        "trainer.devices=1",
         f"trainer.deterministic={'true' if suite.smoke else 'warn'}",
-        f"trainer.val_check_interval={steps // 2}", f"model.lr_decay_steps={steps}", "test=false",
-        "extras.print_config=false", f"paths.log_dir={suite.work}",
+        f"trainer.val_check_interval={steps // 2}",
+        f"model.lr_decay_steps={steps}",
+        "test=false",
+        "extras.print_config=false",
+        f"paths.log_dir={suite.work}",
         *(recipe if suite.smoke else ["data.num_val_windows=640"]),
-    ]  # fmt: skip
+    ]
     unbroken, resumed = suite.work / "fsdp" / "unbroken", suite.work / "fsdp" / "resumed"
-    output = suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps}", f"hydra.run.dir={unbroken}"],
-                              "fsdp_unbroken", deadline - time.perf_counter())  # fmt: skip
+    output = suite.run_module(
+        "src.train",
+        [*overrides, f"trainer.max_steps={steps}", f"hydra.run.dir={unbroken}"],
+        "fsdp_unbroken",
+        deadline - time.perf_counter(),
+    )
     backend = re.search(r"distributed_backend=(\w+)", output)
-    suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps // 2}", f"hydra.run.dir={resumed}"],
-                     "fsdp_first_half", deadline - time.perf_counter())  # fmt: skip
-    suite.run_module("src.train", [*overrides, f"trainer.max_steps={steps}", f"hydra.run.dir={resumed}_continued",
-                                   f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}"],
-                     "fsdp_resumed", deadline - time.perf_counter())  # fmt: skip
+    suite.run_module(
+        "src.train",
+        [*overrides, f"trainer.max_steps={steps // 2}", f"hydra.run.dir={resumed}"],
+        "fsdp_first_half",
+        deadline - time.perf_counter(),
+    )
+    suite.run_module(
+        "src.train",
+        [
+            *overrides,
+            f"trainer.max_steps={steps}",
+            f"hydra.run.dir={resumed}_continued",
+            f"ckpt_path={resumed / 'checkpoints' / 'last.ckpt'}",
+        ],
+        "fsdp_resumed",
+        deadline - time.perf_counter(),
+    )
     expected, got = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=True) for run in (unbroken, resumed))
     if got["global_step"] != expected["global_step"]:
-        raise PartFailed(f"the resumed run ended at step {got['global_step']}, the unbroken one at "
-                         f"{expected['global_step']}")  # fmt: skip
-    differences = [(tensor.float() - got["state_dict"][name].float()).abs().max().item()
-                   for name, tensor in expected["state_dict"].items()]  # fmt: skip
+        raise PartFailed(
+            f"the resumed run ended at step {got['global_step']}, the unbroken one at {expected['global_step']}"
+        )
+    differences = [
+        (tensor.float() - got["state_dict"][name].float()).abs().max().item()
+        for name, tensor in expected["state_dict"].items()
+    ]
     exact = max(differences) == 0.0
     if suite.smoke and not exact:  # the CPU is deterministic: a resume that is not exact there is a bug
         raise PartFailed(f"resumed weights differ from the unbroken run's by up to {max(differences):.3g}")
     metrics = json.loads((unbroken / "metrics.json").read_text())
     _check_finite(metrics, "fsdp")
     eval_dir = suite.work / "eval" / "fsdp"
-    arguments = [f"ckpt_path={unbroken / 'checkpoints' / 'last.ckpt'}", f"accelerator={suite.accelerator}",
-                 f"paths.log_dir={suite.work}", f"hydra.run.dir={eval_dir}"]  # fmt: skip
+    arguments = [
+        f"ckpt_path={unbroken / 'checkpoints' / 'last.ckpt'}",
+        f"accelerator={suite.accelerator}",
+        f"paths.log_dir={suite.work}",
+        f"hydra.run.dir={eval_dir}",
+    ]
     suite.run_module("src.eval", arguments, "fsdp_eval", deadline - time.perf_counter())
     evaluated = json.loads((eval_dir / "metrics.json").read_text())
     record["results"] = {
-        "backend": backend[1] if backend else None, "steps": steps, "val_loss": metrics["val/loss"],
-        "resumed_bit_exact": exact, "resumed_max_abs_difference": max(differences),
+        "backend": backend[1] if backend else None,
+        "steps": steps,
+        "val_loss": metrics["val/loss"],
+        "resumed_bit_exact": exact,
+        "resumed_max_abs_difference": max(differences),
         "eval_val_loss": evaluated["val/loss"],
-    }  # fmt: skip
+    }
     resume = "bit-exact" if exact else f"weights differ by up to {max(differences):.2g}"
     return (
         f"GPT under FSDP2 on one device ({record['results']['backend']}): val/loss {metrics['val/loss']:.4f} after "
@@ -388,8 +460,13 @@ def eval_sample_part(suite: Suite, record: dict, deadline: float) -> str:
                 raise PartSkipped("scores the whole test split: GPU runs only")
             if name not in suite.checkpoints or not suite.checkpoints[name].is_file():
                 raise PartSkipped(f"no checkpoint of {name} (its part did not run or failed)")
-            arguments = [f"ckpt_path={suite.checkpoints[name]}", f"accelerator={suite.accelerator}",
-                         f"paths.log_dir={suite.work}", f"hydra.run.dir={run_dir}", *overrides]  # fmt: skip
+            arguments = [
+                f"ckpt_path={suite.checkpoints[name]}",
+                f"accelerator={suite.accelerator}",
+                f"paths.log_dir={suite.work}",
+                f"hydra.run.dir={run_dir}",
+                *overrides,
+            ]
             suite.run_module(module, arguments, f"{module}_{name}", deadline - time.perf_counter())
             if not (run_dir / expected).is_file():
                 raise PartFailed(f"exit code 0 but no {expected} in {run_dir}")
@@ -429,11 +506,19 @@ def _efficiency_row(row: dict[str, Any]) -> dict[str, Any]:
     """One pair as a row of the suite's tables: genlab's speed, and the ratio to the plain loop in the note."""
     result = {"run": f"{row['family']} / batch {row['batch_size']}"}
     if "ratio" not in row:
-        return {**result, "status": "skipped" if "skipped" in row else "failed",
-                "reason": row.get("skipped") or row.get("error")}  # fmt: skip
-    return {**result, "status": "ok", "images_per_s": row["genlab_per_s"], "ratio": row["ratio"],
-            "peak_memory_bytes": row["genlab_peak_memory_bytes"],
-            "note": f"{row['unit']}/s; plain {row['plain_per_s']:,.0f}, genlab / plain {row['ratio']:.2f}"}  # fmt: skip
+        return {
+            **result,
+            "status": "skipped" if "skipped" in row else "failed",
+            "reason": row.get("skipped") or row.get("error"),
+        }
+    return {
+        **result,
+        "status": "ok",
+        "images_per_s": row["genlab_per_s"],
+        "ratio": row["ratio"],
+        "peak_memory_bytes": row["genlab_peak_memory_bytes"],
+        "note": f"{row['unit']}/s; plain {row['plain_per_s']:,.0f}, genlab / plain {row['ratio']:.2f}",
+    }
 
 
 SMOKE_BUDGET_S = 120
@@ -470,8 +555,10 @@ def run_part(suite: Suite, part: Part) -> None:
     started = time.perf_counter()
     try:
         if suite.elapsed + budget > suite.budget_s:
-            raise PartSkipped(f"its {budget:.0f} s budget would end past --budget-s {suite.budget_s:.0f} "
-                              f"({suite.elapsed:.0f} s spent)")  # fmt: skip
+            raise PartSkipped(
+                f"its {budget:.0f} s budget would end past --budget-s {suite.budget_s:.0f} "
+                f"({suite.elapsed:.0f} s spent)"
+            )
         suite.write()
         record["reason"] = part.run(suite, record, started + budget)
         failed = any(row["status"] == "failed" for row in record.get("rows", []))
@@ -490,18 +577,26 @@ def run_part(suite: Suite, part: Part) -> None:
 def markdown(header: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """results.md: the machine, one line per part, then a table per part that has several runs."""
     lines = [
-        "# genlab GPU suite", "",
+        "# genlab GPU suite",
+        "",
         f"{header['machine']}; GPU: {header['gpu'] or 'none'}; lightning {header['versions']['lightning']}; "
         f"{'--smoke; ' if header['smoke'] else ''}budget {header['budget_s']:.0f} s, {header['elapsed_s']:.0f} s spent",
-        "", "| part | status | seconds | result |", "| --- | --- | --- | --- |",
-    ]  # fmt: skip
+        "",
+        "| part | status | seconds | result |",
+        "| --- | --- | --- | --- |",
+    ]
     for record in records:
         reason = record["reason"].replace("|", "/")
         lines.append(f"| {record['part']} | {record['status']} | {record.get('seconds', '')} | {reason} |")
     for record in records:
         if record.get("rows"):
-            lines += ["", f"## {record['part']}", "", "| run | status | images/s | loss | peak memory | note |",
-                      "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+            lines += [
+                "",
+                f"## {record['part']}",
+                "",
+                "| run | status | images/s | loss | peak memory | note |",
+                "| --- | --- | --- | --- | --- | --- |",
+            ]
             lines += [_markdown_row(row) for row in record["rows"]]
     return "\n".join(lines) + "\n"
 

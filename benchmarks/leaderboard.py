@@ -104,8 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=positive_number, default=10.0, help="training minutes per family (10)")
     parser.add_argument("--families", default=",".join(ENTRIES), help=f"a subset of {','.join(ENTRIES)}")
-    parser.add_argument("--num-samples", type=whole_number(2), help="images scored per family (default: 1,000 "
-                        "per training minute, between 1,000 and 10,000)")  # fmt: skip
+    parser.add_argument(
+        "--num-samples",
+        type=whole_number(2),
+        help="images scored per family (default: 1,000 per training minute, between 1,000 and 10,000)",
+    )
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     parser.add_argument("--work", type=Path, help="where the runs (checkpoints), evaluations and logs go; --out")
     parser.add_argument("--curve-points", type=whole_number(1), default=6, help="validations (FID) per run")
@@ -133,16 +136,23 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
     interval_s = max(1, round(budget_s / args.curve_points))
     sampler = name != "autoencoder"
     overrides = [
-        *entry.overrides, f"task_name={name}", f"paths.log_dir={args.work / 'runs'}",
+        *entry.overrides,
+        f"task_name={name}",
+        f"paths.log_dir={args.work / 'runs'}",
         f"trainer.accelerator={args.accelerator}",
         # the budget ends the run, nothing else; validation (and FID) every interval_s seconds of training
-        "trainer.max_epochs=-1", "trainer.max_steps=-1", "trainer.min_epochs=0",
+        "trainer.max_epochs=-1",
+        "trainer.max_steps=-1",
+        "trainer.min_epochs=0",
         f"++trainer.val_check_interval=00:00:{interval_s // 60:02d}:{interval_s % 60:02d}",
         "+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats",
         f"+callbacks.run_stats.train_budget_s={budget_s}",
         *(["callbacks=[default,sample_fid]", f"callbacks.sample_fid.num_samples={CURVE_SAMPLES}"] if sampler else []),
-        "logger=csv", "test=false", "extras.print_config=false", "~callbacks.rich_progress_bar",
-    ]  # fmt: skip
+        "logger=csv",
+        "test=false",
+        "extras.print_config=false",
+        "~callbacks.rich_progress_bar",
+    ]
     run_logged("src.train", overrides, args.work / "logs" / f"{name}-train.log")
     return newest_run(args.work / "runs" / name / "runs")
 
@@ -150,8 +160,13 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
 def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     """src.eval's metrics of the run's last checkpoint."""
     eval_dir = args.work / "eval"
-    overrides = [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"num_samples={args.num_samples}",
-                 f"accelerator={args.accelerator}", f"task_name={name}", f"paths.log_dir={eval_dir}"]  # fmt: skip
+    overrides = [
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"num_samples={args.num_samples}",
+        f"accelerator={args.accelerator}",
+        f"task_name={name}",
+        f"paths.log_dir={eval_dir}",
+    ]
     run_logged("src.eval", overrides, args.work / "logs" / f"{name}-eval.log")
     return json.loads((newest_run(eval_dir / name / "runs") / "metrics.json").read_text())
 
@@ -209,18 +224,30 @@ def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args:
 
 
 COLUMNS = [  # (heading, key, format)
-    ("family", "family", "{}"), ("scored", "what", "{}"), ("FID ↓", "fid", "{:.2f}"), ("KID ↓", "kid", "{:.4f}"),
-    ("IS ↑", "is", "{:.2f}"), ("label entropy (nats)", "label_entropy", "{:.3f}"),
-    ("NLL (bits/dim)", "nll_bpd", "{:.3f}"), ("parameters", "parameters", "{:,}"),
-    ("train images/s", "train_images_per_s", "{:,.0f}"), ("sample images/s", "sample_images_per_s", "{:,.0f}"),
-]  # fmt: skip
+    ("family", "family", "{}"),
+    ("scored", "what", "{}"),
+    ("FID ↓", "fid", "{:.2f}"),
+    ("KID ↓", "kid", "{:.4f}"),
+    ("IS ↑", "is", "{:.2f}"),
+    ("label entropy (nats)", "label_entropy", "{:.3f}"),
+    ("NLL (bits/dim)", "nll_bpd", "{:.3f}"),
+    ("parameters", "parameters", "{:,}"),
+    ("train images/s", "train_images_per_s", "{:,.0f}"),
+    ("sample images/s", "sample_images_per_s", "{:,.0f}"),
+]
 
 
 def table_cells(rows: list[dict]) -> list[list[str]]:
     """The table's rows as text, best FID first."""
-    return [[("≤ " if key == "nll_bpd" and r.get("nll_is_bound") else "") + fmt.format(r[key])
-             if r.get(key) is not None else "—" for _, key, fmt in COLUMNS]
-            for r in sorted(rows, key=lambda r: r["fid"])]  # fmt: skip
+    return [
+        [
+            ("≤ " if key == "nll_bpd" and r.get("nll_is_bound") else "") + fmt.format(r[key])
+            if r.get(key) is not None
+            else "—"
+            for _, key, fmt in COLUMNS
+        ]
+        for r in sorted(rows, key=lambda r: r["fid"])
+    ]
 
 
 def title(header: dict[str, Any]) -> str:
@@ -229,13 +256,23 @@ def title(header: dict[str, Any]) -> str:
 
 def description(header: dict[str, Any]) -> str:
     device = header["gpu"] or "CPU"
-    return (f"{header['machine']} ({device}); {header['num_samples']:,} images scored per family against the test "
-            f"split in the shipped classifier's features (genlab/metrics/classifiers/fashion_mnist.ckpt)")  # fmt: skip
+    return (
+        f"{header['machine']} ({device}); {header['num_samples']:,} images scored per family against the test "
+        f"split in the shipped classifier's features (genlab/metrics/classifiers/fashion_mnist.ckpt)"
+    )
 
 
 def markdown(rows: list[dict], header: dict[str, Any]) -> str:
-    lines = [f"# {title(header)}", "", f"`{header['command']}`", "", description(header) + ".", "",
-             "| " + " | ".join(heading for heading, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]  # fmt: skip
+    lines = [
+        f"# {title(header)}",
+        "",
+        f"`{header['command']}`",
+        "",
+        description(header) + ".",
+        "",
+        "| " + " | ".join(heading for heading, _, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(rows)]
     return "\n".join(lines) + "\n"
 
@@ -273,8 +310,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         if r["curve"]:
             seconds, fid = zip(*r["curve"], strict=True)
             ax.plot([s / 60 for s in seconds], fid, marker="o", label=r["family"])
-    ax.set(xlabel="training minutes (validations not counted)", ylabel=f"FID on {CURVE_SAMPLES:,} samples (val)",
-           yscale="log", title="FID during training, at equal compute")  # fmt: skip
+    ax.set(
+        xlabel="training minutes (validations not counted)",
+        ylabel=f"FID on {CURVE_SAMPLES:,} samples (val)",
+        yscale="log",
+        title="FID during training, at equal compute",
+    )
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend()
@@ -304,12 +345,19 @@ def run_family(name: str, args: argparse.Namespace, say: str) -> dict:
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    header = {"command": "python -m benchmarks.leaderboard " + " ".join(sys.argv[1:]), "machine": describe_machine(),
-              "budget_min": args.budget, "num_samples": args.num_samples, "gpu": torch.cuda.get_device_name()
-              if torch.cuda.is_available() and args.accelerator != "cpu" else None}  # fmt: skip
+    header = {
+        "command": "python -m benchmarks.leaderboard " + " ".join(sys.argv[1:]),
+        "machine": describe_machine(),
+        "budget_min": args.budget,
+        "num_samples": args.num_samples,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and args.accelerator != "cpu" else None,
+    }
     families = args.families.split(",")
-    print(f"{header['machine']}: {len(families)} families x {args.budget:g} training minutes, {args.num_samples:,} "
-          f"images scored each; the board goes to {args.out}", flush=True)  # fmt: skip
+    print(
+        f"{header['machine']}: {len(families)} families x {args.budget:g} training minutes, {args.num_samples:,} "
+        f"images scored each; the board goes to {args.out}",
+        flush=True,
+    )
     rows, failures, name = [], {}, families[0]
     try:
         for number, name in enumerate(families, start=1):

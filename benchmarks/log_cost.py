@@ -47,9 +47,13 @@ def main() -> None:
     for values in (1, 5):
         model = TinyModel(values)
         trainer = L.Trainer(
-            max_steps=args.steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
-        )  # fmt: skip
+            max_steps=args.steps,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         trainer.fit(model, data)
         per_call_ms = model.log_seconds / model.steps / values * 1e3
         print(f"{values} value(s) per step: {per_call_ms:.3f} ms per self.log call")

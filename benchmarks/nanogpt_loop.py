@@ -114,9 +114,12 @@ def main() -> None:
             if losses["val"] < best_val_loss and iter_num > 0:
                 best_val_loss = losses["val"]
                 checkpoint = {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": vars(args),
-                    "iter_num": iter_num, "best_val_loss": best_val_loss,
-                }  # fmt: skip
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "model_args": vars(args),
+                    "iter_num": iter_num,
+                    "best_val_loss": best_val_loss,
+                }
                 print(f"saving checkpoint to {out_dir}")
                 torch.save(checkpoint, out_dir / "ckpt.pt")
         loss = loss_of(x, y)

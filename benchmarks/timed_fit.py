@@ -40,8 +40,9 @@ class StepTimer(Callback):
             _synchronize(pl_module)
             self._end_validation(time.perf_counter())
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         self.batches += bool(self.start)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -140,9 +141,15 @@ class RunStats(StepTimer):
             "validations": self.validations,
             "metrics": floats(trainer.callback_metrics),
             # where SampleFID keeps its torchmetrics states: they must follow the model onto the GPU
-            "sample_fid_device": next((str(cb.quality.fid.device) for cb in trainer.callbacks
-                                       if isinstance(cb, SampleFID) and cb.quality is not None), None),
-        }  # fmt: skip
+            "sample_fid_device": next(
+                (
+                    str(cb.quality.fid.device)
+                    for cb in trainer.callbacks
+                    if isinstance(cb, SampleFID) and cb.quality is not None
+                ),
+                None,
+            ),
+        }
         (Path(trainer.default_root_dir) / "run_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
 
 

@@ -85,10 +85,14 @@ def ours(data_dir: str, epochs: int, architecture: str) -> tuple[float, float, f
     of training alone (as the reference measures) and of the whole fit, with its validation after each epoch."""
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [
-            f"experiment={RECIPES[architecture]}", f"trainer.max_epochs={epochs}", f"paths.data_dir={data_dir}",
-            f"paths.output_dir={tmp}", "extras.print_config=false", "~callbacks.rich_progress_bar",
+            f"experiment={RECIPES[architecture]}",
+            f"trainer.max_epochs={epochs}",
+            f"paths.data_dir={data_dir}",
+            f"paths.output_dir={tmp}",
+            "extras.print_config=false",
+            "~callbacks.rich_progress_bar",
             "+trainer.enable_progress_bar=false",
-        ]  # fmt: skip
+        ]
         timer, trainer, model, datamodule = timed_fit(compose(overrides))
         (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
     images = epochs * len(datamodule.data_train)
@@ -114,8 +118,10 @@ def main() -> None:
                 reference(args.data_dir, args.epochs) if name == "reference" else ours(args.data_dir, args.epochs, name)
             )
     ref_nelbo, ref_speeds = results["reference"][0][0], [speed for _, speed in results["reference"]]
-    print(f"reference (plain loop, per-item DataLoader): nelbo {ref_nelbo:8.2f}   {median(ref_speeds):8,.0f} images/s"
-          f"   (rounds: {', '.join(f'{x:,.0f}' for x in ref_speeds)})")  # fmt: skip
+    print(
+        f"reference (plain loop, per-item DataLoader): nelbo {ref_nelbo:8.2f}   {median(ref_speeds):8,.0f} images/s"
+        f"   (rounds: {', '.join(f'{x:,.0f}' for x in ref_speeds)})"
+    )
     for architecture in args.architectures:
         nelbo = results[architecture][0][0]
         speeds, fit_speeds = [r[1] for r in results[architecture]], [r[2] for r in results[architecture]]

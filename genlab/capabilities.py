@@ -33,8 +33,9 @@ class StepwiseSampler(ImageSampler, Protocol):
 
     image_shape: tuple[int, int, int]  # (C, H, W) of its images, and of the noise they start from
 
-    def set_sampling(self, steps: int | None = None, sampler: str | None = None,
-                     guidance_scale: float | None = None) -> None:  # fmt: skip
+    def set_sampling(
+        self, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None
+    ) -> None:
         """Sample with these from now on (None: keep the current choice); ConfigError for what the model cannot use."""
         ...
 

@@ -88,10 +88,16 @@ def comparison_panels(runs: list[tuple[str, Curves]], colors: list[str]) -> list
     keys = {key for _, curves in runs for key in curves if not key.startswith("test/")}
     same = identical_series({key: tuple(tuple(curves.get(key, ())) for _, curves in runs) for key in keys})
     return [
-        Panel(label(key, same[key]), [Line(name, curves[key], color)
-                                      for (name, curves), color in zip(runs, colors, strict=True) if key in curves])
+        Panel(
+            label(key, same[key]),
+            [
+                Line(name, curves[key], color)
+                for (name, curves), color in zip(runs, colors, strict=True)
+                if key in curves
+            ],
+        )
         for key in sorted(same, key=panel_order)
-    ]  # fmt: skip
+    ]
 
 
 def run_colors(count: int) -> list[str]:

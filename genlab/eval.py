@@ -51,9 +51,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, logger=False, default_root_dir=output_dir, enable_checkpointing=False,
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=False,
+        default_root_dir=output_dir,
+        enable_checkpointing=False,
         callbacks=[interrupt],
-    )  # fmt: skip
+    )
     with interrupt.reported(trainer, "Run the same command again"):
         if is_overridden("test_dataloader", datamodule):
             metrics = dict(trainer.test(model, datamodule=datamodule, verbose=False)[0])
@@ -87,8 +91,9 @@ def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: Dic
         images = images.to(device)
         quality.update(images, real=True)
         if not generative:  # a denoiser reconstructs the corrupted images, as it was trained to
-            quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images),
-                           real=False)  # fmt: skip
+            quality.update(
+                model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images), real=False
+            )
     if generative:
         quality.update(first_batch, real=False)
         batches = range(len(first_batch), num_fake, cfg.batch_size)
@@ -119,8 +124,10 @@ def first_samples(model: ImageSampler, cfg: DictConfig) -> tuple[torch.Tensor, i
         why = f"as many as fit in sampling_minutes={cfg.sampling_minutes:g}, within {MIN_SAMPLES:,}-{MAX_SAMPLES:,}"
     else:
         num_samples, why = cfg.num_samples, "num_samples"
-    log.info(f"Generating {num_samples:,} samples ({why}) at {rate:,.1f} images/s: about "
-             f"{_duration(num_samples / rate)} to draw them")  # fmt: skip
+    log.info(
+        f"Generating {num_samples:,} samples ({why}) at {rate:,.1f} images/s: about "
+        f"{_duration(num_samples / rate)} to draw them"
+    )
     return images[:num_samples], num_samples
 
 
@@ -131,8 +138,10 @@ def kid_subset_size(wanted: int, num_real: int, num_fake: int) -> int:
     if half < 2:
         raise ConfigError(f"KID needs at least 4 images of each kind; {num_real} real and {num_fake} generated")
     if wanted > half:
-        log.warning(f"metrics.kid_subset_size={wanted} is more than half of the {min(num_real, num_fake):,} images "
-                    f"scored: KID on subsets of {half} (its std over subsets of the whole set would be 0)")  # fmt: skip
+        log.warning(
+            f"metrics.kid_subset_size={wanted} is more than half of the {min(num_real, num_fake):,} images "
+            f"scored: KID on subsets of {half} (its std over subsets of the whole set would be 0)"
+        )
         return half
     return wanted
 

@@ -67,8 +67,10 @@ def png_tag(png: bytes, alt: str, **attributes: object) -> str:
 
 
 def page(title: str, sections: list[str]) -> str:
-    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")  # fmt: skip
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+    )
 
 
 def overrides_html(overrides: list[str] | None, what: str = "Overrides") -> str:
@@ -215,9 +217,11 @@ def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str
         link = f"{name}/report.html" if (run / "report.html").is_file() else name
         chips = " ".join(f"<code>{html.escape(k)}={html.escape(v)}</code>" for k, v in params.items())
         cells = "".join(f"<td>{m[key]:.6g}</td>" if key in m else "<td></td>" for key in columns)
-        rows.append(f'<tr><td><span class="swatch" style="background:{color}"></span></td>'
-                    f'<td><a href="{html.escape(link)}">{html.escape(name)}</a></td><td>{chips}</td>'
-                    f"{f'<td>{html.escape(note)}</td>' if any(notes) else ''}{cells}</tr>")  # fmt: skip
+        rows.append(
+            f'<tr><td><span class="swatch" style="background:{color}"></span></td>'
+            f'<td><a href="{html.escape(link)}">{html.escape(name)}</a></td><td>{chips}</td>'
+            f"{f'<td>{html.escape(note)}</td>' if any(notes) else ''}{cells}</tr>"
+        )
     head = f"<tr><th></th><th>run</th><th>overrides</th>{'<th>note</th>' if any(notes) else ''}{header}</tr>"
     # as wide as it needs (a VAE logs 16 metrics): scrolled sideways inside the page, not the page itself
     return f'<div style="overflow-x:auto"><table id="runs">{head}{"".join(rows)}</table></div>'
@@ -259,15 +263,19 @@ def write_report(folder: Path) -> Path:
     """Write <folder>/report.html, of the run in `folder` or comparing the runs below it (through a temporary
     file, so a failure leaves no half page)."""
     if not folder.is_dir():
-        raise ConfigError(f"run_dir={folder}: not a folder (give a run's folder, outputs/<task>/runs/<run>, or a "
-                          f"folder of runs: a sweep's, or outputs/<task>)")  # fmt: skip
+        raise ConfigError(
+            f"run_dir={folder}: not a folder (give a run's folder, outputs/<task>/runs/<run>, or a "
+            f"folder of runs: a sweep's, or outputs/<task>)"
+        )
     if is_run(folder):
         text = render_run(folder)
     elif runs := find_runs(folder):
         text = render_comparison(folder, runs)
     else:
-        raise ConfigError(f"{folder}: not a run folder (no config.yaml or metrics.json from python -m src.train), "
-                          f"and no run folders below it")  # fmt: skip
+        raise ConfigError(
+            f"{folder}: not a run folder (no config.yaml or metrics.json from python -m src.train), "
+            f"and no run folders below it"
+        )
     path = folder / "report.html"
     write_text_atomically(path, text)
     log.info(f"Wrote {path}")

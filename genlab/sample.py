@@ -51,13 +51,18 @@ def sample(cfg: DictConfig) -> Path:
     with interruptible("sampling", "Run the same command again"), torch.no_grad():
         if isinstance(model, TextGenerator):
             prompt = Path(cfg.prompt_file).read_text() if cfg.prompt_file else cfg.prompt  # nanoGPT's start=FILE:
-            texts = model.generate_text(prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p,
-                                        cfg.num_samples or 1, seed=cfg.seed)  # fmt: skip
+            texts = model.generate_text(
+                prompt, cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p, cfg.num_samples or 1, seed=cfg.seed
+            )
         else:
             num_samples = cfg.num_samples or 64
             check_fits_in_memory(model, num_samples)
-            images = torch.cat([model.sample(min(BATCH_SIZE, num_samples - start)).cpu()
-                                for start in range(0, num_samples, BATCH_SIZE)])  # fmt: skip
+            images = torch.cat(
+                [
+                    model.sample(min(BATCH_SIZE, num_samples - start)).cpu()
+                    for start in range(0, num_samples, BATCH_SIZE)
+                ]
+            )
     output_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TextGenerator):
         path = output_dir / "samples.txt"

@@ -77,8 +77,14 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
         study = load_study(sweeper.study_name, storage)
         trials = study.get_trials(deepcopy=False)
         retries = retried_as(trials)
-        return Sweep(f"{sweeper.study_name} ({sweep_dir.name})", [optuna_trial(study, t, retries) for t in trials],
-                     metric, sweeper.direction, study, storage)  # fmt: skip
+        return Sweep(
+            f"{sweeper.study_name} ({sweep_dir.name})",
+            [optuna_trial(study, t, retries) for t in trials],
+            metric,
+            sweeper.direction,
+            study,
+            storage,
+        )
     direction = "maximize" if config.monitor.mode == "max" else "minimize"
     return Sweep(f"{config.task_name} ({sweep_dir.name})", _job_trials(sweep_dir, metric), metric, direction)
 
@@ -126,8 +132,10 @@ def write_summary(sweep: Sweep, sweep_dir: Path) -> tuple[Path, Path]:
     ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0), t.number))
     keys = sorted({key for trial in trials for key in trial.params})
     header = ["trial", "state", metric, *keys, "error"]
-    rows = [[t.number, t.state, "" if t.value is None else f"{t.value:.6g}", *(t.params.get(k, "") for k in keys),
-             t.error] for t in ranked]  # fmt: skip
+    rows = [
+        [t.number, t.state, "" if t.value is None else f"{t.value:.6g}", *(t.params.get(k, "") for k in keys), t.error]
+        for t in ranked
+    ]
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))

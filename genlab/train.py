@@ -136,9 +136,13 @@ def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> li
     monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
     comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
     return [
-        SaveRunConfig(to_plain(cfg)), ExactResume(), interrupt, StopOnNonFiniteLoss(),
-        RequireMonitoredMetric(cfg.monitor.metric), ValidateAtEnd(),
-    ]  # fmt: skip
+        SaveRunConfig(to_plain(cfg)),
+        ExactResume(),
+        interrupt,
+        StopOnNonFiniteLoss(),
+        RequireMonitoredMetric(cfg.monitor.metric),
+        ValidateAtEnd(),
+    ]
 
 
 def always_on_plugins() -> list[CheckpointIO]:

@@ -16,12 +16,23 @@ from tests.helpers import run_module
 def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespeare_dir: Path) -> None:
     out, work = tmp_path / "result.json", tmp_path / "work"
     arguments = [
-        "--rounds", "2", "--reference", "same", "--work", str(work), "--out", str(out), "trainer.max_steps=30",
-        "trainer.val_check_interval=15", "data.num_val_windows=48", "model.sample_length=10",
+        "--rounds",
+        "2",
+        "--reference",
+        "same",
+        "--work",
+        str(work),
+        "--out",
+        str(out),
+        "trainer.max_steps=30",
+        "trainer.val_check_interval=15",
+        "data.num_val_windows=48",
+        "model.sample_length=10",
         "model.periodic_val_batches=2",
-    ]  # fmt: skip
-    result = run_module("benchmarks.gpt_time_to_quality", *arguments, env={"DATA_DIR": str(shakespeare_dir)},
-                        timeout=600)  # fmt: skip
+    ]
+    result = run_module(
+        "benchmarks.gpt_time_to_quality", *arguments, env={"DATA_DIR": str(shakespeare_dir)}, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     (work,) = work.iterdir()  # this run's own folder
@@ -36,6 +47,9 @@ def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespe
         assert OmegaConf.load(work / f"round{i}" / "genlab" / "config.yaml").seed == 42 + i
         plain = torch.load(work / f"round{i}" / "plain" / "ckpt.pt", weights_only=True)
         assert plain["model_args"]["seed"] == 1337 + i and plain["iter_num"] == 30
-        evaluations = [line.split(":")[0] for line in (work / f"round{i}" / "plain.log").read_text().splitlines()
-                       if line.startswith("step ")]  # fmt: skip
+        evaluations = [
+            line.split(":")[0]
+            for line in (work / f"round{i}" / "plain.log").read_text().splitlines()
+            if line.startswith("step ")
+        ]
         assert evaluations == ["step 0", "step 15", "step 30"]

@@ -41,8 +41,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A short autoencoder run on MNIST-format files (its data folder and last checkpoint), and a GPT checkpoint."""
     root = tmp_path_factory.mktemp("trust")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    train(compose_config([*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}",
-                          "test=false"], root / "run"))  # fmt: skip
+    train(
+        compose_config(
+            [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}", "test=false"],
+            root / "run",
+        )
+    )
     gpt = root / "gpt.ckpt"
     save_gpt(gpt, vocab="\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     return {"data": root / "data", "ckpt": root / "run" / "checkpoints" / "last.ckpt", "gpt": gpt}
@@ -53,12 +57,18 @@ def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
     model = GPT(block_size=8, vocab=vocab, n_layer=1, n_head=2, n_embd=16)
     model.configure_model()
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
-         "config": {"model": {"_target_": "genlab.models.gpt.GPT"},
-                    "data": {"_target_": "genlab.data.text.ShakespeareDataModule", "block_size": 8}},
-         "global_step": 0, "epoch": 0},
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
+            "config": {
+                "model": {"_target_": "genlab.models.gpt.GPT"},
+                "data": {"_target_": "genlab.data.text.ShakespeareDataModule", "block_size": 8},
+            },
+            "global_step": 0,
+            "epoch": 0,
+        },
         path,
-    )  # fmt: skip
+    )
 
 
 # --- the matrix: a _target_ planted at every depth, read by every loader -------------------------------------
@@ -128,16 +138,15 @@ def read_or_refuse(loader: Callable[[Path], Any], path: Path) -> str | None:
     return None
 
 
-@pytest.mark.parametrize(
-    "max_depth", [2, pytest.param(4, marks=pytest.mark.slow)], ids=["depth 1-2", "depth 1-4"]
-)  # fmt: skip
+@pytest.mark.parametrize("max_depth", [2, pytest.param(4, marks=pytest.mark.slow)], ids=["depth 1-2", "depth 1-4"])
 @pytest.mark.parametrize("section", ["config", "hyper_parameters"])
 def test_a_target_planted_anywhere_never_runs(trained: dict[str, Path], tmp_path: Path, section: str, max_depth: int):
     marker = tmp_path / "ran.txt"
     checkpoint = torch.load(trained["ckpt"], weights_only=True)
     nodes = payloads(marker)
-    cases = [(path, how, nodes[i % len(nodes)]) for i, (path, how) in enumerate(positions(checkpoint[section],
-                                                                                          max_depth))]  # fmt: skip
+    cases = [
+        (path, how, nodes[i % len(nodes)]) for i, (path, how) in enumerate(positions(checkpoint[section], max_depth))
+    ]
     assert len(cases) >= {"config": 80, "hyper_parameters": 15}[section]  # every node, not a few
     refused = set()
     for i, (path, how, node) in enumerate(cases):
@@ -165,9 +174,16 @@ def test_a_target_planted_at_a_random_place_never_runs(trained: dict[str, Path],
     path, _ = data.draw(st.sampled_from(list(positions(checkpoint[section]))))
     node = data.draw(st.sampled_from(payloads(marker)))
     # the planted node wrapped in lists and mappings, as deep as the drawing goes
-    node = data.draw(st.recursive(st.just(node), lambda inner: st.lists(inner, min_size=1, max_size=2)
-                                  | st.dictionaries(st.sampled_from(["x", "_target_", "net"]), inner, min_size=1,
-                                                    max_size=2), max_leaves=4))  # fmt: skip
+    node = data.draw(
+        st.recursive(
+            st.just(node),
+            lambda inner: (
+                st.lists(inner, min_size=1, max_size=2)
+                | st.dictionaries(st.sampled_from(["x", "_target_", "net"]), inner, min_size=1, max_size=2)
+            ),
+            max_leaves=4,
+        )
+    )
     file = tmp_path / "planted.ckpt"
     torch.save(planted(checkpoint, section, path, node), file)
     for loader in loaders(trained["data"]).values():
@@ -200,8 +216,12 @@ def test_no_entry_point_runs_a_planted_target(trained: dict[str, Path], tmp_path
     file = tmp_path / "planted.ckpt"
     torch.save(checkpoint, file)
     module, overrides = ENTRY_POINTS[entry_point]
-    result = run_module(module, *[o.format(ckpt=file) for o in overrides], f"paths.log_dir={tmp_path / 'logs'}",
-                        f"paths.data_dir={trained['data']}")  # fmt: skip
+    result = run_module(
+        module,
+        *[o.format(ckpt=file) for o in overrides],
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={trained['data']}",
+    )
     assert not marker.exists(), f"{entry_point} ran what was planted at {where}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     if result.returncode != 0:  # refused: one line, and no run folder left
@@ -257,8 +277,14 @@ def bomb(case: str, good: Path, folder: Path) -> Path:
     return path
 
 
-BOMBS = ["expanded weights", "expanded optimizer state", "shared lists", "deep nesting", "zip bomb",
-         "network larger than its weights"]  # fmt: skip
+BOMBS = [
+    "expanded weights",
+    "expanded optimizer state",
+    "shared lists",
+    "deep nesting",
+    "zip bomb",
+    "network larger than its weights",
+]
 
 
 @pytest.mark.parametrize("case", BOMBS)
@@ -297,9 +323,13 @@ def test_hyperparameters_past_a_declared_bound_are_refused_in_one_line(
 
 @pytest.mark.parametrize(
     "vocab, refused",
-    [("ab\x1b[31", "control or invisible characters"), ("aabcde", "repeats the characters 'a'"),
-     ("abcd\x07e", "control or invisible characters"), ("abcd\u202ee", "control or invisible characters")],
-)  # fmt: skip
+    [
+        ("ab\x1b[31", "control or invisible characters"),
+        ("aabcde", "repeats the characters 'a'"),
+        ("abcd\x07e", "control or invisible characters"),
+        ("abcd\u202ee", "control or invisible characters"),
+    ],
+)
 def test_a_vocabulary_with_control_or_repeated_characters_is_refused(tmp_path: Path, vocab: str, refused: str):
     path = tmp_path / "gpt.ckpt"
     save_gpt(path, vocab="abcdef")  # six characters, as each bad vocabulary has: only its characters are wrong
@@ -383,8 +413,16 @@ def not_a_checkpoint(case: str, folder: Path, good: Path) -> tuple[str, str]:
     raise ValueError(case)
 
 
-NOT_CHECKPOINTS = ["url", "text file", "link to a text file", "folder", "link to a folder", "dangling link",
-                   "callback paths outside the run", "malformed generator states"]  # fmt: skip
+NOT_CHECKPOINTS = [
+    "url",
+    "text file",
+    "link to a text file",
+    "folder",
+    "link to a folder",
+    "dangling link",
+    "callback paths outside the run",
+    "malformed generator states",
+]
 
 
 @pytest.mark.parametrize("case", NOT_CHECKPOINTS)
@@ -405,8 +443,12 @@ def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
 ) -> None:
     path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
     module, overrides = ENTRY_POINTS[entry_point]
-    result = run_module(module, *[o.format(ckpt=path) for o in overrides], f"paths.log_dir={tmp_path / 'logs'}",
-                        f"paths.data_dir={trained['data']}")  # fmt: skip
+    result = run_module(
+        module,
+        *[o.format(ckpt=path) for o in overrides],
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.data_dir={trained['data']}",
+    )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]

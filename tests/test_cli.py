@@ -60,14 +60,23 @@ def test_unknown_key_is_refused_by_hydra() -> None:
 @pytest.mark.parametrize(
     ("model", "data", "pairs"),
     [
-        ("gan", "shakespeare", "model=gan needs data with image_shape, num_classes: it works with "
-                               "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
-        ("gpt", "mnist", "model=gpt needs data with block_size: it works with data=shakespeare; "
-                         f"data=mnist works with model={', '.join(IMAGE_MODELS)}"),
+        (
+            "gan",
+            "shakespeare",
+            "model=gan needs data with image_shape, num_classes: it works with "
+            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+        ),
+        (
+            "gpt",
+            "mnist",
+            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
+        ),
     ],
-)  # fmt: skip
-def test_model_for_other_data_is_refused_naming_the_pairs_that_work(tmp_path: Path, model: str, data: str,
-                                                                     pairs: str) -> None:  # fmt: skip
+)
+def test_model_for_other_data_is_refused_naming_the_pairs_that_work(
+    tmp_path: Path, model: str, data: str, pairs: str
+) -> None:
     result = run_train(f"model={model}", f"data={data}", f"paths.log_dir={tmp_path}")
     assert result.returncode == 1
     assert "cannot be resolved" in result.stderr and pairs in result.stderr
@@ -93,9 +102,17 @@ def test_missing_dataset_is_one_clear_paragraph(tmp_path: Path, dataset: str) ->
 @pytest.mark.integration
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
-        "-m", "model.latent_dim=4,8", *QUICK, "extras.print_config=true", "test=false", "data=mnist",
-        "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}", "logger=[csv,tensorboard]",
-    )  # fmt: skip
+        "-m",
+        "model.latent_dim=4,8",
+        *QUICK,
+        "extras.print_config=true",
+        "test=false",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "logger=[csv,tensorboard]",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "train" / "multiruns").iterdir()
     # dashboards name each run by its task and what sets it apart, not by a timestamp (paths.*: where, not what)
@@ -120,8 +137,14 @@ def test_the_progress_bar_shows_the_step_not_the_logger_version(tmp_path: Path) 
     from genlab.callbacks.progress import ProgressBar
 
     bar = ProgressBar()
-    trainer = L.Trainer(max_steps=4, callbacks=[bar], logger=CSVLogger(tmp_path), default_root_dir=tmp_path,
-                        enable_checkpointing=False, accelerator="cpu")  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=4,
+        callbacks=[bar],
+        logger=CSVLogger(tmp_path),
+        default_root_dir=tmp_path,
+        enable_checkpointing=False,
+        accelerator="cpu",
+    )
     model = BoringModel()
     trainer.fit(model)
     metrics = bar.get_metrics(trainer, model)
@@ -154,9 +177,15 @@ def test_an_interrupt_saves_its_checkpoint_without_a_weights_only_notice(tmp_pat
                 os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C: the run stops at the end of this step and saves it
 
     interrupt = CheckpointOnInterrupt()
-    trainer = L.Trainer(max_steps=10, callbacks=[ModelCheckpoint(dirpath=tmp_path), interrupt, CtrlC()], logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=10,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path), interrupt, CtrlC()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+    )
     # the logger that says it: Lightning's loggers need not propagate to the root, where caplog listens
     records = _Records()
     checkpoint_log = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")

@@ -21,25 +21,45 @@ from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
 # the value each entry point needs, given where a case is about something else
-REQUIRED = {"train": [], "eval": ["ckpt_path=x.ckpt"], "sample": ["ckpt_path=x.ckpt"], "report": ["run_dir=."],
-            "sweep_summary": ["sweep_dir=."]}  # fmt: skip
+REQUIRED = {
+    "train": [],
+    "eval": ["ckpt_path=x.ckpt"],
+    "sample": ["ckpt_path=x.ckpt"],
+    "report": ["run_dir=."],
+    "sweep_summary": ["sweep_dir=."],
+}
 WITH_TASK_NAME = ["train", "eval", "sample"]  # src.report and src.sweep_summary write into the folder they read
 
 # (entry point, overrides with {file} for a file that exists, what the one line names)
 CASES = [
-    *((entry, [], f"{key} is missing: give it on the command line: python -m src.{entry} {key}=")
-      for entry, key in (("eval", "ckpt_path"), ("sample", "ckpt_path"), ("report", "run_dir"),
-                         ("sweep_summary", "sweep_dir"))),
-    *((entry, [f"task_name={name}"], f"task_name={name!r}: must be a plain folder name")
-      for entry in WITH_TASK_NAME for name in ("a/b", "a/../../../x", ".hidden")),
+    *(
+        (entry, [], f"{key} is missing: give it on the command line: python -m src.{entry} {key}=")
+        for entry, key in (
+            ("eval", "ckpt_path"),
+            ("sample", "ckpt_path"),
+            ("report", "run_dir"),
+            ("sweep_summary", "sweep_dir"),
+        )
+    ),
+    *(
+        (entry, [f"task_name={name}"], f"task_name={name!r}: must be a plain folder name")
+        for entry in WITH_TASK_NAME
+        for name in ("a/b", "a/../../../x", ".hidden")
+    ),
     *((entry, ["hydra.run.dir={file}"], "hydra.run.dir={file}: a file of that name exists") for entry in ENTRY_POINTS),
-    *((entry, ["hydra.run.dir={file}/run"], "hydra.run.dir={file}/run: {file} is a file, so no folder can be made")
-      for entry in ENTRY_POINTS),
-    *((entry, ["paths.log_dir={file}"], "paths.log_dir={file}: a file of that name exists")
-      for entry in WITH_TASK_NAME),
-    *((entry, ["paths.output_dir={file}/out"], "paths.output_dir={file}/out: {file} is a file")
-      for entry in WITH_TASK_NAME),
-]  # fmt: skip
+    *(
+        (entry, ["hydra.run.dir={file}/run"], "hydra.run.dir={file}/run: {file} is a file, so no folder can be made")
+        for entry in ENTRY_POINTS
+    ),
+    *(
+        (entry, ["paths.log_dir={file}"], "paths.log_dir={file}: a file of that name exists")
+        for entry in WITH_TASK_NAME
+    ),
+    *(
+        (entry, ["paths.output_dir={file}/out"], "paths.output_dir={file}/out: {file} is a file")
+        for entry in WITH_TASK_NAME
+    ),
+]
 IDS = [f"{entry}:{' '.join(overrides) or 'nothing'}" for entry, overrides, _ in CASES]
 
 
@@ -107,20 +127,27 @@ def test_train_refuses_a_value_past_a_declared_bound_with_one_line_and_no_run_fo
         train_main.__wrapped__(cfg)  # the entry point as Hydra calls it
     line = exit_info.value.code
     assert isinstance(line, str) and "\n" not in line  # printed by Python as it exits: code 1
-    assert line.startswith(f"error: model.{breach.name}={breach.value!r} is not valid for "
-                           f"{model_class(breach.model).__name__}: expected "), line  # fmt: skip
+    assert line.startswith(
+        f"error: model.{breach.name}={breach.value!r} is not valid for {model_class(breach.model).__name__}: expected "
+    ), line
     assert capsys.readouterr().err == ""
     assert list(tmp_path.iterdir()) == []
 
 
 # the command line: one per entry point and kind of case, each a Python start-up (5-15 s on 2 busy cores)
 CLI_CASES = [
-    ("eval", []), ("sample", []), ("report", []), ("sweep_summary", []),
-    ("train", ["task_name=a/../../../x"]), ("sample", ["task_name=a/b"]), ("eval", ["hydra.run.dir={file}/run"]),
-    ("report", ["hydra.run.dir={file}"]), ("sweep_summary", ["hydra.run.dir={file}/run"]),
+    ("eval", []),
+    ("sample", []),
+    ("report", []),
+    ("sweep_summary", []),
+    ("train", ["task_name=a/../../../x"]),
+    ("sample", ["task_name=a/b"]),
+    ("eval", ["hydra.run.dir={file}/run"]),
+    ("report", ["hydra.run.dir={file}"]),
+    ("sweep_summary", ["hydra.run.dir={file}/run"]),
     ("train", ["-m", "model.latent_dim=4,8", "hydra.sweep.dir={file}/sweep"]),
     ("train", ["model=vae", "model.latent_dim=0", "hydra.run.dir={file}.run"]),  # a range declared by a family
-]  # fmt: skip
+]
 
 
 @pytest.mark.slow

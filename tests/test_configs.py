@@ -84,20 +84,33 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
 @pytest.mark.parametrize(
     ("model", "data", "message"),
     [
-        ("gpt", "mnist", "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
-                         "model=gpt needs data with block_size: it works with data=shakespeare; "
-                         f"data=mnist works with model={', '.join(IMAGE_MODELS)}"),
-        ("gan", "shakespeare", "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
-                               "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
-                               "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
-                               "data=shakespeare works with model=gpt"),
-        ("ae", "shakespeare", "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
-                              "image_shape. model=ae needs data with image_shape: it works with "
-                              "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt"),
+        (
+            "gpt",
+            "mnist",
+            "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
+            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
+        ),
+        (
+            "gan",
+            "shakespeare",
+            "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
+            "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
+            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+            "data=shakespeare works with model=gpt",
+        ),
+        (
+            "ae",
+            "shakespeare",
+            "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
+            "image_shape. model=ae needs data with image_shape: it works with "
+            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+        ),
     ],
-)  # fmt: skip
-def test_refused_pair_names_the_missing_keys_and_the_pairs_that_work(tmp_path: Path, model: str, data: str,
-                                                                     message: str) -> None:  # fmt: skip
+)
+def test_refused_pair_names_the_missing_keys_and_the_pairs_that_work(
+    tmp_path: Path, model: str, data: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as caught:
         check_config(compose_config([f"model={model}", f"data={data}"], tmp_path))
     assert str(caught.value) == message
@@ -242,12 +255,16 @@ def test_a_value_past_a_declared_bound_is_refused_alike_by_config_constructor_an
         (["trainer.gradient_clip_val=inf"], "trainer.gradient_clip_val=inf"),
         (["data.batch_size=nan"], "data.batch_size=nan"),
         (["model=gpt", "data=shakespeare", "data.train_fraction=inf"], "data.train_fraction=inf"),
-        (["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=-inf"],
-         "callbacks.early_stopping.min_delta=-inf"),
-        (["callbacks=[default,sample_fid]", "callbacks.sample_fid.min_label_entropy=nan"],
-         "callbacks.sample_fid.min_label_entropy=nan"),
+        (
+            ["callbacks=[default,early_stopping]", "callbacks.early_stopping.min_delta=-inf"],
+            "callbacks.early_stopping.min_delta=-inf",
+        ),
+        (
+            ["callbacks=[default,sample_fid]", "callbacks.sample_fid.min_label_entropy=nan"],
+            "callbacks.sample_fid.min_label_entropy=nan",
+        ),
     ],
-)  # fmt: skip
+)
 def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, overrides: list[str], message: str) -> None:
     cfg = compose_config(overrides, tmp_path)
     with pytest.raises(ConfigError) as caught:
@@ -258,13 +275,23 @@ def test_non_finite_numbers_are_refused_naming_the_key(tmp_path: Path, overrides
 @pytest.mark.parametrize(
     ("task_name", "is_folder_name"),
     [
-        ("train", True), ("gan_fashion_mnist", True), ("run-1.2", True), (2024, True),
-        ("../elsewhere", False), ("a/b", False), ("/tmp/run", False), (".hidden", False), ("..", False),
-        ("with space", False), ("", False), (None, False),
+        ("train", True),
+        ("gan_fashion_mnist", True),
+        ("run-1.2", True),
+        (2024, True),
+        ("../elsewhere", False),
+        ("a/b", False),
+        ("/tmp/run", False),
+        (".hidden", False),
+        ("..", False),
+        ("with space", False),
+        ("", False),
+        (None, False),
     ],
-)  # fmt: skip
-def test_task_name_must_be_a_plain_folder_name(tmp_path: Path, task_name: str | int | None,
-                                               is_folder_name: bool) -> None:  # fmt: skip
+)
+def test_task_name_must_be_a_plain_folder_name(
+    tmp_path: Path, task_name: str | int | None, is_folder_name: bool
+) -> None:
     cfg = compose_config([], tmp_path)
     cfg.task_name = task_name
     if is_folder_name:
@@ -285,9 +312,10 @@ def test_task_name_must_be_a_plain_folder_name(tmp_path: Path, task_name: str | 
         (["experiment=diffusion_fashion_mnist"], "val/loss", "ddp"),  # a diffusion model has a validation loss
         (["hparams_search=gan_optuna"], "val/fid", "ddp_find_unused_parameters_true"),
     ],
-)  # fmt: skip
-def test_model_settings_follow_the_chosen_model(tmp_path: Path, overrides: list[str], metric: str | None,
-                                                strategy: str) -> None:  # fmt: skip
+)
+def test_model_settings_follow_the_chosen_model(
+    tmp_path: Path, overrides: list[str], metric: str | None, strategy: str
+) -> None:
     cfg = compose_config(overrides, tmp_path)
     assert (cfg.monitor.metric, cfg.ddp_strategy) == (metric, strategy)
 

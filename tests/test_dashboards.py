@@ -141,10 +141,13 @@ def _tensorboard_events(tmp_path: Path):
 
 
 # the GAN steps two optimizers per batch: its global_step runs at twice the loggers' step
-@pytest.mark.parametrize(("model", "picture", "val_scalar", "histograms"), [
-    ("ae", "reconstructions", "val/loss", True),
-    pytest.param("gan", "samples", "val/d_acc", False, marks=pytest.mark.slow),  # about 13 s on 2 cores
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "picture", "val_scalar", "histograms"),
+    [
+        ("ae", "reconstructions", "val/loss", True),
+        pytest.param("gan", "samples", "val/d_acc", False, marks=pytest.mark.slow),  # about 13 s on 2 cores
+    ],
+)
 def test_tensorboard_pictures_and_histograms_sit_at_the_step_of_their_validation_scalars(
     tmp_path: Path,
     mnist_dir: Path,
@@ -174,9 +177,14 @@ def test_tensorboard_pictures_and_histograms_sit_at_the_step_of_their_validation
 def test_progress_bar_shows_ms_per_step_and_no_mfu_on_a_cpu(caplog: pytest.LogCaptureFixture) -> None:
     bar = ProgressBar()
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=6, limit_val_batches=0, callbacks=[bar], logger=False,
-        enable_checkpointing=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=6,
+        limit_val_batches=0,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     with caplog.at_level(logging.INFO, logger="genlab.callbacks.progress"):
         trainer.fit(BoringModel())
     metrics = bar.get_metrics(trainer, trainer.lightning_module)
@@ -238,9 +246,14 @@ class _FlopsDeclaringModel(BoringModel):
 def test_progress_bar_shows_mfu_against_the_declared_peak_where_a_model_declares_its_flops() -> None:
     bar = ProgressBar(peak_flops=1e12)  # declared: nothing measured
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=6, limit_val_batches=0, callbacks=[bar], logger=False,
-        enable_checkpointing=False, enable_model_summary=False,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=6,
+        limit_val_batches=0,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(_FlopsDeclaringModel())
     metrics = bar.get_metrics(trainer, trainer.lightning_module)
     assert metrics["mfu"].endswith("%") and bar.mfu > 0

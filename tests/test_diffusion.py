@@ -48,8 +48,14 @@ def _last(trajectory) -> Tensor:
 @pytest.mark.parametrize("image_shape", [(1, 28, 28), (3, 32, 32)])
 @pytest.mark.parametrize("num_classes", [0, 10])
 def test_unet_keeps_the_image_shape(image_shape: tuple[int, int, int], num_classes: int) -> None:
-    net = UNet(image_shape, base_channels=8, channel_multipliers=(1, 2), num_res_blocks=1, attention_heads=2,
-               num_classes=num_classes)  # fmt: skip
+    net = UNet(
+        image_shape,
+        base_channels=8,
+        channel_multipliers=(1, 2),
+        num_res_blocks=1,
+        attention_heads=2,
+        num_classes=num_classes,
+    )
     x = torch.randn(3, *image_shape)
     labels = torch.tensor([0, 9, 10]) if num_classes else None  # 10: "no class"
     assert net(x, torch.rand(3), labels).shape == x.shape
@@ -71,14 +77,18 @@ def test_forward_process_matches_its_closed_form(schedule: str) -> None:
     chains = x0.expand(4000, -1, -1, -1).clone()
     for t, beta in enumerate(betas):
         mean, variance = (1 - beta).sqrt() * mean, (1 - beta) * variance + beta
-        chains = (1 - beta).sqrt() * chains + beta.sqrt() * torch.randn(chains.shape, generator=generator,
-                                                                          dtype=torch.float64)  # fmt: skip
+        chains = (1 - beta).sqrt() * chains + beta.sqrt() * torch.randn(
+            chains.shape, generator=generator, dtype=torch.float64
+        )
         if t in (0, 99, 499, 999):
             alpha_cumprod = model.alphas_cumprod[t].double()
             assert torch.allclose(mean, alpha_cumprod.sqrt() * x0, atol=1e-5)
             assert torch.isclose(variance, 1 - alpha_cumprod, atol=1e-5)
-            closed = model.q_sample(x0.float().expand(4000, -1, -1, -1), torch.full((4000,), t),
-                                    torch.randn(4000, 1, 4, 4, generator=generator))  # fmt: skip
+            closed = model.q_sample(
+                x0.float().expand(4000, -1, -1, -1),
+                torch.full((4000,), t),
+                torch.randn(4000, 1, 4, 4, generator=generator),
+            )
             for draws in (chains, closed.double()):  # 4,000 draws: within about 4 standard errors
                 assert torch.allclose(draws.mean(0), mean, atol=4 * math.sqrt(float(variance) / 4000) + 1e-6)
                 assert torch.allclose(draws.var(0), variance.expand_as(mean), rtol=0.1, atol=1e-6)
@@ -159,8 +169,16 @@ class LabelEcho(nn.Module):
 
 @pytest.mark.parametrize("guidance_scale", [0.0, 1.0, 3.0])
 def test_classifier_free_guidance_mixes_the_conditional_and_unconditional_predictions(guidance_scale: float) -> None:
-    model = Diffusion((1, 4, 4), 10, objective="flow", conditional=True, ema_decay=None, sample_steps=1,
-                      guidance_scale=guidance_scale, **TINY)  # fmt: skip
+    model = Diffusion(
+        (1, 4, 4),
+        10,
+        objective="flow",
+        conditional=True,
+        ema_decay=None,
+        sample_steps=1,
+        guidance_scale=guidance_scale,
+        **TINY,
+    )
     model.unet = LabelEcho()
     labels = torch.tensor([0, 3, 9])
     # one Euler step from zero noise: the sample is the guided velocity itself
@@ -187,15 +205,18 @@ def test_sampling_is_reproducible_from_a_generator(objective: str, samplers: lis
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"channel_multipliers": [1, 2, 2]}, "model.channel_multipliers=[1, 2, 2]: its 3 levels halve the 28x28 "
-                                             "images 3 times, which does not divide evenly; at most 2 levels"),
+        (
+            {"channel_multipliers": [1, 2, 2]},
+            "model.channel_multipliers=[1, 2, 2]: its 3 levels halve the 28x28 "
+            "images 3 times, which does not divide evenly; at most 2 levels",
+        ),
         ({"attention_heads": 3}, "model.attention_heads=3 must divide the channels of the lowest resolution"),
         ({"sampler": "euler"}, "model.sampler=euler does not fit model.objective=ddpm: its samplers are ddpm, ddim"),
         ({"objective": "flow", "sampler": "ddim"}, "model.sampler=ddim does not fit model.objective=flow"),
         ({"sample_steps": 1001}, "model.sample_steps=1001: expected at most model.num_timesteps=1000"),
         ({"guidance_scale": 2.0}, "model.guidance_scale=2.0: classifier-free guidance needs a class-conditional model"),
     ],
-)  # fmt: skip
+)
 def test_settings_that_do_not_fit_together_are_refused_naming_the_key(options: dict, message: str) -> None:
     # each setting's own range: tests/test_configs.py, from the declarations
     with pytest.raises(ConfigError) as caught:
@@ -214,8 +235,11 @@ def test_sampling_options_are_checked_and_refused_for_models_that_do_not_step() 
     # the ranges the constructor declares for sample_steps and guidance_scale
     with pytest.raises(ConfigError, match=r"^steps=2.5 is not valid for Diffusion: expected int \(Input should be a"):
         use_sampling_options(model, {"steps": 2.5})
-    with pytest.raises(ConfigError, match=r"^guidance_scale=-1 is not valid for Diffusion: expected float \(Input "
-                                          r"should be greater than or equal to 0\)"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^guidance_scale=-1 is not valid for Diffusion: expected float \(Input "
+        r"should be greater than or equal to 0\)",
+    ):
         use_sampling_options(model, {"guidance_scale": -1})
     gan = GAN(image_shape=(1, 28, 28), num_classes=10, generator_channels=8, discriminator_channels=8)
     use_sampling_options(gan, {"steps": None, "sampler": None, "guidance_scale": None})  # nothing given: fine
@@ -226,32 +250,62 @@ def test_sampling_options_are_checked_and_refused_for_models_that_do_not_step() 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 @pytest.mark.parametrize("objective", ["ddpm", "flow"])
 def test_a_checkpoint_reloads_to_the_same_samples_and_losses(tmp_path: Path, objective: str) -> None:
-    model = Diffusion((1, 8, 8), 10, objective=objective, conditional=True, sample_steps=3, num_grid_images=0,
-                      lr=1e-2, warmup_steps=0, **TINY)  # fmt: skip
+    model = Diffusion(
+        (1, 8, 8),
+        10,
+        objective=objective,
+        conditional=True,
+        sample_steps=3,
+        num_grid_images=0,
+        lr=1e-2,
+        warmup_steps=0,
+        **TINY,
+    )
     data = torch.utils.data.TensorDataset(torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,)))
     config = {"model": {"_target_": "genlab.models.diffusion.Diffusion"}}
-    trainer = L.Trainer(max_steps=3, limit_val_batches=0, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_checkpointing=False, enable_model_summary=False, callbacks=[SaveRunConfig(config)],
-                        default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=3,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[SaveRunConfig(config)],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
     assert model.ema_unet.n_averaged.item() == 3  # once per optimizer step
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     reloaded = load_model(tmp_path / "model.ckpt")
     model.eval()
-    assert torch.equal(model.sample(4, generator=torch.Generator().manual_seed(0)),
-                       reloaded.sample(4, generator=torch.Generator().manual_seed(0)))  # fmt: skip
+    assert torch.equal(
+        model.sample(4, generator=torch.Generator().manual_seed(0)),
+        reloaded.sample(4, generator=torch.Generator().manual_seed(0)),
+    )
     images, labels = data.tensors
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     with torch.no_grad():
-        assert torch.equal(model.loss(model.sampling_network, images, labels, generator()),
-                           reloaded.loss(reloaded.sampling_network, images, labels, generator()))  # fmt: skip
+        assert torch.equal(
+            model.loss(model.sampling_network, images, labels, generator()),
+            reloaded.loss(reloaded.sampling_network, images, labels, generator()),
+        )
 
 
 # --- the family through the entry points, on Fashion-MNIST ----------------------------------------------
-TINY_OVERRIDES = ["model.base_channels=8", "model.channel_multipliers=[1,2]", "model.num_res_blocks=1",
-                  "model.attention_heads=2", "model.sample_steps=3", "model.num_grid_images=10", "data.batch_size=32",
-                  "trainer.max_steps=4", "trainer.log_every_n_steps=2", "trainer.limit_val_batches=2",
-                  "trainer.limit_test_batches=2"]  # fmt: skip
+TINY_OVERRIDES = [
+    "model.base_channels=8",
+    "model.channel_multipliers=[1,2]",
+    "model.num_res_blocks=1",
+    "model.attention_heads=2",
+    "model.sample_steps=3",
+    "model.num_grid_images=10",
+    "data.batch_size=32",
+    "trainer.max_steps=4",
+    "trainer.log_every_n_steps=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 
 
 def write_small_fashion_mnist(shared: Path, root: Path, num_train: int = 2000, num_test: int = 500) -> None:
@@ -276,9 +330,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data_dir = root / "data"
     write_small_fashion_mnist(shared, data_dir)
     data = [f"paths.data_dir={data_dir}", "data.val_size=200"]
-    result = run_train("experiment=diffusion_fashion_mnist", *TINY_OVERRIDES, *data, f"paths.log_dir={root}",
-                       "extras.print_config=false", "~callbacks.rich_progress_bar",
-                       "+trainer.enable_progress_bar=false")  # fmt: skip
+    result = run_train(
+        "experiment=diffusion_fashion_mnist",
+        *TINY_OVERRIDES,
+        *data,
+        f"paths.log_dir={root}",
+        "extras.print_config=false",
+        "~callbacks.rich_progress_bar",
+        "+trainer.enable_progress_bar=false",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (ddpm_run,) = (root / "diffusion_fashion_mnist" / "runs").iterdir()
     flow_run = root / "flow"
@@ -306,8 +366,9 @@ def test_training_logs_losses_and_draws_samples_and_trajectories(trained: dict[s
 @pytest.mark.parametrize(
     ("objective", "sampler"), [("ddpm", "ddpm"), ("ddpm", "ddim"), ("flow", "euler"), ("flow", "heun")]
 )
-def test_every_sampler_runs_from_src_sample(tmp_path: Path, trained: dict[str, Path], objective: str,
-                                            sampler: str) -> None:  # fmt: skip
+def test_every_sampler_runs_from_src_sample(
+    tmp_path: Path, trained: dict[str, Path], objective: str, sampler: str
+) -> None:
     ckpt = trained[objective] / "checkpoints" / "last.ckpt"
     options = [f"ckpt_path={ckpt}", "num_samples=6", f"sampler={sampler}", "steps=2", "guidance_scale=3"]
     if sampler == "ddpm":  # once as a user runs it
@@ -329,11 +390,21 @@ def test_sample_refuses_what_the_model_cannot_use(tmp_path: Path, trained: dict[
 
 
 def test_eval_reports_the_test_loss_and_sample_quality(tmp_path: Path, trained: dict[str, Path]) -> None:
-    metrics = evaluate(compose([
-        f"ckpt_path={trained['ddpm'] / 'checkpoints' / 'last.ckpt'}", f"paths.data_dir={trained['data']}",
-        f"paths.output_dir={tmp_path}", "num_samples=60", "batch_size=500", "steps=2", "sampler=ddpm",
-        "metrics.kid_subset_size=30",
-    ], config_name="eval"))  # fmt: skip
+    metrics = evaluate(
+        compose(
+            [
+                f"ckpt_path={trained['ddpm'] / 'checkpoints' / 'last.ckpt'}",
+                f"paths.data_dir={trained['data']}",
+                f"paths.output_dir={tmp_path}",
+                "num_samples=60",
+                "batch_size=500",
+                "steps=2",
+                "sampler=ddpm",
+                "metrics.kid_subset_size=30",
+            ],
+            config_name="eval",
+        )
+    )
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
     assert {"test/loss", "sample/fid", "sample/kid", "sample/is"} <= metrics.keys()
     assert metrics["sample/fid"] > 0 and 1.0 <= metrics["sample/is"] <= 10.0
@@ -341,12 +412,23 @@ def test_eval_reports_the_test_loss_and_sample_quality(tmp_path: Path, trained: 
 
 def test_sample_fid_during_training_picks_the_best_checkpoint(tmp_path: Path, trained: dict[str, Path]) -> None:
     cfg = compose_config(
-        [*TEST_OVERRIDES, "experiment=flow_fashion_mnist", *TINY_OVERRIDES, f"paths.data_dir={trained['data']}",
-         "data.val_size=200", "trainer.max_steps=-1", "trainer.max_epochs=2", "model.num_grid_images=0",
-         "callbacks=[default,sample_fid]", "callbacks.sample_fid.num_samples=50", "callbacks.sample_fid.batch_size=50",
-         "monitor.metric=val/fid", "test=false"],
+        [
+            *TEST_OVERRIDES,
+            "experiment=flow_fashion_mnist",
+            *TINY_OVERRIDES,
+            f"paths.data_dir={trained['data']}",
+            "data.val_size=200",
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=2",
+            "model.num_grid_images=0",
+            "callbacks=[default,sample_fid]",
+            "callbacks.sample_fid.num_samples=50",
+            "callbacks.sample_fid.batch_size=50",
+            "monitor.metric=val/fid",
+            "test=false",
+        ],
         tmp_path / "run",
-    )  # fmt: skip
+    )
     value, metrics = train(cfg)
     assert value == metrics["val/fid"] > 0 and {"val/kid", "val/is", "val/loss"} <= metrics.keys()
     assert len(list((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))) == 1  # chosen by val/fid
@@ -355,10 +437,17 @@ def test_sample_fid_during_training_picks_the_best_checkpoint(tmp_path: Path, tr
 @pytest.mark.slow  # about 3 minutes on one CPU core: 400 training steps, then 200 guided samples of 20 steps
 def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = compose_config(
-        [*TEST_OVERRIDES, "experiment=flow_fashion_mnist", f"paths.data_dir={fashion_mnist_dir}",
-         "trainer.limit_train_batches=400", "trainer.max_steps=400", "model.num_grid_images=0", "test=false"],
+        [
+            *TEST_OVERRIDES,
+            "experiment=flow_fashion_mnist",
+            f"paths.data_dir={fashion_mnist_dir}",
+            "trainer.limit_train_batches=400",
+            "trainer.max_steps=400",
+            "model.num_grid_images=0",
+            "test=false",
+        ],
         tmp_path / "run",
-    )  # fmt: skip
+    )
     train(cfg)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     model.set_sampling(steps=20, guidance_scale=2.0)
@@ -373,14 +462,24 @@ def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mn
 def test_cifar10_recipe_runs_two_steps_on_random_images(tmp_path: Path, cifar10_dir: Path) -> None:
     """The GPU recipe as it is (its U-Net, bf16-mixed), on the CPU: two steps of batch 2, and its pictures."""
     cfg = compose_config(
-        [*TEST_OVERRIDES, "experiment=diffusion_cifar10", "+trainer.fast_dev_run=2", "trainer.accelerator=cpu",
-         "data._target_=tests.helpers.LocalCIFAR10DataModule", f"paths.data_dir={cifar10_dir}", "data.val_size=20",
-         "data.batch_size=2", "model.sample_steps=2", "model.num_grid_images=2"],
+        [
+            *TEST_OVERRIDES,
+            "experiment=diffusion_cifar10",
+            "+trainer.fast_dev_run=2",
+            "trainer.accelerator=cpu",
+            "data._target_=tests.helpers.LocalCIFAR10DataModule",
+            f"paths.data_dir={cifar10_dir}",
+            "data.val_size=20",
+            "data.batch_size=2",
+            "model.sample_steps=2",
+            "model.num_grid_images=2",
+        ],
         tmp_path / "run",
-    )  # fmt: skip
+    )
     _, metrics = train(cfg)
     assert {"train/loss", "val/loss", "test/loss"} <= metrics.keys()
     assert all(math.isfinite(value) for value in metrics.values())
     assert sorted(path.name for path in (tmp_path / "run" / "images").iterdir()) == [
-        "samples_epoch000.png", "trajectory_epoch000.png"
-    ]  # fmt: skip
+        "samples_epoch000.png",
+        "trajectory_epoch000.png",
+    ]

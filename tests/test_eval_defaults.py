@@ -34,17 +34,28 @@ class CountingSampler:
     ("seconds_per_image", "minutes", "num_samples", "expected", "said"),
     [
         (0.001, 5, None, MAX_SAMPLES, "Generating 10,000 samples (as many as fit in sampling_minutes=5"),
-        (0.1, 5, None, 3_000, "Generating 3,000 samples (as many as fit in sampling_minutes=5, within 1,000-10,000) "
-                              "at 10.0 images/s: about 5.0 min to draw them"),
+        (
+            0.1,
+            5,
+            None,
+            3_000,
+            "Generating 3,000 samples (as many as fit in sampling_minutes=5, within 1,000-10,000) "
+            "at 10.0 images/s: about 5.0 min to draw them",
+        ),
         (2.0, 5, None, MIN_SAMPLES, "Generating 1,000 samples (as many as fit in sampling_minutes=5"),
         (0.1, 5, 20_000, 20_000, "Generating 20,000 samples (num_samples) at 10.0 images/s: about 33.3 min to draw"),
         (0.1, 5, 300, 300, "Generating 300 samples (num_samples) at 10.0 images/s: about 30 s to draw them"),
     ],
-)  # fmt: skip
+)
 def test_the_sample_count_is_sized_from_the_first_batch_and_its_time_said_before_the_rest(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, seconds_per_image: float, minutes: float,
-    num_samples: int | None, expected: int, said: str,
-) -> None:  # fmt: skip
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    seconds_per_image: float,
+    minutes: float,
+    num_samples: int | None,
+    expected: int,
+    said: str,
+) -> None:
     clock = [0.0]
     monkeypatch.setattr(eval_module.time, "perf_counter", lambda: clock[0])
     model = CountingSampler(clock, seconds_per_image)

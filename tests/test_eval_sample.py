@@ -23,8 +23,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_mnist_raw(root / "data" / "MNIST" / "raw")
     data = ["data=mnist", "data.val_size=100", "data.batch_size=50", f"paths.data_dir={root / 'data'}"]
     classifier = root / "eval" / "mnist.ckpt"
-    train(compose_config([*TEST_OVERRIDES, *data, "experiment=classifier_mnist",
-                          f"callbacks.export_best.path={classifier}"], root / "classifier"))  # fmt: skip
+    train(
+        compose_config(
+            [*TEST_OVERRIDES, *data, "experiment=classifier_mnist", f"callbacks.export_best.path={classifier}"],
+            root / "classifier",
+        )
+    )
     train(compose_config([*TEST_OVERRIDES, *data, "model=ae"], root / "ae"))
     train(compose_config([*TEST_OVERRIDES, *data, "model=vae"], root / "vae"))
     checkpoints = {name: root / name / "checkpoints" / "last.ckpt" for name in ("ae", "vae")}
@@ -41,9 +45,13 @@ def test_exported_classifier_is_slim_and_self_contained(trained: dict[str, Path]
 @pytest.mark.integration
 def test_eval_reports_test_and_reconstruction_metrics(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module(
-        "src.eval", f"ckpt_path={trained['ae']}", f"metrics.classifier_ckpt={trained['classifier']}",
-        f"paths.data_dir={trained['data']}", f"paths.log_dir={tmp_path}", "metrics.kid_subset_size=50",
-    )  # fmt: skip
+        "src.eval",
+        f"ckpt_path={trained['ae']}",
+        f"metrics.classifier_ckpt={trained['classifier']}",
+        f"paths.data_dir={trained['data']}",
+        f"paths.log_dir={tmp_path}",
+        "metrics.kid_subset_size=50",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -55,10 +63,15 @@ def test_eval_reports_test_and_reconstruction_metrics(tmp_path: Path, trained: d
 @pytest.mark.integration
 def test_eval_reports_elbo_and_sample_quality_of_a_vae(tmp_path: Path, trained: dict[str, Path]) -> None:
     result = run_module(
-        "src.eval", f"ckpt_path={trained['vae']}", f"metrics.classifier_ckpt={trained['classifier']}",
-        f"paths.data_dir={trained['data']}", f"paths.log_dir={tmp_path}", "num_samples=300", "batch_size=100",
+        "src.eval",
+        f"ckpt_path={trained['vae']}",
+        f"metrics.classifier_ckpt={trained['classifier']}",
+        f"paths.data_dir={trained['data']}",
+        f"paths.log_dir={tmp_path}",
+        "num_samples=300",
+        "batch_size=100",
         "metrics.kid_subset_size=50",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "eval" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -127,12 +140,23 @@ def test_entry_points_exit_cleanly_on_a_bad_checkpoint(tmp_path: Path, trained: 
 
 def test_fid_during_training_is_logged_and_picks_the_best(tmp_path: Path, trained: dict[str, Path]) -> None:
     cfg = compose_config(
-        [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=50",
-         f"paths.data_dir={trained['data']}", "callbacks=[default,sample_fid]",
-         f"callbacks.sample_fid.classifier_ckpt={trained['classifier']}", "callbacks.sample_fid.num_samples=100",
-         "callbacks.sample_fid.batch_size=50", "monitor.metric=val/fid", "trainer.max_epochs=2", "test=false"],
+        [
+            *TEST_OVERRIDES,
+            "model=vae",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=50",
+            f"paths.data_dir={trained['data']}",
+            "callbacks=[default,sample_fid]",
+            f"callbacks.sample_fid.classifier_ckpt={trained['classifier']}",
+            "callbacks.sample_fid.num_samples=100",
+            "callbacks.sample_fid.batch_size=50",
+            "monitor.metric=val/fid",
+            "trainer.max_epochs=2",
+            "test=false",
+        ],
         tmp_path / "run",
-    )  # fmt: skip
+    )
     value, metrics = train(cfg)
     assert value == metrics["val/fid"] > 0 and {"val/kid", "val/is"} <= metrics.keys()
     best = [path.name for path in (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")]

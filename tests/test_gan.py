@@ -20,8 +20,16 @@ from tests.helpers import TEST_OVERRIDES, compose_config
 
 def _gan_config(tmp_path: Path, data_dir: Path, *overrides: str):
     base = [*TEST_OVERRIDES, "model=gan", "data=mnist", "data.val_size=100", "data.batch_size=32"]
-    return compose_config([*base, "model.generator_channels=16", "model.discriminator_channels=16",
-                           f"paths.data_dir={data_dir}", *overrides], tmp_path / "run")  # fmt: skip
+    return compose_config(
+        [
+            *base,
+            "model.generator_channels=16",
+            "model.discriminator_channels=16",
+            f"paths.data_dir={data_dir}",
+            *overrides,
+        ],
+        tmp_path / "run",
+    )
 
 
 @pytest.mark.parametrize(
@@ -48,8 +56,14 @@ def test_checkpoints_keep_the_latest_by_default(tmp_path: Path, mnist_dir: Path)
 
 def test_each_update_changes_only_its_own_network(tmp_path: Path, mnist_dir: Path) -> None:
     model = GAN(image_shape=(1, 28, 28), num_classes=10, generator_channels=8, discriminator_channels=8, ema_decay=0.9)
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer = L.Trainer(
+        fast_dev_run=True,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     batch = (torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,)))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=16)
     trainer.fit(model, train_dataloaders=loader)  # attaches the optimizers; one step
@@ -110,9 +124,16 @@ def _sample_fid(model: GAN, real: torch.Tensor, classifier) -> float:
 def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     """After a short run the samples are much closer to real garments, and D no longer wins every time."""
     cfg = _gan_config(
-        tmp_path, fashion_mnist_dir, "data=fashion_mnist", "data.batch_size=64", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=300", "trainer.limit_val_batches=20", "test=false", "seed=1",
-    )  # fmt: skip
+        tmp_path,
+        fashion_mnist_dir,
+        "data=fashion_mnist",
+        "data.batch_size=64",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=300",
+        "trainer.limit_val_batches=20",
+        "test=false",
+        "seed=1",
+    )
     untrained = hydra.utils.instantiate(cfg.model, _convert_="all")
     _, metrics = train(cfg)
     trained = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -128,10 +149,18 @@ def test_generator_learns_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Pa
 @pytest.mark.integration
 def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = _gan_config(
-        tmp_path, fashion_mnist_dir, "data=fashion_mnist", "data.batch_size=64", "model.conditional=true",
-        "model.generator_channels=32", "model.discriminator_channels=32", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=400", "trainer.limit_val_batches=5", "test=false",
-    )  # fmt: skip
+        tmp_path,
+        fashion_mnist_dir,
+        "data=fashion_mnist",
+        "data.batch_size=64",
+        "model.conditional=true",
+        "model.generator_channels=32",
+        "model.discriminator_channels=32",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=400",
+        "trainer.limit_val_batches=5",
+        "test=false",
+    )
     train(cfg)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     classifier = load_feature_classifier(None, "fashion_mnist")

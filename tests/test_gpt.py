@@ -51,8 +51,9 @@ def test_output_head_shares_the_token_embedding() -> None:
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for _, p in net.named_parameters())
 
 
-@pytest.mark.parametrize("sampling", [{"temperature": 1.0}, {"temperature": 0.8, "top_k": 5, "top_p": 0.9},
-                                      {"temperature": 0.0}])  # fmt: skip
+@pytest.mark.parametrize(
+    "sampling", [{"temperature": 1.0}, {"temperature": 0.8, "top_k": 5, "top_p": 0.9}, {"temperature": 0.0}]
+)
 def test_kv_cache_generates_the_same_tokens_as_recomputing(sampling: dict) -> None:
     net = tiny_net(block_size=16)
     prompt = torch.randint(11, (3, 5))
@@ -119,10 +120,16 @@ def trained_gpt(tmp_path_factory: pytest.TempPathFactory, shakespeare_dir: Path)
     """The CPU recipe for 150 iterations (about 10 s), validated at 50 and at 150; its run folder."""
     run_dir = tmp_path_factory.mktemp("gpt") / "run"
     overrides = [
-        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}",
-        "trainer.max_steps=150", "trainer.limit_train_batches=null", "trainer.limit_val_batches=null",
-        "trainer.val_check_interval=50", "data.num_val_windows=240", "model.sample_length=40",
-    ]  # fmt: skip
+        *TEST_OVERRIDES,
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "trainer.max_steps=150",
+        "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=null",
+        "trainer.val_check_interval=50",
+        "data.num_val_windows=240",
+        "model.sample_length=40",
+    ]
     train(compose_config(overrides, run_dir))
     return run_dir
 
@@ -164,11 +171,17 @@ def test_periodic_validations_are_estimates_and_the_last_one_scores_every_window
     monkeypatch.setattr(GPT, "on_validation_start", lambda self: scored.append(0))
     monkeypatch.setattr(GPT, "_evaluate", counting_evaluate)
     overrides = [
-        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}",
-        "trainer.max_steps=7", "trainer.val_check_interval=3", "trainer.limit_train_batches=null",
-        "trainer.limit_val_batches=null", "data.num_val_windows=48", "model.periodic_val_batches=1",
+        *TEST_OVERRIDES,
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "trainer.max_steps=7",
+        "trainer.val_check_interval=3",
+        "trainer.limit_train_batches=null",
+        "trainer.limit_val_batches=null",
+        "data.num_val_windows=48",
+        "model.periodic_val_batches=1",
         "model.sample_length=10",
-    ]  # fmt: skip
+    ]
     train(compose_config(overrides, tmp_path / "run"))
     # 48 windows are 4 batches of 12: the sanity check and the validations at steps 3 and 6 score the first,
     # the last validation (step 7, between two intervals) all four
@@ -182,9 +195,15 @@ def test_periodic_validations_are_estimates_and_the_last_one_scores_every_window
 
 def test_sample_cli_prints_a_continuation_with_no_data(tmp_path: Path, trained_gpt: Path) -> None:
     result = run_module(
-        "src.sample", f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}", "prompt=ROMEO:", "max_new_tokens=100",
-        "temperature=0.8", "top_k=50", f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path / 'no_data'}",
-    )  # fmt: skip
+        "src.sample",
+        f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}",
+        "prompt=ROMEO:",
+        "max_new_tokens=100",
+        "temperature=0.8",
+        "top_k=50",
+        f"paths.log_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'no_data'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "sample" / "runs").iterdir()
     text = (run_dir / "samples.txt").read_text()
@@ -203,8 +222,12 @@ def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, train
         result = subprocess.run(  # through a shell, as a user types it
             f"{shlex.join(command_line('src.sample'))} ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'} {prompt} "
             f"max_new_tokens=20 paths.log_dir={tmp_path / 'out'}",
-            shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+            shell=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert expected in result.stdout
 
@@ -212,9 +235,11 @@ def test_sample_cli_reads_a_quoted_prompt_or_a_prompt_file(tmp_path: Path, train
 @pytest.mark.integration
 def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, trained_gpt: Path) -> None:
     result = run_module(
-        "src.sample", f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}", "prompt='ROMÉO@é:'",
+        "src.sample",
+        f"ckpt_path={trained_gpt / 'checkpoints' / 'last.ckpt'}",
+        "prompt='ROMÉO@é:'",
         f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     assert "characters not in the vocabulary: '@Éé'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -223,10 +248,16 @@ def test_sample_cli_names_the_characters_it_does_not_know(tmp_path: Path, traine
 @pytest.mark.slow
 def test_compiled_model_trains_and_its_checkpoint_samples(tmp_path: Path, shakespeare_dir: Path) -> None:
     overrides = [
-        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "model.compile=true",
-        "trainer.max_steps=20", "trainer.val_check_interval=20", "trainer.limit_train_batches=null",
-        "data.num_val_windows=24", "model.sample_length=20",
-    ]  # fmt: skip
+        *TEST_OVERRIDES,
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "model.compile=true",
+        "trainer.max_steps=20",
+        "trainer.val_check_interval=20",
+        "trainer.limit_train_batches=null",
+        "data.num_val_windows=24",
+        "model.sample_length=20",
+    ]
     _, metrics = train(compose_config(overrides, tmp_path / "run"))
     assert metrics["val/loss"] < math.log(65)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -242,11 +273,17 @@ def test_losses_lr_and_text_reach_dashboards(tmp_path: Path, shakespeare_dir: Pa
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login`: W&B runs offline
     overrides = [
-        *TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "logger=many",
-        "trainer.max_steps=12", "trainer.val_check_interval=5", "trainer.limit_train_batches=null",
+        *TEST_OVERRIDES,
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "logger=many",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=5",
+        "trainer.limit_train_batches=null",
         "trainer.log_every_n_steps=2",  # about what reaches the dashboards: several logged steps in 10
-        "data.num_val_windows=24", "model.sample_length=20",
-    ]  # fmt: skip
+        "data.num_val_windows=24",
+        "model.sample_length=20",
+    ]
     train(compose_config(overrides, tmp_path / "run"))
     (tensorboard_dir,) = (tmp_path / "run" / "tensorboard").iterdir()  # named by the run: task and overrides
     assert tensorboard_dir.name == "gpt_shakespeare_cpu"  # no Hydra command line here: the task alone

@@ -81,9 +81,18 @@ def test_impossible_device_settings_are_refused_naming_the_key(mnist_dir: Path, 
 def test_training_on_device_held_images_ends_with_the_same_weights(tmp_path: Path, mnist_dir: Path) -> None:
     weights = {}
     for on_device in ("true", "false"):
-        overrides = [*TEST_OVERRIDES, "model=gan", "data=mnist", "data.val_size=100", "data.batch_size=32",
-                     "model.generator_channels=8", "model.discriminator_channels=8", f"paths.data_dir={mnist_dir}",
-                     f"data.on_device={on_device}", "test=false"]  # fmt: skip
+        overrides = [
+            *TEST_OVERRIDES,
+            "model=gan",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=32",
+            "model.generator_channels=8",
+            "model.discriminator_channels=8",
+            f"paths.data_dir={mnist_dir}",
+            f"data.on_device={on_device}",
+            "test=false",
+        ]
         train(compose_config(overrides, tmp_path / on_device))
         weights[on_device] = read_checkpoint(tmp_path / on_device / "checkpoints" / "last.ckpt")["state_dict"]
     assert weights["true"].keys() == weights["false"].keys()
@@ -106,12 +115,23 @@ class LossCurve(Callback):
 
 COMPILED = {
     # two optimizers stepped by hand, EMA; clipping under bf16-mixed (the fused-optimizer path)
-    "gan": ["model=gan", "model.generator_channels=8", "model.discriminator_channels=8", "model.gradient_clip_val=1.0",
-            "trainer.precision=bf16-mixed"],
+    "gan": [
+        "model=gan",
+        "model.generator_channels=8",
+        "model.discriminator_channels=8",
+        "model.gradient_clip_val=1.0",
+        "trainer.precision=bf16-mixed",
+    ],
     # EMA, gradient clipping by the Trainer, LR warm-up, conditional labels dropped at random
-    "diffusion": ["experiment=diffusion_fashion_mnist", "data=mnist", "model.base_channels=8",
-                  "model.channel_multipliers=[1,2]", "model.attention_heads=2", "model.num_grid_images=0"],
-}  # fmt: skip
+    "diffusion": [
+        "experiment=diffusion_fashion_mnist",
+        "data=mnist",
+        "model.base_channels=8",
+        "model.channel_multipliers=[1,2]",
+        "model.attention_heads=2",
+        "model.num_grid_images=0",
+    ],
+}
 
 
 @pytest.mark.slow  # torch.compile of small networks on a CPU: a minute or two each
@@ -121,12 +141,24 @@ def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eag
 ) -> None:
     curves = {}
     for compile_ in ("false", "true"):
-        overrides = [*TEST_OVERRIDES, *COMPILED[family], "data=mnist", "data.val_size=100", "data.batch_size=16",
-                     f"paths.data_dir={mnist_dir}", "trainer.limit_train_batches=6", "trainer.max_steps=-1",
-                     "trainer.max_epochs=1", "test=false", f"model.compile={compile_}", "seed=3",
-                     # no validation: eval mode and its batch sizes would compile the networks again
-                     "trainer.limit_val_batches=0", "monitor.metric=null",
-                     "+callbacks.loss_curve._target_=tests.test_gpu_efficiency.LossCurve"]  # fmt: skip
+        overrides = [
+            *TEST_OVERRIDES,
+            *COMPILED[family],
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=16",
+            f"paths.data_dir={mnist_dir}",
+            "trainer.limit_train_batches=6",
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=1",
+            "test=false",
+            f"model.compile={compile_}",
+            "seed=3",
+            # no validation: eval mode and its batch sizes would compile the networks again
+            "trainer.limit_val_batches=0",
+            "monitor.metric=null",
+            "+callbacks.loss_curve._target_=tests.test_gpu_efficiency.LossCurve",
+        ]
         train(compose_config(overrides, tmp_path / compile_))
         curves[compile_] = json.loads((tmp_path / compile_ / "losses.json").read_text())
     assert len(curves["true"]) == len(curves["false"]) == 6
@@ -141,15 +173,19 @@ def test_compiled_training_follows_the_eager_loss_curve_and_checkpoints_load_eag
 
 def test_unknown_compile_modes_are_refused_naming_the_key(tmp_path: Path, mnist_dir: Path) -> None:
     overrides = [*TEST_OVERRIDES, "model=ae", "data=mnist", f"paths.data_dir={mnist_dir}", "model.compile=fast"]
-    with pytest.raises(ConfigError, match=r"^model.compile='fast' is not valid for Autoencoder: expected bool or "
-                                          r"Literal\['default', 'reduce-overhead'"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.compile='fast' is not valid for Autoencoder: expected bool or "
+        r"Literal\['default', 'reduce-overhead'",
+    ):
         train(compose_config(overrides, tmp_path / "run"))
 
 
 # --- the benchmark ------------------------------------------------------------------------------------------
 @pytest.mark.slow  # about 2 minutes on 2 CPU cores: 18 pairs of tiny trainings
-def test_smoke_run_measures_every_family_against_its_plain_loop(tmp_path: Path, fashion_mnist_dir: Path,
-                                                                shakespeare_dir: Path) -> None:  # fmt: skip
+def test_smoke_run_measures_every_family_against_its_plain_loop(
+    tmp_path: Path, fashion_mnist_dir: Path, shakespeare_dir: Path
+) -> None:
     out = tmp_path / "out"
     result = run_module("benchmarks.gpu_efficiency", "--smoke", "--out", str(out), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

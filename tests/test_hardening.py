@@ -35,13 +35,30 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A short autoencoder run on small MNIST-format files: its data folder and its last checkpoint."""
     root = tmp_path_factory.mktemp("hardening")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    cfg = compose_config([*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}",
-                          "test=false"], root / "run")  # fmt: skip
+    cfg = compose_config(
+        [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}", "test=false"],
+        root / "run",
+    )
     train(cfg)
-    train(compose_config([*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100",
-                          f"paths.data_dir={root / 'data'}", "test=false"], root / "vae"))  # fmt: skip
-    return {"data": root / "data", "ckpt": root / "run" / "checkpoints" / "last.ckpt", "root": root,
-            "vae": root / "vae" / "checkpoints" / "last.ckpt"}  # fmt: skip
+    train(
+        compose_config(
+            [
+                *TEST_OVERRIDES,
+                "model=vae",
+                "data=mnist",
+                "data.val_size=100",
+                f"paths.data_dir={root / 'data'}",
+                "test=false",
+            ],
+            root / "vae",
+        )
+    )
+    return {
+        "data": root / "data",
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+        "root": root,
+        "vae": root / "vae" / "checkpoints" / "last.ckpt",
+    }
 
 
 class _RunsCode:
@@ -76,8 +93,10 @@ def bad_checkpoint(case: str, good: Path, folder: Path) -> tuple[Path, str]:
         torch.save({**checkpoint, "config": config}, path)
         return path, "names the model class 'os.system', which is not one of genlab's models"
     if case == "nonfinite":
-        state_dict = {name: torch.full_like(t, math.nan) if t.is_floating_point() else t
-                      for name, t in checkpoint["state_dict"].items()}  # fmt: skip
+        state_dict = {
+            name: torch.full_like(t, math.nan) if t.is_floating_point() else t
+            for name, t in checkpoint["state_dict"].items()
+        }
         torch.save({**checkpoint, "state_dict": state_dict}, path)
         return path, "its weights hold NaN or infinite values"
     raise ValueError(case)
@@ -99,8 +118,17 @@ def test_bad_checkpoints_are_refused_by_every_loader(run: dict[str, Path], tmp_p
 def test_resuming_another_family_or_shape_is_refused(run: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="holds a Autoencoder, and this run trains a VAE"):
         check_resumable(run["ckpt"], "genlab.models.vae.VAE")
-    cfg = compose_config([*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
-                          "model.latent_dim=3", f"ckpt_path={run['ckpt']}"], tmp_path / "run")  # fmt: skip
+    cfg = compose_config(
+        [
+            *TEST_OVERRIDES,
+            "data=mnist",
+            "data.val_size=100",
+            f"paths.data_dir={run['data']}",
+            "model.latent_dim=3",
+            f"ckpt_path={run['ckpt']}",
+        ],
+        tmp_path / "run",
+    )
     with pytest.raises(CheckpointError, match=r"does not fit this run's Autoencoder \(shapes encoder"):
         train(cfg)
 
@@ -201,10 +229,17 @@ def test_every_phase_interrupted_exits_with_the_signal_and_says_so(
     result = run_under(
         tmp_path / "logs",
         # batches of 32: validation and test have several, and Lightning acts on a SIGTERM between two batches
-        "src.train", f"paths.data_dir={run['data']}", "data=mnist", "data.val_size=100", "data.batch_size=32",
-        *TEST_OVERRIDES[:5], "trainer.max_epochs=2", "trainer.limit_val_batches=3", "trainer.limit_test_batches=3",
+        "src.train",
+        f"paths.data_dir={run['data']}",
+        "data=mnist",
+        "data.val_size=100",
+        "data.batch_size=32",
+        *TEST_OVERRIDES[:5],
+        "trainer.max_epochs=2",
+        "trainer.limit_val_batches=3",
+        "trainer.limit_test_batches=3",
         f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:{phase},signum:{int(signum)}}}",
-    )  # fmt: skip
+    )
     assert result.returncode == 128 + signum, result.stderr[-2000:]
     last_line = result.stderr.strip().splitlines()[-1]
     phase_words = {"sanity": "the sanity check", "train": "training", "validation": "validation", "test": "the test"}
@@ -223,12 +258,26 @@ def test_every_phase_interrupted_exits_with_the_signal_and_says_so(
 def _vae_config(run: dict[str, Path], output_dir: Path, *extra: str):
     # a VAE draws random numbers in validation too; limit_train_batches=6 with validation every 4 batches
     return compose_config(
-        [*TEST_OVERRIDES[:5], "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=32",
-         f"paths.data_dir={run['data']}", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
-         "+trainer.val_check_interval=4", "trainer.limit_val_batches=2", "test=false", "trainer.deterministic=true",
-         "+trainer.enable_progress_bar=false", "~callbacks.rich_progress_bar", "extras.print_config=false", *extra],
+        [
+            *TEST_OVERRIDES[:5],
+            "model=vae",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=32",
+            f"paths.data_dir={run['data']}",
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=6",
+            "+trainer.val_check_interval=4",
+            "trainer.limit_val_batches=2",
+            "test=false",
+            "trainer.deterministic=true",
+            "+trainer.enable_progress_bar=false",
+            "~callbacks.rich_progress_bar",
+            "extras.print_config=false",
+            *extra,
+        ],
         output_dir,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("phase", ["sanity", "validation", "train"])
@@ -282,8 +331,15 @@ def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[st
 
     fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:train,signum:{int(signal.SIGTERM)}}}"
     quiet = [o for o in TEST_OVERRIDES if o != "~callbacks.rich_progress_bar"]  # callbacks=none has no bar
-    overrides = [*quiet, "data=mnist", "data.val_size=100", f"paths.data_dir={run['data']}",
-                 "callbacks=none", "+trainer.enable_checkpointing=false", fault]  # fmt: skip
+    overrides = [
+        *quiet,
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={run['data']}",
+        "callbacks=none",
+        "+trainer.enable_checkpointing=false",
+        fault,
+    ]
     cfg = compose_config(overrides, tmp_path / "run")
     with pytest.raises(RunInterrupted, match="nothing was saved .* Run the same command again$"):
         train(cfg)

@@ -150,32 +150,50 @@ class HostSyncCounter(Callback):
 
 
 SMALL_IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=16"]
-SMALL_UNET = ["model.base_channels=8", "model.channel_multipliers=[1,2]", "model.attention_heads=2",
-              "model.num_grid_images=0"]  # fmt: skip
+SMALL_UNET = [
+    "model.base_channels=8",
+    "model.channel_multipliers=[1,2]",
+    "model.attention_heads=2",
+    "model.num_grid_images=0",
+]
 FAMILIES = {
     "ae": ["model=ae"],
     "vae": ["model=vae"],
     "gan-bce": ["model=gan", "model.loss=bce", "model.generator_channels=8", "model.discriminator_channels=8"],
     "gan-hinge": ["model=gan", "model.loss=hinge", "model.generator_channels=8", "model.discriminator_channels=8"],
-    "gan-wgan-gp": ["model=gan", "model.loss=wgan-gp", "model.generator_channels=8", "model.discriminator_channels=8",
-                    "model.gradient_clip_val=1.0"],
+    "gan-wgan-gp": [
+        "model=gan",
+        "model.loss=wgan-gp",
+        "model.generator_channels=8",
+        "model.discriminator_channels=8",
+        "model.gradient_clip_val=1.0",
+    ],
     "diffusion": ["experiment=diffusion_fashion_mnist", *SMALL_UNET],
     "flow": ["experiment=flow_fashion_mnist", *SMALL_UNET],
     "classifier": ["model=classifier"],
     "normalizing_flow": ["model=normalizing_flow"],
-}  # fmt: skip
+}
 
 
 def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]]:
     """Train 7 batches as `python -m src.train` does (progress bar on: it reads the logged values), logging every
     3rd; the per-batch counts."""
-    cfg = compose_config([
-        "trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.max_steps=-1", "trainer.limit_train_batches=7",
-        "trainer.limit_val_batches=1", "trainer.log_every_n_steps=3", "+trainer.num_sanity_val_steps=0",
-        "extras.print_config=false", "test=false",
-        "+callbacks.host_syncs._target_=tests.test_host_syncs.HostSyncCounter",
-        *overrides,
-    ], run_dir)  # fmt: skip
+    cfg = compose_config(
+        [
+            "trainer.accelerator=cpu",
+            "trainer.max_epochs=1",
+            "trainer.max_steps=-1",
+            "trainer.limit_train_batches=7",
+            "trainer.limit_val_batches=1",
+            "trainer.log_every_n_steps=3",
+            "+trainer.num_sanity_val_steps=0",
+            "extras.print_config=false",
+            "test=false",
+            "+callbacks.host_syncs._target_=tests.test_host_syncs.HostSyncCounter",
+            *overrides,
+        ],
+        run_dir,
+    )
     with open_dict(cfg):  # first among the callbacks: it sees the whole batch
         counter = cfg.callbacks.pop("host_syncs")
         cfg.callbacks = {"host_syncs": counter, **cfg.callbacks}
@@ -196,9 +214,18 @@ def test_steps_that_log_nothing_never_wait_for_the_device(family: str, tmp_path:
 
 @pytest.mark.slow
 def test_gpt_steps_that_log_nothing_never_wait_for_the_device(tmp_path: Path, shakespeare_dir: Path) -> None:
-    overrides = ["experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "model.n_layer=1",
-                 "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.batch_size=8",
-                 "data.num_val_windows=16", "model.sample_length=8", "trainer.val_check_interval=7"]  # fmt: skip
+    overrides = [
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "data.block_size=32",
+        "data.batch_size=8",
+        "data.num_val_windows=16",
+        "model.sample_length=8",
+        "trainer.val_check_interval=7",
+    ]
     batches = count_host_syncs(overrides, tmp_path / "run")
     quiet = [batch for batch in batches if not batch["logs"]]
     assert len(quiet) == 4
@@ -207,8 +234,12 @@ def test_gpt_steps_that_log_nothing_never_wait_for_the_device(tmp_path: Path, sh
 
 def test_the_counter_sees_a_sync_in_a_training_step(tmp_path: Path, mnist_dir: Path) -> None:
     """The test above can fail: one `.item()` in a step shows up in every batch."""
-    overrides = ["model=ae", *SMALL_IMAGES, f"paths.data_dir={mnist_dir}",
-                 "+callbacks.reads_loss._target_=tests.test_host_syncs.ReadsLossEachStep"]  # fmt: skip
+    overrides = [
+        "model=ae",
+        *SMALL_IMAGES,
+        f"paths.data_dir={mnist_dir}",
+        "+callbacks.reads_loss._target_=tests.test_host_syncs.ReadsLossEachStep",
+    ]
     batches = count_host_syncs(overrides, tmp_path / "run")
     assert all(
         any(where.startswith("aten._local_scalar_dense.default at test_host_syncs.py") for where in batch["syncs"])
@@ -223,8 +254,9 @@ class ReadsLossEachStep(Callback):
         float(outputs["loss"])
 
 
-def _reference_ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor,
-                          decay: float) -> None:  # fmt: skip
+def _reference_ema_update(
+    averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor, decay: float
+) -> None:
     """The warm-up EMA as genlab wrote it for AveragedModel (reading the count on the host at every update)."""
     step_decay = min(decay, (1 + float(num_averaged)) / (10 + float(num_averaged)))
     for average, value in zip(averaged, current, strict=True):
@@ -237,8 +269,9 @@ def _reference_ema_update(averaged: list[torch.Tensor], current: list[torch.Tens
 def test_sync_free_ema_equals_averaged_model_bit_for_bit_across_a_reload() -> None:
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
-    reference = AveragedModel(network, multi_avg_fn=functools.partial(_reference_ema_update, decay=0.99),
-                              use_buffers=True)  # fmt: skip
+    reference = AveragedModel(
+        network, multi_avg_fn=functools.partial(_reference_ema_update, decay=0.99), use_buffers=True
+    )
     ema = averaged_copy(network, 0.99)
     for step in range(30):
         with torch.no_grad():

@@ -19,13 +19,20 @@ from tests.helpers import ROOT, compose_config
 # top to bottom: a module imports from its own layer and those below it, never from one above. A module belongs to
 # the layer of the longest prefix naming it (genlab.models.nets is a net, not a family).
 LAYERS = {
-    "entry points": ["genlab.train", "genlab.eval", "genlab.sample", "genlab.report", "genlab.sweep_summary",
-                     "genlab.run_folder", "genlab.curve_plots"],
+    "entry points": [
+        "genlab.train",
+        "genlab.eval",
+        "genlab.sample",
+        "genlab.report",
+        "genlab.sweep_summary",
+        "genlab.run_folder",
+        "genlab.curve_plots",
+    ],
     "callbacks/metrics/checkpoints": ["genlab.callbacks", "genlab.metrics", "genlab.checkpoints"],
     "models/data": ["genlab.models", "genlab.data"],
     "nets/utils": ["genlab.models.nets", "genlab.utils", "genlab.capabilities"],
     "errors": ["genlab.errors"],
-}  # fmt: skip
+}
 RANK = {layer: rank for rank, layer in enumerate(reversed(LAYERS))}  # errors 0 ... entry points 4
 
 
@@ -70,8 +77,11 @@ def is_module(name: str) -> bool:
 def upward_imports(module: str, source: str, is_package: bool = False) -> set[tuple[str, str]]:
     """(importer, imported) for each import of `source` (as `module`) that reaches a layer above its own."""
     own = RANK[layer_of(module)]
-    return {(module, imported) for imported in imported_modules(source, module, is_package)
-            if RANK[layer_of(imported)] > own}  # fmt: skip
+    return {
+        (module, imported)
+        for imported in imported_modules(source, module, is_package)
+        if RANK[layer_of(imported)] > own
+    }
 
 
 def test_imports_run_one_way_through_the_layers() -> None:

@@ -43,31 +43,51 @@ def test_board_of_two_families_is_written_with_curves_and_pictures(tmp_path: Pat
 
 
 def test_nll_column_marks_a_bound_and_leaves_an_exact_nll_plain() -> None:
-    rows = [{"family": "vae", "fid": 9.0, "nll_bpd": 4.21, "nll_is_bound": True},
-            {"family": "normalizing_flow", "fid": 30.0, "nll_bpd": 3.456, "nll_is_bound": False},
-            {"family": "gan-bce", "fid": 12.0}]  # fmt: skip
+    rows = [
+        {"family": "vae", "fid": 9.0, "nll_bpd": 4.21, "nll_is_bound": True},
+        {"family": "normalizing_flow", "fid": 30.0, "nll_bpd": 3.456, "nll_is_bound": False},
+        {"family": "gan-bce", "fid": 12.0},
+    ]
     column = [heading for heading, _, _ in COLUMNS].index("NLL (bits/dim)")
     assert [cells[column] for cells in table_cells(rows)] == ["≤ 4.210", "—", "3.456"]  # best FID first
 
 
 def leaderboard(out: Path, budget_min: float, families: str) -> subprocess.CompletedProcess:
     return run_module(
-        "benchmarks.leaderboard", "--budget", str(budget_min), "--families", families, "--num-samples", "500",
-        "--curve-points", "2", "--accelerator", "cpu", "--out", str(out), timeout=900,
-    )  # fmt: skip
+        "benchmarks.leaderboard",
+        "--budget",
+        str(budget_min),
+        "--families",
+        families,
+        "--num-samples",
+        "500",
+        "--curve-points",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--out",
+        str(out),
+        timeout=900,
+    )
 
 
 @pytest.mark.parametrize(
     ("arguments", "named"),
     [
-        (["--budget", "nan"], "--budget"), (["--budget", "inf"], "--budget"), (["--budget", "-1"], "--budget"),
-        (["--budget", "0"], "--budget"), (["--budget", "ten"], "--budget"),
-        (["--num-samples", "nan"], "--num-samples"), (["--num-samples", "0"], "--num-samples"),
-        (["--num-samples", "-5"], "--num-samples"), (["--num-samples", "1e3"], "--num-samples"),
-        (["--curve-points", "0"], "--curve-points"), (["--curve-points", "inf"], "--curve-points"),
+        (["--budget", "nan"], "--budget"),
+        (["--budget", "inf"], "--budget"),
+        (["--budget", "-1"], "--budget"),
+        (["--budget", "0"], "--budget"),
+        (["--budget", "ten"], "--budget"),
+        (["--num-samples", "nan"], "--num-samples"),
+        (["--num-samples", "0"], "--num-samples"),
+        (["--num-samples", "-5"], "--num-samples"),
+        (["--num-samples", "1e3"], "--num-samples"),
+        (["--curve-points", "0"], "--curve-points"),
+        (["--curve-points", "inf"], "--curve-points"),
         (["--families", "vae,nope"], "--families"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_argument_is_refused_in_one_line_naming_it(
     arguments: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -106,8 +126,16 @@ def fake_row(name: str, entry, run_dir: Path, metrics: dict, args) -> dict:
     from PIL import Image
 
     Image.new("L", (8, 8)).save(args.out / f"{name}.png")
-    return {"family": name, "what": "samples", "fid": 12.5, "kid": 0.01, "is": 2.0, "parameters": 10,
-            "curve": [(1.0, 20.0)], "picture": f"{name}.png"}  # fmt: skip
+    return {
+        "family": name,
+        "what": "samples",
+        "fid": 12.5,
+        "kid": 0.01,
+        "is": 2.0,
+        "parameters": 10,
+        "curve": [(1.0, 20.0)],
+        "picture": f"{name}.png",
+    }
 
 
 def test_progress_is_said_per_family_and_ctrl_c_stops_with_one_line_keeping_the_board(
@@ -124,8 +152,11 @@ def test_progress_is_said_per_family_and_ctrl_c_stops_with_one_line_keeping_the_
     monkeypatch.setattr(leaderboard, "evaluate", evaluate)
     monkeypatch.setattr(leaderboard, "row", fake_row)
     out = tmp_path / "board"
-    monkeypatch.setattr(sys, "argv", ["leaderboard", "--families", "vae,gan-bce,flow", "--budget", "0.5", "--out",
-                                      str(out), "--accelerator", "cpu"])  # fmt: skip
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["leaderboard", "--families", "vae,gan-bce,flow", "--budget", "0.5", "--out", str(out), "--accelerator", "cpu"],
+    )
     with pytest.raises(SystemExit) as exit_info:
         leaderboard.main()
     assert exit_info.value.code == 130

@@ -130,8 +130,15 @@ def test_checkpoint_reloads_to_the_same_outputs(tmp_path: Path) -> None:
     images = blocky_images(32)
     loader = DataLoader(TensorDataset(images, torch.zeros(32)), batch_size=16)
     config = {"model": {"_target_": "genlab.models.normalizing_flow.NormalizingFlow"}}  # as src.train saves it
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", callbacks=[SaveRunConfig(config)])  # fmt: skip
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        callbacks=[SaveRunConfig(config)],
+    )
     trainer.fit(model, train_dataloaders=loader)
     trainer.save_checkpoint(tmp_path / "flow.ckpt")
     reloaded = load_model(tmp_path / "flow.ckpt")
@@ -164,16 +171,30 @@ def test_image_sizes_that_do_not_halve_for_every_scale_are_refused() -> None:
 
 @pytest.mark.slow
 def test_recipe_trains_samples_and_evaluates_from_the_command_line(tmp_path: Path, fashion_mnist_dir: Path) -> None:
-    tiny = ["model.hidden_channels=8", "model.coupling_layers=1", "model.num_grid_images=8", "data.batch_size=16",
-            "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.limit_val_batches=2",
-            "trainer.limit_test_batches=2", "~callbacks.rich_progress_bar", "extras.print_config=false"]  # fmt: skip
-    result = run_train("experiment=normalizing_flow_fashion_mnist", *tiny, f"paths.data_dir={fashion_mnist_dir}",
-                       f"paths.log_dir={tmp_path}")  # fmt: skip
+    tiny = [
+        "model.hidden_channels=8",
+        "model.coupling_layers=1",
+        "model.num_grid_images=8",
+        "data.batch_size=16",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "~callbacks.rich_progress_bar",
+        "extras.print_config=false",
+    ]
+    result = run_train(
+        "experiment=normalizing_flow_fashion_mnist",
+        *tiny,
+        f"paths.data_dir={fashion_mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "normalizing_flow_fashion_mnist" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0 < metrics["test/bpd"] < 9 and math.isclose(metrics["test/nll"], metrics["test/bpd"] * 784 * math.log(2),
-                                                         rel_tol=1e-4)  # fmt: skip
+    assert 0 < metrics["test/bpd"] < 9 and math.isclose(
+        metrics["test/nll"], metrics["test/bpd"] * 784 * math.log(2), rel_tol=1e-4
+    )
     assert (run_dir / "images" / "samples_epoch000.png").is_file()  # the fixed-noise grid, from LatentDecoder
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
 
@@ -181,8 +202,14 @@ def test_recipe_trains_samples_and_evaluates_from_the_command_line(tmp_path: Pat
     sampled = run_module("src.sample", f"ckpt_path={checkpoint}", "num_samples=8", f"paths.log_dir={tmp_path}")
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert list((tmp_path / "sample" / "runs").glob("*/samples.png"))
-    evaluated = run_module("src.eval", f"ckpt_path={checkpoint}", "num_samples=20", "batch_size=10",
-                           f"paths.data_dir={fashion_mnist_dir}", f"paths.log_dir={tmp_path}")  # fmt: skip
+    evaluated = run_module(
+        "src.eval",
+        f"ckpt_path={checkpoint}",
+        "num_samples=20",
+        "batch_size=10",
+        f"paths.data_dir={fashion_mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (eval_metrics,) = (tmp_path / "eval" / "runs").glob("*/metrics.json")
     scores = json.loads(eval_metrics.read_text())
@@ -202,12 +229,24 @@ class SaveWeightsPerRank(L.Callback):
 @pytest.mark.slow
 def test_replicas_under_ddp_hold_the_same_weights(tmp_path: Path, mnist_dir: Path) -> None:
     # ActNorm initialises from each rank's own first batch: rank 0's statistics must reach the other rank
-    result = run_train("trainer=ddp_sim", "model=normalizing_flow", "model.hidden_channels=4",
-                       "model.coupling_layers=1", "data=mnist", "data.val_size=100", "data.batch_size=16",
-                       "trainer.max_steps=2", "trainer.limit_val_batches=1", "test=false", "extras.print_config=false",
-                       "~callbacks.rich_progress_bar", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
-                       "+callbacks.weights._target_=tests.test_normalizing_flow.SaveWeightsPerRank",
-                       f"+callbacks.weights.folder={tmp_path}")  # fmt: skip
+    result = run_train(
+        "trainer=ddp_sim",
+        "model=normalizing_flow",
+        "model.hidden_channels=4",
+        "model.coupling_layers=1",
+        "data=mnist",
+        "data.val_size=100",
+        "data.batch_size=16",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "extras.print_config=false",
+        "~callbacks.rich_progress_bar",
+        f"paths.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "+callbacks.weights._target_=tests.test_normalizing_flow.SaveWeightsPerRank",
+        f"+callbacks.weights.folder={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
     assert rank0.keys() == rank1.keys()

@@ -30,15 +30,24 @@ def pip(*arguments: str, cwd: Path, python: str = sys.executable) -> None:
 
 def check_installed(python: str, bin_dir: Path, site: Path, cwd: Path, env: dict[str, str]) -> None:
     """From a folder that is not the checkout: the configs compose, and the classifier is found, where installed."""
-    result = subprocess.run([str(bin_dir / "genlab-train"), "--cfg", "job"], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [str(bin_dir / "genlab-train"), "--cfg", "job"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "_target_: genlab.models.autoencoder.Autoencoder" in result.stdout
     located = subprocess.run(
-        [python, "-c", "import genlab.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
-                       "print(p.resolve(), p.is_file())"],
-        cwd=cwd, env=env, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            python,
+            "-c",
+            "import genlab.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
+            "print(p.resolve(), p.is_file())",
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert located[1] == "True" and located[0].startswith(str(site.resolve())), located
 
 
@@ -67,8 +76,14 @@ def test_a_wheel_adds_only_its_own_names_and_carries_every_module_and_config(
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     check_installed(sys.executable, tmp_path / "site" / "bin", tmp_path / "site", tmp_path, env)
     # a whole run of the installed command, from a folder that is not the clone: its outputs land there
-    command = [str(tmp_path / "site" / "bin" / "genlab-train"), "model=gpt", "data=shakespeare", "debug=fdr",
-               "logger=csv", f"paths.data_dir={shakespeare_dir}"]  # fmt: skip
+    command = [
+        str(tmp_path / "site" / "bin" / "genlab-train"),
+        "model=gpt",
+        "data=shakespeare",
+        "debug=fdr",
+        "logger=csv",
+        f"paths.data_dir={shakespeare_dir}",
+    ]
     trained = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert list((tmp_path / "outputs").rglob("last.ckpt")), "the installed genlab-train wrote no checkpoint"
@@ -79,6 +94,12 @@ def test_an_editable_install_works_from_elsewhere(tmp_path: Path) -> None:
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
     env = {**os.environ, "PYTHONPATH": SITE_PACKAGES}  # the locked environment's packages, under the new venv's
-    subprocess.run([python, "-m", "pip", "-q", "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
-                   cwd=tmp_path, env=env, check=True, capture_output=True, text=True)  # fmt: skip
+    subprocess.run(
+        [python, "-m", "pip", "-q", "install", "--no-deps", "--no-build-isolation", "-e", str(ROOT)],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     check_installed(python, tmp_path / "venv" / "bin", ROOT, tmp_path, env)

@@ -31,10 +31,15 @@ def test_signal_saves_a_last_checkpoint_and_exits_with_its_code(
 ) -> None:
     # validation (and so checkpointing) far away: only the interruption can write a checkpoint
     process = start_train(
-        "experiment=gpt_shakespeare_cpu", "trainer.max_steps=100000", "trainer.val_check_interval=50000",
-        "~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false", "extras.print_config=false",
-        f"paths.data_dir={shakespeare_dir}", f"paths.log_dir={tmp_path}",
-    )  # fmt: skip
+        "experiment=gpt_shakespeare_cpu",
+        "trainer.max_steps=100000",
+        "trainer.val_check_interval=50000",
+        "~callbacks.rich_progress_bar",
+        "+trainer.enable_progress_bar=false",
+        "extras.print_config=false",
+        f"paths.data_dir={shakespeare_dir}",
+        f"paths.log_dir={tmp_path}",
+    )
     deadline = time.monotonic() + 120
     while not any("Starting training" in p.read_text() for p in tmp_path.glob("*/runs/*/*.log")):
         assert process.poll() is None and time.monotonic() < deadline, "training did not start"
@@ -65,9 +70,16 @@ class PoisonWeights(Callback):
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path, mnist_dir: Path) -> None:
-    overrides = [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}",
-                 "trainer.max_epochs=3", "+callbacks.poison._target_=tests.test_reliability.PoisonWeights",
-                 "+callbacks.poison.at_step=6"]  # fmt: skip
+    overrides = [
+        *TEST_OVERRIDES,
+        "model=vae",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        "trainer.max_epochs=3",
+        "+callbacks.poison._target_=tests.test_reliability.PoisonWeights",
+        "+callbacks.poison.at_step=6",
+    ]
     with pytest.raises(NonFiniteLossError, match="became NaN or infinite at step 6") as error:
         train(compose_config(overrides, tmp_path / "run"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -80,10 +92,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Pat
 
 def test_nan_loss_between_periodic_checkpoints_is_caught_before_the_next_save(tmp_path: Path, mnist_dir: Path) -> None:
     # a checkpoint after every step, the flag read only every 50: the save itself must check it
-    overrides = [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}",
-                 "trainer.max_epochs=3", "trainer.log_every_n_steps=50", "callbacks=[default,periodic_checkpoint]",
-                 "callbacks.periodic_checkpoint.every_n_train_steps=1", "+callbacks.poison.at_step=6",
-                 "+callbacks.poison._target_=tests.test_reliability.PoisonWeights"]  # fmt: skip
+    overrides = [
+        *TEST_OVERRIDES,
+        "model=vae",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=50",
+        "callbacks=[default,periodic_checkpoint]",
+        "callbacks.periodic_checkpoint.every_n_train_steps=1",
+        "+callbacks.poison.at_step=6",
+        "+callbacks.poison._target_=tests.test_reliability.PoisonWeights",
+    ]
     with pytest.raises(NonFiniteLossError, match="became NaN or infinite at step 6"):
         train(compose_config(overrides, tmp_path / "run"))
     checkpoint = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
@@ -93,8 +114,15 @@ def test_nan_loss_between_periodic_checkpoints_is_caught_before_the_next_save(tm
 
 @pytest.mark.parametrize("model", ["ae", "gan"])
 def test_same_seed_and_config_give_identical_metrics_on_cpu(tmp_path: Path, mnist_dir: Path, model: str) -> None:
-    overrides = [*TEST_OVERRIDES, f"model={model}", "data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}",
-                 "trainer.deterministic=true", "seed=7"]  # fmt: skip
+    overrides = [
+        *TEST_OVERRIDES,
+        f"model={model}",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        "trainer.deterministic=true",
+        "seed=7",
+    ]
     _, first = train(compose_config(overrides, tmp_path / "a"))
     _, second = train(compose_config(overrides, tmp_path / "b"))
     assert first == second and len(first) > 3
@@ -121,8 +149,13 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
     datamodule = FashionMNISTDataModule(str(fashion_mnist_dir), [1, 28, 28], 10, batch_size=250, val_size=500)
     datamodule.setup("fit")
     images = torch.cat([images for images, _ in datamodule.train_dataloader()][:2])  # not the validation images
-    trainer = L.Trainer(callbacks=[SampleFID(num_samples=500)], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=1)  # fmt: skip
+    trainer = L.Trainer(
+        callbacks=[SampleFID(num_samples=500)],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
     with caplog.at_level(logging.WARNING, logger="genlab.metrics.sample_fid"):
         trainer.validate(FixedSamples(images, collapsed), datamodule=datamodule)
 
@@ -139,24 +172,36 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model=ae", "data=mnist", "model.lr=-0.1"],
-         "model.lr=-0.1 is not valid for Autoencoder: expected float (Input should be greater than 0)"),
+        (
+            ["model=ae", "data=mnist", "model.lr=-0.1"],
+            "model.lr=-0.1 is not valid for Autoencoder: expected float (Input should be greater than 0)",
+        ),
         (["model=vae", "data=mnist", "model.latent_dim=0"], "model.latent_dim=0 is not valid for VAE: expected int"),
         (["model=gan", "data=mnist", "model.n_critic=0"], "model.n_critic=0 is not valid for GAN: expected int"),
-        (["model=ae", "data=mnist", "data.batch_size=1000"],
-         "data.batch_size=1000 is larger than the training split: 500 images (600 less data.val_size=100)"),
-        (["model=gpt", "data=shakespeare", "model.n_head=3", "model.n_embd=32"],
-         "model.n_embd=32 must be divisible by model.n_head=3"),
-        (["model=gpt", "data=shakespeare", "data.block_size=200000"],
-         "data.block_size=200000 is not smaller than the validation split (111540 characters"),
+        (
+            ["model=ae", "data=mnist", "data.batch_size=1000"],
+            "data.batch_size=1000 is larger than the training split: 500 images (600 less data.val_size=100)",
+        ),
+        (
+            ["model=gpt", "data=shakespeare", "model.n_head=3", "model.n_embd=32"],
+            "model.n_embd=32 must be divisible by model.n_head=3",
+        ),
+        (
+            ["model=gpt", "data=shakespeare", "data.block_size=200000"],
+            "data.block_size=200000 is not smaller than the validation split (111540 characters",
+        ),
     ],
-)  # fmt: skip
+)
 def test_out_of_range_values_are_refused_naming_the_key(
     tmp_path: Path, request: pytest.FixtureRequest, overrides: list[str], message: str
 ) -> None:
     data_dir = request.getfixturevalue("shakespeare_dir" if "data=shakespeare" in overrides else "mnist_dir")
-    overrides = [*TEST_OVERRIDES, *overrides, "data.val_size=100" if "data=mnist" in overrides else "test=false",
-                 f"paths.data_dir={data_dir}"]  # fmt: skip
+    overrides = [
+        *TEST_OVERRIDES,
+        *overrides,
+        "data.val_size=100" if "data=mnist" in overrides else "test=false",
+        f"paths.data_dir={data_dir}",
+    ]
     with pytest.raises(GenlabError) as error:
         train(compose_config(overrides, tmp_path / "run"))
     assert message in str(error.value)

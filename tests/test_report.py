@@ -25,11 +25,22 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
     result = run_train(
-        "-m", "logger=csv,tensorboard", "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=50",
-        "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-        "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1", "extras.print_config=false",
-        f"paths.data_dir={root / 'data'}", f"paths.log_dir={root}", f"hydra.sweep.dir={root / 'sweep'}",
-    )  # fmt: skip
+        "-m",
+        "logger=csv,tensorboard",
+        "model=vae",
+        "data=mnist",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.log_every_n_steps=1",
+        "extras.print_config=false",
+        f"paths.data_dir={root / 'data'}",
+        f"paths.log_dir={root}",
+        f"hydra.sweep.dir={root / 'sweep'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "sweep"
 
@@ -89,9 +100,13 @@ def test_comparison_gives_each_run_one_colour_and_its_own_legend() -> None:
 
 def test_learning_rate_groups_share_a_panel_and_identical_series_are_drawn_once() -> None:
     curves = {
-        "train/loss": [(0, 3.0), (1, 2.0)], "train/nelbo": [(0, 3.0), (1, 2.0)], "train/kl": [(0, 1.0), (1, 0.5)],
-        "lr-AdamW/pg1": [(0, 1e-3), (1, 5e-4)], "lr-AdamW/pg2": [(0, 2e-3), (1, 1e-3)], "lr-Adam-1": [(0, 1e-3)],
-    }  # fmt: skip
+        "train/loss": [(0, 3.0), (1, 2.0)],
+        "train/nelbo": [(0, 3.0), (1, 2.0)],
+        "train/kl": [(0, 1.0), (1, 0.5)],
+        "lr-AdamW/pg1": [(0, 1e-3), (1, 5e-4)],
+        "lr-AdamW/pg2": [(0, 2e-3), (1, 1e-3)],
+        "lr-Adam-1": [(0, 1e-3)],
+    }
     panels = {panel.title: [line.label for line in panel.lines] for panel in run_panels(curves)}
     assert panels == {
         "loss (= nelbo)": ["train/loss (= train/nelbo)"],
@@ -143,8 +158,12 @@ def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path, folder
     assert len(re.findall(r'<img src="data:image/png;base64,', dom)) >= 8
     assert int(re.search(r'data-width="(\d+)"', dom).group(1)) <= 1200, "the page is wider than the window"
     screenshot = tmp_path / "page.png"
-    subprocess.run([browser, *flags, size, f"--screenshot={screenshot}", report.as_uri()],
-                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    subprocess.run(
+        [browser, *flags, size, f"--screenshot={screenshot}", report.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 50_000
 
 

@@ -36,26 +36,80 @@ class KillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-QUIET = ["~callbacks.rich_progress_bar", "+trainer.enable_progress_bar=false", "extras.print_config=false",
-         "test=false"]  # fmt: skip
+QUIET = [
+    "~callbacks.rich_progress_bar",
+    "+trainer.enable_progress_bar=false",
+    "extras.print_config=false",
+    "test=false",
+]
 # every family on CPU with deterministic=true, last.ckpt every 10 optimizer steps, killed between two of them
 FAMILIES = {
     # 3 epochs of 8 batches; killed in epoch 1, so the resumed run also crosses an epoch boundary
-    "ae": (["model=ae", "data=mnist", "data.val_size=100", "data.batch_size=32", "trainer.max_epochs=3",
-            "trainer.limit_train_batches=8"], 14),
+    "ae": (
+        [
+            "model=ae",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=32",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=8",
+        ],
+        14,
+    ),
     # two optimizers (a global step per update: 2 per batch), manual optimization, EMA weights, noise
-    "gan": (["model=gan", "data=mnist", "data.val_size=100", "data.batch_size=32", "model.generator_channels=16",
-             "model.discriminator_channels=16", "trainer.max_epochs=3", "trainer.limit_train_batches=8"], 24),
+    "gan": (
+        [
+            "model=gan",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=32",
+            "model.generator_channels=16",
+            "model.discriminator_channels=16",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=8",
+        ],
+        24,
+    ),
     # noise, times and dropped labels drawn each step, EMA weights, LR warm-up, ancestral sampling at validation
-    "diffusion": (["model=diffusion", "data=mnist", "data.val_size=100", "data.batch_size=32", "model.base_channels=8",
-                   "model.num_res_blocks=1", "model.attention_heads=2", "model.conditional=true", "model.dropout=0.1",
-                   "model.sampler=ddpm", "model.sample_steps=3", "model.num_grid_images=10", "model.warmup_steps=30",
-                   "trainer.max_epochs=3", "trainer.limit_train_batches=8"], 14),
+    "diffusion": (
+        [
+            "model=diffusion",
+            "data=mnist",
+            "data.val_size=100",
+            "data.batch_size=32",
+            "model.base_channels=8",
+            "model.num_res_blocks=1",
+            "model.attention_heads=2",
+            "model.conditional=true",
+            "model.dropout=0.1",
+            "model.sampler=ddpm",
+            "model.sample_steps=3",
+            "model.num_grid_images=10",
+            "model.warmup_steps=30",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=8",
+        ],
+        14,
+    ),
     # random windows from a 125,000-batch epoch, dropout, warm-up + cosine LR; validations at steps 20 and 40
-    "gpt": (["model=gpt", "data=shakespeare", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
-             "model.dropout=0.1", "data.block_size=32", "data.batch_size=8", "data.num_val_windows=16",
-             "model.sample_length=20", "trainer.max_steps=50", "+trainer.val_check_interval=20"], 33),
-}  # fmt: skip
+    "gpt": (
+        [
+            "model=gpt",
+            "data=shakespeare",
+            "model.n_layer=1",
+            "model.n_head=2",
+            "model.n_embd=32",
+            "model.dropout=0.1",
+            "data.block_size=32",
+            "data.batch_size=8",
+            "data.num_val_windows=16",
+            "model.sample_length=20",
+            "trainer.max_steps=50",
+            "+trainer.val_check_interval=20",
+        ],
+        33,
+    ),
+}
 
 
 # the other families of conf/model/ (tests/test_families.py holds the two lists to it), and why each is not killed here
@@ -74,9 +128,15 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     data_fixture = "shakespeare_dir" if family == "gpt" else "mnist_dir"
     data_dir = request.getfixturevalue(data_fixture)
     overrides, kill_at = FAMILIES[family]
-    command = [*overrides, *QUIET, f"paths.data_dir={data_dir}", "trainer.deterministic=true",
-               "callbacks=[default,periodic_checkpoint]", "callbacks.periodic_checkpoint.every_n_train_steps=10",
-               "+callbacks.kill._target_=tests.test_resume.KillAtStep"]  # fmt: skip
+    command = [
+        *overrides,
+        *QUIET,
+        f"paths.data_dir={data_dir}",
+        "trainer.deterministic=true",
+        "callbacks=[default,periodic_checkpoint]",
+        "callbacks.periodic_checkpoint.every_n_train_steps=10",
+        "+callbacks.kill._target_=tests.test_resume.KillAtStep",
+    ]
 
     unbroken = run_train(*command, f"paths.log_dir={tmp_path / 'unbroken'}")
     assert unbroken.returncode == 0, unbroken.stderr[-3000:]
@@ -109,17 +169,32 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
 
 def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, shakespeare_dir: Path) -> None:
     # a checkpoint of about 80 MB written after every step: a save is nearly always under way
-    command = ["model=gpt", "data=shakespeare", "model.n_layer=2", "model.n_head=4", "model.n_embd=512",
-               "data.block_size=16", "data.batch_size=2", "data.num_val_windows=4", "model.sample_length=0",
-               "trainer.max_steps=1000", f"paths.data_dir={shakespeare_dir}", f"paths.log_dir={tmp_path}",
-               "callbacks=[default,periodic_checkpoint]", "callbacks.periodic_checkpoint.every_n_train_steps=1",
-               *QUIET]  # fmt: skip
+    command = [
+        "model=gpt",
+        "data=shakespeare",
+        "model.n_layer=2",
+        "model.n_head=4",
+        "model.n_embd=512",
+        "data.block_size=16",
+        "data.batch_size=2",
+        "data.num_val_windows=4",
+        "model.sample_length=0",
+        "trainer.max_steps=1000",
+        f"paths.data_dir={shakespeare_dir}",
+        f"paths.log_dir={tmp_path}",
+        "callbacks=[default,periodic_checkpoint]",
+        "callbacks.periodic_checkpoint.every_n_train_steps=1",
+        *QUIET,
+    ]
     process = start_train(*command)
     try:
         deadline = time.monotonic() + 120
         # wait for a save to be half-way: last.ckpt from an earlier one, and the next one's bytes arriving
-        while not any(p.stat().st_size > 1_000_000 for p in tmp_path.glob("train/runs/*/checkpoints/.last.ckpt.partial")
-                      if (p.parent / "last.ckpt").is_file()):  # fmt: skip
+        while not any(
+            p.stat().st_size > 1_000_000
+            for p in tmp_path.glob("train/runs/*/checkpoints/.last.ckpt.partial")
+            if (p.parent / "last.ckpt").is_file()
+        ):
             assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was being written"
             time.sleep(0.001)
         process.send_signal(signal.SIGKILL)
@@ -138,20 +213,30 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path,
 def test_periodic_checkpoints_by_steps_or_by_time(tmp_path: Path) -> None:
     by_steps = compose_config(["callbacks=[default,periodic_checkpoint]"], tmp_path)
     by_time = compose_config(
-        ["callbacks=[default,periodic_checkpoint]", "callbacks.periodic_checkpoint.every_n_train_steps=null",
-         "callbacks.periodic_checkpoint.train_time_interval={_target_:datetime.timedelta,minutes:30}"],
+        [
+            "callbacks=[default,periodic_checkpoint]",
+            "callbacks.periodic_checkpoint.every_n_train_steps=null",
+            "callbacks.periodic_checkpoint.train_time_interval={_target_:datetime.timedelta,minutes:30}",
+        ],
         tmp_path,
-    )  # fmt: skip
+    )
     assert instantiate(by_steps.callbacks.periodic_checkpoint)._every_n_train_steps == 500
     assert instantiate(by_time.callbacks.periodic_checkpoint)._train_time_interval == timedelta(minutes=30)
 
 
 def test_ckpt_path_last_with_no_earlier_run_starts_anew(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
-        "model=ae", "data=mnist", "data.val_size=100", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1", *QUIET, f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
+        "model=ae",
+        "data=mnist",
+        "data.val_size=100",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        *QUIET,
+        f"paths.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
         "ckpt_path=last",
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ckpt_path=last: no earlier run of these overrides" in result.stdout and "starting anew" in result.stdout
 
@@ -165,8 +250,15 @@ def test_a_missing_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:
 
 def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path, mnist_dir: Path) -> None:
     """The same command again, with a longer trainer.max_epochs: the finished run is found and goes on."""
-    command = ["data=mnist", "data.val_size=100", f"paths.data_dir={mnist_dir}", f"paths.log_dir={tmp_path}",
-               "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", *QUIET]  # fmt: skip
+    command = [
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        *QUIET,
+    ]
     first = run_train(*command, "trainer.max_epochs=1")
     assert first.returncode == 0, first.stderr[-2000:]
     (finished,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")

@@ -18,8 +18,14 @@ from genlab.metrics.sample_fid import SampleFID
 from genlab.utils.config import CONF_DIR
 from tests.helpers import QUICK, run_module, run_train
 
-DDP = ["trainer=ddp_sim", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-       "trainer.limit_test_batches=2", "extras.print_config=false"]  # fmt: skip
+DDP = [
+    "trainer=ddp_sim",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "extras.print_config=false",
+]
 IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=25"]
 
 
@@ -58,8 +64,11 @@ class SaveSampleShares(Callback):
             return
         (sample_fid,) = [callback for callback in trainer.callbacks if isinstance(callback, SampleFID)]
         fid = sample_fid.quality.fid  # after compute(), torchmetrics holds this process's own states again
-        share = {"real": int(fid.real_features_num_samples), "generated": int(fid.fake_features_num_samples),
-                 "generated_features_sum": fid.fake_features_sum.double().sum().item()}  # fmt: skip
+        share = {
+            "real": int(fid.real_features_num_samples),
+            "generated": int(fid.fake_features_num_samples),
+            "generated_features_sum": fid.fake_features_sum.double().sum().item(),
+        }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(share))
 
@@ -67,8 +76,10 @@ class SaveSampleShares(Callback):
 def ddp_run(tmp_path: Path, *overrides: str) -> tuple[Path, dict[str, float]]:
     """`python -m src.train trainer=ddp_sim ...` as a user runs it: Lightning starts the second process. Each process
     saves its replica of the model at the end of training to tmp_path/replicas (see assert_replicas_equal)."""
-    save_replicas = [f"+callbacks.replica._target_={__name__}.SaveReplica",
-                     f"+callbacks.replica.folder={tmp_path / 'replicas'}"]  # fmt: skip
+    save_replicas = [
+        f"+callbacks.replica._target_={__name__}.SaveReplica",
+        f"+callbacks.replica.folder={tmp_path / 'replicas'}",
+    ]
     result = run_train(*DDP, f"paths.log_dir={tmp_path}", *overrides, *save_replicas)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = tmp_path.glob("*/runs/*")
@@ -117,10 +128,16 @@ def test_sample_fid_under_ddp_scores_an_equal_share_of_distinct_samples_from_eac
     tmp_path: Path, fashion_mnist_dir: Path
 ) -> None:
     _, metrics = ddp_run(
-        tmp_path, "model=gan", "data=fashion_mnist", f"paths.data_dir={fashion_mnist_dir}",
-        "callbacks=[default,sample_fid]", "callbacks.sample_fid.num_samples=100", "callbacks.sample_fid.batch_size=30",
-        f"+callbacks.shares._target_={__name__}.SaveSampleShares", f"+callbacks.shares.folder={tmp_path / 'shares'}",
-    )  # fmt: skip
+        tmp_path,
+        "model=gan",
+        "data=fashion_mnist",
+        f"paths.data_dir={fashion_mnist_dir}",
+        "callbacks=[default,sample_fid]",
+        "callbacks.sample_fid.num_samples=100",
+        "callbacks.sample_fid.batch_size=30",
+        f"+callbacks.shares._target_={__name__}.SaveSampleShares",
+        f"+callbacks.shares.folder={tmp_path / 'shares'}",
+    )
     assert metrics["val/fid"] > 0 and 1 <= metrics["val/is"] <= 10
     shares = [json.loads((tmp_path / "shares" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert [(share["real"], share["generated"]) for share in shares] == [(50, 50), (50, 50)]  # 100 of each in all
@@ -131,9 +148,14 @@ def test_sample_fid_under_ddp_scores_an_equal_share_of_distinct_samples_from_eac
 @pytest.mark.slow
 def test_gpt_under_ddp_ends_with_equal_replicas_and_writes_one_sample(tmp_path: Path, shakespeare_dir: Path) -> None:
     run_dir, metrics = ddp_run(
-        tmp_path, "experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}", "trainer.max_steps=4",
-        "trainer.val_check_interval=4", "data.num_val_windows=48", "model.sample_length=20",
-    )  # fmt: skip
+        tmp_path,
+        "experiment=gpt_shakespeare_cpu",
+        f"paths.data_dir={shakespeare_dir}",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=4",
+        "data.num_val_windows=48",
+        "model.sample_length=20",
+    )
     assert_replicas_equal(tmp_path / "replicas")
     assert metrics["val/loss"] < 4.5
     assert [p.name for p in (run_dir / "samples").iterdir()] == ["step_000004.txt"]
@@ -141,12 +163,27 @@ def test_gpt_under_ddp_ends_with_equal_replicas_and_writes_one_sample(tmp_path: 
 
 # trainer=fsdp as users run it (bf16-mixed included), on two CPU processes over gloo, with a GPT of two blocks;
 # deterministic, with dropout: a resumed run must draw what the unbroken one drew
-FSDP_GPT = ["experiment=gpt_shakespeare", "trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.deterministic=true", "trainer.val_check_interval=3", "model.n_layer=2", "model.n_head=2",
-            "model.n_embd=32", "model.dropout=0.1", "model.warmup_steps=2", "model.lr_decay_steps=6",
-            "model.sample_length=20", "data.block_size=32", "data.batch_size=8", "data.num_val_windows=16",
-            "extras.print_config=false", "~callbacks.rich_progress_bar",
-            "+trainer.enable_progress_bar=false"]  # fmt: skip
+FSDP_GPT = [
+    "experiment=gpt_shakespeare",
+    "trainer=fsdp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.deterministic=true",
+    "trainer.val_check_interval=3",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "model.dropout=0.1",
+    "model.warmup_steps=2",
+    "model.lr_decay_steps=6",
+    "model.sample_length=20",
+    "data.block_size=32",
+    "data.batch_size=8",
+    "data.num_val_windows=16",
+    "extras.print_config=false",
+    "~callbacks.rich_progress_bar",
+    "+trainer.enable_progress_bar=false",
+]
 
 
 @pytest.mark.slow
@@ -182,8 +219,12 @@ def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoin
             assert all(torch.equal(value, got_optimizer["state"][index][key]) for key, value in state.items())
 
     # src.eval reads it on one process, without FSDP, and scores what training validated last
-    evaluated = run_module("src.eval", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
-                           f"paths.data_dir={shakespeare_dir}", f"paths.log_dir={tmp_path / 'eval'}")  # fmt: skip
+    evaluated = run_module(
+        "src.eval",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        f"paths.data_dir={shakespeare_dir}",
+        f"paths.log_dir={tmp_path / 'eval'}",
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     (eval_metrics,) = (tmp_path / "eval").glob("*/runs/*/metrics.json")
     trained_loss = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
@@ -192,8 +233,15 @@ def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoin
 
 def test_image_models_under_fsdp_are_refused_in_one_line(tmp_path: Path, mnist_dir: Path) -> None:
     # their networks (at most a million parameters) are copied whole under DDP; they do not shard themselves
-    result = run_train("model=ae", *IMAGES, "trainer=fsdp", "trainer.accelerator=cpu", f"paths.data_dir={mnist_dir}",
-                       f"paths.log_dir={tmp_path}", "extras.print_config=false")  # fmt: skip
+    result = run_train(
+        "model=ae",
+        *IMAGES,
+        "trainer=fsdp",
+        "trainer.accelerator=cpu",
+        f"paths.data_dir={mnist_dir}",
+        f"paths.log_dir={tmp_path}",
+        "extras.print_config=false",
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         "error: trainer=fsdp shards a model that builds and shards its network in configure_model (model=gpt); "
@@ -205,10 +253,16 @@ def test_image_models_under_fsdp_are_refused_in_one_line(tmp_path: Path, mnist_d
 def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = hydra.compose(
-            config_name="train", return_hydra_config=True,
-            overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-                       "hydra.launcher.partition=gpu"],
-        )  # fmt: skip
+            config_name="train",
+            return_hydra_config=True,
+            overrides=[
+                "hydra/launcher=slurm",
+                "trainer=ddp",
+                "trainer.devices=4",
+                "trainer.num_nodes=2",
+                "hydra.launcher.partition=gpu",
+            ],
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
@@ -218,9 +272,16 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer() -> None:
 @pytest.mark.integration
 def test_submitit_local_runs_a_two_job_sweep(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
-        "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.latent_dim=2,4", *QUICK,
-        "test=false", *IMAGES, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    )  # fmt: skip
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "model.latent_dim=2,4",
+        *QUICK,
+        "test=false",
+        *IMAGES,
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for job, latent_dim in (("0", 2), ("1", 4)):
         job_dir = tmp_path / "sweep" / job

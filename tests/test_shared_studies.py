@@ -75,21 +75,42 @@ def test_a_trial_killed_again_is_not_retried_past_max_retry(tmp_path: Path) -> N
 
 def test_worker_environment_splits_threads_and_shares_gpus_round_robin() -> None:
     first = worker_environment(0, 4, total_threads=16, gpus=["0"])
-    assert first == {"GENLAB_SWEEP_WORKER": "1/4", "OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4",
-                     "CUDA_VISIBLE_DEVICES": "0"}  # fmt: skip
+    assert first == {
+        "GENLAB_SWEEP_WORKER": "1/4",
+        "OMP_NUM_THREADS": "4",
+        "MKL_NUM_THREADS": "4",
+        "CUDA_VISIBLE_DEVICES": "0",
+    }
     assert [worker_environment(i, 3, 2, ["2", "5"])["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["2", "5", "2"]
     assert worker_environment(2, 3, total_threads=2, gpus=[])["OMP_NUM_THREADS"] == "1"  # never 0
     assert "CUDA_VISIBLE_DEVICES" not in worker_environment(0, 2, 8, gpus=[])
 
 
 def test_worker_command_is_the_sweeps_own_with_its_folder_and_storage() -> None:
-    argv = ["python", "-m", "src.train", "-m", "hparams_search=vae_optuna", "hydra.sweeper.n_workers=4",
-            "hydra.sweep.dir=old", "model.lr=1e-3"]  # fmt: skip
-    overrides = ["hydra.sweep.dir='/tmp/s'", "hydra.sweeper.storage='sqlite:////tmp/s/optuna.db'",
-                 "hydra.sweeper.n_workers=1"]  # fmt: skip
+    argv = [
+        "python",
+        "-m",
+        "src.train",
+        "-m",
+        "hparams_search=vae_optuna",
+        "hydra.sweeper.n_workers=4",
+        "hydra.sweep.dir=old",
+        "model.lr=1e-3",
+    ]
+    overrides = [
+        "hydra.sweep.dir='/tmp/s'",
+        "hydra.sweeper.storage='sqlite:////tmp/s/optuna.db'",
+        "hydra.sweeper.n_workers=1",
+    ]
     assert worker_command(argv, overrides) == [
-        "python", "-m", "src.train", "-m", "hparams_search=vae_optuna", "model.lr=1e-3", *overrides,
-    ]  # fmt: skip
+        "python",
+        "-m",
+        "src.train",
+        "-m",
+        "hparams_search=vae_optuna",
+        "model.lr=1e-3",
+        *overrides,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,11 +135,13 @@ def test_storages_are_named_absolutely_and_passwords_are_not_shown(tmp_path: Pat
     ("settings", "message"),
     [
         ({"n_workers": 0}, "error: hydra.sweeper.n_workers=0: expected a whole number >= 1"),
-        ({"heartbeat_interval": 30, "grace_period": 30},
-         "error: hydra.sweeper.grace_period=30: expected more than heartbeat_interval=30 (seconds)"),
+        (
+            {"heartbeat_interval": 30, "grace_period": 30},
+            "error: hydra.sweeper.grace_period=30: expected more than heartbeat_interval=30 (seconds)",
+        ),
         ({"max_retry": -1}, "error: hydra.sweeper.max_retry=-1: expected null or a whole number >= 0"),
     ],
-)  # fmt: skip
+)
 def test_settings_a_sweep_cannot_run_with_are_refused_in_one_line(settings: dict, message: str) -> None:
     with pytest.raises(SystemExit) as stop:
         check_settings(OptunaSweeper(**settings))
@@ -129,10 +152,12 @@ def test_settings_a_sweep_cannot_run_with_are_refused_in_one_line(settings: dict
     ("spec", "expected"),
     [
         ("nosuchdb://host/db", "error: hydra.sweeper.storage=nosuchdb://host/db: cannot open it: Can't load plugin"),
-        ("postgresql+nosuchdriver://u:secret@localhost/db",
-         "error: hydra.sweeper.storage=postgresql+nosuchdriver://u:***@localhost/db: cannot open it:"),
+        (
+            "postgresql+nosuchdriver://u:secret@localhost/db",
+            "error: hydra.sweeper.storage=postgresql+nosuchdriver://u:***@localhost/db: cannot open it:",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_storage_that_cannot_be_opened_is_one_line_without_its_password(spec: str, expected: str) -> None:
     with pytest.raises(SystemExit) as stop:
         OptunaSweeper()._open_study(spec)

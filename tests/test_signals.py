@@ -59,10 +59,21 @@ class SignalAt(Callback):
 # a VAE draws random numbers in training and in validation, and its validation draws pictures (sampling
 # callbacks); 2 epochs of 6 batches, validating every 3: after steps 3, 6 (an epoch's end), 9 and 12
 def vae_overrides(data_dir: Path, *extra: str) -> list[str]:
-    return [*TEST_OVERRIDES, "model=vae", "data=mnist", "data.val_size=100", "data.batch_size=32",
-            f"paths.data_dir={data_dir}", "trainer.max_epochs=2", "trainer.limit_train_batches=6",
-            "+trainer.val_check_interval=3", "trainer.limit_val_batches=2", "test=false",
-            "trainer.deterministic=true", *extra]  # fmt: skip
+    return [
+        *TEST_OVERRIDES,
+        "model=vae",
+        "data=mnist",
+        "data.val_size=100",
+        "data.batch_size=32",
+        f"paths.data_dir={data_dir}",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=6",
+        "+trainer.val_check_interval=3",
+        "trainer.limit_val_batches=2",
+        "test=false",
+        "trainer.deterministic=true",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +113,12 @@ def assert_same_training(expected_path: Path, got_path: Path) -> None:
         assert expected_optimizer["state"].keys() == got_optimizer["state"].keys()
         for index, state in expected_optimizer["state"].items():
             assert all(torch.equal(value, got_optimizer["state"][index][key]) for key, value in state.items())
-    (expected_best,) = [state for key, state in expected["callbacks"].items() if key.startswith("ModelCheckpoint")
-                        and state["monitor"]]  # fmt: skip
-    (got_best,) = [state for key, state in got["callbacks"].items() if key.startswith("ModelCheckpoint")
-                   and state["monitor"]]  # fmt: skip
+    (expected_best,) = [
+        state for key, state in expected["callbacks"].items() if key.startswith("ModelCheckpoint") and state["monitor"]
+    ]
+    (got_best,) = [
+        state for key, state in got["callbacks"].items() if key.startswith("ModelCheckpoint") and state["monitor"]
+    ]
     assert torch.equal(got_best["best_model_score"], expected_best["best_model_score"])
 
 
@@ -192,8 +205,12 @@ def vae_and_classifier(mnist_data: Path, tmp_path_factory: pytest.TempPathFactor
     root = tmp_path_factory.mktemp("trained")
     data = ["data=mnist", "data.val_size=100", "data.batch_size=50", f"paths.data_dir={mnist_data}"]
     classifier = root / "mnist.ckpt"
-    train(compose_config([*TEST_OVERRIDES, *data, "experiment=classifier_mnist",
-                          f"callbacks.export_best.path={classifier}"], root / "classifier"))  # fmt: skip
+    train(
+        compose_config(
+            [*TEST_OVERRIDES, *data, "experiment=classifier_mnist", f"callbacks.export_best.path={classifier}"],
+            root / "classifier",
+        )
+    )
     train(compose_config([*TEST_OVERRIDES, *data, "model=vae", "test=false"], root / "vae"))
     return {"vae": root / "vae" / "checkpoints" / "last.ckpt", "classifier": classifier}
 
@@ -226,18 +243,36 @@ ENTRY_POINT_PHASES = {
 
 @pytest.mark.parametrize("case", ENTRY_POINT_PHASES)
 def test_one_sigint_ends_eval_and_sample_in_every_phase_even_when_started_ignoring_it(
-    vae_and_classifier: dict[str, Path], mnist_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture, case: str,
-) -> None:  # fmt: skip
+    vae_and_classifier: dict[str, Path],
+    mnist_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    case: str,
+) -> None:
     module_name, target, phase = ENTRY_POINT_PHASES[case]
     owner, name = target.rsplit(".", 1)
     sent_at: list[float] = []
     send_in(monkeypatch, get_object(owner), name, sent_at)
-    cfg = compose([f"ckpt_path={vae_and_classifier['vae']}", f"paths.output_dir={tmp_path}",
-                   f"paths.data_dir={mnist_data}", "accelerator=cpu"]  # fmt: skip
-                  + (["num_samples=200", "batch_size=50", "metrics.kid_subset_size=50",
-                      f"metrics.classifier_ckpt={vae_and_classifier['classifier']}"] if module_name == "src.eval"
-                     else ["num_samples=4"]), config_name=module_name.split(".")[1])  # fmt: skip
+    cfg = compose(
+        [
+            f"ckpt_path={vae_and_classifier['vae']}",
+            f"paths.output_dir={tmp_path}",
+            f"paths.data_dir={mnist_data}",
+            "accelerator=cpu",
+        ]
+        + (
+            [
+                "num_samples=200",
+                "batch_size=50",
+                "metrics.kid_subset_size=50",
+                f"metrics.classifier_ckpt={vae_and_classifier['classifier']}",
+            ]
+            if module_name == "src.eval"
+            else ["num_samples=4"]
+        ),
+        config_name=module_name.split(".")[1],
+    )
 
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell script's background job starts
     try:
@@ -286,8 +321,13 @@ def test_ctrl_c_to_the_whole_process_group_with_loader_workers_still_stops_at_a_
     from tests.helpers import start_train
 
     # a session of its own: the process group a terminal would signal, without this test's own process in it
-    process = start_train(*vae_overrides(mnist_data), "trainer.max_epochs=1000", "data.num_workers=1",
-                          f"paths.log_dir={tmp_path}", new_session=True)  # fmt: skip
+    process = start_train(
+        *vae_overrides(mnist_data),
+        "trainer.max_epochs=1000",
+        "data.num_workers=1",
+        f"paths.log_dir={tmp_path}",
+        new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not list(tmp_path.glob("train/runs/*/checkpoints/last.ckpt")):  # trained through a validation

@@ -21,10 +21,16 @@ from tests.helpers import QUICK, run_module, run_train, start_train
 pytestmark = pytest.mark.integration
 
 SMALL_VAE_SEARCH = [
-    "-m", "hparams_search=vae_optuna", *QUICK, "test=false", "data=mnist", "data.val_size=100", "trainer.max_epochs=2",
+    "-m",
+    "hparams_search=vae_optuna",
+    *QUICK,
+    "test=false",
+    "data=mnist",
+    "data.val_size=100",
+    "trainer.max_epochs=2",
     "~hydra.sweeper.params",
     "+hydra.sweeper.params={model.lr: 'tag(log, interval(1e-4, 1e-2))', model.latent_dim: 'choice(2, 4)'}",
-]  # fmt: skip
+]
 
 
 def sweep(mnist_dir: Path, sweep_dir: Path, *overrides: str) -> None:
@@ -50,10 +56,19 @@ def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_
         assert set(trial.params) == {"model.lr", "model.latent_dim"}
 
     # a sweep killed before its trial's first heartbeat leaves that trial RUNNING in the study, without one
-    cut_off = study.ask({"model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-                         "model.latent_dim": optuna.distributions.CategoricalDistribution([2, 4])})  # fmt: skip
-    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1",
-          "hydra.sweeper.grace_period=2")  # fmt: skip
+    cut_off = study.ask(
+        {
+            "model.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+            "model.latent_dim": optuna.distributions.CategoricalDistribution([2, 4]),
+        }
+    )
+    sweep(
+        mnist_dir,
+        sweep_dir,
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=2",
+    )
     study = load(sweep_dir)
     trials = study.trials
     ended = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
@@ -70,8 +85,13 @@ def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_
 def test_bad_trials_are_pruned_at_their_first_validation(tmp_path: Path, mnist_dir: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     # a threshold no negative ELBO is under: every trial is pruned at its first validation (of two epochs)
-    sweep(mnist_dir, sweep_dir, "hydra.sweeper.n_trials=2", "~hydra.sweeper.pruner",
-          "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, upper: 0.0}")  # fmt: skip
+    sweep(
+        mnist_dir,
+        sweep_dir,
+        "hydra.sweeper.n_trials=2",
+        "~hydra.sweeper.pruner",
+        "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, upper: 0.0}",
+    )
     trials = load(sweep_dir).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
     assert all(len(t.intermediate_values) == 1 for t in trials)  # one report each, at the first validation
@@ -119,8 +139,16 @@ def test_summary_of_a_study_with_one_completed_trial_says_which_plot_it_left_out
 
 
 def test_summary_of_a_grid_sweep(tmp_path: Path, mnist_dir: Path) -> None:
-    result = run_train("-m", "model.latent_dim=2,4", *QUICK, "test=false", "data=mnist", "data.val_size=100",
-                       f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'grid'}")  # fmt: skip
+    result = run_train(
+        "-m",
+        "model.latent_dim=2,4",
+        *QUICK,
+        "test=false",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={tmp_path / 'grid'}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     result = run_module("src.sweep_summary", f"sweep_dir={tmp_path / 'grid'}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -137,8 +165,16 @@ def test_summary_of_a_folder_that_is_no_sweep(tmp_path: Path) -> None:
 
 def test_a_bad_job_fails_alone_and_the_grid_goes_on(tmp_path: Path, mnist_dir: Path) -> None:
     grid = tmp_path / "grid"
-    result = run_train("-m", "model.latent_dim=0,2", *QUICK, "test=false", "data=mnist", "data.val_size=100",
-                       f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={grid}")  # fmt: skip
+    result = run_train(
+        "-m",
+        "model.latent_dim=0,2",
+        *QUICK,
+        "test=false",
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={grid}",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     refused = (
         "model.latent_dim=0 is not valid for Autoencoder: expected int (Input should be greater than or equal to 1)"
@@ -168,8 +204,13 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
     sweep_dir = tmp_path / "sweep"
     # the first sweep has more trials than the test waits for: it is still running when the second starts (its
     # output goes to a file: a pipe that nobody reads would block it)
-    first = start_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
-                        "hydra.sweeper.n_trials=100", log=tmp_path / "first.log")  # fmt: skip
+    first = start_train(
+        *SMALL_VAE_SEARCH,
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=100",
+        log=tmp_path / "first.log",
+    )
     deadline = time.monotonic() + 120
     while not (sweep_dir / "0").is_dir():  # the first sweep holds the folder and runs its first trial
         assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-2000:]
@@ -187,8 +228,12 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
 
 # Shared studies: sweep processes (one per machine, or the workers of n_workers) that add trials to one study. Trials
 # of 3 short epochs, so that a process can be killed in the middle of one; heartbeats every second.
-SHARED = [*SMALL_VAE_SEARCH, "trainer.max_epochs=3", "hydra.sweeper.heartbeat_interval=1",
-          "hydra.sweeper.grace_period=3"]  # fmt: skip
+SHARED = [
+    *SMALL_VAE_SEARCH,
+    "trainer.max_epochs=3",
+    "hydra.sweeper.heartbeat_interval=1",
+    "hydra.sweeper.grace_period=3",
+]
 
 
 def start_sweep(log: Path, *overrides: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -260,8 +305,13 @@ def test_two_sweeps_share_a_study_and_the_trial_of_a_killed_one_is_failed_and_ru
 @pytest.mark.slow
 def test_n_workers_run_trials_at_once_each_with_its_share_of_threads(tmp_path: Path, mnist_dir: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
-                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2")  # fmt: skip
+    sweep_process = start_sweep(
+        tmp_path / "sweep.log",
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_workers=2",
+    )
     sweep_process.wait(timeout=300)
     log = (tmp_path / "sweep.log").read_text()
     assert sweep_process.returncode == 0 and "Traceback" not in log, log[-3000:]
@@ -275,8 +325,12 @@ def test_n_workers_run_trials_at_once_each_with_its_share_of_threads(tmp_path: P
     # one study in the sweep's folder, its trials run at once: some two of them overlap in time
     trials = load(sweep_dir).trials
     assert len(trials) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
-               for a in trials for b in trials if a.number < b.number)  # fmt: skip
+    assert any(
+        a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+        for a in trials
+        for b in trials
+        if a.number < b.number
+    )
     assert job_folders(sweep_dir) == {0, 1, 2, 3} and (sweep_dir / "optimization_results.yaml").is_file()
 
 
@@ -285,11 +339,16 @@ def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_
     tmp_path: Path, mnist_dir: Path
 ) -> None:
     sweep_dir = tmp_path / "sweep"
-    sweep_process = start_sweep(tmp_path / "sweep.log", f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={sweep_dir}",
-                                "hydra.sweeper.n_trials=4", "hydra.sweeper.n_workers=2",
-                                # trials far longer than the wait for both to be under way: on a loaded machine a
-                                # 3-epoch trial could end before the signal reached it
-                                "trainer.max_epochs=30")  # fmt: skip
+    sweep_process = start_sweep(
+        tmp_path / "sweep.log",
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_workers=2",
+        # trials far longer than the wait for both to be under way: on a loaded machine a
+        # 3-epoch trial could end before the signal reached it
+        "trainer.max_epochs=30",
+    )
     try:
         deadline = time.monotonic() + 240
         while True:  # both workers in the middle of a trial: validated once, two epochs to go
@@ -320,8 +379,12 @@ def test_sigterm_to_a_sweep_of_n_workers_stops_each_worker_and_queues_its_trial_
 def test_a_storage_that_cannot_be_opened_is_one_line_and_leaves_no_folder(tmp_path: Path, mnist_dir: Path) -> None:
     (tmp_path / "file").write_text("")
     storage = tmp_path / "file" / "study.journal"  # a journal under a file
-    result = run_train(*SMALL_VAE_SEARCH, f"paths.data_dir={mnist_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                       f"hydra.sweeper.storage={storage}")  # fmt: skip
+    result = run_train(
+        *SMALL_VAE_SEARCH,
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.sweeper.storage={storage}",
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: hydra.sweeper.storage={storage}: cannot open it:")
     assert not (tmp_path / "sweep").exists()

@@ -79,9 +79,15 @@ def test_pictures_including_the_2d_manifold(tmp_path: Path, mnist_dir: Path) -> 
 
 def test_elbo_improves_on_fashion_mnist(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = _vae_config(
-        tmp_path, fashion_mnist_dir, "data=fashion_mnist", "data.batch_size=128", "trainer.max_epochs=3",
-        "trainer.limit_train_batches=40", "trainer.limit_val_batches=10", "test=false",
-    )  # fmt: skip
+        tmp_path,
+        fashion_mnist_dir,
+        "data=fashion_mnist",
+        "data.batch_size=128",
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=40",
+        "trainer.limit_val_batches=10",
+        "test=false",
+    )
     train(cfg)
     import csv
 

@@ -34,8 +34,9 @@ class StopOnNonFiniteLoss(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         self.step = trainer.global_step  # the step whose loss comes next (on_train_batch_end sees it incremented)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if not isinstance(loss, Tensor):
             return
@@ -58,8 +59,11 @@ class StopOnNonFiniteLoss(Callback):
         # before anything is written, so that the previous checkpoint stays the last one: the loss, and the
         # weights themselves (an infinite learning rate turns them NaN in one step whose loss was finite)
         self._check(trainer)
-        bad = [name for name, tensor in checkpoint["state_dict"].items()
-               if tensor.is_floating_point() and not torch.isfinite(tensor).all()]  # fmt: skip
+        bad = [
+            name
+            for name, tensor in checkpoint["state_dict"].items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        ]
         if bad:
             last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
             raise NonFiniteLossError(

@@ -129,8 +129,10 @@ class CheckpointOnInterrupt(Callback):
         A signal that arrives after the loops' last check (in the last batch of an evaluation) lets the call
         finish: it is reported all the same, as a scheduler that sent it expects.
         """
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm)}  # fmt: skip
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm),
+        }
         try:
             yield
         except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with exit(1), a SIGTERM with exit()

@@ -43,5 +43,6 @@ class OptunaPruning(Callback):
             trial.report(value, step=trainer.global_step)
             should_prune = trial.should_prune()
         if trainer.strategy.broadcast(should_prune):
-            raise optuna.TrialPruned(f"trial {self.trial_number} pruned at step {trainer.global_step}: "
-                                     f"{self.monitor}={value:.5g}")  # fmt: skip
+            raise optuna.TrialPruned(
+                f"trial {self.trial_number} pruned at step {trainer.global_step}: {self.monitor}={value:.5g}"
+            )

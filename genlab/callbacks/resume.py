@@ -66,10 +66,15 @@ def rng_states() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.copy()), "position": position,
-                  "has_gauss": has_gauss, "cached_gaussian": cached_gaussian},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.copy()),
+            "position": position,
+            "has_gauss": has_gauss,
+            "cached_gaussian": cached_gaussian,
+        },
         "torch": torch.get_rng_state(),
-    }  # fmt: skip
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states

@@ -69,9 +69,11 @@ class Classifier(SharedHooks, L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            self.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
             fused=fused_optimizer_available(self),
-        )  # fmt: skip
+        )
         # one cosine cycle over the whole run, stepped per batch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=self.hparams.lr, total_steps=self.trainer.estimated_stepping_batches

@@ -97,9 +97,12 @@ def ddim_trajectory(
 
 
 def ddpm_trajectory(
-    predict_noise: NoisePredictor, x: Tensor, alphas_cumprod: Tensor, timesteps: list[int],
+    predict_noise: NoisePredictor,
+    x: Tensor,
+    alphas_cumprod: Tensor,
+    timesteps: list[int],
     generator: torch.Generator | None = None,
-) -> Iterator[Tensor]:  # fmt: skip
+) -> Iterator[Tensor]:
     """Ancestral sampling (Ho et al. 2020, Algorithm 2): x_s drawn from the posterior q(x_s | x_t, x0_hat)
     (their eqs. 6-7), with beta = 1 - abar_t / abar_s between the two timesteps of the sub-sequence."""
     yield x
@@ -211,18 +214,28 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         check_arguments(Diffusion, self.hparams, "model")
         _check_together(self.hparams)
         self.sampling = Sampling(sampler or SAMPLERS[objective][0], sample_steps, guidance_scale)
-        self._check_sampling(self.sampling, {"sampler": "model.sampler", "steps": "model.sample_steps",
-                                             "guidance_scale": "model.guidance_scale"})  # fmt: skip
+        self._check_sampling(
+            self.sampling,
+            {"sampler": "model.sampler", "steps": "model.sample_steps", "guidance_scale": "model.guidance_scale"},
+        )
 
-        self.unet = UNet(image_shape, base_channels, tuple(channel_multipliers), num_res_blocks, attention_heads,
-                         dropout, num_classes if conditional else 0)  # fmt: skip
+        self.unet = UNet(
+            image_shape,
+            base_channels,
+            tuple(channel_multipliers),
+            num_res_blocks,
+            attention_heads,
+            dropout,
+            num_classes if conditional else 0,
+        )
         # the averaged weights sample better than the last ones (Ho et al. sample from an EMA of decay 0.9999)
         self.ema_unet = averaged_copy(self.unet, ema_decay) if ema_decay is not None else None
         compile_networks(compile, self.unet)  # the U-Net that trains; the EMA copy (validation, sampling) stays eager
         # the schedule follows from the hyperparameters: buffers, but not saved in checkpoints
         alphas_cumprod = torch.cumprod(1 - noise_schedule(schedule, num_timesteps), 0) if objective == "ddpm" else None
-        self.register_buffer("alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(), persistent=False
+        )
 
     # --- the forward process and the loss ------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -230,8 +243,9 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         alpha_cumprod = self.alphas_cumprod[t][:, None, None, None]  # (B, 1, 1, 1)
         return alpha_cumprod.sqrt() * x0 + (1 - alpha_cumprod).sqrt() * noise
 
-    def loss(self, network: torch.nn.Module, images: Tensor, labels: Tensor | None,
-             generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def loss(
+        self, network: torch.nn.Module, images: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Mean squared error of `network`'s noise (ddpm) or velocity (flow) prediction at random times."""
         data = images * 2 - 1  # [0, 1] -> [-1, 1], where the noise has unit scale
         noise = _random(torch.randn, data.shape, generator=generator, device=data.device)  # (B, C, H, W)
@@ -275,8 +289,9 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay,
-                                      fused=fused_optimizer_available(self))  # fmt: skip
+        optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused_optimizer_available(self)
+        )
         # linear warm-up (DDPM warms up over 5,000 steps): early large updates of a zero-initialised U-Net diverge
         warmup = hp.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
@@ -299,8 +314,9 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         """The EMA of the U-Net where there is one, else the U-Net."""
         return self.ema_unet if self.ema_unet is not None else self.unet
 
-    def set_sampling(self, steps: int | None = None, sampler: str | None = None,
-                     guidance_scale: float | None = None) -> None:  # fmt: skip
+    def set_sampling(
+        self, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None
+    ) -> None:
         """Sample with these from now on (None: keep the current choice); the model's own are its sampler,
         sample_steps and guidance_scale."""
         given = {"steps": steps, "sampler": sampler, "guidance_scale": guidance_scale}
@@ -314,15 +330,19 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         hp = self.hparams
         samplers = SAMPLERS[hp.objective]
         if sampling.sampler not in samplers:
-            raise ConfigError(f"{keys['sampler']}={sampling.sampler} does not fit model.objective={hp.objective}: "
-                              f"its samplers are {', '.join(samplers)}")  # fmt: skip
+            raise ConfigError(
+                f"{keys['sampler']}={sampling.sampler} does not fit model.objective={hp.objective}: "
+                f"its samplers are {', '.join(samplers)}"
+            )
         # the ranges of sample_steps and guidance_scale, as the constructor declares them
         _, declared, _ = signature(Diffusion)
         check_type(sampling.steps, declared["sample_steps"], keys["steps"], "Diffusion")
         check_type(sampling.guidance_scale, declared["guidance_scale"], keys["guidance_scale"], "Diffusion")
         if hp.objective == "ddpm" and sampling.steps > hp.num_timesteps:  # a sub-sequence of the training steps
-            raise ConfigError(f"{keys['steps']}={sampling.steps!r}: expected at most model.num_timesteps="
-                              f"{hp.num_timesteps}, the steps the model was trained on")  # fmt: skip
+            raise ConfigError(
+                f"{keys['steps']}={sampling.steps!r}: expected at most model.num_timesteps="
+                f"{hp.num_timesteps}, the steps the model was trained on"
+            )
         scale = sampling.guidance_scale
         if scale != 1 and not hp.conditional:
             raise ConfigError(
@@ -330,8 +350,9 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
                 f"(model.conditional=true); this one is unconditional, sample it with guidance_scale 1"
             )
 
-    def sample(self, num_samples: int, labels: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample(
+        self, num_samples: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Images (num_samples, C, H, W) in [0, 1] from noise; a conditional model's cycle through the classes
         unless labels (num_samples,) are given. `generator` (None: torch's global one) makes them reproducible."""
         noise = _random(torch.randn, (num_samples, *self.hparams.image_shape), generator=generator, device=self.device)
@@ -339,8 +360,13 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
             images = collections.deque(self._trajectory(noise, labels, generator), maxlen=1).pop()
         return (images.float().clamp(-1, 1) + 1) / 2
 
-    def denoising_trajectory(self, noise: Tensor, num_states: int = 10, labels: Tensor | None = None,
-                             generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def denoising_trajectory(
+        self,
+        noise: Tensor,
+        num_states: int = 10,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """States (num_states, B, C, H, W) in [0, 1], evenly spaced over the sampler's steps, from the noise
         (B, C, H, W) (first; the pure-noise end, x_T) to the samples (last, x_0); at most steps + 1 of them."""
         picks = set(torch.linspace(0, self.sampling.steps, num_states).round().long().tolist())

@@ -54,8 +54,10 @@ class ClipsFusedGradients:
     L.LightningModule among the bases, so that its hook is the one Lightning calls."""
 
     def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if gradient_clip_val:
             clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")

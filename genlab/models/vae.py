@@ -107,8 +107,9 @@ class VAE(SharedHooks, L.LightningModule):
         images, _ = batch
         recon, kl = self.elbo_terms(images)
         # means over the epoch, across devices; the KL weight is beta, its value after any warm-up
-        self._log_terms(split, images, recon + self.kl_weight() * kl, recon, kl, on_step=False, on_epoch=True,
-                        sync_dist=True)  # fmt: skip
+        self._log_terms(
+            split, images, recon + self.kl_weight() * kl, recon, kl, on_step=False, on_epoch=True, sync_dist=True
+        )
 
     def _log_terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor, **options) -> None:
         nelbo = recon + kl

@@ -143,8 +143,9 @@ def _check_state_dict(state_dict: Any, path: Path) -> None:
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state_dict.items()
     ):
         raise CheckpointError(f"{path}: its 'state_dict' is not a mapping of names to tensors")
-    bad = [name for name, tensor in state_dict.items()
-           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]  # fmt: skip
+    bad = [
+        name for name, tensor in state_dict.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     if bad:
         raise CheckpointError(
             f"{path}: its weights hold NaN or infinite values ({len(bad)} tensor(s): {', '.join(bad[:3])}"
@@ -223,7 +224,11 @@ def state_dict_mismatch(model: torch.nn.Module, state_dict: dict[str, Any]) -> s
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     found = {name: tuple(tensor.shape) for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
     missing = sorted(expected.keys() - found.keys())
-    wrong = [f"{name} {found[name]} instead of {shape}" for name, shape in expected.items()
-             if name in found and found[name] != shape]  # fmt: skip
-    return "; ".join(filter(None, [wrong and "shapes " + ", ".join(wrong[:3]),
-                                   missing and "missing " + ", ".join(missing[:3])]))  # fmt: skip
+    wrong = [
+        f"{name} {found[name]} instead of {shape}"
+        for name, shape in expected.items()
+        if name in found and found[name] != shape
+    ]
+    return "; ".join(
+        filter(None, [wrong and "shapes " + ", ".join(wrong[:3]), missing and "missing " + ", ".join(missing[:3])])
+    )

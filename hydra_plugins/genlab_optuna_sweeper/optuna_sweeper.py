@@ -111,8 +111,9 @@ class OptunaSweeper(Sweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + arguments)
         search_space = {o.get_key_element(): to_distribution(o) for o in overrides if o.is_sweep_override()}
-        fixed = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in overrides
-                 if not o.is_sweep_override()]  # fmt: skip
+        fixed = [
+            f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in overrides if not o.is_sweep_override()
+        ]
 
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         storage_spec = resolve_storage(self.storage, sweep_dir)
@@ -136,8 +137,9 @@ class OptunaSweeper(Sweeper):
             # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
             # > 1) reseeds its threads'). Only a new study in its own folder is reproducible from `seed`.
             self.sampler.reseed_rng()
-        log.info(f"Study {self.study_name!r}: {self.direction} over {', '.join(search_space)}; storage "
-                 f"{shown(storage_spec)}")  # fmt: skip
+        log.info(
+            f"Study {self.study_name!r}: {self.direction} over {', '.join(search_space)}; storage {shown(storage_spec)}"
+        )
         if finished := sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
             log.info(f"The study has {finished} finished trial(s) already; it runs until {self.n_trials} are done")
 
@@ -159,8 +161,14 @@ class OptunaSweeper(Sweeper):
             self._write_best(study, sweep_dir)
         return returns
 
-    def _run_trials(self, study: optuna.Study, storage: optuna.storages.BaseStorage, storage_spec: str,
-                    search_space: dict, fixed: list[str]) -> list[Sequence[Any]]:  # fmt: skip
+    def _run_trials(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        storage_spec: str,
+        search_space: dict,
+        fixed: list[str],
+    ) -> list[Sequence[Any]]:
         """Ask, launch and tell trials until the study has n_trials (anywhere) and none is running."""
         returns, adopted = [], set()
         while (batch_size := self._trials_to_ask(study, storage, adopted)) > 0:
@@ -168,11 +176,15 @@ class OptunaSweeper(Sweeper):
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
                 trials = [study.ask(search_space) for _ in range(batch_size)]
             batch = [
-                [*fixed, *(f"{key}={value}" for key, value in trial.params.items()),
-                 f"optuna.storage={quoted(storage_spec)}", f"optuna.study_name={quoted(self.study_name)}",
-                 f"optuna.trial={trial.number}"]
+                [
+                    *fixed,
+                    *(f"{key}={value}" for key, value in trial.params.items()),
+                    f"optuna.storage={quoted(storage_spec)}",
+                    f"optuna.study_name={quoted(self.study_name)}",
+                    f"optuna.trial={trial.number}",
+                ]
                 for trial in trials
-            ]  # fmt: skip
+            ]
             self.validate_batch_is_legal(batch)
             with heartbeats(storage, [trial._trial_id for trial in trials]):
                 try:
@@ -193,14 +205,20 @@ class OptunaSweeper(Sweeper):
         try:
             storage = open_storage(spec, self.heartbeat_interval, self.grace_period, on_stale)
             study = optuna.create_study(
-                study_name=self.study_name, storage=storage, load_if_exists=True, direction=self.direction,
-                sampler=self.sampler, pruner=self.pruner,
-            )  # fmt: skip
+                study_name=self.study_name,
+                storage=storage,
+                load_if_exists=True,
+                direction=self.direction,
+                sampler=self.sampler,
+                pruner=self.pruner,
+            )
         except (sqlalchemy.exc.SQLAlchemyError, OSError, ImportError, ValueError) as err:
             raise SystemExit(f"error: hydra.sweeper.storage={shown(spec)}: cannot open it: {one_line(err)}") from None
         if study.direction.name.lower() != self.direction:
-            raise SystemExit(f"error: hydra.sweeper.direction={self.direction}: study {self.study_name!r} in "
-                             f"{shown(spec)} was made to {study.direction.name.lower()}")  # fmt: skip
+            raise SystemExit(
+                f"error: hydra.sweeper.direction={self.direction}: study {self.study_name!r} in "
+                f"{shown(spec)} was made to {study.direction.name.lower()}"
+            )
         return storage, study
 
     def _trials_to_ask(self, study: optuna.Study, storage: optuna.storages.BaseStorage, adopted: set[int]) -> int:
@@ -226,8 +244,10 @@ class OptunaSweeper(Sweeper):
                     adopted.add(trial.number)
             if [t.number for t in running] != waiting_for:
                 waiting_for = [t.number for t in running]
-                log.info(f"Waiting for trial(s) {', '.join(map(str, waiting_for))} of other processes (one whose "
-                         f"process is gone is run again after {self.grace_period} s without a heartbeat)")  # fmt: skip
+                log.info(
+                    f"Waiting for trial(s) {', '.join(map(str, waiting_for))} of other processes (one whose "
+                    f"process is gone is run again after {self.grace_period} s without a heartbeat)"
+                )
             time.sleep(min(self.heartbeat_interval, 2))  # a trial that ends frees its place within 2 s
 
     def _run_workers(self, study: optuna.Study, sweep_dir: Path, storage_spec: str) -> list[Sequence[Any]]:
@@ -236,13 +256,19 @@ class OptunaSweeper(Sweeper):
 
         total_threads, gpus = torch.get_num_threads(), visible_gpus()
         environments = [worker_environment(i, self.n_workers, total_threads, gpus) for i in range(self.n_workers)]
-        command = worker_command(sys.orig_argv, [
-            f"hydra.sweep.dir={quoted(str(sweep_dir))}", f"hydra.sweeper.storage={quoted(storage_spec)}",
-            "hydra.sweeper.n_workers=1",
-        ])  # fmt: skip
-        log.info(f"Starting {self.n_workers} sweep workers on study {self.study_name!r}, each with "
-                 f"{environments[0]['OMP_NUM_THREADS']} of {total_threads} torch threads"
-                 + (f", on GPU(s) {', '.join(gpus)}" if gpus else ""))  # fmt: skip
+        command = worker_command(
+            sys.orig_argv,
+            [
+                f"hydra.sweep.dir={quoted(str(sweep_dir))}",
+                f"hydra.sweeper.storage={quoted(storage_spec)}",
+                "hydra.sweeper.n_workers=1",
+            ],
+        )
+        log.info(
+            f"Starting {self.n_workers} sweep workers on study {self.study_name!r}, each with "
+            f"{environments[0]['OMP_NUM_THREADS']} of {total_threads} torch threads"
+            + (f", on GPU(s) {', '.join(gpus)}" if gpus else "")
+        )
         exit_codes, signals = run_workers(command, environments)
         for number, code in enumerate(exit_codes, start=1):
             if code != 0:
@@ -253,9 +279,11 @@ class OptunaSweeper(Sweeper):
         retried = retried_as(trials)
         done = sum(t.state.is_finished() and t.number not in retried for t in trials)
         if done < self.n_trials or any(t.state == TrialState.RUNNING for t in trials):
-            raise SystemExit(f"error: sweep workers ended ({', '.join(map(describe_exit, exit_codes))}) with {done} "
-                             f"of {self.n_trials} trials done; run the same command with hydra.sweep.dir={sweep_dir} "
-                             f"to finish the study")  # fmt: skip
+            raise SystemExit(
+                f"error: sweep workers ended ({', '.join(map(describe_exit, exit_codes))}) with {done} "
+                f"of {self.n_trials} trials done; run the same command with hydra.sweep.dir={sweep_dir} "
+                f"to finish the study"
+            )
         self._write_best(study, sweep_dir)
         return []
 
@@ -270,8 +298,10 @@ class OptunaSweeper(Sweeper):
             log.warning("No trial completed: no best parameters")
             return
         best = study.best_trial
-        OmegaConf.save({"best_trial": best.number, "best_value": best.value, "best_params": best.params},
-                       sweep_dir / "optimization_results.yaml")  # fmt: skip
+        OmegaConf.save(
+            {"best_trial": best.number, "best_value": best.value, "best_params": best.params},
+            sweep_dir / "optimization_results.yaml",
+        )
         log.info(f"Best trial {best.number}: value {best.value:.5g} with {best.params}")
 
 
@@ -282,8 +312,10 @@ def check_settings(sweeper: OptunaSweeper) -> None:
         if not isinstance(value, int) or value < 1:
             raise SystemExit(f"error: hydra.sweeper.{key}={value}: expected a whole number >= 1")
     if sweeper.grace_period <= sweeper.heartbeat_interval:  # a live trial would be failed between two of its beats
-        raise SystemExit(f"error: hydra.sweeper.grace_period={sweeper.grace_period}: expected more than "
-                         f"heartbeat_interval={sweeper.heartbeat_interval} (seconds)")  # fmt: skip
+        raise SystemExit(
+            f"error: hydra.sweeper.grace_period={sweeper.grace_period}: expected more than "
+            f"heartbeat_interval={sweeper.heartbeat_interval} (seconds)"
+        )
     if sweeper.max_retry is not None and (not isinstance(sweeper.max_retry, int) or sweeper.max_retry < 0):
         raise SystemExit(f"error: hydra.sweeper.max_retry={sweeper.max_retry}: expected null or a whole number >= 0")
 
@@ -314,8 +346,9 @@ def tell(study: optuna.Study, trial: optuna.Trial, result: Any) -> None:
     finish(study, trial, TrialState.COMPLETE, value=float(value))
 
 
-def finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None,
-           error: str | None = None) -> None:  # fmt: skip
+def finish(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None, error: str | None = None
+) -> None:
     """Record a trial's end, unless another process has failed it meanwhile (its heartbeats stopped for longer
     than grace_period: a stalled machine); then its result is dropped, and its retry runs it again."""
     try:
@@ -325,8 +358,10 @@ def finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, value: f
     except optuna.exceptions.UpdateFinishedTrialError:
         frozen = None
     if frozen is None or frozen.state != state:
-        log.warning(f"Trial {trial.number} had been failed by another process (no heartbeat from here for over the "
-                    f"grace period); its result is dropped and its retry runs it again")  # fmt: skip
+        log.warning(
+            f"Trial {trial.number} had been failed by another process (no heartbeat from here for over the "
+            f"grace period); its result is dropped and its retry runs it again"
+        )
 
 
 def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -> None:
@@ -338,8 +373,9 @@ def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -
         study.tell(trial, state=TrialState.FAIL)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError):  # already ended (failed by another process)
         return
-    study.set_user_attr(f"error of trial {trial.number}", f"interrupted by {how}; queued again with the same "
-                        f"parameters")  # fmt: skip
+    study.set_user_attr(
+        f"error of trial {trial.number}", f"interrupted by {how}; queued again with the same parameters"
+    )
     retry(study, study.get_trials(deepcopy=False)[trial.number])
     log.info(f"Trial {trial.number} was interrupted ({how}): queued again with {trial.params}")
 

@@ -63,8 +63,10 @@ def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
         raise SystemExit(f"error: hydra.sweeper.storage={storage}: not a database URL ({one_line(err)})") from None
     if url.drivername.startswith("sqlite"):
         if not url.database or url.database == ":memory:":
-            raise SystemExit(f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
-                             f"with the jobs; give a file (sqlite:///path/to/study.db)")  # fmt: skip
+            raise SystemExit(
+                f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
+                f"with the jobs; give a file (sqlite:///path/to/study.db)"
+            )
         url = url.set(database=str(Path(url.database).expanduser().resolve()))
         return url.render_as_string(hide_password=False)
     return storage
@@ -94,9 +96,12 @@ def open_storage(
         for attempt in range(3):
             try:
                 return RDBStorage(
-                    spec, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period, heartbeat_stale_trial_callback=on_stale_trial,
-                )  # fmt: skip
+                    spec,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=on_stale_trial,
+                )
             except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
                 # two sweeps that start together on a new database both create its tables and version row (SQLAlchemy's
                 # create_all checks, then creates): the one that loses the race finds them on its next try

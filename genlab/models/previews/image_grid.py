@@ -106,7 +106,10 @@ class ReconstructionGrid(Callback):
         bands = [tile_grid(band.flatten(0, 1).float().cpu(), nrow=per_row) for band in stacked.transpose(0, 1)]
         separator = torch.full((3, self.SEPARATOR_SIZE, bands[0].shape[-1]), self.SEPARATOR_VALUE)
         grid = torch.cat([part for band in bands for part in (separator, band)][1:], dim=1)  # (3, H, W)
-        rows = "top row: validation images; middle: their corrupted inputs; bottom" if len(panels) == 3 else \
-               "top row: validation images; below"  # fmt: skip
+        rows = (
+            "top row: validation images; middle: their corrupted inputs; bottom"
+            if len(panels) == 3
+            else "top row: validation images; below"
+        )
         caption = f"Each band between grey lines: {rows}: their reconstructions."
         save_and_log_grid(trainer, "reconstructions", grid, caption)
