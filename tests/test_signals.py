@@ -230,14 +230,14 @@ def send_in(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, sent_at: 
 
 # (entry point, where the signal lands, the phase its line names)
 ENTRY_POINT_PHASES = {
-    "eval loading": ("src.eval", "src.eval.model_from", "loading the checkpoint and data"),
-    "eval test": ("src.eval", "genlab.models.vae.VAE.test_step", "the test"),
-    "eval scoring": ("src.eval", "genlab.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
-    "eval generation": ("src.eval", "genlab.models.vae.VAE.sample", "the scoring of images"),
-    "eval writing": ("src.eval", "src.eval._print_table", "loading the checkpoint and data, or writing"),
-    "sample loading": ("src.sample", "src.sample.load_model", "loading the checkpoint, or writing"),
-    "sample generation": ("src.sample", "genlab.models.vae.VAE.sample", "sampling"),
-    "sample writing": ("src.sample", "src.sample.save_image", "loading the checkpoint, or writing"),
+    "eval loading": ("genlab.eval", "genlab.eval.model_from", "loading the checkpoint and data"),
+    "eval test": ("genlab.eval", "genlab.models.vae.VAE.test_step", "the test"),
+    "eval scoring": ("genlab.eval", "genlab.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
+    "eval generation": ("genlab.eval", "genlab.models.vae.VAE.sample", "the scoring of images"),
+    "eval writing": ("genlab.eval", "genlab.eval._print_table", "loading the checkpoint and data, or writing"),
+    "sample loading": ("genlab.sample", "genlab.sample.load_model", "loading the checkpoint, or writing"),
+    "sample generation": ("genlab.sample", "genlab.models.vae.VAE.sample", "sampling"),
+    "sample writing": ("genlab.sample", "genlab.sample.save_image", "loading the checkpoint, or writing"),
 }
 
 
@@ -268,7 +268,7 @@ def test_one_sigint_ends_eval_and_sample_in_every_phase_even_when_started_ignori
                 "metrics.kid_subset_size=50",
                 f"metrics.classifier_ckpt={vae_and_classifier['classifier']}",
             ]
-            if module_name == "src.eval"
+            if module_name == "genlab.eval"
             else ["num_samples=4"]
         ),
         config_name=module_name.split(".")[1],
