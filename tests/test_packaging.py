@@ -82,6 +82,7 @@ def test_a_wheel_adds_only_its_own_names_and_carries_every_module_and_config(
         "data=shakespeare",
         "debug=fdr",
         "logger=csv",
+        *("model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "model.sample_length=8"),
         f"paths.data_dir={shakespeare_dir}",
     ]
     trained = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
