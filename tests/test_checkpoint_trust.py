@@ -494,8 +494,7 @@ def check_refused_in_one_line(result: subprocess.CompletedProcess, refused: str,
     assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
 
 
-@pytest.mark.slow  # half a second each in this process
-@pytest.mark.parametrize("case", NOT_CHECKPOINTS)
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS)  # a fraction of a second each in this process
 @pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
 def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
     trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str, case: str
