@@ -26,7 +26,7 @@ from PIL import Image
 
 from genlab.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
 from genlab.errors import ConfigError, one_line
-from genlab.models.previews.image_grid import CAPTION_KEY
+from genlab.models.previews import CAPTION_KEY
 from genlab.run_folder import (
     PartlyRead,
     as_params,

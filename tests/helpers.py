@@ -3,15 +3,19 @@ and the ways to start genlab's commands. Fixtures live in conftest.py; test modu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
+import io
+import logging
 import math
 import os
 import subprocess
+import sys
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -19,6 +23,7 @@ import annotated_types
 import numpy as np
 import pydantic
 import torchvision
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
@@ -108,6 +113,38 @@ def run_module(
 ) -> subprocess.CompletedProcess:
     """`python -m <module> <arguments>` run to its end (benchmarks.commands.run), stdout and stderr captured as text."""
     return run(module, arguments, env=env, timeout=timeout)
+
+
+def run_main(main: Callable[[], Any], *arguments: str) -> subprocess.CompletedProcess:
+    """An entry point's `main` run in this process on the command line `arguments`, as `python -m` runs it: Hydra's
+    parsing, its callbacks and run folder, exit_on_user_error; the exit status Python makes of a SystemExit, and
+    what was printed. Seconds, where run_module spends most of its start-up importing torch."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    loggers = [logging.getLogger(), *map(logging.getLogger, list(logging.Logger.manager.loggerDict))]
+    before = [(logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled) for logger in loggers]
+    argv = [main.__module__, *arguments]
+    hydra_config = HydraConfig.instance().cfg  # Hydra leaves the run's config set, as for a process that ends
+    returncode = 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            saved_argv, sys.argv = sys.argv, argv
+            try:
+                main()
+            except SystemExit as exit_info:  # as Python ends on one: None is 0, a number itself, else printed and 1
+                code = exit_info.code
+                returncode = code if isinstance(code, int) else 0 if code is None else 1
+                if not isinstance(code, int | None):
+                    print(code, file=sys.stderr)
+            finally:
+                sys.argv = saved_argv
+    finally:
+        HydraConfig.instance().cfg = hydra_config
+        # Hydra configured logging for the run (handlers on the redirected streams and the run's log file): undone
+        for logger, handlers, level, propagate, disabled in before:
+            for handler in set(logger.handlers) - set(handlers):
+                handler.close()
+            logger.handlers[:], logger.level, logger.propagate, logger.disabled = handlers, level, propagate, disabled
+    return subprocess.CompletedProcess(argv, returncode, stdout.getvalue(), stderr.getvalue())
 
 
 def options(group: str) -> list[str]:

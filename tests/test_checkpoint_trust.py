@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import io
 import resource
+import subprocess
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,11 +28,23 @@ from hypothesis import strategies as st
 from genlab.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
 from genlab.checkpoints.resume import check_resumable
 from genlab.data.text import CharVocab
+from genlab.eval import main as eval_main
 from genlab.models.gpt import GPT
+from genlab.sample import main as sample_main
 from genlab.sample import terminal_safe
+from genlab.train import main as train_main
 from genlab.train import train
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
-from tests.helpers import TEST_OVERRIDES, Breach, compose_config, declared_breaches, run_module, write_mnist_raw
+from tests.helpers import (
+    ROOT,
+    TEST_OVERRIDES,
+    Breach,
+    compose_config,
+    declared_breaches,
+    run_main,
+    run_module,
+    write_mnist_raw,
+)
 
 AE = "genlab.models.autoencoder.Autoencoder"
 
@@ -197,6 +210,7 @@ ENTRY_POINTS = {
     "src.eval": ("src.eval", ["ckpt_path={ckpt}", "num_samples=20", "batch_size=20", "metrics.kid_subset_size=10"]),
     "src.sample": ("src.sample", ["ckpt_path={ckpt}", "num_samples=4"]),
 }
+MAINS = {"src.train": train_main, "src.eval": eval_main, "src.sample": sample_main}
 PLANTED = {  # where: (section, path); the first is the one that ran code through src.eval before
     "config.data": ("config", ("data", "planted")),
     "config.model": ("config", ("model", "planted")),
@@ -206,32 +220,69 @@ PLANTED = {  # where: (section, path); the first is the one that ran code throug
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("where", list(PLANTED))
-@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
-def test_no_entry_point_runs_a_planted_target(trained: dict[str, Path], tmp_path: Path, entry_point: str, where: str):
-    marker = tmp_path / "ran.txt"
-    section, path = PLANTED[where]
-    checkpoint = planted(torch.load(trained["ckpt"], weights_only=True), section, path, payloads(marker)[0])
-    file = tmp_path / "planted.ckpt"
-    torch.save(checkpoint, file)
+def run_entry_point(
+    entry_point: str, ckpt: Path | str, trained: dict[str, Path], tmp_path: Path, as_a_process: bool
+) -> subprocess.CompletedProcess:
+    """The entry point's command line on `ckpt`, writing under tmp_path/logs: its real `main` run in this process
+    (tests.helpers.run_main), or `python -m` as a process."""
     module, overrides = ENTRY_POINTS[entry_point]
-    result = run_module(
-        module,
-        *[o.format(ckpt=file) for o in overrides],
+    arguments = [
+        *[o.format(ckpt=ckpt) for o in overrides],
         f"paths.log_dir={tmp_path / 'logs'}",
         f"paths.data_dir={trained['data']}",
-    )
-    assert not marker.exists(), f"{entry_point} ran what was planted at {where}"
+    ]
+    return run_module(module, *arguments) if as_a_process else run_main(MAINS[module], *arguments)
+
+
+def check_planted_target_not_run(
+    result: subprocess.CompletedProcess, entry_point: str, where: str, file: Path, tmp_path: Path
+) -> None:
+    """Nothing planted ran; a refusal is one line naming the file, exit code 1, and no run folder left."""
+    assert not (tmp_path / "ran.txt").exists(), f"{entry_point} ran what was planted at {where}"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    if result.returncode != 0:  # refused: one line, and no run folder left
+    if result.returncode != 0:
         assert result.returncode == 1, result.stderr[-2000:]
         last_line = result.stderr.strip().splitlines()[-1]
         # src.eval reads nothing of what is planted outside config.data and hyper_parameters: it goes on to score
         # the reconstructions, which needs an MNIST feature classifier that these tests do not train
-        past_the_checkpoint = module == "src.eval" and last_line.startswith("error: No feature classifier for mnist")
+        past_the_checkpoint = entry_point == "src.eval" and last_line.startswith(
+            "error: No feature classifier for mnist"
+        )
         assert last_line.startswith(f"error: {file}") or past_the_checkpoint, result.stderr[-2000:]
         assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
+
+
+def planted_file(trained: dict[str, Path], tmp_path: Path, where: str) -> Path:
+    """The trained checkpoint with a node planted `where`, which would create tmp_path/ran.txt if it ran."""
+    section, path = PLANTED[where]
+    checkpoint = planted(
+        torch.load(trained["ckpt"], weights_only=True), section, path, payloads(tmp_path / "ran.txt")[0]
+    )
+    torch.save(checkpoint, tmp_path / "planted.ckpt")
+    return tmp_path / "planted.ckpt"
+
+
+@pytest.mark.slow  # a second or two each in this process; src.train trains on what it is given
+@pytest.mark.parametrize("where", list(PLANTED))
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_no_entry_point_runs_a_planted_target(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str, where: str
+) -> None:
+    monkeypatch.chdir(ROOT)  # where `python -m src.<entry point>` runs
+    file = planted_file(trained, tmp_path, where)
+    result = run_entry_point(entry_point, file, trained, tmp_path, as_a_process=False)
+    check_planted_target_not_run(result, entry_point, where, file, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_no_entry_point_run_as_a_process_runs_a_planted_target(
+    trained: dict[str, Path], tmp_path: Path, entry_point: str
+) -> None:
+    where = "config.data"  # what ran code through src.eval before; every place in every main: the test above
+    file = planted_file(trained, tmp_path, where)
+    result = run_entry_point(entry_point, file, trained, tmp_path, as_a_process=True)
+    check_planted_target_not_run(result, entry_point, where, file, tmp_path)
 
 
 # --- resource bombs: what a checkpoint may make genlab allocate --------------------------------------------------
@@ -435,22 +486,30 @@ def test_a_path_that_is_no_checkpoint_file_is_one_line_for_every_loader(
         assert message is not None and refused in message, f"{name}: {message}"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", NOT_CHECKPOINTS)
-@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
-def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
-    trained: dict[str, Path], tmp_path: Path, entry_point: str, case: str
-) -> None:
-    path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
-    module, overrides = ENTRY_POINTS[entry_point]
-    result = run_module(
-        module,
-        *[o.format(ckpt=path) for o in overrides],
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.data_dir={trained['data']}",
-    )
+def check_refused_in_one_line(result: subprocess.CompletedProcess, refused: str, tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and refused in last_line, last_line
     assert not list((tmp_path / "logs").glob("*/runs/*")), "a refused run left its folder"
+
+
+@pytest.mark.parametrize("case", NOT_CHECKPOINTS)  # a fraction of a second each in this process
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_every_entry_point_refuses_a_non_checkpoint_in_one_line(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str, case: str
+) -> None:
+    monkeypatch.chdir(ROOT)  # where `python -m src.<entry point>` runs
+    path, refused = not_a_checkpoint(case, tmp_path, trained["ckpt"])
+    result = run_entry_point(entry_point, path, trained, tmp_path, as_a_process=False)
+    check_refused_in_one_line(result, refused, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
+def test_every_entry_point_run_as_a_process_refuses_a_non_checkpoint_in_one_line(
+    trained: dict[str, Path], tmp_path: Path, entry_point: str
+) -> None:
+    path, refused = not_a_checkpoint("text file", tmp_path, trained["ckpt"])  # every case in every main: above
+    result = run_entry_point(entry_point, path, trained, tmp_path, as_a_process=True)
+    check_refused_in_one_line(result, refused, tmp_path)

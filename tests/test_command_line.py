@@ -2,22 +2,28 @@
 
 A matrix of entry points and bad inputs: a missing `???` value, a task_name that is a path, a run folder that is a
 file or lies under one. In-process through the check Hydra calls (genlab/utils/before_run.py, listed in each entry
-point's config), and from the real command line (slow: a Python start-up of each). Then every range and choice
+point's config), and from the command line through each entry point's real `main` (Hydra's parsing, the check,
+exit_on_user_error), in this process and, for one case of each, as a process (slow). Then every range and choice
 that a model family declares, a value past each, through src.train's main: one line, and its run folder removed.
 """
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
 from genlab.errors import ConfigError
+from genlab.eval import main as eval_main
+from genlab.report import main as report_main
+from genlab.sample import main as sample_main
+from genlab.sweep_summary import main as sweep_summary_main
 from genlab.train import main as train_main
 from genlab.utils.before_run import CheckBeforeRun
 from genlab.utils.config import compose
-from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options, run_module
+from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options, run_main, run_module
 
 ENTRY_POINTS = ["train", "eval", "sample", "report", "sweep_summary"]
 # the value each entry point needs, given where a case is about something else
@@ -134,7 +140,9 @@ def test_train_refuses_a_value_past_a_declared_bound_with_one_line_and_no_run_fo
     assert list(tmp_path.iterdir()) == []
 
 
-# the command line: one per entry point and kind of case, each a Python start-up (5-15 s on 2 busy cores)
+# the command line of each entry point, run by its real `main`: Hydra's parsing, the check before the run,
+# exit_on_user_error and the run folder's removal; in this process (a second or less each), and for one case per
+# entry point as a process (a Python start-up each: 5-15 s on 2 busy cores)
 CLI_CASES = [
     ("eval", []),
     ("sample", []),
@@ -148,30 +156,59 @@ CLI_CASES = [
     ("train", ["-m", "model.latent_dim=4,8", "hydra.sweep.dir={file}/sweep"]),
     ("train", ["model=vae", "model.latent_dim=0", "hydra.run.dir={file}.run"]),  # a range declared by a family
 ]
+CLI_IDS = [f"{e}:{' '.join(o) or 'nothing'}" for e, o in CLI_CASES]
+MAINS = {
+    "train": train_main,
+    "eval": eval_main,
+    "sample": sample_main,
+    "report": report_main,
+    "sweep_summary": sweep_summary_main,
+}
+# the case of each entry point run as a process: the last of its kind above (train's: Hydra made the run folder,
+# exit_on_user_error removed it)
+AS_A_PROCESS = [[case for case in CLI_CASES if case[0] == entry][-1] for entry in ENTRY_POINTS]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    ("entry", "overrides"), CLI_CASES, ids=[f"{e}:{' '.join(o) or 'nothing'}" for e, o in CLI_CASES]
-)
-def test_the_command_line_refuses_with_one_line_and_writes_nothing(
-    entry: str, overrides: list[str], a_file: Path, tmp_path: Path
-) -> None:
+def cli_arguments(entry: str, overrides: list[str], a_file: Path, tmp_path: Path) -> list[str]:
+    """The command line of a case: Hydra's flags (-m) first, the values an entry point needs, where it would write."""
     overrides = filled(overrides, a_file)
     given = {override.partition("=")[0] for override in overrides}
     required = [] if len(overrides) == 0 else [o for o in REQUIRED[entry] if o.partition("=")[0] not in given]
-    log_dir = tmp_path / "outputs"  # where a run folder would go, made or not
-    where = [f"paths.log_dir={log_dir}"] if entry in WITH_TASK_NAME else []
-    before = sorted(ROOT.glob("outputs/**"))
-    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags (-m) before the overrides
-    values = [o for o in overrides if not o.startswith("-")]
-    result = run_module(f"src.{entry}", *flags, *required, *where, *values)
+    where = [f"paths.log_dir={tmp_path / 'outputs'}"] if entry in WITH_TASK_NAME else []  # made or not
+    flags = [o for o in overrides if o.startswith("-")]
+    return [*flags, *required, *where, *[o for o in overrides if not o.startswith("-")]]
+
+
+def check_refused_and_nothing_written(result: subprocess.CompletedProcess, a_file: Path, tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert sorted(tmp_path.iterdir()) == [a_file]  # no run folder here,
     assert not (tmp_path.parent / "x").exists()  # nor above it (task_name=a/../../../x)
+
+
+@pytest.mark.parametrize(("entry", "overrides"), CLI_CASES, ids=CLI_IDS)
+def test_the_command_line_refuses_with_one_line_and_writes_nothing(
+    entry: str, overrides: list[str], a_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # where `python -m src.<entry>` runs: paths.root_dir is `.`
+    before = sorted(ROOT.glob("outputs/**"))
+    result = run_main(MAINS[entry], *cli_arguments(entry, overrides, a_file, tmp_path))
+    check_refused_and_nothing_written(result, a_file, tmp_path)
+    assert sorted(ROOT.glob("outputs/**")) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("entry", "overrides"), AS_A_PROCESS, ids=[f"{e}:{' '.join(o) or 'nothing'}" for e, o in AS_A_PROCESS]
+)
+def test_the_command_line_as_a_process_refuses_with_one_line_and_writes_nothing(
+    entry: str, overrides: list[str], a_file: Path, tmp_path: Path
+) -> None:
+    before = sorted(ROOT.glob("outputs/**"))
+    result = run_module(f"src.{entry}", *cli_arguments(entry, overrides, a_file, tmp_path))
+    check_refused_and_nothing_written(result, a_file, tmp_path)
     assert sorted(ROOT.glob("outputs/**")) == before
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,11 @@ def test_architecture_page_lists_the_always_on_callbacks(tmp_path: Path) -> None
     writing = page[page.index("- **Writing**") : page.index("- **Reading**")]
     listed = set(re.findall(r"`([A-Z]\w+)`", writing))
     assert listed == set(always_on_names(tmp_path))
+
+
+def test_the_commands_that_only_read_files_import_no_torch() -> None:
+    # src.report and src.sweep_summary use no torch: importing it with Lightning took 5 of their 6-8 s on 2 cores,
+    # for a refusal of a missing run_dir as for a report. A fresh Python: this one has torch loaded already.
+    code = "import sys, genlab.report, genlab.sweep_summary; print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -10,7 +10,6 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import GenlabError, RunInterrupted
@@ -51,7 +50,7 @@ def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
 def record_failure(cfg: DictConfig, err: GenlabError) -> None:
     """Write the reason a sweep's job failed to `<job folder>/error.txt`."""
     output_dir = OmegaConf.select(cfg, "paths.output_dir")
-    if output_dir is not None and rank_zero_only.rank == 0 and Path(output_dir).is_dir():
+    if output_dir is not None and _rank_zero() and Path(output_dir).is_dir():
         (Path(output_dir) / "error.txt").write_text(f"{err}\n")
 
 
@@ -61,6 +60,14 @@ def discard_run_folder(cfg: DictConfig) -> None:
     if output_dir is None:
         return
     output_dir = Path(output_dir)
-    if rank_zero_only.rank == 0 and output_dir.is_dir():
+    if _rank_zero() and output_dir.is_dir():
         if {path.name for path in output_dir.iterdir()} <= SETUP_FILES | {f"{cfg.task_name}.log"}:
             shutil.rmtree(output_dir)
+
+
+def _rank_zero() -> bool:
+    # Lightning imported here, only where a run folder is at stake: at the top it made src.report and
+    # src.sweep_summary, which use no torch, import Lightning and torch (5 of their 6 s) before reading a file
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0

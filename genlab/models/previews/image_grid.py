@@ -17,12 +17,11 @@ from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid
 
 from genlab.capabilities import Denoiser, Reconstructor, require
+from genlab.models.previews import CAPTION_KEY
 
 # Tiles are drawn at least this many pixels high and wide: a 28x28 digit shown 1:1 is a smudge on a
 # modern screen. Enlarged by a whole factor, nearest neighbour, so every pixel stays a sharp square.
 MIN_TILE_SIZE = 56
-# the PNG text keyword that carries a grid's caption (one of the PNG standard's keywords), read by src.report
-CAPTION_KEY = "Description"
 
 
 def tile_grid(images: Tensor, nrow: int, padding: int = 2) -> Tensor:
