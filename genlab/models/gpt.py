@@ -61,7 +61,7 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         weight_decay: Annotated[float, Field(ge=0)] = 0.1,
         compile: Compile = False,
         sample_prompt: str = "\n",
-        sample_length: Annotated[int, Field(ge=1)] = 200,
+        sample_length: Annotated[int, Field(ge=0)] = 200,  # 0: no sample at validations (TextSample)
         periodic_val_batches: Annotated[int, Field(ge=1)] | None = None,  # null: all of them
     ) -> None:
         super().__init__()
