@@ -205,7 +205,8 @@ def test_recipe_trains_samples_and_evaluates_from_the_command_line(tmp_path: Pat
     evaluated = run_module(
         "src.eval",
         f"ckpt_path={checkpoint}",
-        "num_samples=20",  # the test split in eval's batches of 500, as users get (in batches of 10: 1,000 steps)
+        "num_samples=20",
+        "batch_size=10",
         f"paths.data_dir={fashion_mnist_dir}",
         f"paths.log_dir={tmp_path}",
     )
