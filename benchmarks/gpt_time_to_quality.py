@@ -82,6 +82,28 @@ def plain_arguments(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab
     ]
 
 
+def round_commands(
+    i: int, args: argparse.Namespace, cfg: DictConfig, work: Path, vocab_size: int
+) -> list[tuple[str, str, list[str]]]:
+    """Round i's (name, module, arguments), in the order they run: both seeded with their default seed + i, and
+    the order alternating between rounds."""
+    run_dir, plain_dir = work / f"round{i}" / "genlab", work / f"round{i}" / "plain"
+    settings = cfg if args.reference == "same" else None
+    commands = [
+        (
+            "genlab",
+            "src.train",
+            [f"experiment={args.experiment}", f"hydra.run.dir={run_dir}", *args.overrides, f"seed={cfg.seed + i}"],
+        ),
+        (
+            "plain",
+            "benchmarks.nanogpt_loop",
+            plain_arguments(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i),
+        ),
+    ]
+    return commands if i % 2 == 0 else commands[::-1]
+
+
 def timed(module: str, arguments: list[str], log: Path) -> float:
     """Wall seconds of `python -m <module> <arguments>` from start to exit; its output goes to `log`."""
     start = time.perf_counter()
@@ -136,20 +158,9 @@ def main() -> None:
     rounds = []
     for i in range(args.rounds):
         run_dir, plain_dir = work / f"round{i}" / "genlab", work / f"round{i}" / "plain"
-        settings = cfg if args.reference == "same" else None
-        commands = {
-            "genlab": (
-                "src.train",
-                [f"experiment={args.experiment}", f"hydra.run.dir={run_dir}", *args.overrides, f"seed={cfg.seed + i}"],
-            ),
-            "plain": (
-                "benchmarks.nanogpt_loop",
-                plain_arguments(settings, work / "nanogpt_data", plain_dir, vocab_size, seed=1337 + i),
-            ),
-        }
         seconds = {}
-        for name in ("genlab", "plain") if i % 2 == 0 else ("plain", "genlab"):
-            seconds[name] = timed(*commands[name], work / f"round{i}" / f"{name}.log")
+        for name, module, arguments in round_commands(i, args, cfg, work, vocab_size):
+            seconds[name] = timed(module, arguments, work / f"round{i}" / f"{name}.log")
         losses = {
             "genlab": validation_loss(load_model(run_dir / "checkpoints" / "last.ckpt").net, cfg),
             "plain": validation_loss(plain_network(plain_dir), cfg),

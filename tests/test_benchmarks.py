@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -12,12 +13,12 @@ from omegaconf import OmegaConf
 from tests.helpers import run_module
 
 
-@pytest.mark.slow  # about 30 s on 2 CPU cores: four short trainings in their own processes, each scored
+@pytest.mark.slow  # about 30 s on 2 CPU cores: two short trainings in their own processes, each scored
 def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespeare_dir: Path) -> None:
     out, work = tmp_path / "result.json", tmp_path / "work"
     arguments = [
         "--rounds",
-        "2",
+        "1",  # the later rounds' seeds and order: test_each_round_seeds_both_anew_and_alternates_their_order
         "--reference",
         "same",
         "--work",
@@ -36,20 +37,35 @@ def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespe
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(out.read_text())
     (work,) = work.iterdir()  # this run's own folder
-    assert len(summary["rounds"]) == 2 and "genlab / plain time" in result.stdout
-    for i, round_ in enumerate(summary["rounds"]):
-        assert round_["seconds"]["genlab"] > 0 and round_["seconds"]["plain"] > 0
-        # 30 steps from ln(65) = 4.17 nats: both have learned, and about as much
-        losses = round_["val_loss"]
-        assert 2.0 < losses["genlab"] < 3.9 and 2.0 < losses["plain"] < 3.9
-        assert abs(losses["genlab"] - losses["plain"]) < 0.3
-        # each round seeds both anew; the plain loop evaluates and checkpoints at genlab's interval
-        assert OmegaConf.load(work / f"round{i}" / "genlab" / "config.yaml").seed == 42 + i
-        plain = torch.load(work / f"round{i}" / "plain" / "ckpt.pt", weights_only=True)
-        assert plain["model_args"]["seed"] == 1337 + i and plain["iter_num"] == 30
-        evaluations = [
-            line.split(":")[0]
-            for line in (work / f"round{i}" / "plain.log").read_text().splitlines()
-            if line.startswith("step ")
-        ]
-        assert evaluations == ["step 0", "step 15", "step 30"]
+    (round_,) = summary["rounds"]
+    assert "genlab / plain time" in result.stdout
+    assert round_["seconds"]["genlab"] > 0 and round_["seconds"]["plain"] > 0
+    # 30 steps from ln(65) = 4.17 nats: both have learned, and about as much
+    losses = round_["val_loss"]
+    assert 2.0 < losses["genlab"] < 3.9 and 2.0 < losses["plain"] < 3.9
+    assert abs(losses["genlab"] - losses["plain"]) < 0.3
+    # the seeds given reach both commands; the plain loop evaluates and checkpoints at genlab's interval
+    assert OmegaConf.load(work / "round0" / "genlab" / "config.yaml").seed == 42
+    plain = torch.load(work / "round0" / "plain" / "ckpt.pt", weights_only=True)
+    assert plain["model_args"]["seed"] == 1337 and plain["iter_num"] == 30
+    evaluations = [
+        line.split(":")[0]
+        for line in (work / "round0" / "plain.log").read_text().splitlines()
+        if line.startswith("step ")
+    ]
+    assert evaluations == ["step 0", "step 15", "step 30"]
+
+
+def test_each_round_seeds_both_anew_and_alternates_their_order(tmp_path: Path) -> None:
+    from benchmarks.gpt_time_to_quality import round_commands
+    from genlab.utils.config import compose
+
+    args = argparse.Namespace(experiment="gpt_shakespeare_cpu", reference="same", overrides=["trainer.max_steps=30"])
+    cfg = compose(["experiment=gpt_shakespeare_cpu", *args.overrides])
+    for i, order in enumerate([["genlab", "plain"], ["plain", "genlab"], ["genlab", "plain"]]):
+        commands = {name: arguments for name, _, arguments in round_commands(i, args, cfg, tmp_path, vocab_size=65)}
+        assert list(commands) == order  # drift in the machine's speed falls on both alike
+        assert f"seed={42 + i}" in commands["genlab"] and f"--seed={1337 + i}" in commands["plain"]
+        assert f"hydra.run.dir={tmp_path / f'round{i}' / 'genlab'}" in commands["genlab"]
+        assert f"--out-dir={tmp_path / f'round{i}' / 'plain'}" in commands["plain"]
+        assert "trainer.max_steps=30" in commands["genlab"] and "--max-iters=30" in commands["plain"]

@@ -434,15 +434,17 @@ def test_sample_fid_during_training_picks_the_best_checkpoint(tmp_path: Path, tr
     assert len(list((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))) == 1  # chosen by val/fid
 
 
-@pytest.mark.slow  # about 3 minutes on one CPU core: 400 training steps, then 200 guided samples of 20 steps
+# about a minute on one CPU core: 150 training steps, then 200 guided samples of 20 steps. After 150 steps the
+# samples were of their asked class 59-61% of the time (seeds 0, 1, 42), and of the class one off at most 1%
+@pytest.mark.slow
 def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mnist_dir: Path) -> None:
     cfg = compose_config(
         [
             *TEST_OVERRIDES,
             "experiment=flow_fashion_mnist",
             f"paths.data_dir={fashion_mnist_dir}",
-            "trainer.limit_train_batches=400",
-            "trainer.max_steps=400",
+            "trainer.limit_train_batches=150",
+            "trainer.max_steps=150",
             "model.num_grid_images=0",
             "test=false",
         ],

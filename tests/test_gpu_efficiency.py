@@ -1,6 +1,6 @@
 """What the GPU needs, checked on the CPU: images held on the training device give the same batches, the same
-resumed order and the same training as on the host; `model.compile` trains every family as eager does; and
-`python -m benchmarks.gpu_efficiency --smoke` measures every family against its plain loop."""
+resumed order and the same training as on the host; and `model.compile` trains every family as eager does.
+(`python -m benchmarks.gpu_efficiency --smoke`: tests/test_gpu_suite.py, from the GPU suite's smoke run.)"""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.gpu_efficiency import FAMILIES
 from genlab.checkpoints import load_model, read_checkpoint
 from genlab.data.images import MNISTDataModule
 from genlab.errors import ConfigError
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config, run_module
+from tests.helpers import TEST_OVERRIDES, compose_config
 
 
 # --- images held on the device ------------------------------------------------------------------------------
@@ -179,20 +178,3 @@ def test_unknown_compile_modes_are_refused_naming_the_key(tmp_path: Path, mnist_
         r"Literal\['default', 'reduce-overhead'",
     ):
         train(compose_config(overrides, tmp_path / "run"))
-
-
-# --- the benchmark ------------------------------------------------------------------------------------------
-@pytest.mark.slow  # about 2 minutes on 2 CPU cores: 18 pairs of tiny trainings
-def test_smoke_run_measures_every_family_against_its_plain_loop(
-    tmp_path: Path, fashion_mnist_dir: Path, shakespeare_dir: Path
-) -> None:
-    out = tmp_path / "out"
-    result = run_module("benchmarks.gpu_efficiency", "--smoke", "--out", str(out), timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = json.loads((out / "gpu_efficiency.json").read_text())["rows"]
-    assert [(row["family"], row["batch_size"]) for row in rows] == [(f.name, b) for f in FAMILIES for b in (8, 16)]
-    for row in rows:
-        assert row["genlab_per_s"] > 0 and row["plain_per_s"] > 0 and row["ratio"] > 0
-        assert row["genlab_peak_memory_bytes"] > 0 and row["plain_peak_memory_bytes"] > 0
-    table = (out / "gpu_efficiency.md").read_text()
-    assert all(f"| {family.name} | 16 |" in table for family in FAMILIES)

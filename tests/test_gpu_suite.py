@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu_efficiency import FAMILIES
 from benchmarks.gpu_suite import PARTS
 from tests.helpers import run_module
 
@@ -28,7 +29,7 @@ def test_parts_past_the_budget_are_skipped_and_say_why(tmp_path: Path) -> None:
     assert "| gpt | skipped |" in (tmp_path / "results.md").read_text()
 
 
-@pytest.mark.slow  # about 2 minutes on 2 CPU cores: a dozen small trainings and seven `python -m` commands
+@pytest.mark.slow  # about 2 minutes on 2 CPU cores: a dozen small trainings, 36 tiny ones, seven `python -m` commands
 def test_smoke_run_has_every_part_ok_or_skipped_with_a_reason(
     tmp_path: Path, fashion_mnist_dir: Path, shakespeare_dir: Path
 ) -> None:
@@ -44,3 +45,11 @@ def test_smoke_run_has_every_part_ok_or_skipped_with_a_reason(
     families = next(part for part in results["parts"] if part["part"] == "families")
     assert {row["run"] for row in families["rows"] if row["status"] == "ok"} >= {"ae / bf16-mixed", "gan-bce / 32"}
     assert (tmp_path / "runs" / "gpt" / "checkpoints" / "last.ckpt").is_file()
+    # its efficiency part: `python -m benchmarks.gpu_efficiency --smoke` measures every family against its plain loop
+    rows = json.loads((tmp_path / "out" / "efficiency" / "gpu_efficiency.json").read_text())["rows"]
+    assert [(row["family"], row["batch_size"]) for row in rows] == [(f.name, b) for f in FAMILIES for b in (8, 16)]
+    for row in rows:
+        assert row["genlab_per_s"] > 0 and row["plain_per_s"] > 0 and row["ratio"] > 0
+        assert row["genlab_peak_memory_bytes"] > 0 and row["plain_peak_memory_bytes"] > 0
+    table = (tmp_path / "out" / "efficiency" / "gpu_efficiency.md").read_text()
+    assert all(f"| {family.name} | 16 |" in table for family in FAMILIES)
