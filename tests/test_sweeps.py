@@ -222,7 +222,7 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path: Path, mnist_dir:
         f"folder; wait for it to end, or give this one another hydra.sweep.dir"
     )
     assert first.poll() is None  # untouched by the second
-    first.terminate()
+    first.kill()  # its 100 trials are not the point (a stop at a safe point waits for the step and the trial's end)
     first.wait(timeout=120)
 
 
