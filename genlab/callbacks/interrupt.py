@@ -111,10 +111,9 @@ class CheckpointOnInterrupt(Callback):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
         name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
         path = Path(checkpoints.dirpath) / name
-        # a save, not a load: Trainer.save_checkpoint's weights_only=False writes the optimizer and loop states
-        # beside the weights (resuming needs them). Every load reads through genlab/utils/checkpoint_reader.py,
-        # weights_only=True
-        trainer.save_checkpoint(path, weights_only=False)
+        # the run's own last.ckpt, as its ModelCheckpoint writes one: with the optimizer and loop states that a
+        # resume needs, unless the user's callbacks.model_checkpoint.save_weights_only asked for weights alone
+        trainer.save_checkpoint(path, checkpoints.save_weights_only)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 
