@@ -32,6 +32,7 @@ from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
 from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
 from genlab.callbacks.resume import ExactResume
+from genlab.callbacks.size_limits import LazyNetworkLimits
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from genlab.errors import ConfigError
@@ -44,6 +45,7 @@ from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
+from genlab.utils.model_size import ModelTooLarge, SizeLimits, built_within
 from genlab.utils.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
+    limits: SizeLimits = instantiate(cfg.limits, "limits")
+    check_model_size(cfg.model, limits)
     model: L.LightningModule = instantiate(cfg.model, "model")
     start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
@@ -129,11 +133,21 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return monitored_value(cfg, metrics, trained), metrics
 
 
+def check_model_size(model_config: DictConfig, limits: SizeLimits) -> None:
+    """The model that `model_config` describes, counted as it is built on the meta device (no memory): refused in one
+    line past `limits`, before it exists. A network built later, in configure_model: LazyNetworkLimits."""
+    try:
+        built_within(limits, lambda: instantiate(model_config, "model"))
+    except ModelTooLarge as err:
+        raise ConfigError(f"model: the {model_config._target_.rsplit('.', 1)[-1]} of these settings {err}") from None
+
+
 def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
     """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: the
     resolved config in each checkpoint (src.eval and src.sample need nothing else), what resuming needs to continue
     exactly, a last checkpoint on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a
-    monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
+    monitor.metric that is really logged, a validation at the end, the size limits on a network built once the data
+    is known. The one list: conf/callbacks/default.yaml's
     comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
     return [
         SaveRunConfig(to_plain(cfg)),
@@ -142,6 +156,7 @@ def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> li
         StopOnNonFiniteLoss(),
         RequireMonitoredMetric(cfg.monitor.metric),
         ValidateAtEnd(),
+        LazyNetworkLimits(instantiate(cfg.limits, "limits")),
     ]
 
 

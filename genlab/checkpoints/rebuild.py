@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from genlab.data.text import ShakespeareDataModule
-from genlab.errors import ConfigError, GenlabError, one_line
+from genlab.errors import ConfigError, one_line
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.classifier import Classifier
 from genlab.models.diffusion import Diffusion
@@ -26,6 +26,7 @@ from genlab.models.gpt import GPT
 from genlab.models.normalizing_flow import NormalizingFlow
 from genlab.models.vae import VAE
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint, state_dict_mismatch
+from genlab.utils.model_size import DEFAULT_LIMITS, ModelTooLarge, SizeLimits, built_within
 from genlab.utils.validation import check_finite, check_type, signature
 
 
@@ -57,23 +58,30 @@ def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.Lightnin
     return MODEL_CLASSES[target]
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> L.LightningModule:
-    """The model of a genlab checkpoint file, in eval mode, on `map_location`."""
-    return model_from(read_checkpoint(path), path).to(map_location)
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", limits: SizeLimits = DEFAULT_LIMITS
+) -> L.LightningModule:
+    """The model of a genlab checkpoint file, in eval mode, on `map_location`; one past `limits` is refused."""
+    return model_from(read_checkpoint(path), path, limits).to(map_location)
 
 
-def model_from(checkpoint: dict[str, Any], path: str | Path) -> L.LightningModule:
+def model_from(checkpoint: dict[str, Any], path: str | Path, limits: SizeLimits = DEFAULT_LIMITS) -> L.LightningModule:
     """The model of a checkpoint read by `read_checkpoint`, in eval mode, built from its checked hyperparameters,
     holding its weights."""
     cls = model_class(checkpoint, path)
     arguments = checked_arguments(cls, checkpoint["hyper_parameters"], "hyper_parameters", path)
-    # first without memory (on the meta device): the network its hyperparameters describe must be the one whose
-    # weights the file holds, so a checkpoint cannot make genlab allocate more than the file's own size
-    with torch.device("meta"):
-        mismatch = state_dict_mismatch(_build(cls, arguments, path), checkpoint["state_dict"])
+    # first without memory (on the meta device), counted as it is built: a model past the limits is refused before
+    # it exists (a million GPT layers is a few numbers in a small file), and the network its hyperparameters
+    # describe must be the one whose weights the file holds, so a checkpoint cannot make genlab allocate more
+    # than the file's own size
+    try:
+        described = built_within(limits, lambda: _build(cls, arguments, path))
+    except ModelTooLarge as err:
+        raise CheckpointError(f"{path}: its hyperparameters describe a {cls.__name__} that {err}") from None
+    mismatch = state_dict_mismatch(described, checkpoint["state_dict"])
     if mismatch:
         raise CheckpointError(
-            f"{path}: its hyperparameters describe a {cls.__name__} other than its weights ({mismatch})"
+            f"{path}: its weights are not those of the {cls.__name__} its hyperparameters describe ({mismatch})"
         )
     model = _build(cls, arguments, path)
     model.on_load_checkpoint(checkpoint)
@@ -145,6 +153,7 @@ def _build(cls: type, arguments: dict[str, Any], path: str | Path) -> Any:
         built = cls(**arguments)
         if isinstance(built, L.LightningModule) and is_overridden("configure_model", built):
             built.configure_model()
-    except (GenlabError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+    # a constructor's refusal; not a signal's RunInterrupted, nor the limits' ModelTooLarge, which say more themselves
+    except (ConfigError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return built
