@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import hydra
 import lightning as L
@@ -22,7 +23,8 @@ import rich
 import rich.table
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from pydantic import Field
 from rich.progress import track
 
 from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
@@ -31,9 +33,12 @@ from genlab.checkpoints import datamodule_from, model_from, read_checkpoint
 from genlab.data.images import ImageDataModule
 from genlab.errors import ConfigError
 from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.models.nets.classifier import ConvClassifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.instantiate import instantiate
+from genlab.utils.validation import check_config, check_options
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +46,16 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
-    model = model_from(checkpoint, cfg.ckpt_path)
+    model = model_from(checkpoint, cfg.ckpt_path, instantiate(cfg.limits, "limits"))
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
     # the run's data, read from this machine's data folder
     datamodule = datamodule_from(checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, batch_size=cfg.batch_size)
     del checkpoint
+    scores_images = isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor))
+    classifier = None  # read before the test: a classifier that cannot score these images is refused before any work
+    if scores_images and cfg.metrics.feature == "classifier":
+        classifier = load_feature_classifier(cfg.metrics.classifier_ckpt, datamodule.name, datamodule.image_shape)
 
     output_dir = Path(cfg.paths.output_dir)
     interrupt = CheckpointOnInterrupt()
@@ -63,9 +72,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             metrics = dict(trainer.test(model, datamodule=datamodule, verbose=False)[0])
         else:  # text: the fixed validation windows, as training measured them
             metrics = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
-    if isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor)):
+    if scores_images:
         with interruptible("the scoring of images", "Run the same command again"):
-            metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
+            metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, classifier, cfg)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
@@ -75,15 +84,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: DictConfig) -> dict[str, float]:
-    """FID, KID and IS of the model's samples (or of its reconstructions of the test split) vs the test split."""
+def score_images(
+    model: L.LightningModule, datamodule: ImageDataModule, classifier: ConvClassifier | None, cfg: DictConfig
+) -> dict[str, float]:
+    """FID, KID and IS of the model's samples (or of its reconstructions of the test split) vs the test split, in
+    the feature space of `classifier` (None: metrics.feature=inception)."""
     device = model.device
     generative = isinstance(model, ImageSampler)
     num_real = len(datamodule.data_test)
     first_batch, num_fake = first_samples(model, cfg) if generative else (None, num_real)
-    classifier = None
-    if cfg.metrics.feature == "classifier":
-        classifier = load_feature_classifier(cfg.metrics.classifier_ckpt, datamodule.name)
     subset_size = kid_subset_size(cfg.metrics.kid_subset_size, num_real, num_fake)
     quality = SampleQuality(classifier, cfg.metrics.feature, kid_subset_size=subset_size).to(device)
 
@@ -106,6 +115,8 @@ def score_images(model: L.LightningModule, datamodule: ImageDataModule, cfg: Dic
 # num_samples=null: as many samples as the model draws in sampling_minutes, within these bounds (10,000: FID's usual
 # count; below 1,000 FID's bias with the count outgrows the differences between models)
 MIN_SAMPLES, MAX_SAMPLES = 1_000, 10_000
+MAX_SCORED = 100_000  # num_samples given
+MAX_BATCH_SIZE = 10_000
 
 
 def first_samples(model: ImageSampler, cfg: DictConfig) -> tuple[torch.Tensor, int]:
@@ -146,16 +157,29 @@ def kid_subset_size(wanted: int, num_real: int, num_fake: int) -> int:
     return wanted
 
 
-def check_scoring_options(cfg: DictConfig) -> None:
-    """Refuse counts and times of the wrong type or range before the checkpoint is read."""
-    counts = {"num_samples": 4, "batch_size": 1, "metrics.kid_subset_size": 2}
-    for key, minimum in counts.items():
-        value = OmegaConf.select(cfg, key)
-        if not (value is None and key == "num_samples") and (type(value) is not int or value < minimum):
-            raise ConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
-    minutes = cfg.sampling_minutes
-    if type(minutes) not in (int, float) or not (math.isfinite(minutes) and minutes > 0):
-        raise ConfigError(f"sampling_minutes={minutes!r}: expected a finite number of minutes > 0")
+@dataclass(frozen=True)
+class EvalOptions:
+    """What src.eval's command line may ask for, each type and range declared once: checked before the checkpoint
+    is read (genlab/utils/validation.py's check_options), stepped past by tests/helpers.py's declared_breaches. A
+    stepwise sampler checks its own steps, sampler and guidance."""
+
+    # KID needs 4 images of each kind; past MAX_SCORED, twice the 50,000 of FID in the literature
+    num_samples: Annotated[int, Field(ge=4, le=MAX_SCORED, strict=True)] | None = None
+    sampling_minutes: Annotated[float, Field(gt=0, strict=True)] = 5
+    # images generated and scored together, and the test split's batches
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE, strict=True)] = 500
+    steps: Annotated[int, Field(ge=1, strict=True)] | None = None
+    sampler: str | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """src.eval's `metrics.*`, declared as EvalOptions are."""
+
+    feature: Literal["classifier", "inception"] = "classifier"
+    classifier_ckpt: str | None = None
+    kid_subset_size: Annotated[int, Field(ge=2, strict=True)] = 1000
 
 
 def _synchronize(device: torch.device) -> None:
@@ -179,7 +203,9 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    check_scoring_options(cfg)
+    check_options(EvalOptions, cfg, "src.eval")
+    check_options(MetricsOptions, cfg.metrics, "src.eval", prefix="metrics")
+    check_config(cfg.limits, "limits")
     # every phase stops on one signal; the test and the scoring below name themselves
     with interruptible("loading the checkpoint and data, or writing metrics.json", "Run the same command again"):
         evaluate(cfg)

@@ -46,7 +46,9 @@ class SampleFID(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, ImageSampler, type(self).__name__)
-        classifier = load_feature_classifier(self.classifier_ckpt, trainer.datamodule.name)
+        classifier = load_feature_classifier(
+            self.classifier_ckpt, trainer.datamodule.name, trainer.datamodule.image_shape
+        )
         self.quality = SampleQuality(classifier, kid_subset_size=min(1000, self.num_samples))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -130,8 +130,9 @@ def default_classifier_path(dataset: str) -> Path:
     return exported if exported.is_file() else SHIPPED_CLASSIFIERS / f"{dataset}.ckpt"
 
 
-def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassifier:
-    """The frozen classifier network of `path` (default: `default_classifier_path(dataset)`)."""
+def load_feature_classifier(path: str | Path | None, dataset: str, image_shape: tuple[int, int, int]) -> ConvClassifier:
+    """The frozen classifier network of `path` (default: `default_classifier_path(dataset)`), which must take images
+    of `image_shape` (C, H, W): the data's, whose images it scores."""
     path = Path(path) if path else default_classifier_path(dataset)
     if not path.is_file():
         export = path if path.parent != SHIPPED_CLASSIFIERS else EXPORTED_CLASSIFIERS / path.name
@@ -143,4 +144,9 @@ def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassi
     model = load_model(path)
     if not isinstance(model, Classifier):
         raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a Classifier")
+    if tuple(model.hparams.image_shape) != tuple(image_shape):
+        raise CheckpointError(
+            f"{path}: its classifier takes images of shape {tuple(model.hparams.image_shape)}, and {dataset}'s are "
+            f"{tuple(image_shape)}: give metrics.classifier_ckpt a classifier trained on {dataset}"
+        )
     return model.net

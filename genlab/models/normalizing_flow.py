@@ -12,11 +12,13 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape
 from genlab.errors import ConfigError
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES
 from genlab.models.previews.latent_grids import SampleGrid
 from genlab.utils.validation import check_arguments
 
@@ -32,7 +34,7 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_scales: Annotated[int, Field(ge=1)] = 2,
         coupling_layers: Annotated[int, Field(ge=1)] = 4,
         hidden_channels: Annotated[int, Field(ge=1)] = 64,
@@ -41,13 +43,14 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         sample_temperature: Annotated[float, Field(gt=0)] = 1.0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=0)] = 64,
+        num_grid_images: Annotated[int, Field(ge=0, le=MAX_GRID_IMAGES)] = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(NormalizingFlow, self.hparams, "model")
         _, height, width = image_shape
-        if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
+        # spans two settings: not one annotation's to say (and no 2**num_scales, which for 2**40 scales never ends)
+        if num_scales > _halvings(height, width):
             raise ConfigError(
                 f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
                 f"{num_scales} times; use at most {_halvings(height, width)}"
