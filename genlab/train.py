@@ -28,16 +28,15 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
+from genlab.callbacks.checkpoint import RequireMonitoredMetric, RunCheckpointIO
 from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
 from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
-from genlab.callbacks.resume import ExactResume
+from genlab.callbacks.resume import ExactResume, ResumedStatesFit
 from genlab.callbacks.size_limits import LazyNetworkLimits
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from genlab.errors import ConfigError
 from genlab.utils.checkpoint_reader import check_state_dict_fits
-from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, print_config_tree, register_resolvers, to_plain
 from genlab.utils.devices import check_devices, check_sharding
 from genlab.utils.failed_runs import exit_on_user_error
@@ -89,7 +88,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
     trainer: L.Trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins()
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins(cfg)
     )
     check_sharding(trainer, model, cfg.trainer)
     for logger in trainer.loggers:
@@ -143,15 +142,15 @@ def check_model_size(model_config: DictConfig, limits: SizeLimits) -> None:
 
 
 def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
-    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: the
-    resolved config in each checkpoint (src.eval and src.sample need nothing else), what resuming needs to continue
-    exactly, a last checkpoint on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a
-    monitor.metric that is really logged, a validation at the end, the size limits on a network built once the data
-    is known. The one list: conf/callbacks/default.yaml's
-    comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
+    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: what
+    resuming needs to continue exactly (and a refusal of optimizer states that are not this run's), a last checkpoint
+    on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged,
+    a validation at the end, the size limits on a network built once the data is known. The one list, with
+    always_on_plugins: conf/callbacks/default.yaml's comment (why each) and docs/architecture.md are tested against
+    it (tests/test_layers.py)."""
     return [
-        SaveRunConfig(to_plain(cfg)),
         ExactResume(),
+        ResumedStatesFit(),
         interrupt,
         StopOnNonFiniteLoss(),
         RequireMonitoredMetric(cfg.monitor.metric),
@@ -160,9 +159,10 @@ def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> li
     ]
 
 
-def always_on_plugins() -> list[CheckpointIO]:
-    """The Trainer plugins of every run: checkpoints written atomically (listed with the callbacks above)."""
-    return [AtomicCheckpointIO()]
+def always_on_plugins(cfg: DictConfig) -> list[CheckpointIO]:
+    """The Trainer plugins of every run: checkpoints written atomically, each with the resolved config (src.eval and
+    src.sample need nothing else); listed with the callbacks above."""
+    return [RunCheckpointIO(to_plain(cfg))]
 
 
 def lock_run_folder(output_dir: Path) -> IO[str] | None:

@@ -79,6 +79,8 @@ def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
             },
             "global_step": 0,
             "epoch": 0,
+            "optimizer_states": [],  # a full checkpoint's keys (a weights-only one has none): resumable
+            "lr_schedulers": [],
         },
         path,
     )

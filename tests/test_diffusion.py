@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
@@ -271,7 +271,7 @@ def test_a_checkpoint_reloads_to_the_same_samples_and_losses(tmp_path: Path, obj
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[SaveRunConfig(config)],
+        plugins=[RunCheckpointIO(config)],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))

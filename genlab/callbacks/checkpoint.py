@@ -17,18 +17,22 @@ from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 log = logging.getLogger(__name__)
 
 
-class SaveRunConfig(Callback):
-    """Store the run's resolved config (plain containers) in every checkpoint under "config".
+class RunCheckpointIO(AtomicCheckpointIO):
+    """A Trainer plugin: the run's checkpoints, written atomically (AtomicCheckpointIO), each holding the run's
+    resolved config (plain containers) under "config".
 
-    With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and,
-    for eval, the data) from `config["model"]` and `config["data"]`, with no config files at hand.
+    With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and, for eval, the data)
+    from `config["model"]` and `config["data"]`, with no config files at hand. Here rather than in a callback's
+    on_save_checkpoint, which Lightning skips for `callbacks.model_checkpoint.save_weights_only=true`: a weights-only
+    checkpoint serves src.eval and src.sample as well (a resume needs a full one, and says so).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
         self.config = config
 
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["config"] = self.config
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        super().save_checkpoint({**checkpoint, "config": self.config}, path, storage_options)
 
 
 class ExportBestCheckpoint(Callback):

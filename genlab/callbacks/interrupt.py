@@ -111,9 +111,9 @@ class CheckpointOnInterrupt(Callback):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
         name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
         path = Path(checkpoints.dirpath) / name
-        # the run's own last.ckpt, as its ModelCheckpoint writes one: with the optimizer and loop states that a
-        # resume needs, unless the user's callbacks.model_checkpoint.save_weights_only asked for weights alone
-        trainer.save_checkpoint(path, checkpoints.save_weights_only)
+        # the run's own last.ckpt, with the optimizer and loop states that a resume needs whatever the
+        # ModelCheckpoint's save_weights_only says: this one is written to be resumed from, and the line says how
+        trainer.save_checkpoint(path)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 

@@ -66,6 +66,12 @@ def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
         )
     if not isinstance(checkpoint.get("global_step"), int):
         raise CheckpointError(f"{path}: has no training step count ('global_step'); not a checkpoint of a fit")
+    if "optimizer_states" not in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
+        raise CheckpointError(
+            f"ckpt_path={path}: holds weights only (written with save_weights_only=true), and a resume needs the "
+            f"optimizer and loop states of a full checkpoint; evaluate or sample it (src.eval, src.sample), or start "
+            f"anew without ckpt_path"
+        )
     return checkpoint
 
 
