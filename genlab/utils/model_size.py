@@ -29,8 +29,9 @@ from genlab.errors import GenlabError
 @dataclass(frozen=True)
 class SizeLimits:
     """The most one model may hold; `limits.*` in the config of src.train, src.eval and src.sample
-    (conf/limits/default.yaml). The defaults are a hundred times the largest recipe's. Counted as the build
-    registers each tensor: a weight that is later tied to another (the GPT's head) counts until it is."""
+    (conf/limits/default.yaml). The defaults are tens of times the largest default model's (the GPT's 10.7 M
+    weights, the diffusion U-Net's 220 modules). Counted as the build registers each tensor: a weight that is later
+    tied to another (the GPT's head) counts until it is."""
 
     # weights and buffers, in numbers: a billion is 4 GB in float32, 16 GB to train with Adam
     max_parameters: Annotated[int, Field(ge=1)] = 1_000_000_000
