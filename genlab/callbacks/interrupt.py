@@ -112,8 +112,9 @@ class CheckpointOnInterrupt(Callback):
         name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
         path = Path(checkpoints.dirpath) / name
         # the run's own last.ckpt, with the optimizer and loop states that a resume needs whatever the
-        # ModelCheckpoint's save_weights_only says: this one is written to be resumed from, and the line says how
-        trainer.save_checkpoint(path)
+        # ModelCheckpoint's save_weights_only says: this one is written to be resumed from, and the line says how.
+        # (Lightning's option of what to save, not torch.load's of what to unpickle: said, or Lightning logs a notice)
+        trainer.save_checkpoint(path, weights_only=False)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 
