@@ -725,10 +725,10 @@ def test_weights_only_checkpoints_serve_eval_and_sample_and_a_resume_says_it_nee
     # a signal's checkpoint is written to be resumed from, whatever save_weights_only says: its line says how
     fault = f"+callbacks.fault={{_target_:tests.test_hardening.SignalAt,phase:train,signum:{int(signal.SIGTERM)}}}"
     with pytest.raises(RunInterrupted, match="Resume with"):
-        train(compose_config([*overrides, fault, "trainer.max_epochs=3"], tmp_path / "signalled"))
+        train(compose_config([*overrides, fault, "trainer.max_epochs=2"], tmp_path / "signalled"))
     signalled = tmp_path / "signalled" / "checkpoints" / "last.ckpt"
     assert "optimizer_states" in check_resumable(signalled, "genlab.models.autoencoder.Autoencoder")
-    train(compose_config([*overrides, f"ckpt_path={signalled}", "trainer.max_epochs=3"], tmp_path / "resumed"))
+    train(compose_config([*overrides, f"ckpt_path={signalled}", "trainer.max_epochs=2"], tmp_path / "resumed"))
 
 
 # --- a signal during a slow load ---------------------------------------------------------------------------------
