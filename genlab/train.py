@@ -55,6 +55,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
     check_config(cfg)
     check_devices(cfg.trainer)
+    check_model_size(cfg.model, instantiate(cfg.limits, "limits"))  # before the data is downloaded or read
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
     if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
@@ -75,8 +76,6 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    limits: SizeLimits = instantiate(cfg.limits, "limits")
-    check_model_size(cfg.model, limits)
     model: L.LightningModule = instantiate(cfg.model, "model")
     start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
