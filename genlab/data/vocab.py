@@ -152,7 +152,7 @@ class BpeVocab:
 
     def encode_pieces(self, pieces: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch_fast(pieces)  # in parallel, on the library's threads
-        return np.fromiter((i for encoding in encodings for i in encoding.ids), dtype=np.int64)
+        return np.concatenate([np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings])
 
     def decode(self, ids: Tensor | list[int]) -> str:
         return self._tokenizer.decode(torch.as_tensor(ids).tolist())
