@@ -8,6 +8,8 @@ import itertools
 import json
 import os
 import pickle
+import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,7 +188,12 @@ def test_the_cache_is_read_again_and_made_again_when_a_file_changes(
     assert built == [] and again.vocab == first.vocab  # read from the cache, not made again
     assert np.array_equal(again.data_train.tokens, first.data_train.tokens)
 
-    # the same size, another modification time (an edit in place): made again, the old entry gone
+    # the same size, another modification time (an edit in place): made again, the old entry gone, and so is
+    # what a process killed while it wrote an entry left
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    abandoned = entry.with_name(f".{entry.name}.{socket.gethostname()}.{killed.pid}.partial")
+    abandoned.mkdir()
     (corpus / "b.txt").write_text(corpus_text(seed=1).replace("cat", "dog"))
     changed = _ready(TextFileDataModule(str(corpus), **settings))
     (new_entry,) = (tmp_path / "cache" / "text").iterdir()
@@ -199,11 +206,12 @@ def test_the_cache_is_read_again_and_made_again_when_a_file_changes(
 def test_windows_reach_a_loader_worker_as_a_file_name(tmp_path: Path) -> None:
     # a worker started by spawn or forkserver receives the dataset pickled: the file's name, which it maps itself
     windows = _ready(text_file(tmp_path, corpus_text(), block_size=16)).data_train
+    first = windows.__getitems__([0, 7])  # the ids mapped in this process
     pickled = pickle.dumps(windows)
     assert len(pickled) < windows.tokens.nbytes / 20
     again = pickle.loads(pickled)
     assert isinstance(again.tokens, np.memmap)
-    (inputs, targets), (inputs_again, targets_again) = windows.__getitems__([0, 7]), again.__getitems__([0, 7])
+    (inputs, targets), (inputs_again, targets_again) = first, again.__getitems__([0, 7])
     assert torch.equal(inputs, inputs_again) and torch.equal(targets, targets_again)
 
 

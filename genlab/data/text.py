@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -148,8 +148,8 @@ class TextFileDataModule(L.LightningDataModule):
 
 
 class ShakespeareDataModule(TextFileDataModule):
-    """Tiny Shakespeare, character by character: a text file of 1.1 million characters, downloaded once and
-    checked by its MD5 on every load."""
+    """Tiny Shakespeare: a text file of 1.1 million characters, downloaded once and checked by its MD5 on every
+    load; character by character unless `tokenizer=bpe` (the other settings: TextFileDataModule's)."""
 
     name = "shakespeare"
 
@@ -157,28 +157,15 @@ class ShakespeareDataModule(TextFileDataModule):
         self,
         data_dir: str,
         cache_dir: str | None = None,
-        block_size: Annotated[int, Field(ge=1)] = 256,
-        batch_size: Annotated[int, Field(ge=1)] = 64,
-        train_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.9,
-        num_val_windows: Annotated[int, Field(ge=1, le=MAX_VAL_WINDOWS)] = 4096,
-        num_workers: Annotated[int, Field(ge=0)] = 0,
         download: bool = True,
         url: str = TINY_SHAKESPEARE_URL,
         md5: str | None = TINY_SHAKESPEARE_MD5,
-        seed: int = 42,
+        **settings: Any,
     ) -> None:
+        if "path" in settings:
+            raise ConfigError("data=shakespeare reads its own file: for another text, use data=text_file data.path=...")
         path = Path(data_dir).expanduser().resolve() / "tinyshakespeare" / "input.txt"
-        super().__init__(
-            str(path),
-            cache_dir,
-            "char",
-            block_size=block_size,
-            batch_size=batch_size,
-            train_fraction=train_fraction,
-            num_val_windows=num_val_windows,
-            num_workers=num_workers,
-            seed=seed,
-        )
+        super().__init__(str(path), cache_dir, **settings)
 
     def prepare_data(self) -> None:
         """Download input.txt if it is missing (into a temporary file, moved in once verified), then tokenize it."""

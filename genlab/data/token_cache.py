@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -172,6 +173,7 @@ def cached_tokens(
         return loaded
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(entry.parent, corpus_key)
         _build(path, entry, files, stats, tokenizer, vocab_size)
     except GenlabError:
         raise
@@ -219,7 +221,7 @@ def _build(path: Path, entry: Path, files: list[Path], stats: list, tokenizer: s
     what = "characters" if tokenizer == "char" else f"a BPE of {vocab_size:,} tokens"
     log.info(f"Tokenizing {len(files)} file(s), {size / 2**20:,.1f} MiB, into {what}: {entry}")
     started = time.perf_counter()
-    partial = entry.with_name(f".{entry.name}.{os.getpid()}.partial")
+    partial = entry.with_name(f".{entry.name}.{socket.gethostname()}.{os.getpid()}.partial")
     try:
         partial.mkdir()
         vocab = _learn(path, files, tokenizer, vocab_size)
@@ -241,6 +243,19 @@ def _build(path: Path, entry: Path, files: list[Path], stats: list, tokenizer: s
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     log.info(f"{num_tokens:,} tokens of {len(vocab):,} kinds in {time.perf_counter() - started:.1f} s")
+
+
+def _remove_abandoned(folder: Path, corpus_key: str) -> None:
+    """Remove the partial entries of this machine's processes that were killed while they wrote them (a cache
+    folder shared between machines keeps the others': their processes may be writing)."""
+    for partial in folder.glob(f".{corpus_key}-*.{socket.gethostname()}.*.partial"):
+        pid = int(partial.suffixes[-2].lstrip("."))
+        try:
+            os.kill(pid, 0)  # no signal: whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(partial, ignore_errors=True)
+        except PermissionError:  # another user's, alive
+            pass
 
 
 def _learn(path: Path, files: list[Path], tokenizer: str, vocab_size: int) -> Vocabulary:
