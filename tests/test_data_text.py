@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import pickle
 import socket
@@ -13,13 +14,14 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from genlab.checkpoints import load_model
+from genlab.checkpoints import datamodule_from, load_model, model_from, read_checkpoint
 from genlab.data import token_cache
-from genlab.data.text import ShakespeareDataModule, TextFileDataModule
+from genlab.data.text import TINY_SHAKESPEARE_MD5, TINY_SHAKESPEARE_URL, ShakespeareDataModule, TextFileDataModule
 from genlab.data.vocab import BpeVocab, CharVocab
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, GenlabError
 from genlab.models.gpt import GPT
@@ -80,6 +82,31 @@ def test_shakespeare_is_the_text_file_module_with_the_batches_it_always_had(
     assert torch.equal(inputs[:, 1:], targets[:, :-1])  # targets are the inputs shifted by one character
     text = shakespeare.vocab.decode(inputs[0])
     assert len(text) == 64 and text in (shakespeare_dir / "tinyshakespeare" / "input.txt").read_text()
+
+
+def test_a_checkpoint_from_before_text_files_still_loads_and_validates(shakespeare_dir: Path, tmp_path: Path) -> None:
+    # genlab 0.2's GPT hyperparameters (no `tokenizer`) and data config (conf/data/shakespeare.yaml at fdd9a11)
+    model = GPT(
+        block_size=8, vocab=CharVocab.from_text((shakespeare_dir / "tinyshakespeare/input.txt").read_text()).chars
+    )
+    model.configure_model()
+    old_data = {
+        "_target_": "genlab.data.text.ShakespeareDataModule",
+        **{"data_dir": "/elsewhere", "block_size": 8, "batch_size": 64, "train_fraction": 0.9, "num_val_windows": 16},
+        **{"num_workers": 0, "download": True, "url": TINY_SHAKESPEARE_URL, "md5": TINY_SHAKESPEARE_MD5, "seed": 42},
+    }
+    hyper_parameters = {key: value for key, value in model.hparams.items() if key != "tokenizer"}
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": hyper_parameters, "config": {}}
+    checkpoint["config"] = {"model": {"_target_": "genlab.models.gpt.GPT"}, "data": old_data}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    loaded = read_checkpoint(tmp_path / "old.ckpt")
+    datamodule = datamodule_from(
+        loaded, tmp_path / "old.ckpt", data_dir=str(shakespeare_dir), cache_dir=str(tmp_path), batch_size=8
+    )
+    (metrics,) = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model_from(loaded, tmp_path / "old.ckpt"), datamodule=datamodule, verbose=False
+    )
+    assert metrics["val/loss"] == pytest.approx(math.log(65), abs=0.3)  # an untrained model of its 65 characters
 
 
 def test_validation_windows_are_fixed_by_the_seed(tmp_path: Path) -> None:
