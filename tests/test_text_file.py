@@ -15,6 +15,7 @@ from genlab import eval as eval_command
 from genlab import sample as sample_command
 from genlab.checkpoints import load_model, read_checkpoint
 from genlab.data.vocab import BpeVocab
+from genlab.errors import ConfigError
 from genlab.train import train
 from genlab.utils.checkpoint_reader import CheckpointError
 from tests.helpers import TEST_OVERRIDES, compose_config, run_main, run_module
@@ -120,6 +121,15 @@ def test_a_checkpoint_resumed_on_another_text_is_refused(bpe_run: Path, tmp_path
     overrides = [*TINY_BPE_GPT, f"data.path={other}", f"ckpt_path={bpe_run / 'checkpoints' / 'last.ckpt'}"]
     with pytest.raises(CheckpointError, match="trained with another vocabulary than this run's data has"):
         train(compose_config([*overrides, "trainer.max_steps=61"], tmp_path / "run"))
+
+
+def test_a_sample_prompt_the_text_cannot_spell_is_refused_before_training(tmp_path: Path) -> None:
+    one_line = tmp_path / "one_line.txt"
+    one_line.write_text("a single line of text, with no line break at all " * 40)
+    overrides = [*TINY_BPE_GPT, "data.tokenizer=char", f"data.path={one_line}"]  # the default prompt: "\n"
+    with pytest.raises(ConfigError, match=r"model.sample_prompt='\\n': characters not in the vocabulary"):
+        train(compose_config(overrides, tmp_path / "run"))
+    assert not list(tmp_path.glob("run/checkpoints/*"))
 
 
 @pytest.mark.integration

@@ -97,6 +97,14 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
                 f"data=text_file data.path=<your text> or data=shakespeare"
             )
         self._use_vocab(vocab)
+        if self.hparams.sample_length:  # the first validation's sample would find out, after training has begun
+            try:
+                vocab.encode(self.hparams.sample_prompt)
+            except ValueError as err:
+                raise ConfigError(
+                    f"model.sample_prompt={self.hparams.sample_prompt!r}: {err}; give a prompt of this text's "
+                    f"characters (or model.sample_length=0: no samples while training)"
+                ) from None
 
     def configure_model(self) -> None:
         if self.net is not None:
