@@ -172,7 +172,7 @@ def test_truncated_shakespeare_is_named(tmp_path: Path, shakespeare_dir: Path) -
 
 
 def test_bpe_ids_in_the_cache_are_those_of_the_whole_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = corpus_text()
+    text = corpus_text() + "a" * 350 + " word of 350 letters\n"
     # read 100 bytes at a time: pieces cut inside words and inside multi-byte characters are carried over
     monkeypatch.setattr(token_cache, "PIECE_BYTES", 100)
     datamodule = _ready(text_file(tmp_path, text, tokenizer="bpe", vocab_size=300, block_size=16))

@@ -143,7 +143,8 @@ def read_pieces(path: Path, piece_bytes: int = PIECE_BYTES) -> Iterator[str]:
                 if text:
                     yield text
                 return
-            cut = _LAST_WORD_END.match(text)
+            # the carried text holds no word's end: searched from its last character on (linear, even in one long word)
+            cut = _LAST_WORD_END.match(text, max(0, len(carry) - 1))
             if cut is None:  # no word ends in it yet: one long word, read on
                 carry = text
                 continue
