@@ -54,7 +54,7 @@ def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, 
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
-    tokens = datamodule.data_train.tokens.to(device)
+    tokens = torch.tensor(datamodule.data_train.tokens, dtype=torch.long, device=device)  # from the memory-mapped ids
     m, t = cfg.model, cfg.trainer
     net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed")

@@ -420,7 +420,7 @@ def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepF
     """nanoGPT's loop (benchmarks/gpt_throughput.py's): random windows cut on the device by one gather."""
     m, t = cfg.model, cfg.trainer
     net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
-    tokens = datamodule.data_train.tokens.to(device)
+    tokens = torch.tensor(datamodule.data_train.tokens, dtype=torch.long, device=device)  # from the memory-mapped ids
     offsets = torch.arange(m.block_size + 1, device=device)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:

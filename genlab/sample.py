@@ -69,7 +69,7 @@ def sample(cfg: DictConfig) -> Path:
         separator = "\n\n" + "-" * 40 + "\n\n"
         print(terminal_safe(separator.join(texts)))
         write_text_atomically(path, separator.join(texts) + "\n")
-        log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
+        log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new tokens to {path}")
     else:
         path = output_dir / "samples.png"
         # (N, C, H, W) in [0, 1], tiles drawn at a legible size as the training pictures are

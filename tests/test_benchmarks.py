@@ -69,3 +69,14 @@ def test_each_round_seeds_both_anew_and_alternates_their_order(tmp_path: Path) -
         assert f"hydra.run.dir={tmp_path / f'round{i}' / 'genlab'}" in commands["genlab"]
         assert f"--out-dir={tmp_path / f'round{i}' / 'plain'}" in commands["plain"]
         assert "trainer.max_steps=30" in commands["genlab"] and "--max-iters=30" in commands["plain"]
+
+
+def test_text_throughput_times_both_loaders_on_the_same_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import text_throughput
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat, and the dog sat on the log.\n" * 400)
+    arguments = ["--path", str(corpus), "--vocab-size", "300", "--block-size", "16", "--batch-size", "4"]
+    result = text_throughput.main([*arguments, "--batches", "5"])
+    assert result["num_tokens"] > 0 and all(result[key] > 0 for key in ("tokenizing", "ours", "nanogpt"))
+    assert "ours / nanoGPT:" in capsys.readouterr().out

@@ -69,7 +69,7 @@ def test_unknown_key_is_refused_by_hydra() -> None:
         (
             "gpt",
             "mnist",
-            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            "model=gpt needs data with block_size: it works with data=shakespeare, text_file; "
             f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
         ),
     ],

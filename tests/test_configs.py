@@ -31,9 +31,14 @@ def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> N
     check_config(cfg)
 
 
+# the data options' settings that have no default (`???`), and the options that hold text
+REQUIRED = {"text_file": ["data.path=corpus.txt"]}
+TEXT_DATA = {"shakespeare", "text_file"}
+
+
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options(tmp_path: Path, data: str) -> None:
-    cfg = compose_config([f"data={data}"], tmp_path)
+    cfg = compose_config([f"data={data}", *REQUIRED.get(data, [])], tmp_path)
     check_config(cfg.data, "data")
     assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
 
@@ -74,7 +79,7 @@ def test_gpt_on_images_is_refused_at_config_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path: Path, model: str, data: str) -> None:
     cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
-    if (model == "gpt") == (data == "shakespeare"):  # text model on text, image model on images
+    if (model == "gpt") == (data in TEXT_DATA):  # text model on text, image model on images
         check_pairing(cfg.model, cfg.data)
     else:
         with pytest.raises(ConfigError, match=rf"cannot be resolved: data={data} has no .*\. model={model} needs"):
@@ -88,7 +93,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "gpt",
             "mnist",
             "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
-            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            "model=gpt needs data with block_size: it works with data=shakespeare, text_file; "
             f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
         ),
         (

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
-from genlab.data.text import ShakespeareDataModule
+from genlab.data.text import ShakespeareDataModule, TextFileDataModule
 from genlab.errors import ConfigError, GenlabError, one_line
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.classifier import Classifier
@@ -38,12 +38,12 @@ MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
     Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
 )
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
-    MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule
+    MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule, TextFileDataModule
 )
 
 # where the data comes from and how it is loaded is this machine's business, never a checkpoint's (a URL to
 # download from, a folder to write to, a thousand loader processes)
-FROM_THIS_MACHINE = frozenset({"data_dir", "download", "url", "mirrors", "num_workers", "batch_size"})
+FROM_THIS_MACHINE = frozenset({"data_dir", "cache_dir", "download", "url", "mirrors", "num_workers", "batch_size"})
 
 
 def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.LightningModule]:
@@ -86,7 +86,7 @@ def model_from(checkpoint: dict[str, Any], path: str | Path) -> L.LightningModul
 
 def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine: Any) -> L.LightningDataModule:
     """The datamodule a checkpoint read by `read_checkpoint` was trained on, from its checked data settings;
-    `this_machine` gives the rest (data_dir, batch_size: see FROM_THIS_MACHINE)."""
+    `this_machine` gives the rest (data_dir, cache_dir, batch_size: see FROM_THIS_MACHINE), where the class takes it."""
     data_config = checkpoint["config"].get("data")
     target = _target(data_config)
     if target not in DATA_CLASSES:
@@ -96,6 +96,8 @@ def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine
         )
     cls = DATA_CLASSES[target]
     settings = {key: value for key, value in data_config.items() if key != "_target_" and key not in FROM_THIS_MACHINE}
+    parameters = signature(cls)[0]
+    this_machine = {key: value for key, value in this_machine.items() if key in parameters}
     return _build(cls, checked_arguments(cls, settings, "config.data", path) | this_machine, path)
 
 

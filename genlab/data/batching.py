@@ -25,8 +25,12 @@ def ignore_sigint(worker_id: int) -> None:
         pl_worker_init_function(worker_id)
 
 
-def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int) -> StatefulDataLoader:
+def batch_loader(
+    dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int, with_replacement: bool = False
+) -> StatefulDataLoader:
     """A DataLoader whose dataset's __getitems__(indices) returns the batch itself: nothing is left to collate.
+    Shuffled, an epoch is a permutation of the dataset, or as many indices drawn `with_replacement` (no list of
+    them all is made: for datasets of billions).
 
     It resumes mid-epoch: Lightning saves its state_dict (the shuffling generator, the batches already
     drawn) in every checkpoint. Its random numbers come from generators of its own, seeded from the
@@ -41,7 +45,7 @@ def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_wo
     return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShuffledOrder(dataset, generator=order) if shuffle else None,
+        sampler=ShuffledOrder(dataset, replacement=with_replacement, generator=order) if shuffle else None,
         num_workers=num_workers,
         collate_fn=default_convert,  # passes the batch's tensors through as they are
         persistent_workers=num_workers > 0,
