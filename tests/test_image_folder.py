@@ -17,13 +17,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 
+from genlab.callbacks.resume import ExactResume
 from genlab.data.image_folder import ImageFolderDataModule
 from genlab.data.images import FashionMNISTDataModule, MNISTDataModule
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError
+from genlab.utils.checkpoint_reader import read_checkpoint
 from genlab.utils.instantiate import instantiate
-from tests.helpers import compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config, run_main
 
 MNIST_SHAPE = {"image_shape": (1, 28, 28), "num_classes": 10}
 
@@ -336,3 +339,112 @@ def test_images_smaller_than_image_size_are_upscaled_with_one_warning(
     assert datamodule.data_train.images.shape[1:] == (3, 64, 64)
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "16 of 17 images are smaller than 64 pixels on their shorter side, upscaled (e.g. cat/000.png)" in warning
+
+
+# --- the batches of a resumed run ------------------------------------------------------------------------------------
+
+
+class Recorder(L.LightningModule):
+    """A one-weight model that keeps every training batch it is given (after the datamodule's flips)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, _ = batch
+        self.seen.append(images.clone())
+        return self.weight * images.mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def batches_seen(datamodule, checkpoints: Path, max_steps: int, ckpt_path: Path | None = None) -> list[torch.Tensor]:
+    """The training batches of a run of `max_steps` (4 batches an epoch) that saves a checkpoint every 5 steps,
+    started afresh or from `ckpt_path`, as src.train runs it (its seed, ExactResume)."""
+    L.seed_everything(42)
+    model = Recorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[
+            ExactResume(),
+            ModelCheckpoint(checkpoints, filename="{step}", every_n_train_steps=5, save_top_k=-1),
+        ],
+    )
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return model.seen
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["in_memory", "litdata"])
+def test_a_resumed_run_sees_the_batches_and_flips_of_the_unbroken_run(tmp_path: Path, streaming: bool) -> None:
+    folder = class_folders(tmp_path / "images", per_class=9)  # 18 images: 17 train in batches of 4, 1 validates
+    settings = [f"data.path={folder}", "data.image_size=16", "data.batch_size=4", "data.random_flip=true"]
+    settings += [f"data.streaming={str(streaming).lower()}"]
+    unbroken = batches_seen(image_folder(tmp_path, *settings), tmp_path / "unbroken", max_steps=13)
+    resumed = batches_seen(
+        image_folder(tmp_path, *settings), tmp_path / "resumed", 13, tmp_path / "unbroken" / "step=5.ckpt"
+    )
+    assert len(unbroken) == 13 and len(resumed) == 8  # from the middle of the second epoch, across the third
+    for step, (expected, got) in enumerate(zip(unbroken[5:], resumed, strict=True), start=5):
+        assert torch.equal(expected, got), f"batch {step} differs after resuming"
+
+    # the flips are drawn on the batch: the same images in the same order as without them, half of them mirrored
+    plain = batches_seen(image_folder(tmp_path, *settings[:-2], settings[-1]), tmp_path / "plain", max_steps=13)
+    flipped = torch.cat(unbroken) != torch.cat(plain)  # (N, C, H, W)
+    assert torch.equal(torch.where(flipped, torch.cat(plain).flip(-1), torch.cat(plain)), torch.cat(unbroken))
+    assert 0.25 < flipped.flatten(1).any(1).float().mean() < 0.75
+
+
+@pytest.mark.slow  # about 20 s on 2 loaded CPU cores: three pipelines, each over a folder of 300 JPEGs
+def test_throughput_benchmark_measures_every_pipeline(tmp_path: Path) -> None:
+    from benchmarks.image_folder_throughput import main
+
+    out = tmp_path / "result.json"
+    main(["--images", "300", "--workers", "1", "--epochs", "1", "--work", str(tmp_path), "--out", str(out)])
+    rates = json.loads(out.read_text())["images_per_second"]
+    pipelines = ("torchvision", "genlab", "litdata")
+    assert {name.split()[0] for name in rates} == set(pipelines) and len(rates) == 8
+    assert all(rate > 0 for rate in rates.values())
+
+
+@pytest.mark.integration
+def test_train_and_sample_a_conditional_gan_on_a_folder(tmp_path: Path) -> None:
+    import genlab.sample
+    import genlab.train
+
+    folder = class_folders(tmp_path / "images", per_class=20, size=(36, 40))
+    train = [
+        "model=gan",
+        "model.conditional=true",
+        "model.generator_channels=8",
+        "model.discriminator_channels=8",
+        "data=image_folder",
+        f"data.path={folder}",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.random_flip=true",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.log_dir={tmp_path / 'outputs'}",
+        *TEST_OVERRIDES,
+    ]
+    first = run_main(genlab.train.main, *train)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Decoding 40 images" in first.stdout + first.stderr
+    again = run_main(genlab.train.main, *train)  # the second run reads the cache
+    assert again.returncode == 0 and "Decoding" not in again.stdout + again.stderr
+
+    (checkpoint, *_) = sorted((tmp_path / "outputs").glob("train/runs/*/checkpoints/last.ckpt"))
+    model = read_checkpoint(checkpoint)
+    assert model["hyper_parameters"]["num_classes"] == 2 and model["hyper_parameters"]["image_shape"] == [3, 32, 32]
+    sampled = run_main(genlab.sample.main, f"ckpt_path={checkpoint}", "num_samples=4", f"paths.log_dir={tmp_path}")
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    (grid,) = tmp_path.glob("sample/runs/*/samples.png")
+    assert Image.open(grid).size[0] > 64

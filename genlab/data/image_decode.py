@@ -24,8 +24,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from genlab.data.batching import ignore_sigint
-from genlab.data.image_files import IMAGE_FORMATS, ImageListing
 from genlab.errors import one_line
+from genlab.utils.image_files import IMAGE_FORMATS, ImageListing
 
 WHITE = (255, 255, 255, 255)
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")

@@ -23,25 +23,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from omegaconf import OmegaConf
 from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from genlab.data import streaming
 from genlab.data.image_decode import DecodeSettings, DecodeSummary, decode_listing
-from genlab.data.image_files import ImageListing, count_classes, list_images
 from genlab.data.images import ImageDataModule, TensorImageDataset
 from genlab.errors import ConfigError, CorruptDatasetError
 from genlab.utils.files import replaced_atomically
+from genlab.utils.image_files import ImageListing, list_images
 
 log = logging.getLogger(__name__)
-
-# conf/data/image_folder.yaml's `num_classes: ${image_folder_classes:${data.path},${data.labels}}`: model configs
-# read the number before the data is built. Registered when this module is imported, which happens before such a
-# config is resolved: check_config imports each _target_ before resolving its values, and every entry point
-# imports genlab.checkpoints, whose allow-list imports this class.
-OmegaConf.register_new_resolver("image_folder_classes", count_classes, replace=True)
 
 CACHE_FORMAT = 1  # what a cache file holds; a new number makes old caches miss
 MEMORY_SHARE = 0.75  # of the memory available, the most that the decoded images may take

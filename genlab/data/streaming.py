@@ -10,6 +10,7 @@ in every checkpoint (Lightning saves a loader's state_dict), so a resumed run go
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,10 @@ from litdata.streaming.writer import BinaryWriter
 from torch import Tensor
 
 from genlab.data.image_decode import DecodeSummary
+
+# litdata logs at INFO how it reads each dataset (in place, the size of a cache that local chunks never fill): every
+# run would print it twice, and it says nothing to act on; its warnings still show
+logging.getLogger("litdata").setLevel(logging.WARNING)
 
 CHUNK_BYTES = "64MB"  # litdata's own default for optimize(); a chunk is the unit read from disk and shuffled
 DONE_FILE = "genlab.json"  # written last: chunks without it are a write that did not finish

@@ -1,6 +1,8 @@
-"""The image files of a folder or a ZIP, in a fixed order, with their labels and a fingerprint of their state.
+"""The image files of a folder or a ZIP, in a fixed order, with their labels and a fingerprint of their state:
+listed and stat'ed, never decoded (genlab/data/image_decode.py decodes). Below the data modules, since the config
+counts the classes too (conf/data/image_folder.yaml's num_classes, resolved before any data is built).
 
-What is read here is only listed and stat'ed, never decoded (genlab/data/image_decode.py decodes). The layouts:
+The layouts:
 - a folder of images, at any depth; with `labels=auto`, its first-level subfolders are the classes (sorted by
   name, as torchvision's ImageFolder numbers them), and a folder without subfolders is unlabelled;
 - EDM's dataset_tool layout (a folder or a ZIP holding `dataset.json`): the labels are that file's
