@@ -286,7 +286,12 @@ REFUSED = {
     "images_beside_classes": (
         lambda f: write_image(f / "stray.png", np.zeros((8, 8), np.uint8)),
         ConfigError,
-        r"images both at its top \(stray.png\) and in subfolders.* data.labels=none",
+        r"images at its top \(stray.png\) beside subfolders, which data.labels=auto takes as classes \(cat, dog\)",
+    ),
+    "empty_class_folder": (
+        lambda f: (f / "bird").mkdir(),
+        DatasetNotFoundError,
+        "its subfolder bird holds no images, and data.labels=auto takes every subfolder as a class",
     ),
     "not_a_zip": (lambda f: None, ConfigError, "is a file but not a ZIP"),
     "missing": (lambda f: None, DatasetNotFoundError, "no such folder or ZIP file"),

@@ -86,7 +86,8 @@ class DecodeSummary:
 
     kept: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
-    upscaled: list[str] = field(default_factory=list)  # names of the images smaller than image_size
+    upscaled: int = 0  # images smaller than image_size
+    first_upscaled: str = ""
 
 
 @dataclass
@@ -169,7 +170,9 @@ def decode_listing(
         for index, why in batch.unreadable:
             on_unreadable(listing.names[index], why)
             summary.unreadable.append((listing.names[index], why))
-        summary.upscaled += [listing.names[index] for index in batch.upscaled]
+        if batch.upscaled and not summary.upscaled:
+            summary.first_upscaled = listing.names[batch.upscaled[0]]
+        summary.upscaled += len(batch.upscaled)
         if len(batch.indices):
             keep(batch.indices, batch.images, labels[batch.indices])
             summary.kept += len(batch.indices)

@@ -12,6 +12,7 @@ for memory is refused before decoding, naming `data.streaming=true`: litdata chu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -146,7 +148,7 @@ class ImageFolderDataModule(ImageDataModule):
     def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
         split = "train" if train else "test"
         decoded = self._decoded(split)
-        _report(self.listing(split), decoded["unreadable"], decoded["upscaled"], self.settings)
+        _report(self.listing(split), decoded["found"], self.settings.image_size)
         return decoded["images"], decoded["labels"]
 
     # --- decoded once, cached ------------------------------------------------------------------------------------
@@ -177,13 +179,10 @@ class ImageFolderDataModule(ImageDataModule):
             images[kept : kept + len(batch)], labels[kept : kept + len(batch)] = batch, batch_labels
             kept += len(batch)
 
-        summary = self._decode_listing(listing, keep)
-        return {
-            "images": images[:kept],
-            "labels": labels[:kept],
-            "unreadable": summary.unreadable,
-            "upscaled": summary.upscaled,
-        }
+        found = dataclasses.asdict(self._decode_listing(listing, keep))  # plain: kept in the cache file
+        if kept < len(images):  # images were left out: a copy, or the cache file would hold the whole storage
+            images, labels = images[:kept].clone(), labels[:kept].clone()
+        return {"images": images, "labels": labels, "found": found}
 
     def _decode_listing(self, listing: ImageListing, keep: Any) -> DecodeSummary:
         """decode_listing with this folder's settings: an unreadable image stops it (named) unless skipped."""
@@ -224,6 +223,8 @@ class ImageFolderDataModule(ImageDataModule):
             return None
         shaped_by = [CACHE_FORMAT, str(listing.root), *self.image_shape, self.hparams.resize, self.hparams.labels]
         shaped_by += [self.hparams.skip_unreadable]
+        if suffix == "chunks":  # the chunks are split in train and validation parts already
+            shaped_by += [self.hparams.seed, self.hparams.val_size]
         if listing.root != self.listing("train").root:  # a test folder takes the training folder's class numbers
             shaped_by += [self.listing("train").classes]
         digest = hashlib.sha256(json.dumps(shaped_by).encode()).hexdigest()[:16]
@@ -259,8 +260,7 @@ class ImageFolderDataModule(ImageDataModule):
     def _setup_streaming(self, stage: str | None) -> None:
         chunks = {split: self._chunks(split) for split in self.splits()}
         for split, folder in chunks.items():
-            written = streaming.summary(folder)
-            _report(self.listing(split), written["unreadable"], written["upscaled"], self.settings)
+            _report(self.listing(split), streaming.found(folder), self.settings.image_size)
         cache = Path(self.hparams.cache_dir).expanduser() / "streaming"  # litdata's copies of remote chunks
         if stage in ("fit", "validate", None) and self.data_train is None:
             self.data_train = streaming.dataset(chunks["train"] / "train", cache, shuffle=True, seed=self.hparams.seed)
@@ -299,13 +299,14 @@ def _read_cache(path: Path, listing: ImageListing, image_shape: tuple[int, int, 
     try:  # memory-mapped: the pages are read as the split is cut, not all first
         cached = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         images, labels = cached["images"], cached["labels"]
-        fingerprint = cached["fingerprint"]
+        fingerprint, found = cached["fingerprint"], cached["found"]
         whole = (
             cached["format"] == CACHE_FORMAT
             and images.dtype == torch.uint8
             and tuple(images.shape[1:]) == image_shape
             and labels.dtype == torch.int64
             and labels.shape == images.shape[:1]
+            and {"unreadable", "upscaled", "first_upscaled"} <= set(found)
         )
     except Exception as err:  # noqa: BLE001 (a cache that cannot be read is made again, whatever is wrong with it)
         log.warning(f"{path}: not a cache that can be read ({type(err).__name__}): decoding the images again")
@@ -319,19 +320,21 @@ def _read_cache(path: Path, listing: ImageListing, image_shape: tuple[int, int, 
     return cached
 
 
-def _report(listing: ImageListing, unreadable: list, upscaled: list[str], settings: DecodeSettings) -> None:
-    """One warning line each for the images left out and the images upscaled (on every run, from the cache too)."""
-    total = len(listing.names)
+@rank_zero_only
+def _report(listing: ImageListing, found: dict[str, Any], image_size: int) -> None:
+    """One warning line each for the images left out and the images upscaled, on every run (from the cache too):
+    what decoding `found` (a DecodeSummary as a dict)."""
+    total, unreadable = len(listing.names), found["unreadable"]
     if unreadable:
         named = ", ".join(f"{name} ({why})" for name, why in unreadable[:3])
         log.warning(
             f"{listing.root}: left out {len(unreadable):,} of {total:,} images that cannot be read "
             f"(data.skip_unreadable=true): {named}{', ...' if len(unreadable) > 3 else ''}"
         )
-    if upscaled:
+    if found["upscaled"]:
         log.warning(
-            f"{listing.root}: {len(upscaled):,} of {total:,} images are smaller than {settings.image_size} pixels "
-            f"on their shorter side, upscaled (e.g. {upscaled[0]})"
+            f"{listing.root}: {found['upscaled']:,} of {total:,} images are smaller than {image_size} pixels on "
+            f"their shorter side, upscaled (e.g. {found['first_upscaled']})"
         )
 
 

@@ -1,14 +1,16 @@
 """An image folder larger than memory (`data.streaming=true`): its decoded images written once into litdata's
 chunks, then read from disk by litdata's StreamingDataset and StreamingDataLoader.
 
-The chunks are written by litdata's BinaryWriter (what `litdata.optimize` writes with) from the same decoding pass
-that fills the in-memory tensor (genlab/data/image_decode.py), so both modes decode, skip and count alike. Each DDP
+The chunks are written through litdata's `Cache` (the writer under `litdata.optimize`, which would run a function of
+ours in processes of its own) by the decoding pass that fills the in-memory tensor (genlab/data/image_decode.py):
+both modes decode, skip and count alike, and the reasons and counts come back to this process. Each DDP
 rank reads its own shard of them (StreamingDataset splits by rank and worker), and the loader's position is saved
 in every checkpoint (Lightning saves a loader's state_dict), so a resumed run goes on from the batch it stopped at.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,7 +20,7 @@ from typing import Any
 
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
-from litdata.streaming.writer import BinaryWriter
+from litdata.streaming import Cache
 from torch import Tensor
 
 from genlab.data.image_decode import DecodeSummary
@@ -50,16 +52,16 @@ def write_chunks(
     into place when whole, so that an interrupted write leaves no chunks that look finished."""
     partial = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    writers: dict[str, BinaryWriter] = {}
+    writers: dict[str, Cache] = {}
     counts: dict[str, int] = {}
 
     def keep(positions: Tensor, images: Tensor, labels: Tensor) -> None:
         for position, image, label in zip(positions.tolist(), images, labels.tolist(), strict=True):
             part = part_of(position)
             if part not in writers:
-                writers[part] = BinaryWriter(str(partial / part), chunk_bytes=CHUNK_BYTES)
+                writers[part] = Cache(str(partial / part), chunk_bytes=CHUNK_BYTES)
                 counts[part] = 0
-            writers[part].add_item(counts[part], (image.clone(), label))  # (C, S, S) uint8, int
+            writers[part][counts[part]] = (image, label)  # (C, S, S) uint8, serialized at once; int
             counts[part] += 1
 
     try:
@@ -67,8 +69,8 @@ def write_chunks(
         for writer in writers.values():
             writer.done()
             writer.merge()
-        done = {"fingerprint": fingerprint, "counts": counts, "unreadable": summary.unreadable}
-        (partial / DONE_FILE).write_text(json.dumps(done | {"upscaled": summary.upscaled}))
+        done = {"fingerprint": fingerprint, "counts": counts, "found": dataclasses.asdict(summary)}
+        (partial / DONE_FILE).write_text(json.dumps(done))
         shutil.rmtree(folder, ignore_errors=True)  # chunks of the files as they were
         partial.rename(folder)
     except BaseException:
@@ -76,9 +78,9 @@ def write_chunks(
         raise
 
 
-def summary(folder: Path) -> dict[str, Any]:
-    """What writing the chunks found: the images it could not read, and those it upscaled."""
-    return json.loads((folder / DONE_FILE).read_text())
+def found(folder: Path) -> dict[str, Any]:
+    """What writing the chunks found (a DecodeSummary as a dict): the images it could not read, those it upscaled."""
+    return json.loads((folder / DONE_FILE).read_text())["found"]
 
 
 def dataset(part: Path, cache_dir: Path, shuffle: bool, seed: int = 0) -> StreamingDataset:

@@ -30,7 +30,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
     # conf/data/image_folder.yaml's num_classes, which model configs read before the data is built
-    OmegaConf.register_new_resolver("image_folder_classes", count_classes, replace=True)
+    OmegaConf.register_new_resolver("image_folder_classes", count_classes, replace=True, use_cache=True)
 
 
 def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:

@@ -55,11 +55,7 @@ class ImageListing:
 def list_images(path: str | Path, labels: str, key: str = "data.path") -> ImageListing:
     """The images under `path` (a folder or a .zip), labelled as `labels` says (auto or none); one-line errors
     name `key` for a missing, empty or imageless folder, a symlink loop, or labels that cannot be read."""
-    root = Path(path).expanduser().absolute()
-    if not root.exists():
-        raise DatasetNotFoundError(f"{key}={path}: no such folder or ZIP file")
-    if root.is_file() and not zipfile.is_zipfile(root):
-        raise ConfigError(f"{key}={path} is a file but not a ZIP: give a folder of images, or a ZIP of them")
+    root = _root(path, key)
     entries = _zip_entries(root) if root.is_file() else _folder_entries(root, key)
     images = {name: entry for name, entry in entries.items() if PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS}
     if not images:
@@ -69,12 +65,14 @@ def list_images(path: str | Path, labels: str, key: str = "data.path") -> ImageL
             f"{key}={path} holds {what}{example}: expected {', '.join(sorted(IMAGE_EXTENSIONS))} files"
         )
     names = sorted(images)
-    if labels == "none":
-        classes, label_of = [], dict.fromkeys(names, 0)
-    elif LABELS_FILE in entries:
-        classes, label_of = _labels_file(root, names, key)
-    else:
-        classes, label_of = _class_folders(names, path, key)
+    classes, label_of = _classes(root, labels, key)
+    if label_of is None:
+        label_of = _by_class_folder(names, classes, path, key)
+    missing = [name for name in names if name not in label_of]
+    if missing:
+        raise CorruptDatasetError(
+            f"{root / LABELS_FILE}: no label for {missing[0]} ({len(missing)} images without one)"
+        )
     fingerprint = hashlib.sha256(
         json.dumps([[name, *images[name]] for name in names] + [entries.get(LABELS_FILE)]).encode()
     ).hexdigest()
@@ -84,12 +82,22 @@ def list_images(path: str | Path, labels: str, key: str = "data.path") -> ImageL
 
 
 def count_classes(path: str, labels: str) -> int:
-    """The number of classes `list_images` finds, 0 where it finds none or cannot tell: the datamodule then reads
-    the folder and says what is wrong. For the config (`num_classes: ${image_folder_classes:...}`)."""
+    """The number of classes `list_images` finds (without listing every image), 0 where there are none or it cannot
+    tell: the datamodule then reads the folder and says what is wrong. For conf/data/image_folder.yaml's
+    `num_classes: ${image_folder_classes:${data.path},${data.labels}}`."""
     try:
-        return list_images(path, labels).num_classes
+        return len(_classes(_root(path, "data.path"), labels, "data.path")[0])
     except (ConfigError, CorruptDatasetError, DatasetNotFoundError, OSError):
         return 0
+
+
+def _root(path: str | Path, key: str) -> Path:
+    root = Path(path).expanduser().absolute()
+    if not root.exists():
+        raise DatasetNotFoundError(f"{key}={path}: no such folder or ZIP file")
+    if root.is_file() and not zipfile.is_zipfile(root):
+        raise ConfigError(f"{key}={path} is a file but not a ZIP: give a folder of images, or a ZIP of them")
+    return root
 
 
 # --- listing -------------------------------------------------------------------------------------------------------
@@ -144,29 +152,51 @@ def _zip_entries(root: Path) -> dict[str, tuple[int, int]]:
     return {
         member.filename: (member.file_size, member.CRC)
         for member in members
-        if not member.is_dir() and not any(part.startswith(".") for part in PurePosixPath(member.filename).parts)
+        if not member.is_dir() and not _hidden(member.filename)
     }
 
 
 # --- labels --------------------------------------------------------------------------------------------------------
 
 
-def _class_folders(names: list[str], path: str | Path, key: str) -> tuple[list[str], dict[str, int]]:
-    """Classes from the first level of subfolders; none when every image lies at the top."""
+def _classes(root: Path, labels: str, key: str) -> tuple[list[str], dict[str, int] | None]:
+    """The class names, and the label of each image where dataset.json gives them (else None: by class folder, or
+    0 for all when there are no classes).
+    With labels=auto and no dataset.json, every first-level subfolder is a class (torchvision's ImageFolder's rule)."""
+    if labels == "none":
+        return [], None
+    if root.is_file():
+        with zipfile.ZipFile(root) as archive:
+            names = [name for name in archive.namelist() if not _hidden(name)]
+        if LABELS_FILE in names:
+            return _labels_file(root, key)
+        return sorted({name.split("/", 1)[0] for name in names if "/" in name}), None
+    if (root / LABELS_FILE).is_file():
+        return _labels_file(root, key)
+    return sorted(entry.name for entry in os.scandir(root) if not entry.name.startswith(".") and entry.is_dir()), None
+
+
+def _by_class_folder(names: list[str], classes: list[str], path: str | Path, key: str) -> dict[str, int]:
+    """Each image's label: the number of its first-level folder among `classes`; 0 for all where there are none."""
+    if not classes:
+        return dict.fromkeys(names, 0)
     top = [name for name in names if "/" not in name]
-    if len(top) == len(names):
-        return [], dict.fromkeys(names, 0)
     if top:
         raise ConfigError(
-            f"{key}={path} holds images both at its top ({top[0]}) and in subfolders, which data.labels=auto takes "
-            f"as classes: put every image in a class subfolder, or set data.labels=none"
+            f"{key}={path} holds images at its top ({top[0]}) beside subfolders, which data.labels=auto takes as "
+            f"classes ({', '.join(classes[:3])}): put every image in a class subfolder, or set data.labels=none"
         )
-    classes = sorted({name.split("/", 1)[0] for name in names})
     index = {name: i for i, name in enumerate(classes)}
-    return classes, {name: index[name.split("/", 1)[0]] for name in names}
+    empty = set(classes) - {name.split("/", 1)[0] for name in names}
+    if empty:
+        raise DatasetNotFoundError(
+            f"{key}={path}: its subfolder {min(empty)} holds no images, and data.labels=auto takes every subfolder "
+            f"as a class: remove it, or set data.labels=none"
+        )
+    return {name: index[name.split("/", 1)[0]] for name in names}
 
 
-def _labels_file(root: Path, names: list[str], key: str) -> tuple[list[str], dict[str, int]]:
+def _labels_file(root: Path, key: str) -> tuple[list[str], dict[str, int]]:
     """EDM's dataset.json: a label (an integer class) for each image, or null for none. Read as data: numbers
     and names, nothing else."""
     where = f"{root / LABELS_FILE}" if root.is_dir() else f"{root}:{LABELS_FILE}"
@@ -181,7 +211,7 @@ def _labels_file(root: Path, names: list[str], key: str) -> tuple[list[str], dic
         raise CorruptDatasetError(f"{where}: not a labels file that can be read ({one_line(err)})") from None
     pairs = content.get("labels") if isinstance(content, dict) else ()
     if pairs is None:
-        return [], dict.fromkeys(names, 0)
+        return [], None
     if not isinstance(pairs, list) or not all(
         isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and type(pair[1]) is int
         for pair in pairs
@@ -191,12 +221,10 @@ def _labels_file(root: Path, names: list[str], key: str) -> tuple[list[str], dic
             f"dataset_tool writes it"
         )
     label_of = {name.replace("\\", "/"): label for name, label in pairs}
-    missing = [name for name in names if name not in label_of]
-    if missing:
-        raise CorruptDatasetError(f"{where}: has no label for {missing[0]} ({len(missing)} images without one)")
-    used = [label_of[name] for name in names]
-    if min(used) < 0 or max(used) >= MAX_CLASSES:
-        raise CorruptDatasetError(
-            f"{where}: labels must be class numbers 0..{MAX_CLASSES - 1}, found {min(used)} to {max(used)}"
-        )
-    return [str(i) for i in range(max(used) + 1)], {name: label_of[name] for name in names}
+    if label_of and (min(label_of.values()) < 0 or max(label_of.values()) >= MAX_CLASSES):
+        raise CorruptDatasetError(f"{where}: labels must be class numbers 0..{MAX_CLASSES - 1}")
+    return [str(i) for i in range(max(label_of.values(), default=-1) + 1)], label_of
+
+
+def _hidden(name: str) -> bool:
+    return any(part.startswith(".") for part in PurePosixPath(name).parts)
