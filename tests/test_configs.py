@@ -33,7 +33,9 @@ def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options(tmp_path: Path, data: str) -> None:
-    cfg = compose_config([f"data={data}"], tmp_path)
+    # the one option with nothing to default to: the user's own folder of images
+    folder = [f"data.path={tmp_path}"] if data == "image_folder" else []
+    cfg = compose_config([f"data={data}", *folder], tmp_path)
     check_config(cfg.data, "data")
     assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
 
@@ -96,7 +98,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
             "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
-            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, image_folder, mnist; "
             "data=shakespeare works with model=gpt",
         ),
         (
@@ -104,7 +106,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
             "image_shape. model=ae needs data with image_shape: it works with "
-            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+            "data=cifar10, fashion_mnist, image_folder, mnist; data=shakespeare works with model=gpt",
         ),
     ],
 )
