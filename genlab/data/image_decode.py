@@ -119,12 +119,7 @@ class _DecodedFiles(Dataset):
             with self._open(self.listing.names[index]) as file:
                 image, upscaled = decode_image(file, self.settings)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            return (
-                index,
-                None,
-                f"over PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels, a decompression bomb? ({one_line(err)})",
-                False,
-            )
+            return index, None, f"over PIL's decompression-bomb limit: {one_line(err)}", False
         except Exception as err:  # noqa: BLE001 (whatever a malformed file makes PIL, zlib or struct raise names it)
             return index, None, one_line(err), False
         return index, image, "", upscaled
