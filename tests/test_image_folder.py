@@ -142,22 +142,24 @@ def test_second_run_reads_the_cache_and_a_changed_file_is_decoded_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = class_folders(tmp_path / "images")
+    changed = write_image(folder / "cat" / "changed.bmp", np.full((40, 48, 3), 200, np.uint8))  # a BMP: no compression
     settings = (f"data.path={folder}", "data.image_size=16", "data.batch_size=4")
     caplog.set_level(logging.INFO, logger="genlab.data.image_folder")
     first = ready(image_folder(tmp_path, *settings), "fit")
-    assert "Decoding 16 images" in caplog.text
+    assert "Decoding 17 images" in caplog.text
     caplog.clear()
     again = ready(image_folder(tmp_path, *settings), "fit")
     assert "Decoding" not in caplog.text  # read from the cache file
     assert torch.equal(first.data_train.images, again.data_train.images)
 
-    # the same size and a later modification time: the cache is not read stale
-    changed = folder / "cat" / "000.png"
+    # other pixels, the same size, a later modification time: the cache is not read stale
+    size = changed.stat().st_size
     write_image(changed, np.zeros((40, 48, 3), dtype=np.uint8))
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    assert changed.stat().st_size == size
     caplog.clear()
     after = ready(image_folder(tmp_path, *settings), "fit")
-    assert "changed since its cache was made" in caplog.text and "Decoding 16 images" in caplog.text
+    assert "changed since its cache was made" in caplog.text and "Decoding 17 images" in caplog.text
     assert not torch.equal(first.data_train.images, after.data_train.images)
 
     # a cache file cut short (a full disk, say) is made again, not read
@@ -165,7 +167,7 @@ def test_second_run_reads_the_cache_and_a_changed_file_is_decoded_again(
     cache_file.write_bytes(cache_file.read_bytes()[:1000])
     caplog.clear()
     ready(image_folder(tmp_path, *settings), "fit")
-    assert "not a cache that can be read" in caplog.text and "Decoding 16 images" in caplog.text
+    assert "not a cache that can be read" in caplog.text and "Decoding 17 images" in caplog.text
 
 
 def test_folder_too_large_for_memory_is_refused_naming_streaming(
