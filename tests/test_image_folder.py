@@ -395,9 +395,9 @@ def test_a_resumed_run_sees_the_batches_and_flips_of_the_unbroken_run(tmp_path: 
     folder = class_folders(tmp_path / "images", per_class=9)  # 18 images: 17 train in batches of 4, 1 validates
     settings = [f"data.path={folder}", "data.image_size=16", "data.batch_size=4", "data.random_flip=true"]
     settings += [f"data.streaming={str(streaming).lower()}"]
-    unbroken = batches_seen(image_folder(tmp_path, *settings), tmp_path / "unbroken", max_steps=13)
+    unbroken = batches_seen(image_folder(tmp_path, *settings), tmp_path / "checkpoints", max_steps=13)
     resumed = batches_seen(
-        image_folder(tmp_path, *settings), tmp_path / "resumed", 13, tmp_path / "unbroken" / "step=5.ckpt"
+        image_folder(tmp_path, *settings), tmp_path / "checkpoints", 13, tmp_path / "checkpoints" / "step=5.ckpt"
     )
     assert len(unbroken) == 13 and len(resumed) == 8  # from the middle of the second epoch, across the third
     for step, (expected, got) in enumerate(zip(unbroken[5:], resumed, strict=True), start=5):

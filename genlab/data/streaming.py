@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,9 @@ from genlab.data.image_decode import DecodeSummary
 # litdata logs at INFO how it reads each dataset (in place, the size of a cache that local chunks never fill): every
 # run would print it twice, and it says nothing to act on; its warnings still show
 logging.getLogger("litdata").setLevel(logging.WARNING)
+# litdata reads a chunk's tensors with torch.frombuffer over a read-only memory map, and torch warns once per run
+# that the tensor could be written through; litdata's batches are copied before anything writes to them
+warnings.filterwarnings("ignore", message="The given buffer is not writable", module="litdata.streaming.serializers")
 
 CHUNK_BYTES = "64MB"  # litdata's own default for optimize(); a chunk is the unit read from disk and shuffled
 DONE_FILE = "genlab.json"  # written last: chunks without it are a write that did not finish
