@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = model_from(checkpoint, cfg.ckpt_path)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
-    # the run's data, read from this machine's data folder
+    # the run's data, read from this machine's data folder (an image folder's decoded images from its cache)
     datamodule = datamodule_from(
         checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, batch_size=cfg.batch_size
     )

@@ -64,7 +64,7 @@ def test_unknown_key_is_refused_by_hydra() -> None:
             "gan",
             "shakespeare",
             "model=gan needs data with image_shape, num_classes: it works with "
-            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+            "data=cifar10, fashion_mnist, image_folder, mnist; data=shakespeare works with model=gpt",
         ),
         (
             "gpt",

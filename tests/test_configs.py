@@ -31,14 +31,15 @@ def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> N
     check_config(cfg)
 
 
-# the data options' settings that have no default (`???`), and the options that hold text
-REQUIRED = {"text_file": ["data.path=corpus.txt"]}
+# the data options that hold text
 TEXT_DATA = {"shakespeare", "text_file"}
 
 
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options(tmp_path: Path, data: str) -> None:
-    cfg = compose_config([f"data={data}", *REQUIRED.get(data, [])], tmp_path)
+    # the options with nothing to default to: the user's own text file, the user's own folder of images
+    required = {"text_file": ["data.path=corpus.txt"], "image_folder": [f"data.path={tmp_path}"]}
+    cfg = compose_config([f"data={data}", *required.get(data, [])], tmp_path)
     check_config(cfg.data, "data")
     assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
 
@@ -101,7 +102,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
             "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
-            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, image_folder, mnist; "
             "data=shakespeare works with model=gpt",
         ),
         (
@@ -109,7 +110,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
             "image_shape. model=ae needs data with image_shape: it works with "
-            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+            "data=cifar10, fashion_mnist, image_folder, mnist; data=shakespeare works with model=gpt",
         ),
     ],
 )

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from genlab.data.image_folder import ImageFolderDataModule
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from genlab.data.text import ShakespeareDataModule, TextFileDataModule
 from genlab.errors import ConfigError, GenlabError, one_line
@@ -38,12 +39,19 @@ MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
     Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
 )
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
-    MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule, TextFileDataModule
+    MNISTDataModule,
+    FashionMNISTDataModule,
+    CIFAR10DataModule,
+    ShakespeareDataModule,
+    TextFileDataModule,
+    ImageFolderDataModule,
 )
 
 # where the data comes from and how it is loaded is this machine's business, never a checkpoint's (a URL to
 # download from, a folder to write to, a thousand loader processes)
-FROM_THIS_MACHINE = frozenset({"data_dir", "cache_dir", "download", "url", "mirrors", "num_workers", "batch_size"})
+FROM_THIS_MACHINE = frozenset(
+    {"data_dir", "download", "url", "mirrors", "num_workers", "batch_size", "cache_dir", "decode_workers"}
+)
 
 
 def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.LightningModule]:
@@ -96,8 +104,8 @@ def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine
         )
     cls = DATA_CLASSES[target]
     settings = {key: value for key, value in data_config.items() if key != "_target_" and key not in FROM_THIS_MACHINE}
-    parameters = signature(cls)[0]
-    this_machine = {key: value for key, value in this_machine.items() if key in parameters}
+    takes = signature(cls)[0]  # an image folder has no data_dir, a torchvision dataset no cache_dir
+    this_machine = {key: value for key, value in this_machine.items() if key in takes}
     return _build(cls, checked_arguments(cls, settings, "config.data", path) | this_machine, path)
 
 

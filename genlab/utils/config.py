@@ -16,6 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.utils.image_files import count_classes
+
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -27,6 +29,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+    # conf/data/image_folder.yaml's num_classes, which model configs read before the data is built
+    OmegaConf.register_new_resolver("image_folder_classes", count_classes, replace=True, use_cache=True)
 
 
 def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
