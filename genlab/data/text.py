@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import calculate_md5, download_url
 
-from genlab.data.batching import batch_loader
+from genlab.data.batching import batch_loader, check_on_device, data_device
 from genlab.data.folders import removed_if_failed
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
@@ -71,12 +71,14 @@ class CharVocab:
 
 
 class TokenWindows(Dataset):
-    """Windows of `block_size + 1` tokens starting at `starts`; an item is (input, target)."""
+    """Windows of `block_size + 1` tokens starting at `starts`; an item is (input, target). The windows are cut
+    where the tokens are held: on the host, or on the training device (`to`)."""
 
     def __init__(self, tokens: Tensor, block_size: int, starts: Tensor) -> None:
         self.tokens = tokens
-        self.starts = starts
-        self.offsets = torch.arange(block_size + 1)
+        self.block_size = block_size
+        self.starts = starts  # on the host, where the sampler's indices are
+        self.offsets = torch.arange(block_size + 1, device=tokens.device)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -87,8 +89,14 @@ class TokenWindows(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         starts = self.starts[torch.as_tensor(indices)]  # (B,)
+        if self.tokens.is_cuda:  # pinned and asynchronous: a copy from pageable memory would wait for the GPU
+            starts = starts.pin_memory().to(self.tokens.device, non_blocking=True)
         chunks = self.tokens[starts[:, None] + self.offsets]  # (B, T + 1)
         return chunks[:, :-1], chunks[:, 1:]  # (B, T) inputs, (B, T) next-character targets
+
+    def to(self, device: torch.device) -> TokenWindows:
+        """The same windows, cut from the tokens held on `device`."""
+        return TokenWindows(self.tokens.to(device), self.block_size, self.starts)
 
 
 class ShakespeareDataModule(L.LightningDataModule):
@@ -108,6 +116,7 @@ class ShakespeareDataModule(L.LightningDataModule):
         url: str = TINY_SHAKESPEARE_URL,
         md5: str | None = TINY_SHAKESPEARE_MD5,
         seed: int = 42,
+        on_device: bool | str = "auto",
     ) -> None:
         super().__init__()
         if block_size < 1 or batch_size < 1 or num_val_windows < 1:
@@ -121,6 +130,7 @@ class ShakespeareDataModule(L.LightningDataModule):
             raise ConfigError(f"data.train_fraction must be between 0 and 1, got {train_fraction}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
+        check_on_device(on_device, num_workers)
         self.save_hyperparameters(logger=False)
         self.path = Path(data_dir).expanduser().resolve() / "tinyshakespeare" / "input.txt"
         self.vocab: CharVocab | None = None
@@ -155,8 +165,20 @@ class ShakespeareDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data_train is not None:
-            return
+        if self.data_train is None:
+            self._read_splits()
+        self._hold_on_device()
+
+    def _hold_on_device(self) -> None:
+        """Move the tokens to the training device when `data.on_device` says so (genlab.data.batching.data_device):
+        each batch is then cut there, and only its B window starts cross from the host. The sampler is the host's,
+        so the batches, and a resumed loader's position, are the same as on the host."""
+        size = self.data_train.tokens.nbytes + self.data_val.tokens.nbytes
+        device = data_device(self.hparams.on_device, self.trainer, size, self.hparams.num_workers)
+        if device is not None:  # tokens already there are not copied again (Tensor.to)
+            self.data_train, self.data_val = self.data_train.to(device), self.data_val.to(device)
+
+    def _read_splits(self) -> None:
         if not self.path.is_file():
             self.prepare_data()
         text = self._read_text()
