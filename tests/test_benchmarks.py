@@ -117,3 +117,24 @@ def test_the_benchmark_timers_count_every_timed_batchs_loading_as_a_plain_loop_d
         trainer.fit(_SlowLoading())
         assert trainer.global_step == 5 and timer.batches == 3, name
         assert timer.seconds >= 3 * 0.2, name
+
+
+def test_throughput_rounds_alternate_which_side_goes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks import gpt_throughput
+
+    runs = []
+
+    def lightning_run(cfg, skip: int, output_dir: Path) -> tuple[float, None]:
+        runs.append(f"lightning in {output_dir.name}")
+        return 1.0, None
+
+    def plain_run(cfg, skip: int, device: torch.device) -> tuple[float, None]:
+        runs.append("plain")
+        return 1.0, None
+
+    monkeypatch.setattr(gpt_throughput, "lightning_run", lightning_run)
+    monkeypatch.setattr(gpt_throughput, "plain_run", plain_run)
+    cfg = gpt_throughput.throughput_config("gpt_shakespeare_cpu", 30, str(tmp_path), [])
+    gpt_throughput.paired_rounds(cfg, skip=10, rounds=3)
+    # drift in the machine's speed falls on both alike; each round's genlab run in a folder of its own
+    assert runs == ["lightning in round0", "plain", "plain", "lightning in round1", "lightning in round2", "plain"]
