@@ -147,10 +147,10 @@ class ProgressLines(LightningProgressBar):
 
         step 200/1300, epoch 0: train/loss 2.104, val/loss 2.215, 31.2 ms/step, 24,615 tokens/s, 0:00:38 left
 
-    The values are the bar's (what the model logs with prog_bar=True, read where the Trainer wrote them, so a line
-    costs no host sync); items/s counts a batch's first tensor: integer ids (B, T) as tokens, else B items (images
-    for (B, C, H, W)). The time left is the rest of max_steps (or of max_epochs, whichever ends first) at this
-    session's pace so far, validations included."""
+    The values are the bar's (what the model logs with prog_bar=True; genlab's families log them as host values, so
+    that a line costs no host sync); items/s counts a batch's first tensor: integer ids (B, T) as tokens, else B
+    items (images for (B, C, H, W)). The time left is the rest of max_steps (or of max_epochs, whichever ends
+    first) at this session's pace so far, validations included."""
 
     def __init__(
         self,
@@ -198,10 +198,9 @@ class ProgressLines(LightningProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING or not self.enabled:
             return
-        scores = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
-        log.info(
-            f"{self.where(trainer, trainer.current_epoch)}: validation {', '.join(f'{k} {v:.4g}' for k, v in scores.items())}".rstrip()
-        )
+        metrics = trainer.callback_metrics  # this validation's, computed: read once per validation
+        scores = ", ".join(f"{name} {float(value):.4g}" for name, value in metrics.items() if name.startswith("val/"))
+        log.info(f"{self.where(trainer, trainer.current_epoch)}: validation {scores}".rstrip())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.enabled:
