@@ -80,13 +80,13 @@ def test_each_round_seeds_both_anew_and_alternates_their_order(tmp_path: Path) -
 
 
 class _SlowItems(Dataset):
-    """Items that take 200 ms each to load (a batch is one): far more than a BoringModel's step."""
+    """Items that take 100 ms each to load (a batch is one): far more than a BoringModel's step."""
 
     def __len__(self) -> int:
         return 64
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        time.sleep(0.2)
+        time.sleep(0.1)
         return torch.randn(32)
 
 
@@ -116,7 +116,7 @@ def test_the_benchmark_timers_count_every_timed_batchs_loading_as_a_plain_loop_d
         )
         trainer.fit(_SlowLoading())
         assert trainer.global_step == 5 and timer.batches == 3, name
-        assert timer.seconds >= 3 * 0.2, name
+        assert timer.seconds >= 3 * 0.1, name
 
 
 def test_throughput_rounds_alternate_which_side_goes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
