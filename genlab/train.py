@@ -37,7 +37,7 @@ from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_o
 from genlab.errors import ConfigError
 from genlab.utils.checkpoint_reader import check_state_dict_fits
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
-from genlab.utils.config import CONF_DIR, print_config_tree, register_resolvers, to_plain
+from genlab.utils.config import CONF_DIR, check_print_config, command_line, print_config, register_resolvers, to_plain
 from genlab.utils.devices import check_devices, check_sharding
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
@@ -53,6 +53,7 @@ register_resolvers()  # before Hydra resolves the config
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run fit (and test) as the config says; return the monitored metric and all final metrics."""
     check_config(cfg)
+    check_print_config(cfg.extras.print_config)
     check_devices(cfg.trainer)
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
@@ -70,7 +71,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
         datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
         if cfg.extras.print_config:  # in a sweep, printed for its first job only (every job's folder keeps it)
-            print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=sweep_job() in (None, 0))
+            print_config(cfg, save_to=output_dir / "config_tree.log", show=sweep_job() in (None, 0))
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
@@ -96,8 +97,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     try:
         if cfg.train:
             log.info("Starting training")
-            go_on = "Resume with: python -m src.train <same overrides> ckpt_path=last"
-            with interrupt.reported(trainer, go_on), lightning_config_errors("the trainer's settings"):
+            with (
+                interrupt.reported(trainer, f"Resume with: {resume_command()}"),
+                lightning_config_errors("the trainer's settings"),
+            ):
                 trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             if ckpt_path is not None and trainer.global_step == start_step:
                 log.warning(
@@ -186,6 +189,15 @@ def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
                 again += 1
                 version = f"from_step_{step}_{again}"
             node.version = version
+
+
+def resume_command() -> str:
+    """The command that resumes this run: its own overrides (Hydra's, as typed, quoted for the shell) with
+    `ckpt_path=last` for any ckpt_path; `<same overrides>` where there are none to read (train() called in Python)."""
+    if not HydraConfig.initialized():
+        return "python -m src.train <same overrides> ckpt_path=last"
+    overrides = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").partition("=")[0] != "ckpt_path"]
+    return command_line([*overrides, "ckpt_path=last"])
 
 
 def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -> float | None:

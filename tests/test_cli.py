@@ -105,7 +105,7 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Pat
         "-m",
         "model.latent_dim=4,8",
         *QUICK,
-        "extras.print_config=true",
+        "extras.print_config=full",
         "test=false",
         "data=mnist",
         "data.val_size=100",

@@ -185,7 +185,7 @@ def test_hydra_paths_and_extras_compose() -> None:
     assert re.fullmatch(r"\./outputs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", cfg.hydra.run.dir)
     assert cfg.paths.data_dir in (os.environ.get("DATA_DIR"), "./data")
     assert cfg.hydra.job.chdir is False
-    assert cfg.extras.print_config is True
+    assert cfg.extras.print_config == "short"
 
 
 def test_hyperparameters_in_checkpoints_are_plain_containers(tmp_path: Path) -> None:

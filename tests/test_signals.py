@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gc
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -301,8 +302,8 @@ def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
     (last,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
     assert interrupted.stderr.strip().splitlines()[-1] == (
         f"interrupted: SIGINT during validation at step 3; saved {last}. Resume with: python -m src.train "
-        f"<same overrides> ckpt_path=last"
-    )  # the step it landed in, then the validation that follows it, were finished first
+        f"{shlex.join([*command, 'ckpt_path=last'])}"
+    )  # the step it landed in, then the validation that follows it, were finished first; the command's own overrides
     assert "Traceback" not in interrupted.stderr and "weights_only` was not set" not in interrupted.stderr
 
     resumed = run_train(*command, "ckpt_path=last", env={SIGNALS_OFF: "1"})

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
-from genlab.data.batching import batch_loader
+from genlab.data.batching import batch_loader, check_on_device, data_device
 from genlab.data.folders import removed_if_failed
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
@@ -88,13 +88,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
-        if on_device not in (True, False, "auto"):
-            raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
-        if on_device is True and num_workers > 0:
-            raise ConfigError(
-                f"data.on_device=true holds the images on the training device, which worker processes cannot share: "
-                f"use data.num_workers=0 (got {num_workers}), or data.on_device=false"
-            )
+        check_on_device(on_device, num_workers)
         self.save_hyperparameters(logger=False)
         self.root = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
@@ -197,21 +191,10 @@ class ImageDataModule(L.LightningDataModule):
                 setattr(self, name, dataset.to(device))
 
     def data_device(self) -> torch.device | None:
-        """The device to hold the images on, None for the host: with data.on_device=true the trainer's device; with
-        auto, a CUDA device, when every split fits in a quarter of its free memory and batches are cut in this
-        process (data.num_workers=0). Without a trainer (a datamodule used alone) the host."""
-        setting = self.hparams.on_device
-        if setting is False or self.trainer is None:
-            return None
-        device = self.trainer.strategy.root_device
-        if setting is True:
-            return device
-        if device.type != "cuda" or self.hparams.num_workers > 0:
-            return None
+        """The device to hold the images on, None for the host (genlab.data.batching.data_device's rule)."""
         splits = [d for d in (self.data_train, self.data_val, self.data_test) if d is not None]
         size = sum(d.images.nbytes + d.labels.nbytes for d in splits)
-        free, _ = torch.cuda.mem_get_info(device)
-        return device if size <= free // 4 else None
+        return data_device(self.hparams.on_device, self.trainer, size, self.hparams.num_workers)
 
     def _checked_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """A split, refused when its files are whole but hold other images or labels than the config says."""

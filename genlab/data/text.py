@@ -9,6 +9,7 @@ across runs.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import calculate_md5, download_url
 
-from genlab.data.batching import batch_loader
+from genlab.data.batching import batch_loader, check_on_device, data_device
 from genlab.data.folders import removed_if_failed
 from genlab.data.token_cache import TokenFile, cached_tokens, default_cache_dir
 from genlab.data.vocab import BYTES, MAX_VOCAB_SIZE, CharVocab, Vocabulary
@@ -41,12 +42,14 @@ MAX_PERMUTED_WINDOWS = 2**21
 
 class TokenWindows(Dataset):
     """Windows of `block_size + 1` ids of `tokens[begin:end]`, starting at `starts` (None: at every position);
-    an item is (input, target)."""
+    an item is (input, target). The windows are cut where the ids are held: memory-mapped on the host, or on the
+    training device once `to` has put them there."""
 
     def __init__(self, tokens: TokenFile, begin: int, end: int, block_size: int, starts: Tensor | None = None):
         self.file, self.begin, self.end = tokens, begin, end
-        self.starts = starts
+        self.starts = starts  # on the host, where the sampler's indices are
         self.offsets = np.arange(block_size + 1)
+        self.on_device: Tensor | None = None  # (N,) int64 ids on the training device, or None: cut on the host
 
     @property
     def tokens(self) -> np.ndarray:
@@ -62,8 +65,29 @@ class TokenWindows(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         starts = np.asarray(indices) if self.starts is None else self.starts[torch.as_tensor(indices)].numpy()  # (B,)
-        chunks = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))  # (B, T + 1)
+        if self.on_device is None:
+            chunks = torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))  # (B, T + 1)
+        else:  # only the B starts cross
+            starts = torch.from_numpy(starts)
+            if self.on_device.is_cuda:  # pinned and asynchronous: a copy from pageable memory would wait for the GPU
+                starts = starts.pin_memory()
+            starts = starts.to(self.on_device.device, non_blocking=True)
+            chunks = self.on_device[starts[:, None] + self.device_offsets]  # (B, T + 1)
         return chunks[:, :-1], chunks[:, 1:]  # (B, T) inputs, (B, T) next-token targets
+
+    def to(self, device: torch.device) -> TokenWindows:
+        """The same windows, cut from a copy of the ids held on `device` (int64, as the batches are)."""
+        if self.on_device is not None and self.on_device.device == device:
+            return self
+        moved = copy.copy(self)
+        moved.on_device = torch.from_numpy(self.tokens.astype(np.int64)).to(device)
+        moved.device_offsets = torch.from_numpy(self.offsets).to(device)
+        return moved
+
+    @property
+    def device_nbytes(self) -> int:
+        """The bytes its ids take on a device."""
+        return (self.end - self.begin) * 8
 
 
 class TextFileDataModule(L.LightningDataModule):
@@ -86,10 +110,12 @@ class TextFileDataModule(L.LightningDataModule):
         num_val_windows: Annotated[int, Field(ge=1, le=MAX_VAL_WINDOWS)] = 4096,
         num_workers: Annotated[int, Field(ge=0)] = 0,
         seed: int = 42,
+        on_device: bool | Literal["auto"] = "auto",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(TextFileDataModule, self.hparams, "data")
+        check_on_device(on_device, num_workers)
         self.path = Path(path).expanduser().absolute()
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.vocab: Vocabulary | None = None
@@ -111,8 +137,20 @@ class TextFileDataModule(L.LightningDataModule):
         return cached_tokens(self.path, self.cache_dir, hp.tokenizer, hp.vocab_size)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.data_train is not None:
-            return
+        if self.data_train is None:
+            self._read_splits()
+        self._hold_on_device()
+
+    def _hold_on_device(self) -> None:
+        """Move the ids to the training device when `data.on_device` says so (genlab.data.batching.data_device):
+        each batch is then cut there, and only its B window starts cross from the host. The sampler is the host's,
+        so the batches, and a resumed loader's position, are the same as on the host."""
+        size = self.data_train.device_nbytes + self.data_val.device_nbytes
+        device = data_device(self.hparams.on_device, self.trainer, size, self.hparams.num_workers)
+        if device is not None:
+            self.data_train, self.data_val = self.data_train.to(device), self.data_val.to(device)
+
+    def _read_splits(self) -> None:
         self.vocab, tokens = self._tokens()
         n_train = int(self.hparams.train_fraction * tokens.num_tokens)
         block_size = self.hparams.block_size

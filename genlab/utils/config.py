@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import netrc
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.errors import ConfigError
 from genlab.utils.image_files import count_classes
+
+log = logging.getLogger(__name__)
 
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
@@ -97,17 +102,67 @@ def run_group(task_name: str) -> str:
     return task_name
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
-    """Print the resolved config as a rich tree, one branch per top-level group (if `show`), and save it."""
+PRINT_CONFIG = ("short", "full", False)
+
+
+def check_print_config(value: Any) -> None:
+    """extras.print_config is one of PRINT_CONFIG (checked before the run starts, not when it prints)."""
+    if value not in PRINT_CONFIG:
+        raise ConfigError(f"extras.print_config must be short, full or false, got {value!r}")
+
+
+def print_config(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
+    """As extras.print_config says (if `show`): `short`, the command line's overrides and the few resolved values that
+    say what runs, in the log; `full`, the resolved config as a rich tree. The tree is saved to `save_to` either way."""
+    tree = config_tree(cfg)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            rich.print(tree, file=f)
+    if show and cfg.extras.print_config == "full":
+        rich.print(tree)
+    elif show:
+        log.info(short_config(cfg, save_to))
+
+
+def config_tree(cfg: DictConfig) -> rich.tree.Tree:
+    """The resolved config as a rich tree, one branch per top-level group."""
     tree = rich.tree.Tree("config", style="dim", guide_style="dim")
     for group, node in cfg.items():
         content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
         tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
-    if show:
-        rich.print(tree)
-    if save_to is not None:
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
+    return tree
+
+
+def short_config(cfg: DictConfig, tree_file: Path | None = None) -> str:
+    """The command's overrides (where Hydra ran it) and what they resolved to that says what runs: the model, the
+    data and its batch, the trainer's device, precision and length, the monitored metric, the seed, the callbacks
+    and loggers, the run folder."""
+    t = cfg.trainer
+    where = f"; the whole config: {tree_file} (extras.print_config=full prints it)" if tree_file else ""
+    lines = [f"Config{where}"]
+    if HydraConfig.initialized():
+        lines.append(f"  command: {command_line(list(HydraConfig.get().overrides.task))}")
+    lines += [
+        f"  model: {cfg.model._target_}",
+        f"  data: {cfg.data._target_}, batch_size {cfg.data.get('batch_size')}",
+        f"  trainer: accelerator {t.accelerator}, devices {t.devices}, precision {t.precision}, max_epochs "
+        f"{t.max_epochs}, max_steps {t.max_steps}",
+        f"  monitor: {cfg.monitor.metric} ({cfg.monitor.mode}), seed {cfg.seed}",
+        f"  callbacks: {', '.join(_named(cfg.get('callbacks'))) or 'none'}; loggers: "
+        f"{', '.join(_named(cfg.get('logger'))) or 'none'}",
+        f"  run folder: {cfg.paths.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _named(group: DictConfig | None) -> list[str]:
+    """The entries of a callbacks or logger group that are on (a node with a _target_)."""
+    return [str(name) for name, node in (group or {}).items() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def command_line(overrides: list[str], module: str = "src.train") -> str:
+    """`python -m <module> <overrides>`, each override quoted where a POSIX shell needs it."""
+    return shlex.join(["python", "-m", module, *overrides])
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
