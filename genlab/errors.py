@@ -27,8 +27,13 @@ class CorruptDatasetError(GenlabError, ValueError):
     """A dataset file exists but is truncated or is not the file expected."""
 
 
-class RunInterrupted(GenlabError):
-    """Training stopped by a signal (Ctrl-C, preemption) after saving its last checkpoint."""
+class RunInterrupted(BaseException):
+    """A command stopped by a signal (Ctrl-C, a preemption's SIGTERM); the message says what was saved.
+
+    A BaseException, as KeyboardInterrupt is: signal handlers raise it wherever the signal lands, and it must pass
+    every `except Exception` and `except GenlabError` on its way (ours, that turn a bad input into one line with exit
+    code 1, and libraries') to the entry point, which ends with 128 + the signal's number.
+    """
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)

@@ -41,6 +41,7 @@ from genlab.run_folder import (
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.signals import signals_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,7 @@ def write_report(folder: Path) -> Path:
     return path
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -31,6 +31,7 @@ from genlab.errors import ConfigError, one_line
 from genlab.run_folder import as_params, read_metrics, read_overrides, varying
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.signals import signals_end_the_command
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
 
 matplotlib.use("Agg")  # files only: no display needed
@@ -210,6 +211,7 @@ def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
     return notes
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep_summary")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

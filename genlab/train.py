@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
-from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.callbacks.resume import ExactResume
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
@@ -44,6 +44,7 @@ from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
+from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
     raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:

@@ -44,7 +44,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.errors import one_line
+from genlab.errors import RunInterrupted, one_line
 from genlab.utils.locks import try_lock
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
@@ -154,8 +154,8 @@ class OptunaSweeper(Sweeper):
         try:
             with sigterm_ends_the_sweep():
                 returns = self._run_trials(study, storage, storage_spec, search_space, fixed)
-        except KeyboardInterrupt:  # Ctrl-C between trials, or while waiting for other processes' trials
-            raise SystemExit(128 + signal.SIGINT) from None
+        except (KeyboardInterrupt, RunInterrupted) as stop:  # between trials, or waiting for other processes' trials
+            raise SystemExit(exit_code(stop)) from None
 
         if worker is None:
             self._write_best(study, sweep_dir)
@@ -190,7 +190,7 @@ class OptunaSweeper(Sweeper):
                 try:
                     # job folders are numbered by trial: unique in the study, whichever process runs it
                     results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-                except (KeyboardInterrupt, SystemExit) as stop:  # a job ends an interrupted run with exit 130/143
+                except (KeyboardInterrupt, SystemExit, RunInterrupted) as stop:  # a job's own stop exits 130/143
                     for trial in trials:
                         interrupted(study, trial, stop)
                     raise
@@ -366,7 +366,7 @@ def finish(
 
 def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -> None:
     """A trial cut off by a signal (Ctrl-C, SIGTERM): failed, with the reason, and queued again for a resume."""
-    code = stop.code if isinstance(stop, SystemExit) else 128 + signal.SIGINT
+    code = exit_code(stop)
     is_signal = isinstance(code, int) and code - 128 in signal.valid_signals()  # 128 + n: ended by signal n
     how = signal.Signals(code - 128).name if is_signal else f"exit {code}"
     try:
@@ -378,6 +378,14 @@ def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -
     )
     retry(study, study.get_trials(deepcopy=False)[trial.number])
     log.info(f"Trial {trial.number} was interrupted ({how}): queued again with {trial.params}")
+
+
+def exit_code(stop: BaseException) -> int | str | None:
+    """The exit code a stop ends the process with: a SystemExit's own, 128 + the signal's number of an interruption
+    (genlab's handler raises RunInterrupted, Python's KeyboardInterrupt)."""
+    if isinstance(stop, SystemExit):
+        return stop.code
+    return stop.exit_code if isinstance(stop, RunInterrupted) else 128 + signal.SIGINT
 
 
 @contextlib.contextmanager
