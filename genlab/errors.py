@@ -5,6 +5,8 @@ The entry points print these as one clear message and exit non-zero, without a t
 wrong and what was expected.
 """
 
+import re
+
 from hydra.errors import CompactHydraException
 
 
@@ -41,5 +43,15 @@ class RunInterrupted(BaseException):
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
-    """An underlying error's message folded onto one line, to quote inside one of ours."""
-    return " ".join(str(err).split())[:limit] or type(err).__name__
+    """An underlying error's message folded onto one line, to quote inside one of ours (a URL's password hidden)."""
+    return without_passwords(" ".join(str(err).split()))[:limit] or type(err).__name__
+
+
+# scheme://user:password@: the password runs to the last @ before a space (a password may hold / or @)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^:/@\s]*:)\S*@")
+
+
+def without_passwords(text: str) -> str:
+    """`text` with the password of each URL in it (`postgresql://user:secret@host/db`) shown as ***, for a message
+    or a log line; also where the URL cannot be parsed (a port that is not a number)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)

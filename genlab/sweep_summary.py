@@ -99,7 +99,7 @@ def load_study(study_name: str, storage: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:  # Optuna's "Record does not exist": the sweep was stopped before it made its study
         raise ConfigError(f"no study {study_name!r} in {shown(storage)}") from None
-    except sqlalchemy.exc.SQLAlchemyError as err:  # a database server out of reach, a missing driver
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:  # a server out of reach, no driver
         raise ConfigError(f"cannot read the sweep's study in {shown(storage)}: {one_line(err)}") from None
 
 

@@ -35,6 +35,7 @@ from genlab.callbacks.resume import ExactResume
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from genlab.errors import ConfigError
+from genlab.utils.before_run import searches_given_as_their_key
 from genlab.utils.checkpoint_reader import check_state_dict_fits
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, print_config_tree, register_resolvers, to_plain
@@ -202,6 +203,7 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
 
 
 @signals_end_the_command
+@searches_given_as_their_key
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:

@@ -8,9 +8,12 @@ fail with a traceback (or, for `task_name=a/../../x`, write outside paths.log_di
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +27,31 @@ EXAMPLES = {
     "run_dir": "outputs/<task>/runs/<run>",
     "sweep_dir": "outputs/<task>/multiruns/<sweep>",
 }
+
+
+T = TypeVar("T")
+
+
+def searches_given_as_their_key(main: Callable[..., T]) -> Callable[..., T]:
+    """Refuse, before Hydra composes anything, a search given for one key of `hydra.sweeper.params` on the command
+    line (`hydra.sweeper.params.model.latent_dim=choice(8,16)`): Hydra cannot sweep its own config, nor name a key
+    that has dots in it, and says neither in terms of the sweep. The line says what works instead."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> T:
+        if not args and not kwargs:  # from the command line (a config passed in is Hydra's own call)
+            for argument in sys.argv[1:]:
+                key, _, value = argument.lstrip("+~").partition("=")
+                if key.startswith("hydra.sweeper.params."):
+                    searched = key.removeprefix("hydra.sweeper.params.")
+                    raise SystemExit(
+                        f"error: {argument}: give the search as {searched}={value or 'choice(...)'} (it replaces "
+                        f"the config's search over {searched}), or in a config file under hydra.sweeper.params (as "
+                        f"conf/hparams_search/vae_optuna.yaml does); Hydra takes no search inside its own keys"
+                    )
+        return main(*args, **kwargs)
+
+    return wrapper
 
 
 class CheckBeforeRun(Callback):

@@ -16,6 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.errors import without_passwords
+
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -98,6 +100,7 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool =
     tree = rich.tree.Tree("config", style="dim", guide_style="dim")
     for group, node in cfg.items():
         content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
+        content = without_passwords(content)  # a sweep's job holds its study's storage, a database URL
         tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
     if show:
         rich.print(tree)
