@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from genlab.curve_plots import PLAIN_TEXT
 from genlab.errors import ConfigError, one_line
 from genlab.run_folder import as_params, read_metrics, read_overrides, varying
 from genlab.utils.config import CONF_DIR
@@ -150,6 +151,7 @@ def write_summary(sweep: Sweep, sweep_dir: Path) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def _plot(trials: list[Trial], metric: str, sign: int, title: str, path: Path) -> None:
     done = sorted((t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number)
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -181,6 +183,7 @@ OPTUNA_PLOTS = {
 }
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
     """Write Optuna's plots of the study to the sweep folder; return a note for each plot not drawn, and why."""
     completed = sum(t.state == "COMPLETE" for t in sweep.trials)
