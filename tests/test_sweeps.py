@@ -97,13 +97,14 @@ def test_a_value_fixed_on_the_command_line_is_what_every_trial_trains(tmp_path: 
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = load(sweep_dir).trials
-    assert len(trials) == 3 and all(set(trial.params) == {"model.latent_dim"} for trial in trials)
+    assert len(trials) == 3
     for trial in trials:  # what each trial's job trained: its checkpoint's model
         hyper_parameters = read_checkpoint(sweep_dir / str(trial.number) / "checkpoints" / "last.ckpt")[
             "hyper_parameters"
         ]
-        assert hyper_parameters["architecture"] == "mlp"
+        assert hyper_parameters["architecture"] == "mlp", f"trial {trial.number} trained {trial.params}"
         assert hyper_parameters["latent_dim"] == trial.params["model.latent_dim"]
+    assert all(set(trial.params) == {"model.latent_dim"} for trial in trials)  # what the study searched
 
 
 def test_bad_trials_are_pruned_at_their_first_validation(tmp_path: Path, mnist_dir: Path) -> None:
