@@ -25,7 +25,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 
-from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.capabilities import Denoiser, ImageSampler, Reconstructor, use_sampling_options
 from genlab.checkpoints import datamodule_from, model_from, read_checkpoint
 from genlab.data.images import ImageDataModule
@@ -34,6 +34,7 @@ from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.signals import interruptible, signals_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         with interruptible("the scoring of images", "Run the same command again"):
             metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
+    output_dir.mkdir(parents=True, exist_ok=True)  # written last: a signal before it leaves no metrics.json
+    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info(f"Metrics: {output_dir / 'metrics.json'}")
     return metrics
 
@@ -178,6 +179,7 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
     rich.print(table)
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -7,6 +7,11 @@ A folder of runs (a sweep's, or outputs/<task>): <folder>/report.html compares t
 comparison does: a table with one row per run (its overrides and final metrics) and every curve of every run
 overlaid, one colour per run.
 Images are embedded, so the file can be mailed or archived alone.
+
+A page that can be opened safely whatever the run folder holds (names are the user's, and a run folder may come
+from anyone): every text is escaped, links go only to relative paths below the reported folder, plot labels are
+drawn as plain text (genlab/curve_plots.py), and the page's Content-Security-Policy runs no script and loads
+nothing from anywhere, whatever escaping might miss.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import base64
 import contextlib
 import html
 import logging
+import urllib.parse
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +47,7 @@ from genlab.run_folder import (
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.signals import signals_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,10 @@ STYLE = (
 # multiple of their size, about this wide at least, pixels kept sharp (image-rendering: pixelated); none wider
 # than the other limit (the VAE's 20x20 manifold is 1,120 px wide), so that two fit side by side where they can
 MIN_PICTURE_WIDTH, MAX_PICTURE_WIDTH = 480, 720
+# no script, nothing fetched: pictures are data: URLs, styles inline (links still open what they name)
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+)
 
 
 def png_tag(png: bytes, alt: str, **attributes: object) -> str:
@@ -68,9 +79,16 @@ def png_tag(png: bytes, alt: str, **attributes: object) -> str:
 
 def page(title: str, sections: list[str]) -> str:
     return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n"
     )
+
+
+def relative_link(path: str) -> str:
+    """The href of a file below the report's folder, named by its relative `path`: each character that could make
+    it anything else percent-encoded (a `:` that would start a `javascript:` scheme, a `?`, a `#`), after `./`."""
+    return "./" + urllib.parse.quote(path)
 
 
 def overrides_html(overrides: list[str] | None, what: str = "Overrides") -> str:
@@ -219,7 +237,7 @@ def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str
         cells = "".join(f"<td>{m[key]:.6g}</td>" if key in m else "<td></td>" for key in columns)
         rows.append(
             f'<tr><td><span class="swatch" style="background:{color}"></span></td>'
-            f'<td><a href="{html.escape(link)}">{html.escape(name)}</a></td><td>{chips}</td>'
+            f'<td><a href="{html.escape(relative_link(link))}">{html.escape(name)}</a></td><td>{chips}</td>'
             f"{f'<td>{html.escape(note)}</td>' if any(notes) else ''}{cells}</tr>"
         )
     head = f"<tr><th></th><th>run</th><th>overrides</th>{'<th>note</th>' if any(notes) else ''}{header}</tr>"
@@ -282,6 +300,7 @@ def write_report(folder: Path) -> Path:
     return path
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

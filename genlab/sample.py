@@ -20,7 +20,6 @@ import torch
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from genlab.callbacks.interrupt import interruptible
 from genlab.capabilities import ImageSampler, TextGenerator, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
@@ -28,6 +27,7 @@ from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.signals import interruptible, signals_end_the_command
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:
         )
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -27,10 +27,12 @@ from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from genlab.curve_plots import PLAIN_TEXT
 from genlab.errors import ConfigError, one_line
 from genlab.run_folder import as_params, read_metrics, read_overrides, varying
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.signals import signals_end_the_command
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
 
 matplotlib.use("Agg")  # files only: no display needed
@@ -98,7 +100,7 @@ def load_study(study_name: str, storage: str) -> optuna.Study:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage))
     except KeyError:  # Optuna's "Record does not exist": the sweep was stopped before it made its study
         raise ConfigError(f"no study {study_name!r} in {shown(storage)}") from None
-    except sqlalchemy.exc.SQLAlchemyError as err:  # a database server out of reach, a missing driver
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:  # a server out of reach, no driver
         raise ConfigError(f"cannot read the sweep's study in {shown(storage)}: {one_line(err)}") from None
 
 
@@ -149,6 +151,7 @@ def write_summary(sweep: Sweep, sweep_dir: Path) -> tuple[Path, Path]:
     return csv_path, png_path
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def _plot(trials: list[Trial], metric: str, sign: int, title: str, path: Path) -> None:
     done = sorted((t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number)
     figure, axes = plt.subplots(figsize=(7, 4))
@@ -180,6 +183,7 @@ OPTUNA_PLOTS = {
 }
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
     """Write Optuna's plots of the study to the sweep folder; return a note for each plot not drawn, and why."""
     completed = sum(t.state == "COMPLETE" for t in sweep.trials)
@@ -210,6 +214,7 @@ def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
     return notes
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep_summary")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

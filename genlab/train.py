@@ -30,11 +30,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
 from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
-from genlab.callbacks.interrupt import CheckpointOnInterrupt, interruptible
+from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.callbacks.resume import ExactResume
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from genlab.errors import ConfigError
+from genlab.utils.before_run import searches_given_as_their_key
 from genlab.utils.checkpoint_reader import check_state_dict_fits
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, check_print_config, command_line, print_config, register_resolvers, to_plain
@@ -44,6 +45,7 @@ from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
+from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config
 
 log = logging.getLogger(__name__)
@@ -212,6 +214,8 @@ def monitored_value(cfg: DictConfig, metrics: dict[str, float], trained: bool) -
     raise ConfigError(f"monitor.metric={name!r} was never logged; the run logged: {', '.join(sorted(metrics))}")
 
 
+@signals_end_the_command
+@searches_given_as_their_key
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, without_passwords
 from genlab.utils.image_files import count_classes
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def config_tree(cfg: DictConfig) -> rich.tree.Tree:
     tree = rich.tree.Tree("config", style="dim", guide_style="dim")
     for group, node in cfg.items():
         content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
+        content = without_passwords(content)  # a sweep's job holds its study's storage, a database URL
         tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
     return tree
 
@@ -141,7 +142,8 @@ def short_config(cfg: DictConfig, tree_file: Path | None = None) -> str:
     where = f"; the whole config: {tree_file} (extras.print_config=full prints it)" if tree_file else ""
     lines = [f"Config{where}"]
     if HydraConfig.initialized():
-        lines.append(f"  command: {command_line(list(HydraConfig.get().overrides.task))}")
+        # a sweep's job is given its study's storage, a database URL
+        lines.append(f"  command: {without_passwords(command_line(list(HydraConfig.get().overrides.task)))}")
     lines += [
         f"  model: {cfg.model._target_}",
         f"  data: {cfg.data._target_}, batch_size {cfg.data.get('batch_size')}",

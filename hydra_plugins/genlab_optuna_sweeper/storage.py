@@ -30,7 +30,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from genlab.errors import one_line
+from genlab.errors import one_line, without_passwords
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +42,32 @@ def is_url(spec: str) -> bool:
 
 
 def shown(spec: str) -> str:
-    """The storage for a log line or an error: a database URL without its password."""
-    if not is_url(spec):
-        return spec
-    try:
-        return sqlalchemy.engine.make_url(spec).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return spec
+    """The storage for a log line or an error: a database URL without its password (also one that cannot be
+    parsed)."""
+    return without_passwords(spec)
 
 
 def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
-    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path."""
+    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path; one line
+    (its password hidden) for a URL that names no database."""
     if storage is None:
         return f"sqlite:///{sweep_dir / 'optuna.db'}"
     if not is_url(storage):  # a journal file
         return str(Path(storage).expanduser().resolve())
     try:
         url = sqlalchemy.engine.make_url(storage)
-    except sqlalchemy.exc.ArgumentError as err:
-        raise SystemExit(f"error: hydra.sweeper.storage={storage}: not a database URL ({one_line(err)})") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:  # SQLAlchemy reads the port with int()
+        raise SystemExit(
+            f"error: hydra.sweeper.storage={shown(storage)}: not a database URL ({one_line(err)})"
+        ) from None
+    if url.port is not None and not 0 < url.port < 2**16:
+        raise SystemExit(
+            f"error: hydra.sweeper.storage={shown(storage)}: port {url.port} is not a port number (1 to 65535)"
+        )
     if url.drivername.startswith("sqlite"):
         if not url.database or url.database == ":memory:":
             raise SystemExit(
-                f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
+                f"error: hydra.sweeper.storage={shown(storage)}: an in-memory SQLite database is not shared "
                 f"with the jobs; give a file (sqlite:///path/to/study.db)"
             )
         url = url.set(database=str(Path(url.database).expanduser().resolve()))
