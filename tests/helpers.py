@@ -205,10 +205,13 @@ def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
             yield from _outside(arg, default)
     elif origin is typing.Literal:
         yield "no_such_choice", "one of " + "/".join(map(str, args))
+    elif origin is tuple and args[-1] is Ellipsis:  # tuple[int, ...]: its items are alike, the first stands for all
+        rest = list(default or [])[1:]  # a default of None (chosen by the data): a tuple of the one item
+        for value, bound in _outside(args[0], default[0] if default else None):
+            yield [value, *rest], f"[0] {bound}"
     elif origin is tuple and default:
-        positions = [0] if args[-1] is Ellipsis else range(len(args))  # tuple[int, ...]: its items are alike
-        for i in positions:
-            for value, bound in _outside(args[0] if args[-1] is Ellipsis else args[i], default[i]):
+        for i in range(len(args)):
+            for value, bound in _outside(args[i], default[i]):
                 yield [*default[:i], value, *default[i + 1 :]], f"[{i}] {bound}"
 
 
@@ -223,7 +226,7 @@ def _past(bound: Any, base: Any, default: Any) -> tuple[Any, str]:
     if isinstance(bound, annotated_types.Le):
         return (bound.le + 1 if whole else math.nextafter(bound.le, math.inf)), f"<= {bound.le}"
     if isinstance(bound, annotated_types.MinLen):
-        return list(default)[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
+        return list(default or [])[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
     raise AssertionError(f"declared_breaches cannot step past {bound!r}: teach tests/helpers.py._past this kind")
 
 

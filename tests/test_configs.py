@@ -183,7 +183,7 @@ def test_hydra_paths_and_extras_compose() -> None:
 
 
 def test_hyperparameters_in_checkpoints_are_plain_containers(tmp_path: Path) -> None:
-    cfg = compose_config(["model=ae", "data=cifar10"], tmp_path)
+    cfg = compose_config(["model=ae", "data=cifar10", "model.channels=[32,64]"], tmp_path)
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     assert type(module.hparams.image_shape) is list and type(module.hparams.channels) is list
     path = tmp_path / "hparams.pt"
