@@ -37,7 +37,7 @@ from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate
-from genlab.utils.validation import check_config
+from genlab.utils.validation import check_config, read_from_data
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,13 @@ def evaluation_data(cfg: DictConfig, checkpoint: dict[str, Any], model: L.Lightn
     if "data" not in cfg:
         return datamodule_from(checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, batch_size=cfg.batch_size)
     check_config(cfg.data, "data")
-    # what the model took from its training data by interpolation (image_shape, num_classes, block_size): the
-    # hyperparameters it shares with the data config
-    for key, trained_with in model.hparams.items():
-        if key in cfg.data and _plain(cfg.data[key]) != _plain(trained_with):
+    # what the model took from its training data (its config's ${data.image_shape}, ${data.num_classes}, ...)
+    for model_key, data_key in read_from_data(f"{type(model).__module__}.{type(model).__qualname__}").items():
+        given, trained_with = _plain(cfg.data.get(data_key)), _plain(model.hparams.get(model_key))
+        if data_key in cfg.data and given != trained_with:
             raise ConfigError(
-                f"data.{key}={_plain(cfg.data[key])} does not fit the checkpoint's {type(model).__name__}, trained on "
-                f"data with {key}={trained_with}"
+                f"data.{data_key}={given} does not fit the checkpoint's {type(model).__name__}, trained on data with "
+                f"{data_key}={trained_with}"
             )
     this_machine = {"batch_size": cfg.batch_size} if "batch_size" in cfg.data else {}
     return instantiate(cfg.data, key="data", **this_machine)

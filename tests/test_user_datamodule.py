@@ -13,6 +13,7 @@ import pytest
 from genlab.eval import main as eval_main
 from genlab.sample import main as sample_main
 from genlab.train import main as train_main
+from genlab.utils.validation import read_from_data
 from tests.helpers import ROOT, TEST_OVERRIDES, run_main
 
 
@@ -67,3 +68,11 @@ def test_the_users_own_datamodule_trains_and_its_checkpoint_is_evaluated_and_sam
     sampled = run_main(sample_main, f"ckpt_path={checkpoint}", "num_samples=4", logs)
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert list((tmp_path / "logs").glob("sample/runs/*/samples.png"))
+
+
+def test_what_a_model_read_from_its_data_is_what_its_config_interpolates() -> None:
+    """src.eval holds the data given to these keys only: a data setting that merely shares a name with one of the
+    model's (an image folder's `channels`, 3, and the conv VAE's `channels`, its widths) is not compared."""
+    assert read_from_data("genlab.models.vae.VAE") == {"image_shape": "image_shape"}
+    assert read_from_data("genlab.models.gan.GAN") == {"image_shape": "image_shape", "num_classes": "num_classes"}
+    assert read_from_data("genlab.models.gpt.GPT") == {"block_size": "block_size"}
