@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import annotated_types
 import numpy as np
+import PIL.Image
 import pydantic
 import torchvision
 from hydra.core.hydra_config import HydraConfig
@@ -95,6 +96,16 @@ QUICK = [
     "trainer.limit_test_batches=2",
     "extras.print_config=false",
 ]
+
+
+def write_class_folders(root: Path, per_class: int, size: int) -> Path:
+    """A folder of the user's images for data=image_folder: random RGB PNGs of size x size in two class subfolders."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
 
 
 def start_train(

@@ -164,6 +164,8 @@ def test_debug_options(tmp_path: Path, debug: str) -> None:
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_options(tmp_path: Path, experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    if OmegaConf.is_missing(cfg.data, "path"):  # a recipe for the user's own images: a folder (an empty one will do)
+        cfg = compose_config([f"experiment={experiment}", f"data.path={tmp_path}"], tmp_path)
     check_config(cfg)
     assert cfg.task_name == experiment
     hydra.utils.instantiate(cfg.model, _convert_="all")
