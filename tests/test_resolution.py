@@ -13,7 +13,7 @@ from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.nets.coupling_flow import CouplingFlow
 from genlab.models.nets.dcgan import Discriminator, Generator
 from genlab.models.nets.resolution import halvings
-from genlab.models.nets.unet import SelfAttention, UNet
+from genlab.models.nets.unet import SelfAttention, UNet, ddpm_multipliers
 
 # (height, width) -> the halvings on the way to 8 pixels or fewer, and the lowest resolution's side
 SIZES = {
@@ -96,3 +96,9 @@ def test_a_size_a_network_cannot_halve_is_refused_naming_the_sizes_it_takes(side
         f"{network} cannot take {side}x{side} images: it halves them on the way to 8 pixels or fewer, and these do "
         f"not halve; it takes sides that are even and above 8 (16, 28, 32, 48, 64, 128, 256, ...)"
     )
+
+
+def test_an_image_past_ddpm_s_sizes_needs_its_multipliers_given() -> None:
+    assert ddpm_multipliers((3, 512, 512)) == (1, 1, 2, 2, 4, 4)  # DDPM's 256-pixel multipliers, all six levels
+    with pytest.raises(ConfigError, match="1024x1024 halves 7 times: give model.channel_multipliers$"):
+        ddpm_multipliers((3, 1024, 1024))

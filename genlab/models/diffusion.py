@@ -171,7 +171,7 @@ def _check_together(hp: Mapping[str, Any]) -> None:
     attending = {hp["base_channels"] * multipliers[-1]} | {
         hp["base_channels"] * multiplier
         for level, multiplier in enumerate(multipliers)
-        if height >> level in hp["attention_resolutions"]
+        if (height >> level) in hp["attention_resolutions"]
     }
     if any(channels % hp["attention_heads"] for channels in attending):
         raise ConfigError(

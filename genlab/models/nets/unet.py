@@ -164,7 +164,8 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         image_channels, height, width = image_shape
-        channel_multipliers = channel_multipliers or ddpm_multipliers(image_shape)
+        if channel_multipliers is None:
+            channel_multipliers = ddpm_multipliers(image_shape)
         num_levels = len(channel_multipliers)
         check_stages(image_shape, num_levels, f"channel_multipliers={list(channel_multipliers)}")
         self.num_classes = num_classes
@@ -181,7 +182,7 @@ class UNet(nn.Module):
 
         channels = base_channels
         level_channels = [base_channels * multiplier for multiplier in channel_multipliers]
-        attends = [height >> level in attention_resolutions for level in range(num_levels)]
+        attends = [(height >> level) in attention_resolutions for level in range(num_levels)]
 
         def attention(channels: int, level: int) -> nn.Module:  # an Identity holds no weights: no state-dict keys
             return SelfAttention(channels, attention_heads) if attends[level] else nn.Identity()
