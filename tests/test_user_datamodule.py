@@ -65,9 +65,12 @@ def test_the_users_own_datamodule_trains_and_its_checkpoint_is_evaluated_and_sam
     )
     assert len(list((tmp_path / "logs").glob("eval/runs/*"))) == 1  # the refused runs left no folder
 
-    sampled = run_main(sample_main, f"ckpt_path={checkpoint}", "num_samples=4", logs)
-    assert sampled.returncode == 0, sampled.stderr[-3000:]
-    assert list((tmp_path / "logs").glob("sample/runs/*/samples.png"))
+    # src.sample needs no data; given src.eval's command line, it says so and draws all the same
+    for data in ([], own_data):
+        sampled = run_main(sample_main, f"ckpt_path={checkpoint}", "num_samples=4", *data, logs)
+        assert sampled.returncode == 0, sampled.stderr[-3000:]
+        assert ("data (squares.Squares) is not used" in sampled.stdout + sampled.stderr) == bool(data)
+    assert len(list((tmp_path / "logs").glob("sample/runs/*/samples.png"))) == 2
 
 
 def test_what_a_model_read_from_its_data_is_what_its_config_interpolates() -> None:
