@@ -1,8 +1,9 @@
 """Evaluate a checkpoint: `python -m src.eval ckpt_path=outputs/.../checkpoints/last.ckpt [num_samples=10000]`.
 
 Rebuilds the model from the checkpoint and its data from the data config stored in it (read from this
-machine's data folder), runs the test split through the model's own test_step (text data, which has
-no test split: the validation windows), and scores the images of an ImageSampler (its samples) or a
+machine's data folder; or the data given on this command line, `data=...`, which a checkpoint trained on
+the user's own DataModule needs), runs the test split through the model's own test_step (text data, which
+has no test split: the validation windows), and scores the images of an ImageSampler (its samples) or a
 Reconstructor (its reconstructions of the test split) against the test split with FID, KID and the
 classifier-IS. Models that sample in steps (diffusion, flow matching) take steps=, sampler= and
 guidance_scale= for their samples. Writes metrics.json to its run folder and prints a table.
@@ -15,6 +16,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -22,7 +24,7 @@ import rich
 import rich.table
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.progress import track
 
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
@@ -34,7 +36,9 @@ from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import write_text_atomically
+from genlab.utils.instantiate import instantiate
 from genlab.utils.signals import interruptible, signals_end_the_command
+from genlab.utils.validation import check_config, read_from_data
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +49,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = model_from(checkpoint, cfg.ckpt_path)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
-    # the run's data, read from this machine's data folder (an image folder's decoded images from its cache)
-    datamodule = datamodule_from(
-        checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, batch_size=cfg.batch_size
-    )
+    # the data given on the command line, else the run's (an image folder's decoded images from this machine's cache)
+    datamodule = evaluation_data(cfg, checkpoint, model)
     del checkpoint
 
     output_dir = Path(cfg.paths.output_dir)
@@ -69,12 +71,49 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor)):
         with interruptible("the scoring of images", "Run the same command again"):
             metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
+    elif isinstance(model, (ImageSampler, Reconstructor)):
+        log.info(
+            f"No FID, KID or IS: they score against the test split of one of genlab's image datamodules, which "
+            f"{type(datamodule).__name__} is not"
+        )
 
     _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
     output_dir.mkdir(parents=True, exist_ok=True)  # written last: a signal before it leaves no metrics.json
     write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     log.info(f"Metrics: {output_dir / 'metrics.json'}")
     return metrics
+
+
+def evaluation_data(cfg: DictConfig, checkpoint: dict[str, Any], model: L.LightningModule) -> L.LightningDataModule:
+    """The data given on this command line (`data=...`: the user's own, built as src.train builds it), else the
+    run's, rebuilt from the checkpoint only where it is one of genlab's datamodules, and read from this machine's data
+    folder: what a checkpoint names is data, never code to run."""
+    if "data" not in cfg:
+        return datamodule_from(
+            checkpoint,
+            cfg.ckpt_path,
+            data_dir=cfg.paths.data_dir,
+            cache_dir=cfg.paths.cache_dir,
+            batch_size=cfg.batch_size,
+        )
+    check_config(cfg.data, "data")
+    # what the model took from its training data (its config's ${data.image_shape}, ${data.num_classes}, ...)
+    for model_key, data_key in read_from_data(f"{type(model).__module__}.{type(model).__qualname__}").items():
+        given, trained_with = _plain(cfg.data.get(data_key)), _plain(model.hparams.get(model_key))
+        if data_key in cfg.data and given != trained_with:
+            raise ConfigError(
+                f"data.{data_key}={given} does not fit the checkpoint's {type(model).__name__}, trained on data with "
+                f"{data_key}={trained_with}"
+            )
+    this_machine = {"batch_size": cfg.batch_size} if "batch_size" in cfg.data else {}
+    return instantiate(cfg.data, key="data", **this_machine)
+
+
+def _plain(value: Any) -> Any:
+    """A config's or a hyperparameter's value as a checkpoint holds it: lists, not ListConfigs or tuples."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return list(value) if isinstance(value, tuple) else value
 
 
 @torch.no_grad()

@@ -38,6 +38,8 @@ BATCH_SIZE = 500
 def sample(cfg: DictConfig) -> Path:
     """Generate samples as the config says and write them to the run folder; return the file written."""
     check_options(cfg)
+    if "data" in cfg:
+        log.info(f"src.sample draws from the checkpoint alone: data ({cfg.data.get('_target_')}) is not used")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = load_model(cfg.ckpt_path, map_location=device)
     if not isinstance(model, (TextGenerator, ImageSampler)):

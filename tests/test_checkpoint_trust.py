@@ -54,12 +54,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A short autoencoder run on MNIST-format files (its data folder and last checkpoint), and a GPT checkpoint."""
     root = tmp_path_factory.mktemp("trust")
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    train(
-        compose_config(
-            [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}", "test=false"],
-            root / "run",
-        )
-    )
+    data = ["data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}"]
+    # channels given as a list (by default null, by the image size): a list in the hyperparameters to plant into
+    train(compose_config([*TEST_OVERRIDES, *data, "test=false", "model.channels=[32,64]"], root / "run"))
     gpt = root / "gpt.ckpt"
     save_gpt(gpt, vocab="\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     return {"data": root / "data", "ckpt": root / "run" / "checkpoints" / "last.ckpt", "gpt": gpt}

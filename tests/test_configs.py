@@ -170,6 +170,8 @@ def test_debug_options(tmp_path: Path, debug: str) -> None:
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_options(tmp_path: Path, experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    if OmegaConf.is_missing(cfg.data, "path"):  # a recipe for the user's own images: a folder (an empty one will do)
+        cfg = compose_config([f"experiment={experiment}", f"data.path={tmp_path}"], tmp_path)
     check_config(cfg)
     assert cfg.task_name == experiment
     hydra.utils.instantiate(cfg.model, _convert_="all")
@@ -189,7 +191,7 @@ def test_hydra_paths_and_extras_compose() -> None:
 
 
 def test_hyperparameters_in_checkpoints_are_plain_containers(tmp_path: Path) -> None:
-    cfg = compose_config(["model=ae", "data=cifar10"], tmp_path)
+    cfg = compose_config(["model=ae", "data=cifar10", "model.channels=[32,64]"], tmp_path)
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     assert type(module.hparams.image_shape) is list and type(module.hparams.channels) is list
     path = tmp_path / "hparams.pt"

@@ -165,7 +165,7 @@ def test_declared_ranges_are_checked_naming_the_key(tmp_path: Path, override: st
 
 
 def test_image_sizes_that_do_not_halve_for_every_scale_are_refused() -> None:
-    with pytest.raises(ConfigError, match="model.num_scales=3: .* 28x28 does not halve 3 times; use at most 2"):
+    with pytest.raises(ConfigError, match="model.num_scales=3 halves the 28x28 images 3 times, .*; at most 2 for"):
         NormalizingFlow(image_shape=(1, 28, 28), num_scales=3)
 
 

@@ -100,7 +100,8 @@ def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine
     if target not in DATA_CLASSES:
         raise CheckpointError(
             f"{path}: names the data class {target!r}, which is not one of genlab's datamodules; refused without "
-            f"importing it"
+            f"importing it. Give the data on the command line, as src.train was given it: data=<its config> (with "
+            f"hydra.searchpath=[file://<your config folder>] for your own; docs/data.md)"
         )
     cls = DATA_CLASSES[target]
     settings = {key: value for key, value in data_config.items() if key != "_target_" and key not in FROM_THIS_MACHINE}

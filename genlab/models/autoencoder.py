@@ -34,7 +34,8 @@ class Autoencoder(SharedHooks, L.LightningModule):
         self,
         image_shape: tuple[int, int, int],
         latent_dim: Annotated[int, Field(ge=1)] = 32,
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (32, 64),
+        # None: by the image size (genlab/models/nets/conv.py's `stages`)
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
         loss: Literal["bce", "mse"] = "bce",
         noise: Literal["none", "gaussian", "masking"] = "none",
         noise_level: Annotated[float, Field(ge=0, le=1)] = 0.3,

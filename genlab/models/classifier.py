@@ -26,7 +26,8 @@ class Classifier(SharedHooks, L.LightningModule):
         self,
         image_shape: tuple[int, int, int],
         num_classes: int,
-        channels: tuple[Annotated[int, Field(ge=1)], ...] = (32, 64),
+        # None: by the image size (genlab/models/nets/classifier.py)
+        channels: tuple[Annotated[int, Field(ge=1)], ...] | None = None,
         # ranges declared once: a config (genlab/utils/validation.py), a checkpoint and this constructor are checked
         # against them, and the message names the key
         feature_dim: Annotated[int, Field(ge=1)] = 64,

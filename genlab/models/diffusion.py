@@ -35,7 +35,8 @@ from genlab.models.ema import averaged_copy
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
-from genlab.models.nets.unet import UNet
+from genlab.models.nets.resolution import check_stages
+from genlab.models.nets.unet import UNet, ddpm_multipliers
 from genlab.models.previews.denoising import FixedNoiseSamples
 from genlab.utils.validation import check_arguments, check_type, signature
 
@@ -161,18 +162,21 @@ def _check_together(hp: Mapping[str, Any]) -> None:
     """The U-Net's settings that constrain each other and the image size, which no one annotation can say (the
     sampling settings: Diffusion._check_sampling, which set_sampling shares)."""
     _, height, width = hp["image_shape"]
-    multipliers = list(hp["channel_multipliers"])
-    if height % 2 ** len(multipliers) or width % 2 ** len(multipliers):
-        most = min((height & -height).bit_length(), (width & -width).bit_length()) - 1
+    if hp["channel_multipliers"] is None:
+        multipliers = list(ddpm_multipliers(hp["image_shape"]))
+    else:
+        multipliers = list(hp["channel_multipliers"])
+        check_stages(hp["image_shape"], len(multipliers), f"model.channel_multipliers={multipliers}")
+    # the middle attends, and so do the levels at attention_resolutions
+    attending = {hp["base_channels"] * multipliers[-1]} | {
+        hp["base_channels"] * multiplier
+        for level, multiplier in enumerate(multipliers)
+        if (height >> level) in hp["attention_resolutions"]
+    }
+    if any(channels % hp["attention_heads"] for channels in attending):
         raise ConfigError(
-            f"model.channel_multipliers={multipliers}: its {len(multipliers)} levels halve the {height}x{width} "
-            f"images {len(multipliers)} times, which does not divide evenly; at most {most} levels for this size"
-        )
-    lowest = hp["base_channels"] * multipliers[-1]
-    if lowest % hp["attention_heads"]:
-        raise ConfigError(
-            f"model.attention_heads={hp['attention_heads']} must divide the channels of the lowest resolution, "
-            f"base_channels * channel_multipliers[-1] = {lowest}"
+            f"model.attention_heads={hp['attention_heads']} must divide the channels of every resolution that "
+            f"attends (base_channels * channel_multipliers: {', '.join(map(str, sorted(attending)))})"
         )
 
 
@@ -192,9 +196,13 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         schedule: Schedule = "cosine",
         num_timesteps: Annotated[int, Field(ge=1)] = 1000,
         base_channels: Annotated[int, Field(ge=1)] = 32,
-        channel_multipliers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (1, 2),
+        # None: DDPM's for the image size (genlab/models/nets/unet.py's ddpm_multipliers)
+        channel_multipliers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
         num_res_blocks: Annotated[int, Field(ge=1)] = 2,
         attention_heads: Annotated[int, Field(ge=1)] = 4,
+        # (): attention in the middle only, the U-Net of checkpoints written before this setting; conf/model/ gives
+        # DDPM's (16,)
+        attention_resolutions: tuple[Annotated[int, Field(ge=1)], ...] = (),
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         conditional: bool = False,
         label_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
@@ -222,11 +230,12 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         self.unet = UNet(
             image_shape,
             base_channels,
-            tuple(channel_multipliers),
+            tuple(channel_multipliers) if channel_multipliers is not None else None,
             num_res_blocks,
             attention_heads,
             dropout,
             num_classes if conditional else 0,
+            tuple(attention_resolutions),
         )
         # the averaged weights sample better than the last ones (Ho et al. sample from an EMA of decay 0.9999)
         self.ema_unet = averaged_copy(self.unet, ema_decay) if ema_decay is not None else None

@@ -12,11 +12,11 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
-from genlab.errors import ConfigError
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
+from genlab.models.nets.resolution import check_stages
 from genlab.models.previews.latent_grids import SampleGrid
 from genlab.utils.validation import check_arguments
 
@@ -33,7 +33,7 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        num_scales: Annotated[int, Field(ge=1)] = 2,
+        num_scales: Annotated[int, Field(ge=1)] | None = None,  # None: by the image size (nets/coupling_flow.py)
         coupling_layers: Annotated[int, Field(ge=1)] = 4,
         hidden_channels: Annotated[int, Field(ge=1)] = 64,
         actnorm: bool = True,
@@ -46,12 +46,8 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(NormalizingFlow, self.hparams, "model")
-        _, height, width = image_shape
-        if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
-            raise ConfigError(
-                f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
-                f"{num_scales} times; use at most {_halvings(height, width)}"
-            )
+        if num_scales is not None:  # spans two settings: not one annotation's to say
+            check_stages(image_shape, num_scales, f"model.num_scales={num_scales}")
         self.flow = CouplingFlow(image_shape, num_scales, coupling_layers, hidden_channels, actnorm)
 
     @property
@@ -122,10 +118,3 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         if not self.hparams.num_grid_images:
             return []
         return [SampleGrid(num_images=self.hparams.num_grid_images)]
-
-
-def _halvings(height: int, width: int) -> int:
-    count = 0
-    while height % 2 == 0 and width % 2 == 0:
-        height, width, count = height // 2, width // 2, count + 1
-    return count

@@ -38,7 +38,8 @@ class VAE(SharedHooks, L.LightningModule):
         latent_dim: Annotated[int, Field(ge=1)] = 20,
         architecture: Literal["mlp", "conv"] = "mlp",
         hidden_dims: tuple[Annotated[int, Field(ge=1)], ...] = (400,),
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (32, 64),
+        # None: by the image size (genlab/models/nets/conv.py's `stages`)
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
         beta: Annotated[float, Field(ge=0)] = 1.0,
         kl_warmup_steps: Annotated[int, Field(ge=0)] = 0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
