@@ -103,7 +103,8 @@ def score_images(
         features, real, datamodule.name, split, Path(cfg.metrics.statistics_dir), cfg.batch_size
     )
     if not generative:
-        quality = SampleQuality(features, reference, kid_subset_size(cfg.metrics.kid_subset_size, len(real), len(real)))
+        subset_size = kid_subset_size(cfg.metrics.kid_subset_size, len(real), len(real))
+        quality = SampleQuality(features, reference, subset_size)
         for images, _ in track(datamodule.test_dataloader(), description="Scoring reconstructions", transient=True):
             images = images.to(device)  # a denoiser reconstructs the corrupted images, as it was trained to
             quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images), False)
@@ -114,7 +115,8 @@ def score_images(
         L.seed_everything(seed, workers=True, verbose=False)
         if index == 0:  # the count is the first seed's: every seed scores as many samples
             first_batch, num_fake = first_samples(model, cfg, protocol.num_samples)
-            quality = SampleQuality(features, reference, kid_subset_size(cfg.metrics.kid_subset_size, len(real), num_fake))
+            subset_size = kid_subset_size(cfg.metrics.kid_subset_size, len(real), num_fake)
+            quality = SampleQuality(features, reference, subset_size)
         else:
             first_batch = model.sample(min(cfg.batch_size, num_fake))
         quality.reset_generated()

@@ -55,7 +55,7 @@ class ClassifierFeatures(FeatureSpace):
 
 
 class InceptionFeatures(FeatureSpace):
-    """torch-fidelity's Inception-v3: the 2048 pool features and the 1008 unbiased logits (genlab/metrics/inception.py)."""
+    """torch-fidelity's Inception-v3: 2048 pool features, 1008 unbiased logits (genlab/metrics/inception.py)."""
 
     name = "inception"
     num_features = 2048
@@ -72,7 +72,9 @@ class InceptionFeatures(FeatureSpace):
         return inception_features(self.inception, images)
 
 
-def feature_space(feature: str, dataset: str, classifier_ckpt: str | None, inception_weights: str | None) -> FeatureSpace:
+def feature_space(
+    feature: str, dataset: str, classifier_ckpt: str | None, inception_weights: str | None
+) -> FeatureSpace:
     """metrics.feature's space: `classifier` (the dataset's, or metrics.classifier_ckpt) or `inception`."""
     if feature == "classifier":
         return ClassifierFeatures(load_feature_classifier(classifier_ckpt, dataset))

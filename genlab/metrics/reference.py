@@ -79,8 +79,8 @@ def reference_key(dataset: str, split: str, images: Tensor, features: FeatureSpa
 def file_name(key: dict[str, Any]) -> str:
     """cifar10-train50000-3x32x32-inception-<weights>-<images>.npz: other images or weights, another file."""
     channels, height, width = key["image_shape"]
-    shape = f"{channels}x{height}x{width}"
-    return f"{key['dataset']}-{key['split']}{key['num_images']}-{shape}-{key['feature_space']}-{key['images_sha256'][:12]}.npz"
+    what = f"{key['dataset']}-{key['split']}{key['num_images']}-{channels}x{height}x{width}"
+    return f"{what}-{key['feature_space']}-{key['images_sha256'][:12]}.npz"
 
 
 @torch.no_grad()

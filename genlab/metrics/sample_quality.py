@@ -91,4 +91,3 @@ class SampleQuality(nn.Module):
         """Forget the generated images, keep the real ones (to score a new set of samples)."""
         self.fake_features.reset()
         self.fake_logits.reset()
-
