@@ -25,6 +25,7 @@ from torch_fidelity import FeatureExtractorInceptionV3
 from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception
 
 import genlab.eval
+import genlab.fid_stats
 from genlab.checkpoints import CheckpointError
 from genlab.metrics import ClassifierFeatures, InceptionFeatures, SampleQuality
 from genlab.metrics.inception import PUBLISHED_SHA256, WEIGHTS_FILE_NAME, weights_path
@@ -39,7 +40,7 @@ from genlab.metrics.reference import (
 )
 from genlab.models.nets.classifier import ConvClassifier
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config, run_main
+from tests.helpers import TEST_OVERRIDES, compose_config, run_main, write_mnist_raw
 
 
 def random_inception_weights(path: Path) -> Path:
@@ -119,13 +120,14 @@ def test_scores_equal_torch_fidelitys_and_cached_statistics_give_the_same_fid(
     # the numbers are not degenerate: a distance, an IS above 1, precision and recall strictly between 0 and 1
     assert ours["fid"] > 0 and ours["is"] > 1 and 0 < ours["precision"] <= 1 and 0 < ours["recall"] <= 1
 
-    # the same FID from the statistics file as from the real images' features computed again, in memory
+    # the same FID from the statistics file as from the real images' features computed again, in memory (in their
+    # given order: the float32 mean of the same numbers summed in another order differs in its last bits)
     (path,) = tmp_path.glob("*.npz")
     quality.reference = load_statistics(path, cached.key)
     from_file = quality.compute()["fid"]
     quality.reference = None
     quality.update(real.float() / 255, real=True)
-    assert from_file == quality.compute()["fid"] == ours["fid"]
+    assert from_file == ours["fid"] and from_file == pytest.approx(quality.compute()["fid"], rel=1e-6)
 
 
 # --- the statistics file: reused, and refused when it is not the one asked for ---------------------------------
@@ -214,6 +216,21 @@ def test_statistics_written_whole_are_read_back_exactly(tmp_path: Path, tiny_fea
     copy = tmp_path / "copy.npz"
     save_statistics(statistics, copy)
     assert load_statistics(copy, key).key == key and copy.read_bytes() == path.read_bytes()
+
+
+def test_fid_stats_writes_the_file_that_evaluations_read_and_refuses_a_bad_split(tmp_path: Path) -> None:
+    write_mnist_raw(tmp_path / "data" / "FashionMNIST" / "raw", num_train=60, num_test=20)
+    common = [f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'outputs'}", "accelerator=cpu"]
+    result = run_main(genlab.fid_stats.main, *common, "split=test")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (path,) = (tmp_path / "outputs" / "statistics").iterdir()
+    assert path.name.startswith("fashion_mnist-test20-1x28x28-classifier-")
+    assert load_statistics(path).features.shape == (20, 64)
+    written = path.stat().st_mtime_ns
+    assert run_main(genlab.fid_stats.main, *common, "split=test").returncode == 0
+    assert path.stat().st_mtime_ns == written  # read and checked, not computed again
+    result = run_main(genlab.fid_stats.main, *common, "split=validation")
+    assert result.returncode == 1 and "error: split='validation': expected one of train, val, test" in result.stderr
 
 
 # --- the weights file ----------------------------------------------------------------------------------------------

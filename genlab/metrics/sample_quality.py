@@ -71,8 +71,13 @@ class SampleQuality(nn.Module):
         # torch-fidelity's order: input 1 generated, input 2 real
         fid = fid_statistics_to_metric(fid_features_to_statistics(fake), {"mu": real.mu, "sigma": real.sigma}, False)
         kid = kid_features_to_metric(fake, real.features, kid_subset_size=subset_size, verbose=False)
-        inception_score = isc_features_to_metric(logits, splits=self.is_splits)
-        precision_recall = prc_features_to_metric(fake, real.features, save_cpu_ram=True, verbose=False)
+        # at most one split per sample: an empty split's score is NaN
+        inception_score = isc_features_to_metric(logits, splits=min(self.is_splits, len(logits)))
+        # the pairwise distances on the features' device (a GPU: seconds for 50,000 x 50,000), in blocks of 10,000 rows
+        device = self.fake_features.device
+        precision_recall = prc_features_to_metric(
+            fake.to(device), real.features.to(device), save_cpu_ram=True, verbose=False
+        )
         scores = {
             "fid": fid[fidelity.KEY_METRIC_FID],
             "kid": kid[fidelity.KEY_METRIC_KID_MEAN],
