@@ -107,7 +107,8 @@ def score_images(
         quality = SampleQuality(features, reference, subset_size)
         for images, _ in track(datamodule.test_dataloader(), description="Scoring reconstructions", transient=True):
             images = images.to(device)  # a denoiser reconstructs the corrupted images, as it was trained to
-            quality.update(model.reconstruct(model.corrupt(images) if isinstance(model, Denoiser) else images), False)
+            inputs = model.corrupt(images) if isinstance(model, Denoiser) else images
+            quality.update(model.reconstruct(inputs), real=False)
         return {f"reconstruction/{name}": value for name, value in quality.compute().items()}
 
     runs = []
