@@ -104,6 +104,7 @@ def test_scores_equal_torch_fidelitys_and_cached_statistics_give_the_same_fid(
         prc=True,
         kid_subset_size=3,
         isc_splits=2,
+        save_cpu_ram=True,  # no loader processes; precision and recall in blocks, as genlab computes them
         cache=False,
         verbose=False,
     )
