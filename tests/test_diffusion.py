@@ -20,7 +20,7 @@ from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_opti
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
 from genlab.eval import evaluate
-from genlab.metrics.sample_quality import load_feature_classifier
+from genlab.metrics import load_feature_classifier
 from genlab.models.diffusion import (
     Diffusion,
     ddim_trajectory,

@@ -27,6 +27,7 @@ LAYERS = {
         "genlab.sample",
         "genlab.report",
         "genlab.sweep_summary",
+        "genlab.fid_stats",
         "genlab.run_folder",
         "genlab.curve_plots",
     ],
