@@ -16,13 +16,14 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from genlab.callbacks.interrupt import interruptible
 from genlab.data.images import ImageDataModule
 from genlab.errors import ConfigError
 from genlab.metrics.features import feature_space
 from genlab.metrics.reference import file_name, reference_images, reference_statistics
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.instantiate import instantiate
+from genlab.utils.signals import interruptible, signals_end_the_command
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -34,7 +35,7 @@ def write_statistics(cfg: DictConfig) -> Path:
         raise ConfigError(f"split={cfg.split!r}: expected one of {', '.join(SPLITS)} (protocol paper: train)")
     if cfg.num_images is not None and (type(cfg.num_images) is not int or cfg.num_images < 2):
         raise ConfigError(f"num_images={cfg.num_images!r}: expected a whole number >= 2, or null for the whole split")
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule = instantiate(cfg.data, "data")
     if not isinstance(datamodule, ImageDataModule):
         raise ConfigError(f"data={datamodule.name}: reference statistics are of images; this dataset holds none")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
@@ -50,6 +51,7 @@ def write_statistics(cfg: DictConfig) -> Path:
     return path
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="fid_stats")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
