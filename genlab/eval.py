@@ -10,7 +10,6 @@ guidance_scale= for their samples. Writes metrics.json to its run folder and pri
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ from genlab.errors import ConfigError
 from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
+from genlab.utils.run_folder import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +66,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         with interruptible("the scoring of images", "Run the same command again"):
             metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    path = write_metrics(output_dir, metrics)
     _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
-    log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    log.info(f"Metrics: {path}")
     return metrics
 
 

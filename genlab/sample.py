@@ -27,7 +27,7 @@ from genlab.errors import ConfigError
 from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
+from genlab.utils.files import replaced_atomically, write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,13 @@ def sample(cfg: DictConfig) -> Path:
         path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
         print(terminal_safe(separator.join(texts)))
-        write_text_atomically(path, separator.join(texts) + "\n")
+        write_text_atomically(path, separator.join(texts) + "\n", "the samples")
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
     else:
         path = output_dir / "samples.png"
         # (N, C, H, W) in [0, 1], tiles drawn at a legible size as the training pictures are
-        save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
+        with replaced_atomically(path, "wb", "the samples") as file:
+            save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), file, format="png")
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
 

@@ -27,7 +27,7 @@ LAYERS = {
         "genlab.sample",
         "genlab.report",
         "genlab.sweep_summary",
-        "genlab.run_folder",
+        "genlab.run_logs",
         "genlab.curve_plots",
     ],
     "callbacks/metrics/checkpoints": ["genlab.callbacks", "genlab.metrics", "genlab.checkpoints"],

@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.hydra_config import HydraConfig
 
 from genlab.checkpoints.rebuild import model_class
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, GenlabError
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint
 from genlab.utils.config import run_identity
+from genlab.utils.run_folder import last_checkpoint, read_overrides, task_runs
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,11 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
     overrides = run_identity(HydraConfig.get().overrides.task)
     candidates = []
-    for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml"):
-        for overrides_file in task_dir.glob(pattern):
-            last = overrides_file.parent.parent / "checkpoints" / "last.ckpt"
-            if last.is_file() and run_identity(_read_overrides(overrides_file)) == overrides:
-                candidates.append(last)
+    for run in task_runs(task_dir):
+        last = last_checkpoint(run)
+        recorded = _recorded_overrides(run) if last.is_file() else None
+        if recorded is not None and run_identity(recorded) == overrides:
+            candidates.append(last)
     if not candidates:
         log.warning(
             f"ckpt_path=last: no earlier run of these overrides under {task_dir} has a last.ckpt; starting anew"
@@ -46,13 +46,14 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     return str(newest)
 
 
-def _read_overrides(overrides_file: Path) -> list[str]:
-    """An earlier run's overrides; a file that is not a list of them (damaged, hand-edited) matches no run."""
+def _recorded_overrides(run: Path) -> list[str] | None:
+    """An earlier run's overrides; None for one whose record is damaged (hand-edited, a link, too large), which
+    matches no command line (not even one without overrides), as the log says."""
     try:
-        overrides = yaml.safe_load(overrides_file.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    return overrides if isinstance(overrides, list) and all(isinstance(o, str) for o in overrides) else []
+        return read_overrides(run)
+    except GenlabError as err:
+        log.warning(f"ckpt_path=last: {err}; that run is not resumed")
+        return None
 
 
 def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
@@ -67,14 +68,3 @@ def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
     if not isinstance(checkpoint.get("global_step"), int):
         raise CheckpointError(f"{path}: has no training step count ('global_step'); not a checkpoint of a fit")
     return checkpoint
-
-
-def run_folder_of(ckpt_path: str) -> Path | None:
-    """The genlab run folder whose latest state `ckpt_path` is (`<run>/checkpoints/last.ckpt`): resuming it goes
-    on writing there, so that one training is one folder and one line in TensorBoard. None for any other
-    checkpoint: resuming from an earlier one branches off, into the new run's own folder."""
-    path = Path(ckpt_path).resolve()
-    run = path.parent.parent
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints" and (run / ".hydra").is_dir():
-        return run
-    return None

@@ -16,6 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.utils.files import replaced_atomically
+
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -102,8 +104,8 @@ def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool =
     if show:
         rich.print(tree)
     if save_to is not None:
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
+        with replaced_atomically(save_to, "w", "the config tree") as file:
+            rich.print(tree, file=file)
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
