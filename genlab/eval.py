@@ -32,13 +32,16 @@ from genlab.errors import ConfigError
 from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.run_folder import write_metrics
+from genlab.utils.files import check_replaceable
+from genlab.utils.run_folder import METRICS, write_metrics
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_replaceable(output_dir / METRICS, "the metrics")  # not after the whole evaluation
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
     model = model_from(checkpoint, cfg.ckpt_path)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
@@ -47,7 +50,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = datamodule_from(checkpoint, cfg.ckpt_path, data_dir=cfg.paths.data_dir, batch_size=cfg.batch_size)
     del checkpoint
 
-    output_dir = Path(cfg.paths.output_dir)
     interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,

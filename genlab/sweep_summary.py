@@ -83,7 +83,7 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
     except OmegaConfBaseException as err:  # damaged, hand-edited
         raise ConfigError(f"{multirun}: not the record Hydra writes of a sweep ({one_line(err)})") from None
     if "study_name" in sweeper:  # an Optuna sweep: its storage, or that of a sweep from before it was recorded
-        storage = sweeper.get("storage") or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        storage = sweeper.get("storage") or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
         study = load_study(sweeper.study_name, storage)
         trials = study.get_trials(deepcopy=False)
         retries = retried_as(trials)
@@ -102,7 +102,7 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
 def load_study(study_name: str, storage: str) -> optuna.Study:
     """The study, read where the sweep stored it; one line if it is not there (nothing is created to read it)."""
     path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else storage
-    if "://" not in path and not Path(path).is_file():
+    if "://" not in path and not os.path.lexists(path):
         raise ConfigError(f"the sweep's study {study_name!r} was stored in {path}, which is not there any more")
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage))

@@ -78,6 +78,19 @@ def write_bytes_atomically(path: Path, data: bytes, what: str = "") -> None:
         file.write(data)
 
 
+def check_replaceable(path: Path, what: str = "") -> None:
+    """Refuse now, before long work, what `replaced_atomically` would refuse at its end: a link, a folder, a FIFO in
+    `path`'s place, or a link in its folder's."""
+    path, what = Path(path), f"{what} " if what else ""
+    if not os.path.lexists(path.parent):
+        return  # made when the file is written
+    folder = _open_folder(path.parent, f"write {what}{path}", make=False)
+    try:
+        _check_replaceable(folder, path, what)
+    finally:
+        os.close(folder)
+
+
 def read_bytes(path: Path, limit: int) -> bytes:
     """The bytes of the regular file `path`, at most `limit` of them; FileRefusedError (one line) for a link, a
     FIFO, a device or a folder in its place or its folder's, or a larger file; FileNotFoundError if it is absent."""
