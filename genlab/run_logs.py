@@ -69,7 +69,7 @@ def read_text(path: Path, limit: int = TEXT_SAMPLE) -> str | None:
     None, with a warning, for a file that cannot be read (a link, a FIFO, larger than `limit`)."""
     try:
         data = read_bytes(path, limit)
-    except (FileRefusedError, OSError) as err:
+    except OSError as err:  # FileRefusedError among them
         warnings.warn(PartlyRead(f"{one_line(err)}; left out"), stacklevel=2)
         return None
     try:

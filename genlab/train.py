@@ -120,7 +120,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     finally:
         finish_loggers(trainer.loggers)
 
-    if trainer.is_global_zero:
+    if trainer.is_global_zero and (metrics or not os.path.lexists(output_dir / run_folder.METRICS)):
+        # (a finished run resumed with nothing to train measures nothing: its metrics.json stays as it was)
         log.info(f"Metrics: {run_folder.write_metrics(output_dir, metrics)}")
     if run_lock is not None:
         run_lock.close()

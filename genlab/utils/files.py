@@ -59,7 +59,7 @@ def _replaced(path: Path, mode: str, what: str) -> Iterator[IO]:
     except OSError as err:
         if isinstance(err, FileRefusedError):
             raise
-        previous = "the previous file, if any, is unchanged"
+        previous = "the previous one, if any, is unchanged"
         raise FileRefusedError(f"could not write {what}{path}: {_cause(err)}; {previous}") from None
     finally:
         if temporary is not None:
@@ -147,9 +147,9 @@ def _open_folder(folder: Path, action: str, make: bool) -> int:
             folder.mkdir(parents=True, exist_ok=True)
             return os.open(folder, flags)
     except NotADirectoryError:  # also what O_DIRECTORY | O_NOFOLLOW answers for a link
-        what = kind_of(folder) or "a file"
-        message = f"refused to {action}: its folder {folder} is {what}; genlab never goes through a link"
-        raise FileRefusedError(message) from None
+        if kind := kind_of(folder):
+            raise FileRefusedError(f"refused to {action}: its folder {folder} is {kind}; never followed") from None
+        raise FileRefusedError(f"refused to {action}: {folder} is a file, not a folder") from None
     except FileNotFoundError:
         raise
     except OSError as err:
