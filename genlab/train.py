@@ -171,7 +171,7 @@ def open_run_folder(cfg: DictConfig, start_step: int) -> Path:
     return output_dir
 
 
-def lock_run_folder(output_dir: Path) -> IO[str] | None:
+def lock_run_folder(output_dir: Path) -> IO[bytes] | None:
     """One process trains in a run folder at a time: a second `ckpt_path=last` (or one while the run itself still
     trains) would interleave two trainings' checkpoints and logs. Rank 0's lock: a DDP run's ranks share it."""
     if rank_zero_only.rank != 0:

@@ -452,6 +452,24 @@ def test_every_reader_refuses_or_warns_in_bounded_time_and_memory(
     assert kind(os.lstat(target).st_mode)  # read, never replaced nor removed
 
 
+def test_ckpt_path_last_skips_a_run_whose_record_cannot_be_read(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    task = tmp_path / "train"
+    for name, record in (("good", "- model.lr=1\n- trainer.max_steps=5\n"), ("damaged", "[model.lr=1"), ("zero", None)):
+        run = task / "runs" / name
+        (run / ".hydra").mkdir(parents=True)
+        run_folder.last_checkpoint(run).parent.mkdir()
+        run_folder.last_checkpoint(run).write_bytes(b"weights")
+        if record is None:
+            (run / run_folder.OVERRIDES).symlink_to("/dev/zero")
+        else:
+            (run / run_folder.OVERRIDES).write_text(record)
+    good = run_folder.last_checkpoint(task / "runs" / "good")
+    assert run_folder.earlier_runs(task, ["trainer.max_steps=10", "model.lr=1"]) == [good]  # longer: the same run
+    assert run_folder.earlier_runs(task, []) == []  # a record that cannot be read is no run without overrides
+    assert "damaged/.hydra/overrides.yaml: not the YAML that Hydra writes" in caplog.text
+    assert "zero/.hydra/overrides.yaml: a link (to /dev/zero)" in caplog.text
+
+
 def test_a_bounded_read_refuses_what_is_not_a_regular_file_within_its_limit(tmp_path: Path) -> None:
     (tmp_path / "small").write_bytes(b"12345")
     assert read_bytes(tmp_path / "small", 5) == b"12345"

@@ -9,10 +9,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from genlab.checkpoints.rebuild import model_class
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint
-from genlab.utils.config import run_identity
-from genlab.utils.run_folder import last_checkpoint, read_overrides, task_runs
+from genlab.utils.run_folder import earlier_runs
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     """The checkpoint to resume from: `ckpt_path` as given, or for `last` the newest `checkpoints/last.ckpt`
     among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides, aside
-    from those in NOT_THE_RUN (genlab/utils/config.py): re-running the same command continues it, and so does the
+    from those in NOT_THE_RUN (genlab/utils/run_folder.py): re-running the same command continues it, and so does the
     same command with a longer trainer.max_steps or max_epochs. None, with a log line, when there is none.
     """
     if ckpt_path != "last":
@@ -29,13 +28,7 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
         return ckpt_path
     if not HydraConfig.initialized():
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
-    overrides = run_identity(HydraConfig.get().overrides.task)
-    candidates = []
-    for run in task_runs(task_dir):
-        last = last_checkpoint(run)
-        recorded = _recorded_overrides(run) if last.is_file() else None
-        if recorded is not None and run_identity(recorded) == overrides:
-            candidates.append(last)
+    candidates = earlier_runs(task_dir, list(HydraConfig.get().overrides.task))
     if not candidates:
         log.warning(
             f"ckpt_path=last: no earlier run of these overrides under {task_dir} has a last.ckpt; starting anew"
@@ -44,16 +37,6 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     newest = max(candidates, key=lambda path: path.stat().st_mtime)
     log.info(f"ckpt_path=last: resuming from {newest}")
     return str(newest)
-
-
-def _recorded_overrides(run: Path) -> list[str] | None:
-    """An earlier run's overrides; None for one whose record is damaged (hand-edited, a link, too large), which
-    matches no command line (not even one without overrides), as the log says."""
-    try:
-        return read_overrides(run)
-    except GenlabError as err:
-        log.warning(f"ckpt_path=last: {err}; that run is not resumed")
-        return None
 
 
 def check_resumable(path: str | Path, target: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.utils.files import replaced_atomically
+from genlab.utils.run_folder import run_identity
 
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
@@ -51,27 +52,6 @@ def wandb_offline() -> bool:
         return netrc.netrc().authenticators("api.wandb.ai") is None
     except (OSError, netrc.NetrcParseError):
         return True
-
-
-# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
-# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
-NOT_THE_RUN = (
-    "ckpt_path=",
-    "trainer.max_epochs=",
-    "trainer.max_steps=",
-    "trainer.max_time=",
-    "trainer.min_epochs=",
-    "trainer.min_steps=",
-    "trainer.log_every_n_steps=",
-    "trainer.enable_progress_bar=",
-    "extras.",
-    "logger",
-)
-
-
-def run_identity(overrides: list[str]) -> list[str]:
-    """The command line's overrides that make a run what it is (all but NOT_THE_RUN), sorted."""
-    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
 
 
 def run_name(task_name: str) -> str:

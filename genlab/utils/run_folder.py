@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import ConfigError, FileRefusedError, one_line
+from genlab.errors import ConfigError, FileRefusedError, GenlabError, one_line
 from genlab.utils.files import MiB, kind_of, read_bytes, write_text_atomically
+
+log = logging.getLogger(__name__)
 
 HYDRA = ".hydra"
 OVERRIDES = f"{HYDRA}/overrides.yaml"
@@ -49,6 +52,27 @@ SMALL_FILE = 1 * MiB  # overrides.yaml, error.txt
 CONFIG_FILE = 16 * MiB  # metrics.json, config.yaml, multirun.yaml
 
 
+# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
+# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
+NOT_THE_RUN = (
+    "ckpt_path=",
+    "trainer.max_epochs=",
+    "trainer.max_steps=",
+    "trainer.max_time=",
+    "trainer.min_epochs=",
+    "trainer.min_steps=",
+    "trainer.log_every_n_steps=",
+    "trainer.enable_progress_bar=",
+    "extras.",
+    "logger",
+)
+
+
+def run_identity(overrides: list[str]) -> list[str]:
+    """The command line's overrides that make a run what it is (all but NOT_THE_RUN), sorted."""
+    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
+
+
 def last_checkpoint(run: Path) -> Path:
     """Where the run's latest state is: `ckpt_path=last` resumes it."""
     return run / CHECKPOINTS / LAST_CHECKPOINT
@@ -64,13 +88,24 @@ def run_of_last_checkpoint(ckpt_path: str | Path) -> Path | None:
     return None
 
 
-def task_runs(task_dir: Path) -> list[Path]:
-    """The runs Hydra recorded under `outputs/<task>`: its single runs and its sweeps' jobs."""
-    return [
-        path.parent.parent
-        for pattern in ("runs/*", "multiruns/*/*")
-        for path in task_dir.glob(f"{pattern}/{OVERRIDES}")
-    ]
+def earlier_runs(task_dir: Path, overrides: list[str]) -> list[Path]:
+    """The last checkpoints of the runs Hydra recorded under `outputs/<task>` (its single runs and its sweeps' jobs)
+    with the same run_identity as `overrides`. A run whose record is damaged (hand-edited, a link, too large)
+    matches no command line, not even one without overrides, and the log says so."""
+    identity = run_identity(overrides)
+    found = []
+    for record in [*task_dir.glob(f"runs/*/{OVERRIDES}"), *task_dir.glob(f"multiruns/*/*/{OVERRIDES}")]:
+        run = record.parent.parent
+        if not last_checkpoint(run).is_file():
+            continue
+        try:
+            recorded = read_overrides(run)
+        except GenlabError as err:
+            log.warning(f"ckpt_path=last: {err}; that run is not resumed")
+            continue
+        if recorded is not None and run_identity(recorded) == identity:
+            found.append(last_checkpoint(run))
+    return found
 
 
 def is_run(folder: Path) -> bool:

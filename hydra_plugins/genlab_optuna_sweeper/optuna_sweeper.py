@@ -409,7 +409,7 @@ def sigterm_ends_the_sweep() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
+def lock_sweep_folder(sweep_dir: Path) -> IO[bytes]:
     """One sweep command per folder: two would write its results over each other.
 
     An advisory lock on `<sweep>/.sweep.lock`, released by the kernel when its process ends, however it ends.
