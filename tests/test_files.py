@@ -351,6 +351,19 @@ def test_a_writer_never_goes_through_a_link_in_place_of_its_folder(tmp_path: Pat
     assert list((tmp_path / "elsewhere").iterdir()) == []
 
 
+@pytest.mark.parametrize("name", [".hydra", ".hydra/overrides.yaml", "train.log"])
+def test_hydra_never_writes_through_a_link_in_a_run_folder_that_exists(tmp_path: Path, name: str) -> None:
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (tmp_path / "precious").write_bytes(PRECIOUS)
+    if name == ".hydra":
+        (run / ".hydra").rmdir()
+    (run / name).symlink_to(tmp_path / "precious")
+    result = run_main(train_main, f"hydra.run.dir={run}", "model.latent_dim=0")
+    check_one_line(result, f"hydra.run.dir={run}: {run / name} is a link to {tmp_path / 'precious'}")
+    assert (tmp_path / "precious").read_bytes() == PRECIOUS
+
+
 # --- every reader of a run or sweep folder -----------------------------------------------------------------------
 
 
