@@ -25,6 +25,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import optuna
 import pytest
@@ -249,26 +250,54 @@ def plant(case: str, target: Path, outside: Path) -> Callable[[], object]:
     return state
 
 
+class FillingUp:
+    """A file on a disk that fills up after its first `room` bytes: the write that goes past them fails, as on a
+    real disk (torch's zip writer then raises a RuntimeError of its own), and so does the sync of a smaller file."""
+
+    def __init__(self, file: IO, room: int = 1024) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data: str | bytes) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.file.write(data)
+
+    def __getattr__(self, name: str) -> object:  # flush, tell, seek, fileno, close: the file's own
+        return getattr(self.file, name)
+
+    def __enter__(self) -> FillingUp:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.file.close()
+
+
 @contextlib.contextmanager
 def full_disk(target: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The disk fills up while `target` is written: genlab's writer finds out when it syncs its temporary file (as a
-    full disk is often found, on network file systems always), Lightning's CSV log when it opens its file."""
+    """The disk fills up while `target` is written: genlab's writer finds out in a write of its temporary file (or,
+    for a file of a few bytes, when it syncs it, as network file systems say it), Lightning's CSV log when it opens
+    its file."""
     real_fsync, real_open = os.fsync, open
 
-    def fsync(descriptor: int) -> None:
+    def temporary_of_target(descriptor: int) -> bool:
         name = os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}"))
-        if name.startswith(f".{target.name}.") and name.endswith(".tmp"):
+        return name.startswith(f".{target.name}.") and name.endswith(".tmp")
+
+    def fsync(descriptor: int) -> None:
+        if temporary_of_target(descriptor):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_fsync(descriptor)
 
     def opened(file, mode="r", *args, **kwargs):
-        if isinstance(file, (str, Path)) and Path(file).name == target.name and set(mode) & set("wa"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        if isinstance(file, int) and temporary_of_target(file):  # genlab's writer opens its temporary file so
+            return FillingUp(real_open(file, mode, *args, **kwargs))
+        if isinstance(file, (str, Path)) and Path(file) == target and set(mode) & set("wa"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))  # Lightning's, through fsspec
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    if target.suffix == ".csv" and target.parent.name == "csv":  # Lightning's writer: fsspec opens with builtins'
-        monkeypatch.setattr("builtins.open", opened)
+    monkeypatch.setattr("builtins.open", opened)
     yield
     monkeypatch.undo()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -32,7 +32,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointError(f"{path}: genlab writes checkpoints to local folders only (paths.output_dir)")
         # a full disk, a read-only or missing folder, a link in the checkpoint's place: one line, the previous whole
         with replaced_atomically(Path(path), "wb", "the checkpoint") as file:
-            torch.save(checkpoint, file)
+            writes = _Writes(file)
+            try:
+                torch.save(checkpoint, writes)
+            except RuntimeError:  # torch's zip writer reports the file's OSError as "unexpected pos ..."
+                if writes.error is not None:
+                    raise writes.error from None
+                raise
 
     def load_checkpoint(self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None):
         # on the CPU, whatever map_location asks: Lightning moves the states to the devices it restores them on
@@ -46,3 +52,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.unlink(path)
         elif os.path.lexists(path):
             log.warning(f"{path}: {kind_of(path) or 'a folder'}, not a checkpoint genlab wrote; left as it is")
+
+
+class _Writes:
+    """The file torch.save writes to, keeping the OSError of a write that failed (a full disk): torch's zip writer
+    turns it into a RuntimeError that does not say why."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
