@@ -201,7 +201,7 @@ WRITERS = [
     Writer("checkpoint", "checkpoints/last.ckpt", train_gpt(), trains=True),
     Writer("metrics.json of src.train", "metrics.json", train_gpt(), trains=True),
     Writer("config.yaml", "config.yaml", train_gpt(), trains=True),
-    Writer("config_tree.log", "config_tree.log", train_gpt("extras.print_config=true"), trains=True),
+    Writer("config_tree.log", "config_tree.log", train_gpt("extras.print_config=full"), trains=True),
     Writer("text sample", "samples/step_000002.txt", train_gpt(), trains=True),
     Writer("picture", "images/samples_epoch000.png", train_vae, trains=True),
     Writer("run lock", run_folder.LOCK, train_gpt(), trains=True),
@@ -558,8 +558,8 @@ def test_a_refused_run_leaves_a_folder_it_did_not_make_as_it_was(
     assert contents(tmp_path / "P") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["P"]  # Hydra's own run folder (outputs/...) is gone
     # refused once the run has begun writing there: its lock, its CSV log (beside the user's), its logger's files
-    data = f"paths.data_dir={made['data']}"
-    result = run_main(train_main, *GPT, data, f"paths.output_dir={tmp_path / 'P'}", "monitor.metric=val/nope")
+    data = [f"paths.data_dir={made['data']}", f"paths.cache_dir={made['data'].parent / 'cache'}"]  # the ids kept there
+    result = run_main(train_main, *GPT, *data, f"paths.output_dir={tmp_path / 'P'}", "monitor.metric=val/nope")
     check_one_line(result, "monitor.metric='val/nope' is never logged by GPT")
     assert contents(tmp_path / "P") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["P"]
