@@ -95,6 +95,19 @@ class Denoiser(Reconstructor, Protocol):
 
 
 @runtime_checkable
+class LikelihoodModel(Protocol):
+    """Bounds the negative log-likelihood of 8-bit images, in bits per dimension on one scale for every family
+    (src.eval's likelihood/bpd; genlab/models/likelihood.py says how)."""
+
+    likelihood_bound: str | None  # what the number is (exact, or which bound); None where the model has none
+
+    def nll_bits_per_dim(self, images: Tensor, importance_samples: int) -> Tensor:
+        """An upper bound (B,) on -log2 P(v) / D of each 8-bit image v (images (B, C, H, W) in [0, 1]);
+        `importance_samples`: k of an importance-weighted bound (the VAE's), ignored by the others."""
+        ...
+
+
+@runtime_checkable
 class TextGenerator(Protocol):
     """Continues a text prompt (src.sample for text, text samples during training)."""
 

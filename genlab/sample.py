@@ -24,15 +24,15 @@ from omegaconf import DictConfig
 from pydantic import Field
 from torchvision.utils import save_image
 
-from genlab.callbacks.interrupt import interruptible
 from genlab.capabilities import ImageSampler, TextGenerator, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
 from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
+from genlab.utils.files import check_replaceable, replaced_atomically, write_text_atomically
 from genlab.utils.instantiate import instantiate
+from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config, check_options
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def sample(cfg: DictConfig) -> Path:
     """Generate samples as the config says and write them to the run folder; return the file written."""
     check_options(SampleOptions, cfg, "src.sample")
     prompt = read_prompt(cfg.prompt_file) if cfg.prompt_file is not None else cfg.prompt  # nanoGPT's start=FILE:
+    if "data" in cfg:
+        log.info(f"src.sample draws from the checkpoint alone: data ({cfg.data.get('_target_')}) is not used")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = load_model(cfg.ckpt_path, map_location=device, limits=instantiate(cfg.limits, "limits"))
     if not isinstance(model, (TextGenerator, ImageSampler)):
@@ -59,7 +61,8 @@ def sample(cfg: DictConfig) -> Path:
         )
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed)
-    output_dir = Path(cfg.paths.output_dir)
+    path = Path(cfg.paths.output_dir) / ("samples.txt" if isinstance(model, TextGenerator) else "samples.png")
+    check_replaceable(path, "the samples")  # not after the sampling
     with interruptible("sampling", "Run the same command again"), torch.no_grad():
         if isinstance(model, TextGenerator):
             num_samples = cfg.num_samples or 1
@@ -87,17 +90,15 @@ def sample(cfg: DictConfig) -> Path:
                     for start in range(0, num_samples, BATCH_SIZE)
                 ]
             )
-    output_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TextGenerator):
-        path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
         print(terminal_safe(separator.join(texts)))
-        write_text_atomically(path, separator.join(texts) + "\n")
-        log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new characters to {path}")
+        write_text_atomically(path, separator.join(texts) + "\n", "the samples")
+        log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new tokens to {path}")
     else:
-        path = output_dir / "samples.png"
         # (N, C, H, W) in [0, 1], tiles drawn at a legible size as the training pictures are
-        save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
+        with replaced_atomically(path, "wb", "the samples") as file:
+            save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), file, format="png")
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
 
@@ -176,6 +177,7 @@ def check_fits_in_memory(model: ImageSampler, num_samples: int) -> None:
         )
 
 
+@signals_end_the_command
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sample")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import annotated_types
 import lightning
 import numpy as np
+import PIL.Image
 import pydantic
 import torch
 import torchvision
@@ -99,6 +100,16 @@ QUICK = [
     "trainer.limit_test_batches=2",
     "extras.print_config=false",
 ]
+
+
+def write_class_folders(root: Path, per_class: int, size: int) -> Path:
+    """A folder of the user's images for data=image_folder: random RGB PNGs of size x size in two class subfolders."""
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            PIL.Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
 
 
 def start_train(
@@ -214,10 +225,13 @@ def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
             yield from _outside(arg, default)
     elif origin is typing.Literal:
         yield "no_such_choice", "one of " + "/".join(map(str, args))
+    elif origin is tuple and args[-1] is Ellipsis:  # tuple[int, ...]: its items are alike, the first stands for all
+        rest = list(default or [])[1:]  # a default of None (chosen by the data): a tuple of the one item
+        for value, bound in _outside(args[0], default[0] if default else None):
+            yield [value, *rest], f"[0] {bound}"
     elif origin is tuple and default:
-        positions = [0] if args[-1] is Ellipsis else range(len(args))  # tuple[int, ...]: its items are alike
-        for i in positions:
-            for value, bound in _outside(args[0] if args[-1] is Ellipsis else args[i], default[i]):
+        for i in range(len(args)):
+            for value, bound in _outside(args[i], default[i]):
                 yield [*default[:i], value, *default[i + 1 :]], f"[{i}] {bound}"
 
 
@@ -232,9 +246,9 @@ def _past(bound: Any, base: Any, default: Any) -> tuple[Any, str]:
     if isinstance(bound, annotated_types.Le):
         return (bound.le + 1 if whole else math.nextafter(bound.le, math.inf)), f"<= {bound.le}"
     if isinstance(bound, annotated_types.MinLen):
-        return list(default)[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
+        return list(default or [])[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
     if isinstance(bound, annotated_types.MaxLen):
-        return list(default)[:1] * (bound.max_length + 1), f"at most {bound.max_length} items"
+        return (list(default or []) or [1])[:1] * (bound.max_length + 1), f"at most {bound.max_length} items"
     raise AssertionError(f"declared_breaches cannot step past {bound!r}: teach tests/helpers.py._past this kind")
 
 
@@ -296,10 +310,18 @@ def _composed(model: str) -> DictConfig:
 
 
 def short_autoencoder_run(root: Path) -> Path:
-    """A short autoencoder run on MNIST-format files written to root/data (src.train's defaults, TEST_OVERRIDES);
+    """A short autoencoder run on MNIST-format files written to root/data (src.train's defaults, TEST_OVERRIDES, its
+    channels given as a list: by default null, by the image size, and a list in the hyperparameters to plant into);
     its last checkpoint."""
     write_mnist_raw(root / "data" / "MNIST" / "raw")
-    overrides = [*TEST_OVERRIDES, "data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}", "test=false"]
+    overrides = [
+        *TEST_OVERRIDES,
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={root / 'data'}",
+        "test=false",
+        "model.channels=[32,64]",
+    ]
     train(compose_config(overrides, root / "run"))
     return root / "run" / "checkpoints" / "last.ckpt"
 

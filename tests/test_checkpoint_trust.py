@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from genlab.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
 from genlab.checkpoints.resume import check_resumable
-from genlab.data.text import CharVocab
+from genlab.data.vocab import CharVocab
 from genlab.eval import main as eval_main
 from genlab.models.gpt import GPT
 from genlab.sample import main as sample_main

@@ -20,7 +20,7 @@ from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_opti
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
 from genlab.eval import evaluate
-from genlab.metrics.sample_quality import load_feature_classifier
+from genlab.metrics import load_feature_classifier
 from genlab.models.diffusion import (
     Diffusion,
     ddim_trajectory,
@@ -207,10 +207,15 @@ def test_sampling_is_reproducible_from_a_generator(objective: str, samplers: lis
     [
         (
             {"channel_multipliers": [1, 2, 2]},
-            "model.channel_multipliers=[1, 2, 2]: its 3 levels halve the 28x28 "
-            "images 3 times, which does not divide evenly; at most 2 levels",
+            "model.channel_multipliers=[1, 2, 2] halves the 28x28 images 3 times, which does not divide evenly; "
+            "at most 2 for this size",
         ),
-        ({"attention_heads": 3}, "model.attention_heads=3 must divide the channels of the lowest resolution"),
+        ({"attention_heads": 3}, "model.attention_heads=3 must divide the channels of every resolution that attends"),
+        (  # the middle's 16 channels divide by 16 heads; those of the 28x28 level, 8, do not
+            {"attention_heads": 16, "attention_resolutions": [28]},
+            "model.attention_heads=16 must divide the channels of every resolution that attends "
+            "(base_channels * channel_multipliers: 8, 16)",
+        ),
         ({"sampler": "euler"}, "model.sampler=euler does not fit model.objective=ddpm: its samplers are ddpm, ddim"),
         ({"objective": "flow", "sampler": "ddim"}, "model.sampler=ddim does not fit model.objective=flow"),
         ({"sample_steps": 1001}, "model.sample_steps=1001: expected at most model.num_timesteps=1000"),

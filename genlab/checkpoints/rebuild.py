@@ -15,9 +15,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from genlab.data.image_folder import ImageFolderDataModule
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
-from genlab.data.text import ShakespeareDataModule
-from genlab.errors import ConfigError, one_line
+from genlab.data.text import ShakespeareDataModule, TextFileDataModule
+from genlab.errors import ConfigError, GenlabError, one_line
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.classifier import Classifier
 from genlab.models.diffusion import Diffusion
@@ -39,12 +40,19 @@ MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
     Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
 )
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
-    MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule
+    MNISTDataModule,
+    FashionMNISTDataModule,
+    CIFAR10DataModule,
+    ShakespeareDataModule,
+    TextFileDataModule,
+    ImageFolderDataModule,
 )
 
 # where the data comes from and how it is loaded is this machine's business, never a checkpoint's (a URL to
 # download from, a folder to write to, a thousand loader processes)
-FROM_THIS_MACHINE = frozenset({"data_dir", "download", "url", "mirrors", "num_workers", "batch_size"})
+FROM_THIS_MACHINE = frozenset(
+    {"data_dir", "download", "url", "mirrors", "num_workers", "batch_size", "cache_dir", "decode_workers"}
+)
 
 
 def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.LightningModule]:
@@ -94,16 +102,19 @@ def model_from(checkpoint: dict[str, Any], path: str | Path, limits: SizeLimits 
 
 def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine: Any) -> L.LightningDataModule:
     """The datamodule a checkpoint read by `read_checkpoint` was trained on, from its checked data settings;
-    `this_machine` gives the rest (data_dir, batch_size: see FROM_THIS_MACHINE)."""
+    `this_machine` gives the rest (data_dir, cache_dir, batch_size: see FROM_THIS_MACHINE), where the class takes it."""
     data_config = checkpoint["config"].get("data")
     target = _target(data_config)
     if target not in DATA_CLASSES:
         raise CheckpointError(
             f"{path}: names the data class {target!r}, which is not one of genlab's datamodules; refused without "
-            f"importing it"
+            f"importing it. Give the data on the command line, as src.train was given it: data=<its config> (with "
+            f"hydra.searchpath=[file://<your config folder>] for your own; docs/data.md)"
         )
     cls = DATA_CLASSES[target]
     settings = {key: value for key, value in data_config.items() if key != "_target_" and key not in FROM_THIS_MACHINE}
+    takes = signature(cls)[0]  # an image folder has no data_dir, a torchvision dataset no cache_dir
+    this_machine = {key: value for key, value in this_machine.items() if key in takes}
     return _build(cls, checked_arguments(cls, settings, "config.data", path) | this_machine, path)
 
 

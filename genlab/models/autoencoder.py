@@ -35,7 +35,8 @@ class Autoencoder(SharedHooks, L.LightningModule):
         self,
         image_shape: ImageShape,
         latent_dim: Annotated[int, Field(ge=1)] = 32,
-        channels: Stages = (32, 64),
+        # None: by the image size (genlab/models/nets/conv.py's `stages`)
+        channels: Stages | None = None,
         loss: Literal["bce", "mse"] = "bce",
         noise: Literal["none", "gaussian", "masking"] = "none",
         noise_level: Annotated[float, Field(ge=0, le=1)] = 0.3,

@@ -27,7 +27,8 @@ class Classifier(SharedHooks, L.LightningModule):
         self,
         image_shape: ImageShape,
         num_classes: int,
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(max_length=MAX_STAGES)] = (32, 64),
+        # None: by the image size (genlab/models/nets/classifier.py)
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(max_length=MAX_STAGES)] | None = None,
         # ranges declared once: a config (genlab/utils/validation.py), a checkpoint and this constructor are checked
         # against them, and the message names the key
         feature_dim: Annotated[int, Field(ge=1)] = 64,

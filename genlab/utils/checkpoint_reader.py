@@ -55,27 +55,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     Whether each weight has the type and shape of the model's: `state_dict_mismatch`, once the model is known.
     """
     path = _local_file(path)
-    size = path.stat().st_size
-    try:
-        with zipfile.ZipFile(path) as archive:
-            unpacked = sum(entry.file_size for entry in archive.infolist())
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated (not a zip file)") from None
-    if unpacked > size:  # torch.save stores its entries uncompressed: more would be a zip bomb
-        raise CheckpointError(f"{path}: unpacks to {unpacked} bytes from {size}; PyTorch's checkpoints never do")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only's unpickler refuses any global it does not know: a class, or a function to call
-        refused = next((line for line in str(err).splitlines() if "GLOBAL" in line), None)
-        if refused:
-            raise CheckpointError(
-                f"{path}: refused to load objects other than tensors and plain data ({refused.strip()}); "
-                f"a genlab checkpoint never holds any"
-            ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError, RecursionError) as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
+    checkpoint = _load(path)
     if not isinstance(checkpoint, dict) or not {"state_dict", "config", "hyper_parameters"} <= set(checkpoint):
         found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
@@ -92,6 +72,46 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     _check_callback_paths(checkpoint.get("callbacks"), path)
     _check_rng_states(checkpoint.get("rng_states"), path)
     return checkpoint
+
+
+def _load(path: Path, legacy_format: bool = False) -> Any:
+    """The file's content through torch.load(weights_only=True), no more bytes unpacked than the file holds;
+    `legacy_format`: also torch.save's format before PyTorch 1.6, a pickle stream that is no zip."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        if not legacy_format:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated (not a zip file)") from None
+        unpacked = 0  # weights_only reads the old format too, each storage from the file's own bytes
+    if unpacked > size:  # torch.save stores its entries uncompressed: more would be a zip bomb
+        raise CheckpointError(f"{path}: unpacks to {unpacked} bytes from {size}; PyTorch's checkpoints never do")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only's unpickler refuses any global it does not know: a class, or a function to call
+        refused = next((line for line in str(err).splitlines() if "GLOBAL" in line), None)
+        if refused:
+            raise CheckpointError(
+                f"{path}: refused to load objects other than tensors and plain data ({refused.strip()}); "
+                f"a genlab checkpoint never holds any"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, MemoryError, RecursionError) as err:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, or truncated ({one_line(err)})") from None
+    return checkpoint
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A file of bare weights (a network's state dict, as torch.save writes it: the Inception-v3 of FID) as checked
+    data: read as a checkpoint is (local file, weights_only, bounded sizes), named finite tensors only. Weights
+    published before PyTorch 1.6 (pytorch-fid's Inception-v3 of 2019) may be in torch.save's older format."""
+    path = _local_file(path)
+    state_dict = _load(path, legacy_format=True)
+    _check_tree(state_dict, path)
+    _check_state_dict(state_dict, path)
+    return state_dict
 
 
 def _local_file(path: str | Path) -> Path:

@@ -85,6 +85,13 @@ def _data_references(cfg: DictConfig) -> list[tuple[str, str, str]]:
     return references
 
 
+def read_from_data(model_target: str) -> dict[str, str]:
+    """{model key: data key} for each value that the option of conf/model/ with this `_target_` reads from the data
+    (`image_shape: ${data.image_shape}`): what a model takes from the data it trains on."""
+    options = [cfg for cfg in _options("model").values() if cfg.get("_target_") == model_target]
+    return {path: name for cfg in options for path, _, name in _data_references(cfg)}
+
+
 def _needs(model: DictConfig) -> set[str]:
     return {name for *_, name in _data_references(model)}
 
