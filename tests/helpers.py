@@ -279,8 +279,8 @@ def _absurd(hint: Any, base: Any) -> Iterator[tuple[Any, str]]:
         yield ABSURD_INT, "absurd"
     elif hint is float:
         yield ABSURD_FLOAT, "absurd"
-    elif origin is tuple and base:
-        base = list(base)
+    elif origin is tuple and (base or args[-1] is Ellipsis):
+        base = list(base) if base else [1]  # a tuple null by default (stages by the image size): from one item
         items = [args[0]] * len(base) if args[-1] is Ellipsis else args
         for i, item in enumerate(items):
             for value, what in _absurd(item, base[i]):

@@ -144,21 +144,26 @@ def sizing_settings(model: str) -> tuple[str, ...]:
     default = size_of(build(node))
     sizing = []
     for breach in absurd_sizes(model, node):
-        base = node.get(breach.name)
+        reference, size = node, default
+        if node.get(breach.name) is None and isinstance(breach.value, list):
+            # stages by the image size by default (null): compared from one stage given by hand
+            reference = {**node, breach.name: [1]}
+            size = size_of(build(reference))
+        base = reference.get(breach.name)
         whole = isinstance(base, int) or (isinstance(base, list) and all(isinstance(v, int) for v in base))
         if not whole or isinstance(base, bool):  # floats, and settings that are off (null) by default
             continue
-        doubled = copy.deepcopy(node)
+        doubled = copy.deepcopy(reference)
         if isinstance(breach.value, int):
-            doubled[breach.name] = 2 * node[breach.name]
+            doubled[breach.name] = 2 * base
         elif breach.bound == "absurd length":
-            doubled[breach.name] = list(node[breach.name]) * 2
+            doubled[breach.name] = list(base) * 2
         else:
             i = int(breach.bound[1 : breach.bound.index("]")])
-            doubled[breach.name] = [2 * v if j == i else v for j, v in enumerate(node[breach.name])]
+            doubled[breach.name] = [2 * v if j == i else v for j, v in enumerate(base)]
         try:
             check_config(OmegaConf.create({"model": doubled}))
-            grows = size_of(build(doubled)) != default
+            grows = size_of(build(doubled)) != size
         except (GenlabError, InstantiationException):  # refused (a network's own ValueError: stages that do not fit)
             grows = True
         if grows and breach.name not in sizing:

@@ -164,7 +164,8 @@ def _build(cls: type, arguments: dict[str, Any], path: str | Path) -> Any:
         built = cls(**arguments)
         if isinstance(built, L.LightningModule) and is_overridden("configure_model", built):
             built.configure_model()
-    # a constructor's refusal; not a signal's RunInterrupted, nor the limits' ModelTooLarge, which say more themselves
-    except (ConfigError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+    except ModelTooLarge:  # the limits' refusal, which says more itself (and a signal's is no GenlabError)
+        raise
+    except (GenlabError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return built
