@@ -3,7 +3,7 @@
     DATA_DIR=../shared/data python -m benchmarks.fid_throughput [--num-images 10000] [--batch-size 500]
 
 Times `SampleQuality.update` for the test split as "real" and as "generated" images (the
-classifier's forward pass plus the metrics' statistics), then `compute()`. Uses the committed
+classifier's forward pass, its features kept), then `compute()`. Uses the committed
 genlab/metrics/classifiers/fashion_mnist.ckpt.
 """
 
@@ -15,7 +15,7 @@ import time
 
 from benchmarks.machine import describe_machine
 from genlab.data.images import FashionMNISTDataModule
-from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.metrics import ClassifierFeatures, SampleQuality, load_feature_classifier
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     datamodule.prepare_data()
     datamodule.setup("test")
     images = datamodule.data_test.images[: args.num_images].float() / 255  # (N, 1, 28, 28)
-    quality = SampleQuality(load_feature_classifier(None, "fashion_mnist"))
+    quality = SampleQuality(ClassifierFeatures(load_feature_classifier(None, "fashion_mnist", (1, 28, 28))))
 
     start = time.perf_counter()
     for real in (True, False):

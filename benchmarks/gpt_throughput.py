@@ -1,40 +1,52 @@
-"""Training tokens/second of the Mini-GPT: our LightningModule + Trainer vs a minimal plain-PyTorch loop.
+"""Training tokens/second of the Mini-GPT: genlab's training (LightningModule + Trainer) vs a plain PyTorch loop.
 
     DATA_DIR=../shared/data python -m benchmarks.gpt_throughput [--steps 300] [--rounds 5] [--experiment ...]
     DATA_DIR=../shared/data python -m benchmarks.gpt_throughput --steps 2000 --rounds 1 --validate
 
-Both train the same network (the experiment's), on the same data, with the same optimizer, schedule
-and gradient clipping, for the same number of steps. The Lightning path is the training pipeline as
-users run it (progress bar, logging, learning-rate monitor, checkpointing), without validation. Each
-is timed from step `--skip` to the end of training; the rounds alternate the two; reported are the
-median speeds and the median of the rounds' Lightning/plain ratios.
+Both train the same network (the experiment's), on the same data, with the same optimizer (fused AdamW where
+genlab fuses it), schedule and gradient clipping, for the same number of steps. The Lightning side is
+`genlab.train.train(cfg)`, what `python -m src.train` runs: every always-on callback, the atomic checkpoint
+plugin, the progress bar (lines, where the output is not a terminal), logging, learning-rate monitor, and the last
+checkpoint written at the end; without validation (`trainer.limit_val_batches=0`). The plain loop writes no
+checkpoint and draws its windows on the device with torch.randint (genlab: a shuffled order of every window start,
+cut on the device with `data.on_device` on a GPU). Each is timed after step `--skip` to the end of training, every
+timed step's batch loading counted; the rounds alternate which goes first; reported are the median speeds and the
+median of the rounds' Lightning/plain ratios.
 With `--validate`, both networks are then scored on the experiment's validation windows.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
+from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from benchmarks.machine import describe_machine
-from benchmarks.timed_fit import timed_fit
+from benchmarks.timed_fit import timed_train
+from genlab.checkpoints import load_model
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.gpt import adamw, warmup_cosine_lr
 from genlab.models.nets.transformer import Transformer
 from genlab.utils.config import compose
 
 
-def lightning_run(cfg: DictConfig, skip: int) -> tuple[float, Transformer]:
-    """Train through the LightningModule and Trainer, as src.train builds them; the timed seconds and the network."""
-    timer, _, model, _ = timed_fit(cfg, skip)
-    return timer.seconds, model.net
+def lightning_run(cfg: DictConfig, skip: int, output_dir: Path) -> tuple[float, Transformer]:
+    """Train through genlab.train.train(cfg), as `python -m src.train` runs it, in `output_dir`; the seconds after step
+    `skip` and the trained network (from its last.ckpt)."""
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.callbacks.run_stats = {"_target_": "benchmarks.timed_fit.RunStats", "skip": skip}
+    stats = timed_train(cfg)
+    return stats["seconds"], load_model(output_dir / "checkpoints" / "last.ckpt").net
 
 
 def plain_gpt(cfg: DictConfig, vocab_size: int, device: torch.device):
@@ -54,7 +66,7 @@ def plain_run(cfg: DictConfig, skip: int, device: torch.device) -> tuple[float, 
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
-    tokens = datamodule.data_train.tokens.to(device)
+    tokens = torch.tensor(datamodule.data_train.tokens, dtype=torch.long, device=device)  # from the memory-mapped ids
     m, t = cfg.model, cfg.trainer
     net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16-mixed")
@@ -98,13 +110,17 @@ def _synchronize(device: torch.device) -> None:
 
 
 def throughput_config(experiment: str, steps: int, output_dir: str, overrides: list[str]) -> DictConfig:
-    """The experiment's training config for `steps` steps without validation, writing into `output_dir`."""
+    """The experiment's training config for `steps` steps without validation (so nothing monitored, no test),
+    its rounds writing into folders under `output_dir`."""
     return compose(
         [
             f"experiment={experiment}",
             f"trainer.max_steps={steps}",
             "trainer.limit_val_batches=0",
+            "monitor.metric=null",
+            "test=false",
             f"paths.output_dir={output_dir}",
+            f"paths.log_dir={output_dir}",
             "extras.print_config=false",
             *overrides,
         ]
@@ -118,16 +134,25 @@ def training_device(cfg: DictConfig) -> torch.device:
 
 
 def paired_rounds(cfg: DictConfig, skip: int, rounds: int) -> tuple[list[float], list[float], Transformer, Transformer]:
-    """Tokens/s of the Lightning path and of the plain loop, alternating, one of each per round; the last nets."""
+    """Tokens/s of the Lightning path and of the plain loop, one of each per round, the Lightning path first in the
+    even rounds and second in the odd ones (drift in the machine's speed falls on both alike); the last nets."""
     device = training_device(cfg)
     timed_tokens = (cfg.trainer.max_steps - skip) * cfg.data.batch_size * cfg.data.block_size
-    lightning, plain = [], []
-    for _ in range(rounds):
-        seconds, lightning_net = lightning_run(cfg, skip)
-        lightning.append(timed_tokens / seconds)
-        seconds, plain_net = plain_run(cfg, skip, device)
-        plain.append(timed_tokens / seconds)
-    return lightning, plain, lightning_net, plain_net
+    speeds: dict[str, list[float]] = {"lightning": [], "plain": []}
+    nets: dict[str, Transformer] = {}
+    for i in range(rounds):
+        for side in round_order(i):
+            if side == "lightning":
+                seconds, nets[side] = lightning_run(cfg, skip, Path(cfg.paths.output_dir) / f"round{i}")
+            else:
+                seconds, nets[side] = plain_run(cfg, skip, device)
+            speeds[side].append(timed_tokens / seconds)
+    return speeds["lightning"], speeds["plain"], nets["lightning"], nets["plain"]
+
+
+def round_order(i: int) -> list[str]:
+    """Which side runs first in round i: Lightning in the even rounds, the plain loop in the odd ones."""
+    return ["lightning", "plain"] if i % 2 == 0 else ["plain", "lightning"]
 
 
 def main() -> None:
@@ -150,7 +175,7 @@ def main() -> None:
         f"x {cfg.data.block_size} tokens, timed from step {args.skip}, on {device}"
     )
     print(
-        f"Lightning (LightningModule + Trainer): {statistics.median(lightning):10,.0f} tokens/s  "
+        f"genlab (train(cfg), Lightning):        {statistics.median(lightning):10,.0f} tokens/s  "
         f"(rounds: {', '.join(f'{x:,.0f}' for x in lightning)})"
     )
     print(

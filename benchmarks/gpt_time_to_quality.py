@@ -10,11 +10,14 @@ machine's speed falls on both alike), as separate processes timed from start to 
     same text prepared as nanoGPT's prepare.py does (uint16 token files; not timed, as nanoGPT prepares once).
     `--reference nanogpt` (the default) trains it with nanoGPT's documented CPU settings, its own defaults
     (learning rate 1e-3, 2,000 iterations): the time to quality a nanoGPT user gets. `--reference same`
-    gives it genlab's settings (network, batch, schedule, optimizer, steps): the cost of the pipelines alone.
+    gives it genlab's settings and work (network, batch, schedule, evaluation interval and size, steps, the
+    fused AdamW, a loss printed every trainer.log_every_n_steps): the cost of the pipelines alone. What still
+    differs there (SAME_WORK_EXCEPT) is printed beside the result.
 Round i seeds both with their default seed + i (genlab 42, nanoGPT 1337), so the rounds sample seed noise.
 Afterwards both trained networks are scored on the experiment's fixed validation windows (2,400 windows
-of 64 characters for the CPU recipe, drawn with seed 42): genlab's last.ckpt, and the plain loop's ckpt.pt,
-its best by its 20-batch estimates, which is what nanoGPT's sample.py would load.
+of 64 characters for the CPU recipe, drawn with seed 42), each by the same rule, its best checkpoint: genlab's
+by its validations (what its test and `src.eval` of the best take), the plain loop's ckpt.pt by its 20-batch
+estimates (what nanoGPT's sample.py loads).
 Reported: each round's seconds and losses, the median seconds and losses, and the median of the rounds'
 time ratios (genlab / plain).
 """
@@ -38,11 +41,18 @@ from omegaconf import DictConfig
 from benchmarks.commands import run_logged
 from benchmarks.gpt_throughput import validation_loss
 from benchmarks.machine import describe_machine
-from genlab.checkpoints import load_model
+from genlab.checkpoints import load_model, read_checkpoint
 from genlab.models.nets.transformer import Transformer
 from genlab.utils.config import compose
 
 NANOGPT_CPU_BLOCK_SIZE = 64  # benchmarks/nanogpt_loop.py's default, from nanoGPT's README
+# with --reference same, the work that still differs between the two commands
+SAME_WORK_EXCEPT = (
+    "the loop's evaluations also estimate the training split's loss (20 more batches each) and start at iteration "
+    "0 (genlab: a 2-batch sanity check), and read a new memmap per batch; genlab's last validation scores all of "
+    "the windows (the loop's: 20 random batches), writes last.ckpt after each validation and the best when it "
+    "improves (the loop: ckpt.pt when it improves), and draws text samples at each validation"
+)
 
 
 def prepare_token_files(cfg: DictConfig, folder: Path) -> int:
@@ -79,6 +89,9 @@ def plain_arguments(cfg: DictConfig | None, data_dir: Path, out_dir: Path, vocab
         f"--grad-clip={t.gradient_clip_val}",
         f"--eval-iters={m.get('periodic_val_batches') or 20}",
         *([f"--eval-interval={t.val_check_interval}"] if isinstance(t.val_check_interval, int) else []),
+        f"--log-interval={t.log_every_n_steps}",
+        "--fused",
+        "--exact-steps",
     ]
 
 
@@ -109,6 +122,15 @@ def timed(module: str, arguments: list[str], log: Path) -> float:
     start = time.perf_counter()
     run_logged(module, arguments, log)
     return time.perf_counter() - start
+
+
+def best_checkpoint(run_dir: Path) -> Path:
+    """The best checkpoint of a genlab run, as its ModelCheckpoint recorded it in last.ckpt (last.ckpt itself where
+    nothing was monitored)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    states = read_checkpoint(last).get("callbacks") or {}
+    best = next((s.get("best_model_path") for name, s in states.items() if name.startswith("ModelCheckpoint")), None)
+    return Path(best) if best else last
 
 
 def plain_network(out_dir: Path) -> Transformer:
@@ -154,6 +176,8 @@ def main() -> None:
     print(f"runs and logs: {work}")
     threads = os.environ.get("OMP_NUM_THREADS", "unset")
     print(describe_machine(), f"OMP_NUM_THREADS={threads}, reference: {args.reference}", flush=True)
+    if args.reference == "same":
+        print(f"the same work, except: {SAME_WORK_EXCEPT}", flush=True)
 
     rounds = []
     for i in range(args.rounds):
@@ -161,11 +185,19 @@ def main() -> None:
         seconds = {}
         for name, module, arguments in round_commands(i, args, cfg, work, vocab_size):
             seconds[name] = timed(module, arguments, work / f"round{i}" / f"{name}.log")
+        scored = {"genlab": best_checkpoint(run_dir), "plain": plain_dir / "ckpt.pt"}
         losses = {
-            "genlab": validation_loss(load_model(run_dir / "checkpoints" / "last.ckpt").net, cfg),
+            "genlab": validation_loss(load_model(scored["genlab"]).net, cfg),
             "plain": validation_loss(plain_network(plain_dir), cfg),
         }
-        rounds.append({"seconds": seconds, "val_loss": losses, "ratio": seconds["genlab"] / seconds["plain"]})
+        rounds.append(
+            {
+                "seconds": seconds,
+                "val_loss": losses,
+                "ratio": seconds["genlab"] / seconds["plain"],
+                "scored": {name: str(path) for name, path in scored.items()},
+            }
+        )
         print(
             f"round {i}: genlab {seconds['genlab']:.1f} s, val loss {losses['genlab']:.4f} | plain "
             f"{seconds['plain']:.1f} s, val loss {losses['plain']:.4f} | time ratio {rounds[-1]['ratio']:.3f}",
@@ -175,6 +207,8 @@ def main() -> None:
     summary = {
         "command": " ".join(sys.argv),
         "reference": args.reference,
+        "differences": SAME_WORK_EXCEPT if args.reference == "same" else "nanoGPT's own settings and loop",
+        "scored": "each side's best checkpoint",
         "machine": describe_machine(),
         "median_seconds": {k: statistics.median(r["seconds"][k] for r in rounds) for k in ("genlab", "plain")},
         "median_val_loss": {k: statistics.median(r["val_loss"][k] for r in rounds) for k in ("genlab", "plain")},

@@ -12,8 +12,11 @@ LightningModule from the same config, so the same initial weights) doing the sam
 optimizer (fused where genlab fuses it), learning-rate schedule, gradient clipping, EMA of the weights,
 autocast precision and losses, on batches cut from the dataset held on the device. Each (family, batch size)
 runs the two in turn, `--rounds` times, alternating which goes first; reported are the median speeds, the
-median of the rounds' genlab / plain ratios, and the peak memory (CUDA's max_memory_allocated on a GPU, the
-process's peak RSS on a CPU). Batch sizes: the recipe's and 1024 (the GPT: the recipe's and 4x it).
+median of the rounds' genlab / plain ratios, and the peak memory, reset before each side builds its data and model
+(CUDA's max_memory_allocated on a GPU; on a CPU the process's peak RSS, whose high-water mark Linux resets). Both
+sides are timed from the end of their last warm-up batch, each timed batch's loading counted. genlab's data is held
+on the device where the plain loop's is (data.on_device=auto: a CUDA GPU), images and the GPT's token ids alike.
+Batch sizes: the recipe's and 1024 (the GPT: the recipe's and 4x it).
 
 Writes DIR/gpu_efficiency.json and DIR/gpu_efficiency.md after every pair, so a run cut off still reports.
 """
@@ -21,9 +24,10 @@ Writes DIR/gpu_efficiency.json and DIR/gpu_efficiency.md after every pair, so a 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
-import resource
+import re
 import statistics
 import sys
 import time
@@ -97,6 +101,10 @@ class Settings:
     large_batch: int  # the images' second batch size (the GPT's is 4x its recipe's)
     smoke_batch: int | None = None  # the smoke run's first batch size (its second: twice that)
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if self.accelerator == "gpu" else "cpu")
+
 
 # on an H200: 9 families x 2 batch sizes x 2 rounds x 2 sides = 72 runs of 60 batches, about 6 minutes in all
 GPU = Settings("gpu", "bf16-mixed", warmup=10, batches=50, rounds=2, large_batch=1024)
@@ -111,51 +119,69 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _peak_memory(device: torch.device) -> int:
-    """CUDA's peak allocation since the last reset on a GPU; the process's peak resident set on a CPU."""
+def _peak_memory(device: torch.device) -> int | None:
+    """CUDA's peak allocation on a GPU; on a CPU the process's peak resident set (Linux's VmHWM; None where it cannot
+    be read or reset): both since the last _reset_peak_memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        peak = re.search(r"^VmHWM:\s+(\d+) kB$", Path("/proc/self/status").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(peak[1]) * 1024 if peak and _cpu_peak_resets else None
+
+
+_cpu_peak_resets = True  # False once Linux refused to reset the high-water mark: the peak would be the lifetime's
 
 
 def _reset_peak_memory(device: torch.device) -> None:
+    """Before a side builds anything: its peak starts again from what is held now. On a CPU, the resident set's
+    high-water mark is reset to the current resident set (Linux: `5` to /proc/self/clear_refs), so that a side's
+    peak is neither the earlier side's nor the process's lifetime one; what the earlier side left resident (the
+    allocator's cached memory, the libraries) still counts, for both sides alike."""
+    global _cpu_peak_resets
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed
+        _cpu_peak_resets = False
 
 
 class TimedBatches(Callback):
-    """Times training batches `warmup` .. `warmup + batches - 1` (validations in between not counted), then stops
-    the run; writes {"seconds", "batches", "peak_memory_bytes"} to <run>/timed_batches.json."""
+    """Times training batches `warmup` + 1 .. `warmup + batches`, from the end of the last warm-up batch to the end of
+    the last timed one, so that each timed batch's loading counts as in the plain loop (validations in between do
+    not), then stops the run; writes {"seconds", "batches", "peak_memory_bytes"} to <run>/timed_batches.json."""
 
     def __init__(self, warmup: int, batches: int) -> None:
         self.warmup, self.batches = warmup, batches
         self.start = self.paused = self.seconds = 0.0
-        self.timed = 0
+        self.ended = 0  # training batches ended
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _reset_peak_memory(pl_module.device)
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.warmup == 0:
+            self._start(pl_module)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         if self.paused:  # a validation ran since the last batch
             _synchronize(pl_module.device)
             self.start += time.perf_counter() - self.paused
             self.paused = 0.0
-        if not self.start and trainer.fit_loop.epoch_loop.batch_progress.total.ready > self.warmup:
-            _synchronize(pl_module.device)
-            self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        if not self.start:
-            return
-        self.timed += 1
-        if self.timed == self.batches:
+        self.ended += 1
+        if self.ended == self.warmup:
+            self._start(pl_module)
+        elif self.ended == self.warmup + self.batches:
             _synchronize(pl_module.device)
             self.seconds = time.perf_counter() - self.start
             trainer.should_stop = True
             result = {
                 "seconds": self.seconds,
-                "batches": self.timed,
+                "batches": self.batches,
                 "peak_memory_bytes": _peak_memory(pl_module.device),
             }
             (Path(trainer.default_root_dir) / "timed_batches.json").write_text(json.dumps(result) + "\n")
@@ -164,6 +190,10 @@ class TimedBatches(Callback):
         if self.start and not self.seconds:
             _synchronize(pl_module.device)
             self.paused = time.perf_counter()
+
+    def _start(self, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module.device)
+        self.start = time.perf_counter()
 
 
 # --- genlab: the real command ------------------------------------------------------------------------------
@@ -200,9 +230,10 @@ def genlab_config(
     )
 
 
-def genlab_run(cfg: DictConfig) -> dict[str, float]:
+def genlab_run(cfg: DictConfig, device: torch.device) -> dict[str, float]:
     from genlab.train import train  # registers the config resolvers; only genlab's side needs it
 
+    _reset_peak_memory(device)  # where the plain side resets it: before the data and the model are built
     train(cfg)
     return json.loads((Path(cfg.paths.output_dir) / "timed_batches.json").read_text())
 
@@ -211,7 +242,7 @@ def genlab_run(cfg: DictConfig) -> dict[str, float]:
 def plain_run(cfg: DictConfig, family: Family, settings: Settings) -> dict[str, float]:
     """The same nets and per-batch work in a loop of plain PyTorch, on data held on the device."""
     L.seed_everything(cfg.seed, verbose=False)
-    device = torch.device("cuda" if settings.accelerator == "gpu" else "cpu")
+    device = settings.device
     _reset_peak_memory(device)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
@@ -420,7 +451,7 @@ def _gpt_plain(cfg: DictConfig, datamodule, device: torch.device) -> tuple[StepF
     """nanoGPT's loop (benchmarks/gpt_throughput.py's): random windows cut on the device by one gather."""
     m, t = cfg.model, cfg.trainer
     net, optimizer, schedule = plain_gpt(cfg, datamodule.vocab_size, device)
-    tokens = datamodule.data_train.tokens.to(device)
+    tokens = torch.tensor(datamodule.data_train.tokens, dtype=torch.long, device=device)  # from the memory-mapped ids
     offsets = torch.arange(m.block_size + 1, device=device)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -464,7 +495,7 @@ def measure_pair(
         run_dir = work / family.name / f"b{batch_size}_r{round_}"
         cfg = genlab_config(family, settings, batch_size, run_dir, smoke, overrides)
         sides = [
-            ("genlab", lambda cfg=cfg: genlab_run(cfg)),
+            ("genlab", lambda cfg=cfg: genlab_run(cfg, settings.device)),
             ("plain", lambda cfg=cfg: plain_run(cfg, family, settings)),
         ]
         for side, run in sides if round_ % 2 == 0 else reversed(sides):
@@ -482,13 +513,27 @@ def measure_pair(
         "plain_per_s": statistics.median(speeds["plain"]),
         "ratio": statistics.median(ratios),
         "round_ratios": ratios,
-        "genlab_peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs["genlab"]),
-        "plain_peak_memory_bytes": max(r["peak_memory_bytes"] for r in runs["plain"]),
+        "genlab_peak_memory_bytes": _largest(r["peak_memory_bytes"] for r in runs["genlab"]),
+        "plain_peak_memory_bytes": _largest(r["peak_memory_bytes"] for r in runs["plain"]),
     }
 
 
+def _largest(values) -> int | None:
+    """The largest of the rounds' peaks; None where one was not measured."""
+    values = list(values)
+    return None if None in values else max(values)
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
 def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    memory = "CUDA max_memory_allocated" if header["device"] == "cuda" else "process peak RSS"
+    memory = (
+        "CUDA max_memory_allocated"
+        if header["device"] == "cuda"
+        else "the process's peak RSS during the side's run (reset before each side; the libraries count for both)"
+    )
     lines = [
         "# genlab against a plain PyTorch loop of the same nets",
         "",
@@ -509,7 +554,7 @@ def markdown(header: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['family']} | {row['batch_size']} | {row['genlab_per_s']:,.0f} {row['unit']} | "
             f"{row['plain_per_s']:,.0f} {row['unit']} | {row['ratio']:.2f} | "
-            f"{row['genlab_peak_memory_bytes'] / 2**20:,.0f} MiB | {row['plain_peak_memory_bytes'] / 2**20:,.0f} MiB |"
+            f"{_mib(row['genlab_peak_memory_bytes'])} | {_mib(row['plain_peak_memory_bytes'])} |"
         )
     return "\n".join(lines) + "\n"
 

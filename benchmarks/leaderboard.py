@@ -7,7 +7,9 @@ watched. SampleFID logs val/fid on 500 samples at evenly spaced times, for the F
 Then `python -m src.eval` scores --num-samples samples of the last checkpoint (the autoencoder, which does not
 sample: its reconstructions of the test split) in the shipped classifier's features against the test split:
 by default 1,000 per training minute, between 1,000 and 10,000, the same number for every family (FID depends on
-it). Prints each family's progress; Ctrl-C stops it with one line, the board of the families done kept.
+it); with precision and recall, and for the families with a likelihood its bound in bits/dim on --likelihood-images
+test images, one scale for all (src.eval's likelihood/bpd). Prints each family's progress; Ctrl-C stops it with one
+line, the board of the families done kept.
 
 Writes to --out (default outputs/leaderboard/<start time>): leaderboard.md and .json (the table),
 leaderboard.html (through src.report's page machinery: the table, a grid of each family's samples, the curves),
@@ -46,24 +48,23 @@ CURVE_SAMPLES = 500
 
 @dataclass(frozen=True)
 class Entry:
-    """A row of the board: a recipe, and the test metric of its NLL in bits per dimension, if it has one (`bound`:
-    an upper bound on the NLL rather than the NLL itself)."""
+    """A row of the board: a recipe; `bound`: its likelihood (src.eval's likelihood/bpd, where it has one) is an
+    upper bound on the NLL rather than the NLL itself."""
 
     overrides: tuple[str, ...]
-    nll: str | None = None
     bound: bool = False
 
 
 # every image family of conf/model/ (tests/test_families.py holds this to it)
 ENTRIES = {
     "autoencoder": Entry(("model=ae", "data=fashion_mnist")),
-    "vae": Entry(("experiment=vae_fashion_mnist",), nll="test/bpd", bound=True),  # the negative ELBO
+    "vae": Entry(("experiment=vae_fashion_mnist",), bound=True),  # the importance-weighted bound
     "gan-bce": Entry(("experiment=gan_fashion_mnist",)),
     "gan-hinge": Entry(("experiment=gan_hinge_fashion_mnist",)),
     "gan-wgan-gp": Entry(("experiment=gan_wgan_gp_fashion_mnist",)),
-    "diffusion": Entry(("experiment=diffusion_fashion_mnist",)),
-    "flow": Entry(("experiment=flow_fashion_mnist",)),  # flow matching
-    "normalizing_flow": Entry(("experiment=normalizing_flow_fashion_mnist",), nll="test/bpd"),  # exact
+    "diffusion": Entry(("experiment=diffusion_fashion_mnist",), bound=True),  # the variational bound
+    "flow": Entry(("experiment=flow_fashion_mnist",)),  # flow matching: no likelihood
+    "normalizing_flow": Entry(("experiment=normalizing_flow_fashion_mnist",)),  # exact
 }
 # the families of conf/model/ that are not on the board, and why
 NOT_ON_THE_BOARD = {"gpt": "text, not images", "classifier": "the metrics' feature extractor, not a generator"}
@@ -108,6 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num-samples",
         type=whole_number(2),
         help="images scored per family (default: 1,000 per training minute, between 1,000 and 10,000)",
+    )
+    parser.add_argument(
+        "--likelihood-images",
+        type=whole_number(0),
+        default=200,
+        help="test images whose likelihood bound is scored, where there is one (200; DDPM's: T U-Net passes each)",
     )
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     parser.add_argument("--work", type=Path, help="where the runs (checkpoints), evaluations and logs go; --out")
@@ -163,6 +170,7 @@ def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, fl
     overrides = [
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
         f"num_samples={args.num_samples}",
+        f"likelihood.num_images={args.likelihood_images}",
         f"accelerator={args.accelerator}",
         f"task_name={name}",
         f"paths.log_dir={eval_dir}",
@@ -211,8 +219,10 @@ def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args:
         "fid": metrics[f"{prefix}/fid"],
         "kid": metrics[f"{prefix}/kid"],
         "is": metrics[f"{prefix}/is"],
+        "precision": metrics[f"{prefix}/precision"],
+        "recall": metrics[f"{prefix}/recall"],
         "label_entropy": metrics.get(f"{prefix}/label_entropy"),
-        "nll_bpd": metrics.get(entry.nll) if entry.nll else None,
+        "nll_bpd": metrics.get("likelihood/bpd"),
         "nll_is_bound": entry.bound,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_images_per_s": stats["timed_batches"] * images_per_batch / stats["training_seconds"],
@@ -229,6 +239,8 @@ COLUMNS = [  # (heading, key, format)
     ("FID ↓", "fid", "{:.2f}"),
     ("KID ↓", "kid", "{:.4f}"),
     ("IS ↑", "is", "{:.2f}"),
+    ("precision ↑", "precision", "{:.3f}"),
+    ("recall ↑", "recall", "{:.3f}"),
     ("label entropy (nats)", "label_entropy", "{:.3f}"),
     ("NLL (bits/dim)", "nll_bpd", "{:.3f}"),
     ("parameters", "parameters", "{:,}"),

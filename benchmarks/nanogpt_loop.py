@@ -12,8 +12,11 @@ What it keeps of nanoGPT's train.py (run on the CPU with its README's flags, `--
 - every `eval_interval` iterations, from iteration 0, the mean loss of `eval_iters` random batches of
   each split, and a checkpoint (`ckpt.pt`: model, optimizer, iteration, best loss) whenever the
   validation estimate improves;
-- one printed line per iteration (its loss: `loss.item()`), and training until iter_num > max_iters
-  (max_iters + 1 optimizer steps).
+- one printed line every `log_interval` iterations (its loss: `loss.item()`; nanoGPT's CPU flags: every
+  iteration), and training until iter_num > max_iters (max_iters + 1 optimizer steps).
+Three flags give it genlab's work instead, for `benchmarks.gpt_time_to_quality --reference same`: `--fused` (AdamW's
+fused kernel on the CPU too, as genlab's GPT), `--exact-steps` (max_iters optimizer steps, the last evaluated, as a
+genlab run ends) and `--log-interval` (genlab's trainer.log_every_n_steps).
 The network is genlab's `Transformer`, which computes what nanoGPT's GPT does (pre-LayerNorm blocks,
 fused causal attention, GELU MLP, tied embeddings, the GPT-2 initialisation): the comparison is of
 the training pipelines, not of two networks.
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genlab.models.fused import fused_optimizer_available
 from genlab.models.gpt import adamw
 from genlab.models.nets.transformer import Transformer
 
@@ -57,6 +61,11 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=250)
     parser.add_argument("--eval-iters", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--log-interval", type=int, default=1)
+    parser.add_argument("--fused", action="store_true", help="AdamW's fused kernel on the CPU too (nanoGPT: CUDA only)")
+    parser.add_argument(
+        "--exact-steps", action="store_true", help="max_iters optimizer steps, the last evaluated (nanoGPT: one more)"
+    )
     args = parser.parse_args()
 
     out_dir = Path(args.out_dir)
@@ -73,8 +82,10 @@ def main() -> None:
         return x, y
 
     model = Transformer(args.vocab_size, block_size, args.n_layer, args.n_head, args.n_embd, args.dropout, args.bias)
-    # nanoGPT's grouping (decay on the matrices only) is genlab's; it fuses the kernel on CUDA only
-    optimizer = adamw(model, args.learning_rate, (args.beta1, args.beta2), args.weight_decay, fused=False)
+    # nanoGPT's grouping (decay on the matrices only) is genlab's; it fuses the kernel on CUDA only, genlab where torch
+    # has the kernel (fused_optimizer_available: the CPU too)
+    fused = args.fused and fused_optimizer_available(model)
+    optimizer = adamw(model, args.learning_rate, (args.beta1, args.beta2), args.weight_decay, fused=fused)
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
@@ -108,7 +119,8 @@ def main() -> None:
         lr = get_lr(iter_num)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        if iter_num % args.eval_interval == 0:
+        last = args.exact_steps and iter_num == args.max_iters  # max_iters steps taken: evaluate them and stop
+        if iter_num % args.eval_interval == 0 or last:
             losses = estimate_loss()
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if losses["val"] < best_val_loss and iter_num > 0:
@@ -122,6 +134,8 @@ def main() -> None:
                 }
                 print(f"saving checkpoint to {out_dir}")
                 torch.save(checkpoint, out_dir / "ckpt.pt")
+        if last:
+            break
         loss = loss_of(x, y)
         x, y = get_batch("train")  # fetched while the backward pass is still to come
         loss.backward()
@@ -131,7 +145,8 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         t1 = time.time()
         dt, t0 = t1 - t0, t1
-        print(f"iter {iter_num}: loss {loss.item():.4f}, time {dt * 1000:.2f}ms")
+        if iter_num % args.log_interval == 0:
+            print(f"iter {iter_num}: loss {loss.item():.4f}, time {dt * 1000:.2f}ms")
         iter_num += 1
         if iter_num > args.max_iters:
             break

@@ -1,4 +1,5 @@
-"""Fit a model as `src.train` builds it, timing the training loop alone."""
+"""Time a training as users run it: `genlab.train.train(cfg)`, the function `python -m src.train` calls, with a
+callback that times its steps (RunStats, from a config: `run_stats_overrides`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -15,14 +15,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from genlab.metrics.sample_fid import SampleFID
-from genlab.utils.instantiate import instantiate_all
+from genlab.train import train
 
 
 class StepTimer(Callback):
-    """Wall time from the start of optimizer step `skip` to the end of training: `seconds` with the
-    validations in between, `training_seconds` without them (what a loop that never validates measures).
-    A validation counts until the next training batch starts: the checkpoints written after it are not
-    training either. `batches` counts the training batches timed (a GAN makes two optimizer steps of each)."""
+    """Wall time of a run's training after its first `skip` optimizer steps: `seconds` with the validations in
+    between, `training_seconds` without them (what a loop that never validates measures). The clock starts where a
+    plain loop's would: at the start of training (skip=0), or at the end of the batch that completes step `skip`,
+    so that every timed batch's loading counts. A validation counts until the next training batch starts: the
+    checkpoints written after it are not training either (nor is that batch's loading). `batches` counts the
+    training batches timed (a GAN makes two optimizer steps of each)."""
 
     def __init__(self, skip: int = 0) -> None:
         self.skip = skip
@@ -31,19 +33,23 @@ class StepTimer(Callback):
         self.batches = 0
         self._validation_start = 0.0
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step >= self.skip:
+            self._start(pl_module)
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        # >=, not ==: a model that steps two optimizers per batch (the GAN) may jump over `skip`
-        if trainer.global_step >= self.skip and not self.start:
-            _synchronize(pl_module)  # on a GPU the earlier steps may still be running
-            self.start = time.perf_counter()
-        elif self._validation_start:
+        if self._validation_start:
             _synchronize(pl_module)
             self._end_validation(time.perf_counter())
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        self.batches += bool(self.start)
+        if self.start:
+            self.batches += 1
+        # >=, not ==: a model that steps two optimizers per batch (the GAN) may jump over `skip`
+        elif trainer.global_step >= self.skip:
+            self._start(pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.start and not trainer.sanity_checking:
@@ -54,6 +60,10 @@ class StepTimer(Callback):
         _synchronize(pl_module)
         self.end = time.perf_counter()
         self._end_validation(self.end)
+
+    def _start(self, pl_module: L.LightningModule) -> None:
+        _synchronize(pl_module)  # on a GPU the earlier steps may still be running
+        self.start = time.perf_counter()
 
     def _end_validation(self, now: float) -> None:
         if self._validation_start:
@@ -75,17 +85,16 @@ def _synchronize(pl_module: L.LightningModule) -> None:
         torch.cuda.synchronize(pl_module.device)
 
 
-def timed_fit(cfg: DictConfig, skip: int = 0) -> tuple[StepTimer, L.Trainer, L.LightningModule, L.LightningDataModule]:
-    """Build datamodule, model, callbacks, loggers and trainer from `cfg` and fit; return the timer and all."""
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model, _convert_="all")
-    timer = StepTimer(skip)
-    callbacks = [*instantiate_all(cfg.callbacks, "callback"), timer]
-    loggers = instantiate_all(cfg.logger, "logger")
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, _convert_="all")
-    trainer.fit(model, datamodule=datamodule)
-    return timer, trainer, model, datamodule
+def run_stats_overrides(skip: int = 0) -> list[str]:
+    """The overrides that add RunStats to a run's callbacks, timing it after optimizer step `skip`."""
+    return ["+callbacks.run_stats._target_=benchmarks.timed_fit.RunStats", f"+callbacks.run_stats.skip={skip}"]
+
+
+def timed_train(cfg: DictConfig) -> dict[str, Any]:
+    """Train as `python -m src.train` does: `genlab.train.train(cfg)` itself, with every always-on callback and the
+    atomic checkpoint plugin. `cfg` holds RunStats (run_stats_overrides); returned: its run_stats.json."""
+    train(cfg)
+    return json.loads((Path(cfg.paths.output_dir) / "run_stats.json").read_text())
 
 
 class RunStats(StepTimer):
@@ -136,6 +145,7 @@ class RunStats(StepTimer):
             "device": str(pl_module.device),
             "precision": str(trainer.precision),
             "training_seconds": self.training_seconds if self.start and self.end else None,
+            "seconds": self.seconds if self.start and self.end else None,  # the validations in between too
             "timed_batches": self.batches,
             "peak_memory_bytes": torch.cuda.max_memory_allocated(pl_module.device) if cuda else None,
             "validations": self.validations,

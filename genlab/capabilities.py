@@ -8,12 +8,23 @@ that fit it and gets those tools for free. Images are float tensors (B, C, H, W)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from genlab.errors import ConfigError
+
+# (C, H, W) of the images a family makes or reads, declared in its signature as every range is: bounded, so that a
+# checkpoint's three numbers cannot describe terabytes of pixels for a network whose weights do not grow with them
+MAX_CHANNELS, MAX_SIDE = 64, 8192
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+ImageShape = tuple[Annotated[int, Field(ge=1, le=MAX_CHANNELS)], Side, Side]
+# the most stages a family's network may have that each halve the image (its `channels`): 2**16 is past MAX_SIDE;
+# Stages: one width (or multiplier) per stage, at least one
+MAX_STAGES = 16
+Stages = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1, max_length=MAX_STAGES)]
 
 
 @runtime_checkable
@@ -80,6 +91,19 @@ class Denoiser(Reconstructor, Protocol):
 
     def corrupt(self, images: Tensor) -> Tensor:
         """The images with the noise the model was trained to remove."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodModel(Protocol):
+    """Bounds the negative log-likelihood of 8-bit images, in bits per dimension on one scale for every family
+    (src.eval's likelihood/bpd; genlab/models/likelihood.py says how)."""
+
+    likelihood_bound: str | None  # what the number is (exact, or which bound); None where the model has none
+
+    def nll_bits_per_dim(self, images: Tensor, importance_samples: int) -> Tensor:
+        """An upper bound (B,) on -log2 P(v) / D of each 8-bit image v (images (B, C, H, W) in [0, 1]);
+        `importance_samples`: k of an importance-weighted bound (the VAE's), ignored by the others."""
         ...
 
 

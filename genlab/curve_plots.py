@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
-from genlab.run_folder import Curves
+from genlab.run_logs import Curves
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,6 +22,9 @@ STAGES = ("train", "val", "test")
 LR_PREFIX, LR_TITLE = "lr-", "learning rate"
 # legends with a label longer than this go under the plot, wrapped at the second length
 LEGEND_INSIDE_MAX, LEGEND_WRAP = 32, 80
+# titles and legends are the user's names (metrics, overrides), drawn as they are written: matplotlib would read
+# `$...$` in one as mathtext (and fail on a command it does not know), or give it to LaTeX where usetex is on
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
 
 
 @dataclass
@@ -106,6 +109,7 @@ def run_colors(count: int) -> list[str]:
     return [matplotlib.colors.to_hex(palette[i % len(palette)]) for i in range(count)]
 
 
+@matplotlib.rc_context(PLAIN_TEXT)
 def plot_png(panel: Panel) -> bytes:
     """The panel as a PNG: step on the x axis, a legend naming each line."""
     figure, axes = plt.subplots(figsize=(6, 3.4))

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
 
 from tests.helpers import run_module
 
@@ -30,6 +34,7 @@ def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespe
         "data.num_val_windows=48",
         "model.sample_length=10",
         "model.periodic_val_batches=2",
+        "trainer.log_every_n_steps=1",  # the plain loop's line per iteration: it takes the same 30 steps
     ]
     result = run_module(
         "benchmarks.gpt_time_to_quality", *arguments, env={"DATA_DIR": str(shakespeare_dir)}, timeout=600
@@ -48,12 +53,13 @@ def test_time_to_quality_times_and_scores_both_commands(tmp_path: Path, shakespe
     assert OmegaConf.load(work / "round0" / "genlab" / "config.yaml").seed == 42
     plain = torch.load(work / "round0" / "plain" / "ckpt.pt", weights_only=True)
     assert plain["model_args"]["seed"] == 1337 and plain["iter_num"] == 30
-    evaluations = [
-        line.split(":")[0]
-        for line in (work / "round0" / "plain.log").read_text().splitlines()
-        if line.startswith("step ")
-    ]
+    plain_log = (work / "round0" / "plain.log").read_text()
+    evaluations = [line.split(":")[0] for line in plain_log.splitlines() if line.startswith("step ")]
     assert evaluations == ["step 0", "step 15", "step 30"]
+    iterations = [line.split(":")[0] for line in plain_log.splitlines() if line.startswith("iter ")]
+    assert iterations == [f"iter {i}" for i in range(30)]  # genlab's 30 steps, not nanoGPT's max_iters + 1
+    # each scored by the same rule: its best checkpoint (genlab's recorded in its last.ckpt)
+    assert Path(round_["scored"]["genlab"]).name == "epoch_000.ckpt" and round_["scored"]["plain"].endswith("ckpt.pt")
 
 
 def test_each_round_seeds_both_anew_and_alternates_their_order(tmp_path: Path) -> None:
@@ -69,3 +75,77 @@ def test_each_round_seeds_both_anew_and_alternates_their_order(tmp_path: Path) -
         assert f"hydra.run.dir={tmp_path / f'round{i}' / 'genlab'}" in commands["genlab"]
         assert f"--out-dir={tmp_path / f'round{i}' / 'plain'}" in commands["plain"]
         assert "trainer.max_steps=30" in commands["genlab"] and "--max-iters=30" in commands["plain"]
+        # genlab's work: its fused AdamW, its step count (nanoGPT takes one more), its logging interval
+        assert {"--fused", "--exact-steps", "--log-interval=50"} <= set(commands["plain"])
+
+
+class _SlowItems(Dataset):
+    """Items that take 100 ms each to load (a batch is one): far more than a BoringModel's step."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        time.sleep(0.1)
+        return torch.randn(32)
+
+
+class _SlowLoading(BoringModel):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_SlowItems(), batch_size=1)
+
+
+def test_the_benchmark_timers_count_every_timed_batchs_loading_as_a_plain_loop_does(tmp_path: Path) -> None:
+    from benchmarks.gpu_efficiency import TimedBatches
+    from benchmarks.timed_fit import StepTimer
+
+    # 2 batches not timed, then 3 timed: each one's loading in the time, as a plain loop's clock has it (Lightning
+    # fetches a batch ahead: the window holds 3 fetches however they fall)
+    timers = {"gpu_efficiency": TimedBatches(warmup=2, batches=3), "timed_fit": StepTimer(skip=2)}
+    for name, timer in timers.items():
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=5 if name == "timed_fit" else 50,  # TimedBatches stops the run itself
+            limit_val_batches=0,
+            callbacks=[timer],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )
+        trainer.fit(_SlowLoading())
+        assert trainer.global_step == 5 and timer.batches == 3, name
+        assert timer.seconds >= 3 * 0.1, name
+
+
+def test_throughput_rounds_alternate_which_side_goes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks import gpt_throughput
+
+    runs = []
+
+    def lightning_run(cfg, skip: int, output_dir: Path) -> tuple[float, None]:
+        runs.append(f"lightning in {output_dir.name}")
+        return 1.0, None
+
+    def plain_run(cfg, skip: int, device: torch.device) -> tuple[float, None]:
+        runs.append("plain")
+        return 1.0, None
+
+    monkeypatch.setattr(gpt_throughput, "lightning_run", lightning_run)
+    monkeypatch.setattr(gpt_throughput, "plain_run", plain_run)
+    cfg = gpt_throughput.throughput_config("gpt_shakespeare_cpu", 30, str(tmp_path), [])
+    gpt_throughput.paired_rounds(cfg, skip=10, rounds=3)
+    # drift in the machine's speed falls on both alike; each round's genlab run in a folder of its own
+    assert runs == ["lightning in round0", "plain", "plain", "lightning in round1", "lightning in round2", "plain"]
+
+
+def test_text_throughput_times_both_loaders_on_the_same_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import text_throughput
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat, and the dog sat on the log.\n" * 400)
+    arguments = ["--path", str(corpus), "--vocab-size", "300", "--block-size", "16", "--batch-size", "4"]
+    result = text_throughput.main([*arguments, "--batches", "5"])
+    assert result["num_tokens"] > 0 and all(result[key] > 0 for key in ("tokenizing", "ours", "nanogpt"))
+    assert "ours / nanoGPT:" in capsys.readouterr().out

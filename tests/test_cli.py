@@ -64,12 +64,12 @@ def test_unknown_key_is_refused_by_hydra() -> None:
             "gan",
             "shakespeare",
             "model=gan needs data with image_shape, num_classes: it works with "
-            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+            "data=cifar10, fashion_mnist, image_folder, mnist; data=shakespeare works with model=gpt",
         ),
         (
             "gpt",
             "mnist",
-            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            "model=gpt needs data with block_size: it works with data=shakespeare, text_file; "
             f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
         ),
     ],
@@ -105,7 +105,7 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path: Path, mnist_dir: Pat
         "-m",
         "model.latent_dim=4,8",
         *QUICK,
-        "extras.print_config=true",
+        "extras.print_config=full",
         "test=false",
         "data=mnist",
         "data.val_size=100",

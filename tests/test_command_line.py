@@ -21,6 +21,7 @@ from genlab.report import main as report_main
 from genlab.sample import main as sample_main
 from genlab.sweep_summary import main as sweep_summary_main
 from genlab.train import main as train_main
+from genlab.utils import run_folder
 from genlab.utils.before_run import CheckBeforeRun
 from genlab.utils.config import compose
 from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options, run_main, run_module
@@ -64,6 +65,11 @@ CASES = [
     *(
         (entry, ["paths.output_dir={file}/out"], "paths.output_dir={file}/out: {file} is a file")
         for entry in WITH_TASK_NAME
+    ),
+    *(
+        (entry, [f"seed={seed}"], f"seed={seed}: expected a whole number from 0 to 4294967295, or null")
+        for entry in WITH_TASK_NAME  # the entry points that seed
+        for seed in (-5, 4294967296, 1.5)
     ),
 ]
 IDS = [f"{entry}:{' '.join(overrides) or 'nothing'}" for entry, overrides, _ in CASES]
@@ -109,6 +115,23 @@ def test_a_sweep_refuses_a_sweep_folder_under_a_file_and_takes_a_value_given_per
     CheckBeforeRun().on_multirun_start(config=config, config_name="eval")
 
 
+@pytest.mark.parametrize("entry", ["train", "eval"])  # the entry points that read paths.data_dir
+@pytest.mark.parametrize("link", ["loop", "loop/sub", "dangling"])
+def test_a_data_dir_that_is_a_link_leading_nowhere_is_one_line_and_nothing_is_written(
+    entry: str, link: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a link to itself
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / link))  # as conf/paths/default.yaml reads it
+    run_dir = tmp_path / "run"
+    result = run_main(MAINS[entry], *REQUIRED[entry], f"hydra.run.dir={run_dir}")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr[-3000:]
+    broken = tmp_path / link.partition("/")[0]
+    why = "is a loop of symbolic links" if link != "dangling" else f"is a symbolic link to {tmp_path / 'gone'}, which"
+    assert result.stderr.startswith(f"error: DATA_DIR={tmp_path / link}: {broken} {why}"), result.stderr
+    assert not run_dir.exists()
+
+
 def test_a_good_command_line_passes(tmp_path: Path) -> None:
     for entry in ENTRY_POINTS:
         config = compose([*REQUIRED[entry], f"hydra.run.dir={tmp_path}/new/run"], entry, return_hydra_config=True)
@@ -126,6 +149,7 @@ def test_train_refuses_a_value_past_a_declared_bound_with_one_line_and_no_run_fo
     breach: Breach, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
+    run_folder.claim(run)  # as the check Hydra runs before it makes the run folder (CheckBeforeRun) notes it
     (run / ".hydra").mkdir(parents=True)  # what Hydra has made by the time src.train's main starts
     cfg = family_config(breach.model, run)
     cfg.model[breach.name] = breach.value  # as `model.<name>=<value>` on the command line

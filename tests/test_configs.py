@@ -37,9 +37,15 @@ def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> N
     check_config(cfg)
 
 
+# the data options that hold text
+TEXT_DATA = {"shakespeare", "text_file"}
+
+
 @pytest.mark.parametrize("data", options("data"))
 def test_data_options(tmp_path: Path, data: str) -> None:
-    cfg = compose_config([f"data={data}"], tmp_path)
+    # the options with nothing to default to: the user's own text file, the user's own folder of images
+    required = {"text_file": ["data.path=corpus.txt"], "image_folder": [f"data.path={tmp_path}"]}
+    cfg = compose_config([f"data={data}", *required.get(data, [])], tmp_path)
     check_config(cfg.data, "data")
     assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
 
@@ -80,7 +86,7 @@ def test_gpt_on_images_is_refused_at_config_time(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", options("model"))
 def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path: Path, model: str, data: str) -> None:
     cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
-    if (model == "gpt") == (data == "shakespeare"):  # text model on text, image model on images
+    if (model == "gpt") == (data in TEXT_DATA):  # text model on text, image model on images
         check_pairing(cfg.model, cfg.data)
     else:
         with pytest.raises(ConfigError, match=rf"cannot be resolved: data={data} has no .*\. model={model} needs"):
@@ -94,7 +100,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "gpt",
             "mnist",
             "model.block_size=${data.block_size} cannot be resolved: data=mnist has no block_size. "
-            "model=gpt needs data with block_size: it works with data=shakespeare; "
+            "model=gpt needs data with block_size: it works with data=shakespeare, text_file; "
             f"data=mnist works with model={', '.join(IMAGE_MODELS)}",
         ),
         (
@@ -102,7 +108,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape}, model.num_classes=${data.num_classes} cannot "
             "be resolved: data=shakespeare has no image_shape, num_classes. model=gan needs data "
-            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, mnist; "
+            "with image_shape, num_classes: it works with data=cifar10, fashion_mnist, image_folder, mnist; "
             "data=shakespeare works with model=gpt",
         ),
         (
@@ -110,7 +116,7 @@ def test_every_model_and_data_pair_is_checked_before_anything_is_built(tmp_path:
             "shakespeare",
             "model.image_shape=${data.image_shape} cannot be resolved: data=shakespeare has no "
             "image_shape. model=ae needs data with image_shape: it works with "
-            "data=cifar10, fashion_mnist, mnist; data=shakespeare works with model=gpt",
+            "data=cifar10, fashion_mnist, image_folder, mnist; data=shakespeare works with model=gpt",
         ),
     ],
 )
@@ -170,6 +176,8 @@ def test_debug_options(tmp_path: Path, debug: str) -> None:
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_options(tmp_path: Path, experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}"], tmp_path)
+    if OmegaConf.is_missing(cfg.data, "path"):  # a recipe for the user's own images: a folder (an empty one will do)
+        cfg = compose_config([f"experiment={experiment}", f"data.path={tmp_path}"], tmp_path)
     check_config(cfg)
     assert cfg.task_name == experiment
     hydra.utils.instantiate(cfg.model, _convert_="all")
@@ -185,11 +193,11 @@ def test_hydra_paths_and_extras_compose() -> None:
     assert re.fullmatch(r"\./outputs/train/runs/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}", cfg.hydra.run.dir)
     assert cfg.paths.data_dir in (os.environ.get("DATA_DIR"), "./data")
     assert cfg.hydra.job.chdir is False
-    assert cfg.extras.print_config is True
+    assert cfg.extras.print_config == "short"
 
 
 def test_hyperparameters_in_checkpoints_are_plain_containers(tmp_path: Path) -> None:
-    cfg = compose_config(["model=ae", "data=cifar10"], tmp_path)
+    cfg = compose_config(["model=ae", "data=cifar10", "model.channels=[32,64]"], tmp_path)
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     assert type(module.hparams.image_shape) is list and type(module.hparams.channels) is list
     path = tmp_path / "hparams.pt"

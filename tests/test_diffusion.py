@@ -15,12 +15,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
 from genlab.eval import evaluate
-from genlab.metrics.sample_quality import load_feature_classifier
+from genlab.metrics import load_feature_classifier
 from genlab.models.diffusion import (
     Diffusion,
     ddim_trajectory,
@@ -207,10 +207,15 @@ def test_sampling_is_reproducible_from_a_generator(objective: str, samplers: lis
     [
         (
             {"channel_multipliers": [1, 2, 2]},
-            "model.channel_multipliers=[1, 2, 2]: its 3 levels halve the 28x28 "
-            "images 3 times, which does not divide evenly; at most 2 levels",
+            "model.channel_multipliers=[1, 2, 2] halves the 28x28 images 3 times, which does not divide evenly; "
+            "at most 2 for this size",
         ),
-        ({"attention_heads": 3}, "model.attention_heads=3 must divide the channels of the lowest resolution"),
+        ({"attention_heads": 3}, "model.attention_heads=3 must divide the channels of every resolution that attends"),
+        (  # the middle's 16 channels divide by 16 heads; those of the 28x28 level, 8, do not
+            {"attention_heads": 16, "attention_resolutions": [28]},
+            "model.attention_heads=16 must divide the channels of every resolution that attends "
+            "(base_channels * channel_multipliers: 8, 16)",
+        ),
         ({"sampler": "euler"}, "model.sampler=euler does not fit model.objective=ddpm: its samplers are ddpm, ddim"),
         ({"objective": "flow", "sampler": "ddim"}, "model.sampler=ddim does not fit model.objective=flow"),
         ({"sample_steps": 1001}, "model.sample_steps=1001: expected at most model.num_timesteps=1000"),
@@ -271,7 +276,7 @@ def test_a_checkpoint_reloads_to_the_same_samples_and_losses(tmp_path: Path, obj
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[SaveRunConfig(config)],
+        plugins=[RunCheckpointIO(config)],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
@@ -385,7 +390,7 @@ def test_sample_refuses_what_the_model_cannot_use(tmp_path: Path, trained: dict[
     ckpt = trained["flow"] / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"^sampler=ddim does not fit model.objective=flow"):
         sample(compose([f"ckpt_path={ckpt}", "sampler=ddim", f"paths.output_dir={tmp_path}"], config_name="sample"))
-    with pytest.raises(ConfigError, match=r"^steps=0: expected a whole number >= 1"):
+    with pytest.raises(ConfigError, match=r"^steps=0 is not valid for src.sample: expected int or null"):
         sample(compose([f"ckpt_path={ckpt}", "steps=0", f"paths.output_dir={tmp_path}"], config_name="sample"))
 
 
@@ -453,7 +458,7 @@ def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mn
     train(cfg)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     model.set_sampling(steps=20, guidance_scale=2.0)
-    classifier = load_feature_classifier(None, "fashion_mnist")
+    classifier = load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
     labels = torch.arange(10).repeat(20)
     with torch.no_grad():
         predicted = classifier(model.sample(len(labels), labels, torch.Generator().manual_seed(0))).argmax(1)

@@ -12,7 +12,7 @@ import torch
 from genlab.callbacks.discriminator_balance import DiscriminatorBalanceStopping
 from genlab.checkpoints import load_model
 from genlab.data.images import FashionMNISTDataModule
-from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.metrics import ClassifierFeatures, SampleQuality, load_feature_classifier
 from genlab.models.gan import GAN, gradient_penalty
 from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config
@@ -113,7 +113,7 @@ def test_discriminator_balance_stops_after_patience() -> None:
 
 
 def _sample_fid(model: GAN, real: torch.Tensor, classifier) -> float:
-    quality = SampleQuality(classifier, kid_subset_size=100)
+    quality = SampleQuality(ClassifierFeatures(classifier), kid_subset_size=100)
     quality.update(real, real=True)
     with torch.no_grad():
         quality.update(model.eval().sample(len(real)), real=False)
@@ -142,7 +142,7 @@ def test_conditional_generator_learns_garments_of_the_asked_classes(tmp_path: Pa
     _, metrics = train(cfg)
     trained = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
-    classifier = load_feature_classifier(None, "fashion_mnist")
+    classifier = load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
     datamodule = FashionMNISTDataModule(str(fashion_mnist_dir), image_shape=(1, 28, 28), num_classes=10)
     datamodule.setup("test")
     real = datamodule.data_test.images[:500].float() / 255

@@ -151,7 +151,8 @@ def test_checkpoint_reloads_to_the_model_that_was_validated(trained_gpt: Path, s
     assert "vocab" not in checkpoint
     model = load_model(trained_gpt / "checkpoints" / "last.ckpt")
     # the last checkpoint was written right after the last validation: the same windows give the same loss
-    datamodule = ShakespeareDataModule(str(shakespeare_dir), block_size=64, batch_size=12, num_val_windows=240)
+    cache = str(trained_gpt.parent / ".cache")  # the run's paths.cache_dir
+    datamodule = ShakespeareDataModule(str(shakespeare_dir), cache, block_size=64, batch_size=12, num_val_windows=240)
     datamodule.setup("validate")
     losses = [F.cross_entropy(model(x).flatten(0, 1), y.flatten()) for x, y in datamodule.val_dataloader()]
     metrics = json.loads((trained_gpt / "metrics.json").read_text())
@@ -188,7 +189,8 @@ def test_periodic_validations_are_estimates_and_the_last_one_scores_every_window
     assert scored == [1, 1, 1, 4]
     # validating a checkpoint scores every window too
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    datamodule = ShakespeareDataModule(str(shakespeare_dir), block_size=64, batch_size=12, num_val_windows=48)
+    cache = str(tmp_path / ".cache")  # the run's paths.cache_dir
+    datamodule = ShakespeareDataModule(str(shakespeare_dir), cache, block_size=64, batch_size=12, num_val_windows=48)
     L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).validate(model, datamodule=datamodule)
     assert scored[-1] == 4
 

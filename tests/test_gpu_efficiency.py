@@ -1,5 +1,5 @@
-"""What the GPU needs, checked on the CPU: images held on the training device give the same batches, the same
-resumed order and the same training as on the host; and `model.compile` trains every family as eager does.
+"""What the GPU needs, checked on the CPU: images and token ids held on the training device give the same batches,
+the same resumed order and the same training as on the host; and `model.compile` trains every family as eager does.
 (`python -m benchmarks.gpu_efficiency --smoke`: tests/test_gpu_suite.py, from the GPU suite's smoke run.)"""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from genlab.checkpoints import load_model, read_checkpoint
 from genlab.data.images import MNISTDataModule
+from genlab.data.text import ShakespeareDataModule, TokenWindows
 from genlab.errors import ConfigError
 from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config
@@ -74,6 +75,47 @@ def test_auto_holds_the_images_on_a_cuda_device_only(mnist_dir: Path) -> None:
 def test_impossible_device_settings_are_refused_naming_the_key(mnist_dir: Path, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         MNISTDataModule(str(mnist_dir), (1, 28, 28), 10, **options)
+
+
+# --- token ids held on the device ---------------------------------------------------------------------------
+def _text_datamodule(data_dir: Path, on_device: bool | str) -> ShakespeareDataModule:
+    """A small text as the Trainer sets it up for training on the CPU, which stands in for the GPU here."""
+    datamodule = ShakespeareDataModule(
+        str(data_dir), block_size=8, batch_size=16, num_val_windows=20, md5=None, on_device=on_device
+    )
+    datamodule.trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_token_ids_held_on_the_device_give_the_same_batches_and_the_same_resumed_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("First Citizen:\nBefore we proceed, hear me speak.\n" * 8)
+    torch.manual_seed(0)
+    host = _batches(_text_datamodule(tmp_path, on_device=False).train_dataloader())
+    moved_to = []
+    move = TokenWindows.to
+    monkeypatch.setattr(TokenWindows, "to", lambda windows, device: (moved_to.append(device), move(windows, device))[1])
+    torch.manual_seed(0)
+    on_device = _text_datamodule(tmp_path, on_device=True)
+    assert moved_to == [torch.device("cpu")] * 2  # the device path: both splits held on the trainer's device
+    loader = on_device.train_dataloader()
+    first = _batches(loader, 5)
+    state = loader.state_dict()
+    torch.manual_seed(123)  # a resumed process: the order comes from the loader's state
+    resumed_loader = _text_datamodule(tmp_path, on_device=True).train_dataloader()
+    resumed_loader.load_state_dict(state)
+    device_batches = first + _batches(resumed_loader)
+    assert len(device_batches) == len(host) > 5
+    for (inputs, targets), (host_inputs, host_targets) in zip(device_batches, host, strict=True):
+        assert torch.equal(inputs, host_inputs) and torch.equal(targets, host_targets)
+    val_inputs, _ = next(iter(_text_datamodule(tmp_path, on_device=True).val_dataloader()))
+    host_val_inputs, _ = next(iter(_text_datamodule(tmp_path, on_device=False).val_dataloader()))
+    assert torch.equal(val_inputs, host_val_inputs)  # the fixed validation windows too
+    with pytest.raises(ConfigError, match=re.escape("use data.num_workers=0 (got 2), or data.on_device=false")):
+        ShakespeareDataModule(str(tmp_path), on_device=True, num_workers=2)
 
 
 @pytest.mark.slow  # two short GAN trainings: about 15 s on 2 CPU cores

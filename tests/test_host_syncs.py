@@ -177,7 +177,8 @@ FAMILIES = {
 
 def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]]:
     """Train 7 batches as `python -m src.train` does (progress bar on: it reads the logged values), logging every
-    3rd; the per-batch counts."""
+    3rd; the per-batch counts. Here, off a terminal, the progress is lines: one every batch, which reads the bar's
+    values at every batch, as the rich bar on a terminal does."""
     cfg = compose_config(
         [
             "trainer.accelerator=cpu",
@@ -189,6 +190,7 @@ def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]
             "+trainer.num_sanity_val_steps=0",
             "extras.print_config=false",
             "test=false",
+            "callbacks.rich_progress_bar.line_every_n_steps=1",
             "+callbacks.host_syncs._target_=tests.test_host_syncs.HostSyncCounter",
             *overrides,
         ],

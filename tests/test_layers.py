@@ -27,7 +27,8 @@ LAYERS = {
         "genlab.sample",
         "genlab.report",
         "genlab.sweep_summary",
-        "genlab.run_folder",
+        "genlab.fid_stats",
+        "genlab.run_logs",
         "genlab.curve_plots",
     ],
     "callbacks/metrics/checkpoints": ["genlab.callbacks", "genlab.metrics", "genlab.checkpoints"],
@@ -136,7 +137,7 @@ def test_config_groups_and_checkpoint_allow_lists_name_the_same_classes(group: s
 
 def always_on_names(tmp_path: Path) -> list[str]:
     cfg = compose_config([], tmp_path)
-    built = [*always_on_callbacks(cfg, CheckpointOnInterrupt()), *always_on_plugins()]
+    built = [*always_on_callbacks(cfg, CheckpointOnInterrupt()), *always_on_plugins(cfg)]
     return [type(item).__name__ for item in built]
 
 

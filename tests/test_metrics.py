@@ -1,4 +1,5 @@
-"""FID, KID and the classifier-IS behave as distances should, in the committed Fashion-MNIST classifier's features."""
+"""FID, KID, the classifier-IS, precision and recall behave as they should, in the committed Fashion-MNIST classifier's
+features."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torchvision.transforms.v2.functional as TF
 
 from genlab.checkpoints import CheckpointError
 from genlab.data.images import FashionMNISTDataModule
-from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.metrics import ClassifierFeatures, SampleQuality, load_feature_classifier
 from genlab.models.nets.classifier import ConvClassifier
 
 NUM_IMAGES = 2000
@@ -32,11 +33,12 @@ def fashion_mnist_images() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def classifier() -> ConvClassifier:
-    return load_feature_classifier(None, "fashion_mnist")  # the committed genlab/metrics/classifiers/fashion_mnist.ckpt
+    # the committed genlab/metrics/classifiers/fashion_mnist.ckpt
+    return load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
 
 
 def scores(classifier: ConvClassifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-    quality = SampleQuality(classifier, kid_subset_size=500)
+    quality = SampleQuality(ClassifierFeatures(classifier), kid_subset_size=500)
     for batch in real.split(500):
         quality.update(batch, real=True)
     for batch in fake.split(500):
@@ -67,7 +69,7 @@ def test_sanity_of_fid_and_kid(fashion_mnist_images, classifier) -> None:
 
 def test_reset_generated_keeps_the_real_statistics(fashion_mnist_images, classifier) -> None:
     test = fashion_mnist_images["test"][:1000]
-    quality = SampleQuality(classifier, kid_subset_size=200)
+    quality = SampleQuality(ClassifierFeatures(classifier), kid_subset_size=200)
     quality.update(test, real=True)
     quality.update(test.flip(-1), real=False)  # mirrored garments: close, not equal
     first = quality.compute()["fid"]
@@ -81,4 +83,4 @@ def test_missing_classifier_says_which_command_makes_it(tmp_path: Path) -> None:
         CheckpointError,
         match=r"No feature classifier for cifar10 at .*python -m src.train experiment=classifier_cifar10",
     ):
-        load_feature_classifier(tmp_path / "cifar10.ckpt", "cifar10")
+        load_feature_classifier(tmp_path / "cifar10.ckpt", "cifar10", (3, 32, 32))

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.capabilities import ImageSampler, LatentDecoder
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
+from genlab.models.likelihood import dequantize
 from genlab.models.nets.coupling_flow import CouplingFlow, squeeze, unsqueeze
 from genlab.models.normalizing_flow import NormalizingFlow
 from genlab.utils.validation import check_config
@@ -101,7 +102,7 @@ def test_bits_per_dim_of_the_untrained_flow_is_the_uniform_densitys_through_the_
     torch.manual_seed(1)
     bpd = model.bits_per_dim(images)
     torch.manual_seed(1)
-    x = model.dequantize(images)
+    x = dequantize(images)
     logits, log_det = model.to_logits(x)
     normal = torch.distributions.Normal(0.0, 1.0)
     nats = -(normal.log_prob(logits).flatten(1).sum(1) + log_det) + 64 * math.log(256)
@@ -137,7 +138,7 @@ def test_checkpoint_reloads_to_the_same_outputs(tmp_path: Path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[SaveRunConfig(config)],
+        plugins=[RunCheckpointIO(config)],
     )
     trainer.fit(model, train_dataloaders=loader)
     trainer.save_checkpoint(tmp_path / "flow.ckpt")
@@ -165,7 +166,7 @@ def test_declared_ranges_are_checked_naming_the_key(tmp_path: Path, override: st
 
 
 def test_image_sizes_that_do_not_halve_for_every_scale_are_refused() -> None:
-    with pytest.raises(ConfigError, match="model.num_scales=3: .* 28x28 does not halve 3 times; use at most 2"):
+    with pytest.raises(ConfigError, match="model.num_scales=3 halves the 28x28 images 3 times, .*; at most 2 for"):
         NormalizingFlow(image_shape=(1, 28, 28), num_scales=3)
 
 

@@ -39,7 +39,7 @@ def check_installed(python: str, bin_dir: Path, site: Path, cwd: Path, env: dict
         [
             python,
             "-c",
-            "import genlab.metrics.sample_quality as q; p = q.default_classifier_path('fashion_mnist'); "
+            "import genlab.metrics.features as q; p = q.default_classifier_path('fashion_mnist'); "
             "print(p.resolve(), p.is_file())",
         ],
         cwd=cwd,

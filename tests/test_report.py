@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 import subprocess
@@ -148,7 +149,8 @@ def test_report_renders_in_headless_chromium(sweep: Path, tmp_path: Path, folder
     # a copy that writes, once laid out, the page's width into the DOM: nothing may push it wider than the window
     probe = tmp_path / "probe.html"
     script = "<script>document.body.dataset.width = document.documentElement.scrollWidth</script>"
-    probe.write_text(report.read_text().replace("</body>", f"{script}</body>"))
+    without_policy = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())  # runs none
+    probe.write_text(without_policy.replace("</body>", f"{script}</body>"))
     flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
     size = "--window-size=1200,2400"
     dump = [browser, *flags, size, "--dump-dom", probe.as_uri()]
@@ -249,10 +251,96 @@ def test_a_damaged_file_that_the_report_can_do_without_is_shown_as_a_warning(
 
 
 def test_a_csv_cut_inside_a_number_drops_that_row_instead_of_reading_a_shorter_number(tmp_path: Path) -> None:
-    from genlab.run_folder import PartlyRead, read_curves
+    from genlab.run_logs import PartlyRead, read_curves
 
     run_dir = a_run(tmp_path / "run")
     cut(run_dir / "csv" / "metrics.csv", len((run_dir / "csv" / "metrics.csv").read_bytes()) - 3)  # "...,1.23"
     with pytest.warns(PartlyRead, match="its last line is cut short"):
         curves, _ = read_curves(run_dir)
     assert curves == {"val/loss": [(9, 1.5)]}  # not (19, 1.23)
+
+
+# a run folder's names are whoever made it's: runs named to run a script, metrics named to break matplotlib's mathtext
+HOSTILE_RUNS = ["javascript:alert(1)", "<img src=x onerror=alert(2)>", 'a&b "c" #d?e']
+HOSTILE_METRIC = "train/$\\undefinedcmd{$"
+
+
+def hostile_folder(folder: Path) -> Path:
+    """A folder of runs with hostile names, each logging a metric whose name matplotlib would read as mathtext."""
+    for name in HOSTILE_RUNS:
+        run = a_run(folder / name)
+        (run / "metrics.json").write_text(f'{{"test/loss": 1.25, "{HOSTILE_METRIC.replace(chr(92), chr(92) * 2)}": 2}}')
+        (run / "csv" / "metrics.csv").write_text(f'step,val/loss,"{HOSTILE_METRIC}"\n9,1.5,2.0\n19,1.25,1.5\n')
+        write_report(run)  # the comparison links to each run's own report
+    return folder
+
+
+def start_tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    """(tag, attributes) of each element of an HTML page, as a browser's parser finds them."""
+    from html.parser import HTMLParser
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            found.append((tag, dict(attrs)))
+
+    found: list[tuple[str, dict[str, str | None]]] = []
+    Tags().feed(page)
+    return found
+
+
+def test_a_hostile_folder_makes_a_page_of_plain_text_and_links_below_it_only(tmp_path: Path) -> None:
+    from urllib.parse import unquote, urlsplit
+
+    folder = hostile_folder(tmp_path / "runs")
+    page = write_report(folder).read_text()
+
+    tags = start_tags(page)
+    hrefs = [attrs["href"] for tag, attrs in tags if tag == "a"]
+    assert len(hrefs) == len(HOSTILE_RUNS)
+    for href in hrefs:  # no scheme, no host: a path below the folder, to a run's own report
+        parts = urlsplit(href)
+        assert (parts.scheme, parts.netloc, parts.query, parts.fragment) == ("", "", "", ""), href
+        target = (folder / unquote(parts.path)).resolve()
+        assert target.is_relative_to(folder.resolve()) and target.name == "report.html" and target.is_file(), href
+    assert all(attrs["src"].startswith("data:image/png;base64,") for tag, attrs in tags if tag == "img")
+    page_tags = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "table", "tr", "th", "td"}
+    assert {tag for tag, _ in tags} <= page_tags | {"span", "a", "code", "figure", "img"}  # none of the names'
+    assert html.escape(HOSTILE_METRIC) in page and html.escape(HOSTILE_RUNS[1]) in page
+    # the metric's curve was drawn, in the comparison and in each run's own page: its name as written, not mathtext
+    assert HOSTILE_METRIC in IMAGE_ALT.findall(page)
+    assert HOSTILE_METRIC.partition("/")[2] in IMAGE_ALT.findall((folder / HOSTILE_RUNS[0] / "report.html").read_text())
+
+
+def chromium() -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
+    return browser
+
+
+def dom_of(page: Path, profile: Path) -> str:
+    """The page's DOM once headless Chromium has loaded it (and run what scripts it allows)."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", "--dump-dom"]
+    return subprocess.run([chromium(), *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+
+
+@pytest.mark.integration
+def test_a_hostile_folder_is_safe_to_open_in_headless_chromium(tmp_path: Path) -> None:
+    folder = hostile_folder(tmp_path / "runs")
+    report = write_report(folder)
+    dom = dom_of(report, tmp_path / "profile")
+    assert '<table id="runs">' in dom and HOSTILE_METRIC in dom  # the page as the browser built it
+    assert not any("onerror" in attrs for _, attrs in start_tags(dom)), "a name became an element"
+    # every link as the browser resolves it: a file below the folder. Read by a script in a copy of the page without
+    # its Content-Security-Policy (which runs none)
+    probe = tmp_path / "runs" / "probe.html"
+    script = "<script>document.body.dataset.links = JSON.stringify([...document.links].map(a => a.href))</script>"
+    without_policy = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", report.read_text())
+    probe.write_text(without_policy.replace("</body>", f"{script}</body>"))
+    links = re.search(r'data-links="([^"]*)"', dom_of(probe, tmp_path / "profile"))
+    resolved = json.loads(html.unescape(links.group(1)))
+    assert len(resolved) == len(HOSTILE_RUNS)
+    assert all(link.startswith(folder.resolve().as_uri() + "/") and link.endswith("/report.html") for link in resolved)
+    # and the policy holds: a script that escaping had let through does not run
+    probe.write_text(report.read_text().replace("</body>", "<script>document.body.dataset.ran = 'yes'</script></body>"))
+    assert "data-ran" not in dom_of(probe, tmp_path / "profile")

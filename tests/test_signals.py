@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gc
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -20,8 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from genlab.checkpoints import read_checkpoint
 from genlab.errors import RunInterrupted
 from genlab.train import train
-from genlab.utils.config import compose
-from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, run_main, write_mnist_raw
 
 SIGNALS_OFF = "GENLAB_TEST_SIGNALS_OFF"  # set: SignalAt sends nothing (a resumed command keeps its overrides)
 
@@ -236,77 +236,94 @@ def vae_and_classifier(mnist_data: Path, tmp_path_factory: pytest.TempPathFactor
     return {"vae": root / "vae" / "checkpoints" / "last.ckpt", "classifier": classifier}
 
 
-def send_in(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, sent_at: list[float]) -> None:
-    """Fault injection: SIGINT this process the first time `owner.name` is called, then go on with the call."""
+def send_in(monkeypatch: pytest.MonkeyPatch, target: str, signum: int, sent_at: list[float], then: float = 0) -> None:
+    """Fault injection: send this process `signum` the first time `target` (a dotted path) is called, then go on
+    with the call after `then` seconds: a slow step (a compile on the first batch, a big model's batch)."""
+    owner_name, name = target.rsplit(".", 1)
+    owner = get_object(owner_name)
     original = getattr(owner, name)
 
     def call_and_send(*args, **kwargs):
         if not sent_at:
             sent_at.append(time.monotonic())
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
+            time.sleep(then)  # a handler that stops at once ends the sleep
         return original(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, call_and_send)
 
 
-# (entry point, where the signal lands, the phase its line names)
+# the phases of src.eval and src.sample, in order: (entry point, where the signal lands, seconds the call goes on
+# after it (a slow step), the phase the one line names)
 ENTRY_POINT_PHASES = {
-    "eval loading": ("genlab.eval", "genlab.eval.model_from", "loading the checkpoint and data"),
-    "eval test": ("genlab.eval", "genlab.models.vae.VAE.test_step", "the test"),
-    "eval scoring": ("genlab.eval", "genlab.metrics.sample_quality.SampleQuality.update", "the scoring of images"),
-    "eval generation": ("genlab.eval", "genlab.models.vae.VAE.sample", "the scoring of images"),
-    "eval writing": ("genlab.eval", "genlab.eval._print_table", "loading the checkpoint and data, or writing"),
-    "sample loading": ("genlab.sample", "genlab.sample.load_model", "loading the checkpoint, or writing"),
-    "sample generation": ("genlab.sample", "genlab.models.vae.VAE.sample", "sampling"),
-    "sample writing": ("genlab.sample", "genlab.sample.save_image", "loading the checkpoint, or writing"),
+    "eval composing": ("eval", "genlab.utils.before_run.check_before_run", 0, "Hydra's start-up"),
+    "eval loading the checkpoint": ("eval", "genlab.eval.read_checkpoint", 0, "loading the checkpoint and data"),
+    "eval building the model": ("eval", "genlab.models.nets.mlp.MLPEncoder.__init__", 0, "loading the checkpoint"),
+    "eval building data": ("eval", "genlab.eval.datamodule_from", 0, "loading the checkpoint and data"),
+    "eval test setup": ("eval", "genlab.data.images.MNISTDataModule.setup", 0, "the setup or teardown of the test"),
+    "eval test start, slow": ("eval", "genlab.models.vae.VAE.on_test_start", 30, "the test at step 0"),
+    "eval test step, slow": ("eval", "genlab.models.vae.VAE.test_step", 30, "the test at step 0"),
+    "eval generation": ("eval", "genlab.models.vae.VAE.sample", 0, "the scoring of images"),
+    "eval feature extraction": (
+        "eval",
+        "genlab.metrics.features.ClassifierFeatures.forward",
+        0,
+        "the scoring of images",
+    ),
+    "eval scoring": ("eval", "genlab.metrics.sample_quality.SampleQuality.update", 0, "the scoring of images"),
+    "eval writing": (
+        "eval",
+        "genlab.utils.run_folder.write_text_atomically",
+        0,
+        "loading the checkpoint and data, or writing",
+    ),
+    "sample loading": ("sample", "genlab.sample.load_model", 0, "loading the checkpoint, or writing"),
+    "sample generation": ("sample", "genlab.models.vae.VAE.sample", 0, "sampling"),
+    "sample writing": ("sample", "genlab.sample.save_image", 0, "loading the checkpoint, or writing"),
 }
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("case", ENTRY_POINT_PHASES)
-def test_one_sigint_ends_eval_and_sample_in_every_phase_even_when_started_ignoring_it(
+def test_one_signal_ends_eval_and_sample_in_every_phase_even_when_started_ignoring_sigint(
     vae_and_classifier: dict[str, Path],
     mnist_data: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture,
     case: str,
+    signum: int,
 ) -> None:
-    module_name, target, phase = ENTRY_POINT_PHASES[case]
-    owner, name = target.rsplit(".", 1)
+    """Within seconds, however long the step it lands in would go on; with the one `interrupted:` line naming the
+    phase, 128 + the signal's number, and nothing written but Hydra's record of the command line."""
+    entry_point, target, then, phase = ENTRY_POINT_PHASES[case]
     sent_at: list[float] = []
-    send_in(monkeypatch, get_object(owner), name, sent_at)
-    cfg = compose(
-        [
-            f"ckpt_path={vae_and_classifier['vae']}",
-            f"paths.output_dir={tmp_path}",
+    send_in(monkeypatch, target, signum, sent_at, then)
+    run_dir = tmp_path / "run"
+    arguments = [f"ckpt_path={vae_and_classifier['vae']}", f"hydra.run.dir={run_dir}", "accelerator=cpu"]
+    if entry_point == "eval":
+        arguments += [
             f"paths.data_dir={mnist_data}",
-            "accelerator=cpu",
+            "num_samples=8",
+            "batch_size=50",
+            "metrics.kid_subset_size=4",
+            f"metrics.classifier_ckpt={vae_and_classifier['classifier']}",
         ]
-        + (
-            [
-                "num_samples=200",
-                "batch_size=50",
-                "metrics.kid_subset_size=50",
-                f"metrics.classifier_ckpt={vae_and_classifier['classifier']}",
-            ]
-            if module_name == "genlab.eval"
-            else ["num_samples=4"]
-        ),
-        config_name=module_name.split(".")[1],
-    )
+    else:
+        arguments += ["num_samples=4"]
 
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell script's background job starts
     try:
-        with pytest.raises(SystemExit) as exit_:
-            get_object(module_name).main(cfg)
+        result = run_main(get_object(f"genlab.{entry_point}.main"), *arguments)
     finally:
         signal.signal(signal.SIGINT, ignored)
-    assert exit_.value.code == 130 and sent_at
+    assert sent_at and result.returncode == 128 + signum, result.stderr[-2000:]
     assert time.monotonic() - sent_at[0] < 5, "the signal was not acted on within a few seconds"
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith(f"interrupted: SIGINT during {phase}"), line
-    assert not (tmp_path / "samples.png").exists()
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"interrupted: {signal.Signals(signum).name} during {phase}"), lines[-1]
+    assert "Traceback" not in result.stderr
+    written = {path.name for path in run_dir.iterdir()} if run_dir.exists() else set()
+    assert written <= {".hydra", f"{entry_point}.log"}, written  # no metrics.json, samples, nor a temporary file
 
 
 @pytest.mark.slow
@@ -323,8 +340,8 @@ def test_ctrl_c_mid_step_from_the_command_line_resumes_with_ckpt_path_last(
     (last,) = tmp_path.glob("train/runs/*/checkpoints/last.ckpt")
     assert interrupted.stderr.strip().splitlines()[-1] == (
         f"interrupted: SIGINT during validation at step 3; saved {last}. Resume with: python -m src.train "
-        f"<same overrides> ckpt_path=last"
-    )  # the step it landed in, then the validation that follows it, were finished first
+        f"{shlex.join([*command, 'ckpt_path=last'])}"
+    )  # the step it landed in, then the validation that follows it, were finished first; the command's own overrides
     assert "Traceback" not in interrupted.stderr and "weights_only` was not set" not in interrupted.stderr
 
     resumed = run_train(*command, "ckpt_path=last", env={SIGNALS_OFF: "1"})

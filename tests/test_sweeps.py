@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from genlab.checkpoints import read_checkpoint
 from genlab.sweep_summary import read_sweep
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as
 from tests.helpers import QUICK, run_module, run_train, start_train
@@ -80,6 +81,30 @@ def test_study_is_stored_and_an_interrupted_sweep_resumes(tmp_path: Path, mnist_
     assert trials[-1].params == cut_off.params and retried_as(trials) == {cut_off.number: trials[-1].number}
     assert sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()) == [0, 1, 3, 4]  # one per trial run
     assert (sweep_dir / "optimization_results.yaml").is_file()
+
+
+def test_a_value_fixed_on_the_command_line_is_what_every_trial_trains(tmp_path: Path, mnist_dir: Path) -> None:
+    """The config searches model.architecture; the command line fixes it: no trial trains the other one."""
+    sweep_dir = tmp_path / "sweep"
+    space = "{model.architecture: 'choice(mlp, conv)', model.latent_dim: 'choice(2, 4)'}"
+    result = run_train(
+        *SMALL_VAE_SEARCH[:-1],
+        f"+hydra.sweeper.params={space}",
+        "hydra.sweeper.n_trials=3",
+        "model.architecture=mlp",
+        f"paths.data_dir={mnist_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = load(sweep_dir).trials
+    assert len(trials) == 3
+    for trial in trials:  # what each trial's job trained: its checkpoint's model
+        hyper_parameters = read_checkpoint(sweep_dir / str(trial.number) / "checkpoints" / "last.ckpt")[
+            "hyper_parameters"
+        ]
+        assert hyper_parameters["architecture"] == "mlp", f"trial {trial.number} trained {trial.params}"
+        assert hyper_parameters["latent_dim"] == trial.params["model.latent_dim"]
+    assert all(set(trial.params) == {"model.latent_dim"} for trial in trials)  # what the study searched
 
 
 def test_bad_trials_are_pruned_at_their_first_validation(tmp_path: Path, mnist_dir: Path) -> None:

@@ -1,5 +1,8 @@
 """Interrupted runs: Ctrl-C (SIGINT) or a preemption (SIGTERM) stops training at its next safe point, writes
-last.ckpt there, and ends with one line saying what was saved and how to go on, whichever phase it landed in."""
+last.ckpt there, and ends with one line saying what was saved and how to go on, whichever phase it landed in.
+Any other Trainer call (a test, a validate) stops at once: it has nothing to save. Outside the Trainer's calls,
+genlab/utils/signals.py stops a command at once.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from genlab.errors import RunInterrupted
+from genlab.utils.run_folder import LAST_CHECKPOINT
+from genlab.utils.signals import handling
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,9 @@ class CheckpointOnInterrupt(Callback):
     the rest of that validation (no val/loss for it, no best checkpoint): a stop asked for before or during a
     validation of fit is held until that validation's end. Checkpoints are written atomically
     (genlab.utils.checkpoint_writer.AtomicCheckpointIO).
+
+    In any other Trainer call (a test, a validate) the first signal stops at once: an evaluation saves nothing, so
+    there is no safe point to wait for, and Lightning would wait for the end of the batch under way.
     """
 
     def __init__(self) -> None:
@@ -39,6 +47,7 @@ class CheckpointOnInterrupt(Callback):
         self.path: Path | None = None  # the checkpoint written on the way out
         self.forced = False  # stopped at once, not at a safe point: nothing was written
         self.outside_loops = False  # stopped while the Trainer set up or tore down, not in a loop
+        self._fitting = False  # the Trainer call under way is fit: a stop waits for its next safe point
         self._requested: signal.Signals | None = None  # the first signal: the run stops at its next safe point
         self._held = False  # a stop held back until the validation under way has ended
         self._lightning_sigterm = None  # Lightning's SIGTERM handler, while ours holds stops during a validation
@@ -53,15 +62,20 @@ class CheckpointOnInterrupt(Callback):
         if signal.getsignal(signal.SIGTERM) == self._on_sigterm:  # outside Lightning's loops: nothing to wait for
             self.outside_loops = True
             self._stop_at_once(signal.SIGINT)
+        if not self._fitting:  # a test or a validate: nothing to save
+            self._stop_at_once(signal.SIGINT)
         self._requested = signal.SIGINT
         log.warning("SIGINT: stopping at the end of this step, to save it; press Ctrl-C again to stop at once")
         signal.getsignal(signal.SIGTERM)(signum, frame)  # Lightning's SIGTERM handler (or ours that holds it)
 
     def _on_sigterm(self, signum: int, frame: object) -> None:
-        """SIGTERM outside Lightning's loops (setting up, tearing down): stop at once. Inside them Lightning's
-        handler runs first and calls this one too (it chains the handler it found): nothing more to do then."""
+        """SIGTERM outside Lightning's loops (setting up, tearing down), or in a call other than fit: stop at once.
+        Inside fit's loops Lightning's handler runs first and calls this one too (it chains the handler it found):
+        nothing more to do then."""
         if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
             self.outside_loops = True
+            self._stop_at_once(signal.SIGTERM)
+        if not self._fitting:
             self._stop_at_once(signal.SIGTERM)
         self._requested = self._requested or signal.SIGTERM
 
@@ -77,6 +91,7 @@ class CheckpointOnInterrupt(Callback):
     # --- hooks ------------------------------------------------------------------------------------------------------
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._fitting = stage == "fit"  # before Lightning installs its SIGTERM handler, which would wait for a batch
         if stage == "fit":  # after Lightning has sorted its callbacks: this one runs after the checkpoint callbacks
             trainer.callbacks.append(self._after_checkpoints)
 
@@ -109,11 +124,11 @@ class CheckpointOnInterrupt(Callback):
             return
         if checkpoints.dirpath is None or (trainer.sanity_checking and trainer.ckpt_path is not None):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
-        name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
-        path = Path(checkpoints.dirpath) / name
-        # the run's own last.ckpt, as its ModelCheckpoint writes one: with the optimizer and loop states that a
-        # resume needs, unless the user's callbacks.model_checkpoint.save_weights_only asked for weights alone
-        trainer.save_checkpoint(path, checkpoints.save_weights_only)
+        path = Path(checkpoints.dirpath) / LAST_CHECKPOINT
+        # the run's own last.ckpt, with the optimizer and loop states that a resume needs whatever the
+        # ModelCheckpoint's save_weights_only says: this one is written to be resumed from, and the line says how.
+        # (Lightning's option of what to save, not torch.load's of what to unpickle: said, or Lightning logs a notice)
+        trainer.save_checkpoint(path, weights_only=False)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 
@@ -128,12 +143,9 @@ class CheckpointOnInterrupt(Callback):
         A signal that arrives after the loops' last check (in the last batch of an evaluation) lets the call
         finish: it is reported all the same, as a scheduler that sent it expects.
         """
-        previous = {
-            signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm),
-        }
         try:
-            yield
+            with handling({signal.SIGINT: self._on_sigint, signal.SIGTERM: self._on_sigterm}):
+                yield
         except (KeyboardInterrupt, SystemExit):  # Lightning ends a Ctrl-C with exit(1), a SIGTERM with exit()
             if self.signal is None:
                 raise
@@ -145,8 +157,6 @@ class CheckpointOnInterrupt(Callback):
                 "training" if trainer.state.fn == "fit" else PHASES[trainer.state.fn.value]
             )
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             if self._after_checkpoints in trainer.callbacks:  # an interrupted fit calls no teardown hooks
                 trainer.callbacks.remove(self._after_checkpoints)
         raise RunInterrupted(self._line(trainer, how_to_go_on), exit_code=128 + self.signal) from None
@@ -155,15 +165,16 @@ class CheckpointOnInterrupt(Callback):
         checkpoints = trainer.checkpoint_callback
         last = None
         if isinstance(checkpoints, ModelCheckpoint):  # its folder is known once the Trainer has set it up
-            last = Path(checkpoints.dirpath or trainer.default_root_dir) / "last.ckpt"
-        how = "stopped at once, without saving this step" if self.forced and not self.outside_loops else None
+            last = Path(checkpoints.dirpath or trainer.default_root_dir) / LAST_CHECKPOINT
+        fit = trainer.state.fn == "fit"
+        how = "stopped at once, without saving this step" if self.forced and fit and not self.outside_loops else None
         if self.path:
             saved = f"saved {self.path}"
-        elif trainer.state.fn == "fit" and last is None:  # checkpointing off: there is nothing to resume from
+        elif fit and last is None:  # checkpointing off: there is nothing to resume from
             saved, how_to_go_on = "nothing was saved (no checkpoint callback)", "Run the same command again"
-        elif trainer.state.fn == "fit" and last.is_file():  # stopped at once: the run resumes from an earlier step
+        elif fit and last.is_file():  # stopped at once: the run resumes from an earlier step
             saved = f"the last checkpoint is {last}"
-        elif trainer.state.fn == "fit":
+        elif fit:
             saved, how_to_go_on = "nothing was saved yet", "Run the same command again"
         else:
             saved = "no checkpoint saved by this phase"
@@ -188,20 +199,3 @@ class _StopAfterValidation(Callback):
         interrupt._lightning_sigterm = None
         if interrupt._held or trainer.received_sigterm:
             raise SIGTERMException
-
-
-@contextlib.contextmanager
-def interruptible(phase: str, how_to_go_on: str) -> Iterator[None]:
-    """Outside the Trainer (loading, scoring samples, generating, writing): SIGINT and SIGTERM end the block at once
-    as RunInterrupted, even in a process started with SIGINT ignored (a shell script's background job)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        raise RunInterrupted(f"{name} during {phase}; nothing was written. {how_to_go_on}", exit_code=128 + signum)
-
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

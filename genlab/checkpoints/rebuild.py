@@ -15,8 +15,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from genlab.data.image_folder import ImageFolderDataModule
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
-from genlab.data.text import ShakespeareDataModule
+from genlab.data.text import ShakespeareDataModule, TextFileDataModule
 from genlab.errors import ConfigError, GenlabError, one_line
 from genlab.models.autoencoder import Autoencoder
 from genlab.models.classifier import Classifier
@@ -26,6 +27,7 @@ from genlab.models.gpt import GPT
 from genlab.models.normalizing_flow import NormalizingFlow
 from genlab.models.vae import VAE
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint, state_dict_mismatch
+from genlab.utils.model_size import DEFAULT_LIMITS, ModelTooLarge, SizeLimits, built_within
 from genlab.utils.validation import check_finite, check_type, signature
 
 
@@ -38,12 +40,19 @@ MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
     Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
 )
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
-    MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule, ShakespeareDataModule
+    MNISTDataModule,
+    FashionMNISTDataModule,
+    CIFAR10DataModule,
+    ShakespeareDataModule,
+    TextFileDataModule,
+    ImageFolderDataModule,
 )
 
 # where the data comes from and how it is loaded is this machine's business, never a checkpoint's (a URL to
 # download from, a folder to write to, a thousand loader processes)
-FROM_THIS_MACHINE = frozenset({"data_dir", "download", "url", "mirrors", "num_workers", "batch_size"})
+FROM_THIS_MACHINE = frozenset(
+    {"data_dir", "download", "url", "mirrors", "num_workers", "batch_size", "cache_dir", "decode_workers"}
+)
 
 
 def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.LightningModule]:
@@ -57,23 +66,30 @@ def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.Lightnin
     return MODEL_CLASSES[target]
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> L.LightningModule:
-    """The model of a genlab checkpoint file, in eval mode, on `map_location`."""
-    return model_from(read_checkpoint(path), path).to(map_location)
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", limits: SizeLimits = DEFAULT_LIMITS
+) -> L.LightningModule:
+    """The model of a genlab checkpoint file, in eval mode, on `map_location`; one past `limits` is refused."""
+    return model_from(read_checkpoint(path), path, limits).to(map_location)
 
 
-def model_from(checkpoint: dict[str, Any], path: str | Path) -> L.LightningModule:
+def model_from(checkpoint: dict[str, Any], path: str | Path, limits: SizeLimits = DEFAULT_LIMITS) -> L.LightningModule:
     """The model of a checkpoint read by `read_checkpoint`, in eval mode, built from its checked hyperparameters,
     holding its weights."""
     cls = model_class(checkpoint, path)
     arguments = checked_arguments(cls, checkpoint["hyper_parameters"], "hyper_parameters", path)
-    # first without memory (on the meta device): the network its hyperparameters describe must be the one whose
-    # weights the file holds, so a checkpoint cannot make genlab allocate more than the file's own size
-    with torch.device("meta"):
-        mismatch = state_dict_mismatch(_build(cls, arguments, path), checkpoint["state_dict"])
+    # first without memory (on the meta device), counted as it is built: a model past the limits is refused before
+    # it exists (a million GPT layers is a few numbers in a small file), and the network its hyperparameters
+    # describe must be the one whose weights the file holds, so a checkpoint cannot make genlab allocate more
+    # than the file's own size
+    try:
+        described = built_within(limits, lambda: _build(cls, arguments, path))
+    except ModelTooLarge as err:
+        raise CheckpointError(f"{path}: its hyperparameters describe a {cls.__name__} that {err}") from None
+    mismatch = state_dict_mismatch(described, checkpoint["state_dict"])
     if mismatch:
         raise CheckpointError(
-            f"{path}: its hyperparameters describe a {cls.__name__} other than its weights ({mismatch})"
+            f"{path}: its weights are not those of the {cls.__name__} its hyperparameters describe ({mismatch})"
         )
     model = _build(cls, arguments, path)
     model.on_load_checkpoint(checkpoint)
@@ -86,16 +102,19 @@ def model_from(checkpoint: dict[str, Any], path: str | Path) -> L.LightningModul
 
 def datamodule_from(checkpoint: dict[str, Any], path: str | Path, **this_machine: Any) -> L.LightningDataModule:
     """The datamodule a checkpoint read by `read_checkpoint` was trained on, from its checked data settings;
-    `this_machine` gives the rest (data_dir, batch_size: see FROM_THIS_MACHINE)."""
+    `this_machine` gives the rest (data_dir, cache_dir, batch_size: see FROM_THIS_MACHINE), where the class takes it."""
     data_config = checkpoint["config"].get("data")
     target = _target(data_config)
     if target not in DATA_CLASSES:
         raise CheckpointError(
             f"{path}: names the data class {target!r}, which is not one of genlab's datamodules; refused without "
-            f"importing it"
+            f"importing it. Give the data on the command line, as src.train was given it: data=<its config> (with "
+            f"hydra.searchpath=[file://<your config folder>] for your own; docs/data.md)"
         )
     cls = DATA_CLASSES[target]
     settings = {key: value for key, value in data_config.items() if key != "_target_" and key not in FROM_THIS_MACHINE}
+    takes = signature(cls)[0]  # an image folder has no data_dir, a torchvision dataset no cache_dir
+    this_machine = {key: value for key, value in this_machine.items() if key in takes}
     return _build(cls, checked_arguments(cls, settings, "config.data", path) | this_machine, path)
 
 
@@ -145,6 +164,8 @@ def _build(cls: type, arguments: dict[str, Any], path: str | Path) -> Any:
         built = cls(**arguments)
         if isinstance(built, L.LightningModule) and is_overridden("configure_model", built):
             built.configure_model()
+    except ModelTooLarge:  # the limits' refusal, which says more itself (and a signal's is no GenlabError)
+        raise
     except (GenlabError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return built

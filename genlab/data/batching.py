@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import Dataset, RandomSampler, default_convert
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import RandomSampler as StatefulRandomSampler
+
+from genlab.errors import ConfigError
 
 # torchdata 0.11 calls an API that torch 2.14 deprecates, once per loader; nothing for users to act on
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
@@ -25,8 +29,38 @@ def ignore_sigint(worker_id: int) -> None:
         pl_worker_init_function(worker_id)
 
 
-def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int) -> StatefulDataLoader:
+def check_on_device(on_device: Any, num_workers: int) -> None:
+    """`data.on_device` is auto, true or false; true needs the batches cut in this process (data.num_workers=0)."""
+    if on_device not in (True, False, "auto"):
+        raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
+    if on_device is True and num_workers > 0:
+        raise ConfigError(
+            f"data.on_device=true holds the data on the training device, which worker processes cannot share: "
+            f"use data.num_workers=0 (got {num_workers}), or data.on_device=false"
+        )
+
+
+def data_device(on_device: bool | str, trainer: L.Trainer | None, nbytes: int, num_workers: int) -> torch.device | None:
+    """Where a datamodule holds its tensors (`nbytes` in all), None for the host: with data.on_device=true the
+    trainer's device; with auto, a CUDA device, when they fit in a quarter of its free memory and batches are cut in
+    this process (data.num_workers=0). Without a trainer (a datamodule used alone) the host."""
+    if on_device is False or trainer is None:
+        return None
+    device = trainer.strategy.root_device
+    if on_device is True:
+        return device
+    if device.type != "cuda" or num_workers > 0:
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes <= free // 4 else None
+
+
+def batch_loader(
+    dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int, with_replacement: bool = False
+) -> StatefulDataLoader:
     """A DataLoader whose dataset's __getitems__(indices) returns the batch itself: nothing is left to collate.
+    Shuffled, an epoch is a permutation of the dataset, or as many indices drawn `with_replacement` (no list of
+    them all is made: for datasets of billions).
 
     It resumes mid-epoch: Lightning saves its state_dict (the shuffling generator, the batches already
     drawn) in every checkpoint. Its random numbers come from generators of its own, seeded from the
@@ -41,7 +75,7 @@ def batch_loader(dataset: Dataset | None, batch_size: int, shuffle: bool, num_wo
     return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=ShuffledOrder(dataset, generator=order) if shuffle else None,
+        sampler=ShuffledOrder(dataset, replacement=with_replacement, generator=order) if shuffle else None,
         num_workers=num_workers,
         collate_fn=default_convert,  # passes the batch's tensors through as they are
         persistent_workers=num_workers > 0,

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
 
-from genlab.data.batching import batch_loader
+from genlab.data.batching import batch_loader, check_on_device, data_device
 from genlab.data.folders import removed_if_failed
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
 
@@ -48,10 +48,10 @@ class TensorImageDataset(Dataset):
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Train/val/test splits of a torchvision image dataset; val is a seeded slice of train.
+    """Train/val/test splits of an image dataset held as uint8 tensors; val is a seeded slice of train.
 
-    Subclasses name the torchvision class and know its files: which ones to expect, how to
-    check one, and how to read a split into tensors.
+    Subclasses know their files: which ones to expect, how to check one, and how to read a split into
+    tensors. Here, those torchvision reads; genlab/data/image_folder.py, a folder of the user's images.
     """
 
     dataset_cls: type[torchvision.datasets.VisionDataset]
@@ -66,11 +66,12 @@ class ImageDataModule(L.LightningDataModule):
         image_shape: tuple[int, int, int],
         num_classes: int,
         batch_size: int = 128,
-        val_size: int = 5000,
+        val_size: int | float = 5000,
         num_workers: int = 0,
         download: bool = True,
         seed: int = 42,
         on_device: bool | str = "auto",
+        random_flip: bool = False,
     ) -> None:
         super().__init__()
         # image_shape and num_classes are in the data config so that model configs can
@@ -80,23 +81,23 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.image_shape={list(image_shape)}, data.num_classes={num_classes} do not match "
                 f"{self.dataset_name}: its images are {list(self.image_shape)} in {self.num_classes} classes"
             )
-        if batch_size < 1 or val_size < 1:
-            raise ConfigError(f"data.batch_size and data.val_size must be >= 1, got {batch_size} and {val_size}")
+        if batch_size < 1 or not val_size > 0:
+            raise ConfigError(
+                f"data.batch_size must be >= 1 and data.val_size a count or a fraction > 0, got {batch_size} and "
+                f"{val_size}"
+            )
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
-        if on_device not in (True, False, "auto"):
-            raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
-        if on_device is True and num_workers > 0:
-            raise ConfigError(
-                f"data.on_device=true holds the images on the training device, which worker processes cannot share: "
-                f"use data.num_workers=0 (got {num_workers}), or data.on_device=false"
-            )
+        check_on_device(on_device, num_workers)
         self.save_hyperparameters(logger=False)
         self.root = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
         self.data_train: TensorImageDataset | None = None
         self.data_val: TensorImageDataset | None = None
         self.data_test: TensorImageDataset | None = None
+        # the training batches' horizontal flips (data.random_flip): drawn on the batch (the tensors stay as they
+        # are) from a generator of their own, the same on every DDP rank, saved in each checkpoint (state_dict)
+        self.flips = torch.Generator().manual_seed(seed)
 
     # --- what each dataset knows about its files -------------------------------------------
     def expected_files(self) -> list[Path]:
@@ -150,18 +151,11 @@ class ImageDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and self.data_train is None:
             self._check_files()
             images, labels = self._checked_split(train=True)
-            val_size = self.hparams.val_size
-            if val_size >= len(images):
-                raise ConfigError(
-                    f"data.val_size={val_size} leaves no training images: the train split has {len(images)}"
-                )
-            # Seeded so that the validation set, and so its loss, is the same in every run.
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.seed))
-            val_index, train_index = order[:val_size], order[val_size:]
+            val_index, train_index = self.split_indices(len(images))
             if self.batch_size > len(train_index):
                 raise ConfigError(
                     f"data.batch_size={self.batch_size} is larger than the training split: {len(train_index)} "
-                    f"images ({len(images)} less data.val_size={val_size})"
+                    f"images ({len(images)} less data.val_size={len(val_index)})"
                 )
             self.data_train = TensorImageDataset(images[train_index], labels[train_index])
             self.data_val = TensorImageDataset(images[val_index], labels[val_index])
@@ -169,6 +163,19 @@ class ImageDataModule(L.LightningDataModule):
             self._check_files()
             self.data_test = TensorImageDataset(*self._checked_split(train=False))
         self._hold_on_device()
+
+    def split_indices(self, count: int) -> tuple[Tensor, Tensor]:
+        """(validation, training) positions among the `count` images of the train split: data.val_size of them (a
+        number, or a fraction when below 1) validate. Seeded, so that the validation set, and so its loss, is the
+        same in every run."""
+        val_size = self.hparams.val_size
+        val_size = max(1, round(val_size * count)) if val_size < 1 else int(val_size)
+        if val_size >= count:
+            raise ConfigError(
+                f"data.val_size={self.hparams.val_size} leaves no training images: the train split has {count}"
+            )
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return order[:val_size], order[val_size:]
 
     # --- where the tensors are held --------------------------------------------------------------
     def _hold_on_device(self) -> None:
@@ -184,31 +191,21 @@ class ImageDataModule(L.LightningDataModule):
                 setattr(self, name, dataset.to(device))
 
     def data_device(self) -> torch.device | None:
-        """The device to hold the images on, None for the host: with data.on_device=true the trainer's device; with
-        auto, a CUDA device, when every split fits in a quarter of its free memory and batches are cut in this
-        process (data.num_workers=0). Without a trainer (a datamodule used alone) the host."""
-        setting = self.hparams.on_device
-        if setting is False or self.trainer is None:
-            return None
-        device = self.trainer.strategy.root_device
-        if setting is True:
-            return device
-        if device.type != "cuda" or self.hparams.num_workers > 0:
-            return None
+        """The device to hold the images on, None for the host (genlab.data.batching.data_device's rule)."""
         splits = [d for d in (self.data_train, self.data_val, self.data_test) if d is not None]
         size = sum(d.images.nbytes + d.labels.nbytes for d in splits)
-        free, _ = torch.cuda.mem_get_info(device)
-        return device if size <= free // 4 else None
+        return data_device(self.hparams.on_device, self.trainer, size, self.hparams.num_workers)
 
     def _checked_split(self, train: bool) -> tuple[Tensor, Tensor]:
         """A split, refused when its files are whole but hold other images or labels than the config says."""
         images, labels = self.load_split(train)
         shape, classes = tuple(images.shape[1:]), (int(labels.min()), int(labels.max())) if len(labels) else (0, 0)
-        if shape != tuple(self.hparams.image_shape) or classes[0] < 0 or classes[1] >= self.hparams.num_classes:
+        most = max(self.hparams.num_classes, 1)  # unlabelled images (an image folder without classes) are all 0
+        if shape != tuple(self.hparams.image_shape) or classes[0] < 0 or classes[1] >= most:
             raise CorruptDatasetError(
                 f"{self.root}: the {'train' if train else 'test'} split of {self.dataset_name} holds images of shape "
                 f"{list(shape)} with labels {classes[0]}..{classes[1]}, but the config expects "
-                f"{list(self.hparams.image_shape)} with labels 0..{self.hparams.num_classes - 1}: other files in their "
+                f"{list(self.hparams.image_shape)} with labels 0..{most - 1}: other files in their "
                 f"place?"
             )
         return images, labels
@@ -218,6 +215,31 @@ class ImageDataModule(L.LightningDataModule):
             if not path.is_file():
                 self.prepare_data()  # raises the clear "not found" error, or downloads
             self.check_file(path)
+
+    # --- augmentation, on the batch ----------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """With data.random_flip, each training image is flipped left-right with probability 1/2, on the device
+        the batch went to; validation and test images never are."""
+        if not self.hparams.random_flip or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch  # (B, C, H, W), (B,)
+        flipped = torch.rand(len(images), generator=self.flips) < 0.5  # (B,), drawn on the host: a few bytes
+        flipped = flipped.to(images.device, non_blocking=True).view(-1, 1, 1, 1)
+        return torch.where(flipped, images.flip(-1), images), labels
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The flips' generator: a resumed run flips the images that the unbroken run would have flipped."""
+        return {"flips": self.flips.get_state()} if self.hparams.random_flip else {}
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        state = state_dict.get("flips")
+        if state is None:
+            return
+        if not isinstance(state, Tensor) or state.dtype != torch.uint8 or state.shape != self.flips.get_state().shape:
+            raise CorruptDatasetError(
+                f"the checkpoint's state of {type(self).__name__} is not a random generator's (data.random_flip)"
+            )
+        self.flips.set_state(state)
 
     def train_dataloader(self) -> DataLoader:
         return self._dataloader(self.data_train, shuffle=True)

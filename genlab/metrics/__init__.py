@@ -1,5 +1,6 @@
-"""Sample-quality metrics for generated images."""
+"""Sample-quality metrics for generated images, and the reference statistics they compare with."""
 
-from genlab.metrics.sample_quality import SampleQuality, load_feature_classifier
+from genlab.metrics.features import ClassifierFeatures, FeatureSpace, InceptionFeatures, load_feature_classifier
+from genlab.metrics.sample_quality import SampleQuality
 
-__all__ = ["SampleQuality", "load_feature_classifier"]
+__all__ = ["ClassifierFeatures", "FeatureSpace", "InceptionFeatures", "SampleQuality", "load_feature_classifier"]

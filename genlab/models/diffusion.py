@@ -29,14 +29,18 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape, Stages
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
+from genlab.models.likelihood import bits_per_dim
 from genlab.models.logged_steps import logs_this_step, on_host
-from genlab.models.nets.unet import UNet
+from genlab.models.nets.resolution import check_stages
+from genlab.models.nets.unet import UNet, ddpm_multipliers
 from genlab.models.previews.denoising import FixedNoiseSamples
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES
 from genlab.utils.validation import check_arguments, check_type, signature
 
 Objective = Literal["ddpm", "flow"]
@@ -47,6 +51,9 @@ Sampler = Literal["ddpm", "ddim", "euler", "heun"]
 # and DDIM's deterministic paths speckled ones, 75%: fresh noise at each step washes out the noise predictor's
 # errors, which a deterministic sampler carries along (Karras et al. 2022, section 4)
 SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+# DDPM trains on 1,000 timesteps and samples in 50 to 1,000 (Ho et al.; Nichol & Dhariwal 4,000): a hundred times
+# more is never needed, and every sample costs a network pass per step (a checkpoint's sample_steps=1e9: for ever)
+MAX_TIMESTEPS, MAX_SAMPLE_STEPS = 100_000, 10_000
 
 
 # --- the forward process of DDPM ---------------------------------------------------------------------
@@ -140,6 +147,57 @@ def heun_trajectory(predict_velocity: VelocityPredictor, x: Tensor, steps: int) 
         yield x
 
 
+# --- the variational bound of DDPM: -log P(x_0) of 8-bit images in nats -------------------------------------
+def variational_bound_terms(
+    predict_noise: NoisePredictor, x0: Tensor, alphas_cumprod: Tensor, generator: torch.Generator | None = None
+) -> Tensor:
+    """The terms (T + 1, B) in nats of Ho et al.'s bound on -log P(x_0) (2020, eq. 5) of images x_0 (B, ...) whose
+    values are 8-bit levels scaled to [-1, 1]: [L_0, L_1, ..., L_{T-1}, L_T], their sum the bound. Index t here is
+    the paper's t + 1 (timestep 0 is the first noisy step), one draw of x_t ~ q(x_t | x_0) for each term.
+
+    - L_T = KL(q(x_T | x_0) || N(0, I)), the prior term;
+    - L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)): two Gaussians of the same variance, the posterior's
+      beta_tilde (Ho et al. eqs. 6-7); the model's mean is the posterior mean at x0_hat from the predicted noise;
+    - L_0 = -log p(x_0 | x_1), the discretized Gaussian decoder (Ho et al. eq. 13): the mass of each 8-bit bin,
+      [x - 1/255, x + 1/255], the outermost extended to infinity, with the variance of the next step (improved-
+      diffusion's clipped log-variance, Nichol & Dhariwal 2021, as beta_tilde_1 = 0).
+    """
+    x0 = x0.double()
+    alphas_cumprod = alphas_cumprod.double()
+    previous = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])  # abar_{t-1}, with abar_{-1} = 1: data
+    betas = 1 - alphas_cumprod / previous
+    variances = betas * (1 - previous) / (1 - alphas_cumprod)  # beta_tilde_t (T,); 0 at t = 0
+    variances[0] = variances[1] if len(variances) > 1 else betas[0]
+
+    def posterior_mean(x0: Tensor, x: Tensor, t: int) -> Tensor:  # mean of q(x_{t-1} | x_t, x_0), eq. 7
+        return (previous[t].sqrt() * betas[t] * x0 + (1 - betas[t]).sqrt() * (1 - previous[t]) * x) / (
+            1 - alphas_cumprod[t]
+        )
+
+    terms = []
+    for t in range(len(alphas_cumprod)):
+        noise = _random(torch.randn, x0.shape, generator=generator, device=x0.device).double()
+        x = alphas_cumprod[t].sqrt() * x0 + (1 - alphas_cumprod[t]).sqrt() * noise  # x_t ~ q(x_t | x_0), eq. 4
+        x0_hat = (x - (1 - alphas_cumprod[t]).sqrt() * predict_noise(x.float(), t).double()) / alphas_cumprod[t].sqrt()
+        model_mean = posterior_mean(x0_hat, x, t)  # (B, ...)
+        if t == 0:
+            terms.append(-_discretized_gaussian_log_likelihood(x0, model_mean, variances[0]).flatten(1).sum(1))
+        else:  # KL of two Gaussians of one variance: the squared distance of the means over twice the variance
+            terms.append((posterior_mean(x0, x, t) - model_mean).pow(2).flatten(1).sum(1) / (2 * variances[t]))
+    # the prior term: KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1 - log s^2) / 2 per dimension
+    mean, variance = alphas_cumprod[-1].sqrt() * x0, 1 - alphas_cumprod[-1]
+    terms.append(0.5 * (variance + mean.pow(2) - 1 - variance.log()).flatten(1).sum(1))
+    return torch.stack(terms)  # (T + 1, B)
+
+
+def _discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance: Tensor) -> Tensor:
+    """log of the mass N(mean, variance) gives the 8-bit bin of each value of x0 in [-1, 1] (the edges: infinity)."""
+    normal = torch.distributions.Normal(mean, variance.sqrt())
+    upper = torch.where(x0 > 0.999, 1.0, normal.cdf(x0 + 1 / 255))
+    lower = torch.where(x0 < -0.999, 0.0, normal.cdf(x0 - 1 / 255))
+    return (upper - lower).clamp(min=1e-12).log()
+
+
 def _random(draw: Callable[..., Tensor], *args: Any, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """`draw(*args)` (torch.randn, rand or randint) from `generator`, on the generator's device, moved to `device`;
     or from torch's global generator where there is none. A CPU generator makes the draws the same on any device."""
@@ -161,18 +219,21 @@ def _check_together(hp: Mapping[str, Any]) -> None:
     """The U-Net's settings that constrain each other and the image size, which no one annotation can say (the
     sampling settings: Diffusion._check_sampling, which set_sampling shares)."""
     _, height, width = hp["image_shape"]
-    multipliers = list(hp["channel_multipliers"])
-    if height % 2 ** len(multipliers) or width % 2 ** len(multipliers):
-        most = min((height & -height).bit_length(), (width & -width).bit_length()) - 1
+    if hp["channel_multipliers"] is None:
+        multipliers = list(ddpm_multipliers(hp["image_shape"]))
+    else:
+        multipliers = list(hp["channel_multipliers"])
+        check_stages(hp["image_shape"], len(multipliers), f"model.channel_multipliers={multipliers}")
+    # the middle attends, and so do the levels at attention_resolutions
+    attending = {hp["base_channels"] * multipliers[-1]} | {
+        hp["base_channels"] * multiplier
+        for level, multiplier in enumerate(multipliers)
+        if (height >> level) in hp["attention_resolutions"]
+    }
+    if any(channels % hp["attention_heads"] for channels in attending):
         raise ConfigError(
-            f"model.channel_multipliers={multipliers}: its {len(multipliers)} levels halve the {height}x{width} "
-            f"images {len(multipliers)} times, which does not divide evenly; at most {most} levels for this size"
-        )
-    lowest = hp["base_channels"] * multipliers[-1]
-    if lowest % hp["attention_heads"]:
-        raise ConfigError(
-            f"model.attention_heads={hp['attention_heads']} must divide the channels of the lowest resolution, "
-            f"base_channels * channel_multipliers[-1] = {lowest}"
+            f"model.attention_heads={hp['attention_heads']} must divide the channels of every resolution that "
+            f"attends (base_channels * channel_multipliers: {', '.join(map(str, sorted(attending)))})"
         )
 
 
@@ -186,27 +247,31 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
 
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_classes: int,
         objective: Objective = "ddpm",
         schedule: Schedule = "cosine",
-        num_timesteps: Annotated[int, Field(ge=1)] = 1000,
+        num_timesteps: Annotated[int, Field(ge=1, le=MAX_TIMESTEPS)] = 1000,
         base_channels: Annotated[int, Field(ge=1)] = 32,
-        channel_multipliers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (1, 2),
+        # None: DDPM's for the image size (genlab/models/nets/unet.py's ddpm_multipliers)
+        channel_multipliers: Stages | None = None,
         num_res_blocks: Annotated[int, Field(ge=1)] = 2,
         attention_heads: Annotated[int, Field(ge=1)] = 4,
+        # (): attention in the middle only, the U-Net of checkpoints written before this setting; conf/model/ gives
+        # DDPM's (16,)
+        attention_resolutions: tuple[Annotated[int, Field(ge=1)], ...] = (),
         dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         conditional: bool = False,
         label_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         sampler: Sampler | None = None,
         # strict: set_sampling is held to these too, and a step count of 2.5 or true is no count
-        sample_steps: Annotated[int, Field(ge=1, strict=True)] = 50,
+        sample_steps: Annotated[int, Field(ge=1, le=MAX_SAMPLE_STEPS, strict=True)] = 50,
         guidance_scale: Annotated[float, Field(ge=0, strict=True)] = 1.0,  # 1: no guidance
         ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = 0.999,  # null: sample from the trained weights
         lr: Annotated[float, Field(gt=0)] = 2e-4,
         warmup_steps: Annotated[int, Field(ge=0)] = 500,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=0)] = 40,  # 0: no grid
+        num_grid_images: Annotated[int, Field(ge=0, le=MAX_GRID_IMAGES)] = 40,  # 0: no grid
         compile: Compile = False,
     ) -> None:
         super().__init__()
@@ -222,11 +287,12 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         self.unet = UNet(
             image_shape,
             base_channels,
-            tuple(channel_multipliers),
+            tuple(channel_multipliers) if channel_multipliers is not None else None,
             num_res_blocks,
             attention_heads,
             dropout,
             num_classes if conditional else 0,
+            tuple(attention_resolutions),
         )
         # the averaged weights sample better than the last ones (Ho et al. sample from an EMA of decay 0.9999)
         self.ema_unet = averaged_copy(self.unet, ema_decay) if ema_decay is not None else None
@@ -303,6 +369,28 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         # a conditional grid has one column per class: sampling cycles through the classes
         per_row = self.hparams.num_classes if self.hparams.conditional else 8
         return [FixedNoiseSamples(num_images=self.hparams.num_grid_images, images_per_row=per_row)]
+
+    # --- LikelihoodModel: src.eval's likelihood/bpd ------------------------------------------------------
+    @property
+    def likelihood_bound(self) -> str | None:
+        """DDPM's variational bound; flow matching's likelihood needs the divergence of its ODE, not offered."""
+        return "variational bound (Ho et al. 2020), discretized decoder" if self.hparams.objective == "ddpm" else None
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, images: Tensor, importance_samples: int) -> Tensor:
+        """Ho et al.'s bound on -log2 P(v) / D of the 8-bit images (B,), with the weights that sample (the EMA's),
+        unconditionally; it sums all T timesteps' terms (T passes of the U-Net), and draws no importance samples."""
+        if self.likelihood_bound is None:
+            raise ConfigError("model.objective=flow: flow matching has no variational bound here (not offered)")
+        network, hp = self.sampling_network, self.hparams
+        no_class = torch.full((len(images),), hp.num_classes, device=images.device) if hp.conditional else None
+
+        def predict_noise(x: Tensor, t: int) -> Tensor:
+            return network(x, torch.full((len(x),), t / hp.num_timesteps, device=x.device), no_class).float()
+
+        x0 = torch.round(images * 255) / 127.5 - 1  # the 8-bit levels in [-1, 1], as training scales them
+        terms = variational_bound_terms(predict_noise, x0, self.alphas_cumprod)  # (T + 1, B)
+        return bits_per_dim(terms.sum(0), images[0].numel()).float()
 
     # --- sampling ------------------------------------------------------------------------------------
     @property

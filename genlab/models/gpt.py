@@ -1,8 +1,9 @@
-"""Mini-GPT: a character-level transformer language model (nanoGPT's recipe, trained by Lightning).
+"""Mini-GPT: a transformer language model over characters or BPE tokens (nanoGPT's recipe, trained by Lightning).
 
 The network needs the vocabulary, which only the data knows: it is taken from the datamodule in
 `setup()`, built in `configure_model()` (where sharded strategies want models built), and kept
-as a hyperparameter, so that every checkpoint carries it and sampling needs no dataset.
+as a hyperparameter (the characters, or the BPE tokenizer's JSON), so that every checkpoint carries
+it and sampling needs no dataset.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from pydantic import Field
 from torch import Tensor
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
-from genlab.data.text import CharVocab
+from genlab.data.vocab import BpeVocab, CharVocab, Vocabulary, vocabulary
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import AdamBetas, ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
 from genlab.models.nets.transformer import Transformer
-from genlab.models.previews.text_sample import TextSample
-from genlab.utils.checkpoint_reader import check_state_dict_fits
+from genlab.models.previews.text_sample import MAX_SAMPLE_LENGTH, TextSample
+from genlab.utils.checkpoint_reader import CheckpointError, check_state_dict_fits
 from genlab.utils.validation import check_arguments
 
 
@@ -40,14 +42,16 @@ def _check_together(hp: Mapping[str, Any]) -> None:
 
 
 class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
-    """Next-character prediction with cross-entropy; logs loss (nats), bits per character and perplexity."""
+    """Next-token prediction with cross-entropy; logs loss (nats), perplexity, and bits per character (a
+    character vocabulary) or per UTF-8 byte (BPE)."""
 
     # each range is declared once, here: a config (genlab/utils/validation.py), a checkpoint and this constructor are
     # checked against it, and the message names the key; _check_together holds what spans several settings
     def __init__(
         self,
         block_size: Annotated[int, Field(ge=1)],
-        vocab: str | None = None,
+        vocab: str | None = None,  # the characters, in id order
+        tokenizer: str | None = None,  # or a byte-level BPE tokenizer's JSON (genlab/data/vocab.py)
         n_layer: Annotated[int, Field(ge=1)] = 4,
         n_head: Annotated[int, Field(ge=1)] = 4,
         n_embd: Annotated[int, Field(ge=1)] = 128,
@@ -61,36 +65,46 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         weight_decay: Annotated[float, Field(ge=0)] = 0.1,
         compile: Compile = False,
         sample_prompt: str = "\n",
-        sample_length: Annotated[int, Field(ge=0)] = 200,  # 0: no text samples while training
+        sample_length: Annotated[int, Field(ge=0, le=MAX_SAMPLE_LENGTH)] = 200,  # 0: no text samples while training
         periodic_val_batches: Annotated[int, Field(ge=1)] | None = None,  # null: all of them
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(GPT, self.hparams, "model")
         _check_together(self.hparams)
-        self.vocab: CharVocab | None = None
         self.net: Transformer | None = None
         self.perplexity = Perplexity()  # exp(mean cross-entropy), accumulated over the epoch
-        if vocab is not None:
-            self._use_vocab(vocab)
+        self.bits_per_byte = MeanMetric()  # a BPE's: each batch's bits per byte, weighted by its bytes
+        try:
+            self.vocab: Vocabulary | None = vocabulary(vocab, tokenizer)
+        except ValueError as err:
+            raise ConfigError(f"model.{'vocab' if tokenizer is None else 'tokenizer'}: {err}") from None
 
-    def _use_vocab(self, chars: str) -> None:
-        if self.vocab is not None and self.vocab.chars != chars:
+    def _use_vocab(self, vocab: Vocabulary) -> None:
+        if self.vocab is not None and self.vocab != vocab:
             raise ConfigError(
-                f"the data's vocabulary ({len(chars)} characters) differs from the model's ({len(self.vocab)}): "
-                f"this checkpoint was trained on another text"
+                f"the data's vocabulary ({vocab}) differs from the model's ({self.vocab}): this checkpoint was "
+                f"trained on another text, or with another data.tokenizer"
             )
-        self.vocab = CharVocab(chars)
-        self.hparams.vocab = chars
+        self.vocab = vocab
+        self.hparams.update(vocab.as_hparams())
 
     def setup(self, stage: str) -> None:
         vocab = getattr(self.trainer.datamodule, "vocab", None)
-        if not isinstance(vocab, CharVocab):
+        if not isinstance(vocab, (CharVocab, BpeVocab)):
             raise ConfigError(
-                f"model=gpt trains on characters, and {type(self.trainer.datamodule).__name__} has no character "
-                f"vocabulary: use data=shakespeare (or another text datamodule)"
+                f"model=gpt trains on text, and {type(self.trainer.datamodule).__name__} has no vocabulary: use "
+                f"data=text_file data.path=<your text> or data=shakespeare"
             )
-        self._use_vocab(vocab.chars)
+        self._use_vocab(vocab)
+        if self.hparams.sample_length:  # the first validation's sample would find out, after training has begun
+            try:
+                vocab.encode(self.hparams.sample_prompt)
+            except ValueError as err:
+                raise ConfigError(
+                    f"model.sample_prompt={self.hparams.sample_prompt!r}: {err}; give a prompt of this text's "
+                    f"characters (or model.sample_length=0: no samples while training)"
+                ) from None
 
     def configure_model(self) -> None:
         if self.net is not None:
@@ -99,6 +113,8 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
             raise RuntimeError("the vocabulary is unknown: call setup() or load a checkpoint first")
         hp = self.hparams
         self.net = Transformer(len(self.vocab), hp.block_size, hp.n_layer, hp.n_head, hp.n_embd, hp.dropout, hp.bias)
+        if isinstance(self.vocab, BpeVocab):  # the UTF-8 bytes each token stands for, for bits per byte
+            self.register_buffer("token_bytes", self.vocab.token_bytes(), persistent=False)
         if self.device_mesh is not None:  # trainer=fsdp (ModelParallelStrategy): shard here, as Lightning asks
             shard_blocks(self.net, self.device_mesh["data_parallel"])
         compile_networks(hp.compile, self.net)
@@ -108,9 +124,17 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         # them already, into the shards (and took them out of `checkpoint`), with torch's strict check
         if "state_dict" in checkpoint:
             check_state_dict_fits(self, checkpoint["state_dict"])
+        # a resumed run goes on with the vocabulary it was trained with: ids of another text's BPE can fit the
+        # embedding's shape and still mean other tokens
+        saved = checkpoint.get("hyper_parameters", {})
+        if any(saved.get(key) != value for key, value in self.vocab.as_hparams().items()):
+            raise CheckpointError(
+                f"the checkpoint was trained with another vocabulary than this run's data has ({self.vocab}): "
+                f"resume on the text and data.tokenizer it was trained with"
+            )
 
     def forward(self, idx: Tensor) -> Tensor:
-        """Next-character logits (B, T, vocab_size) for character ids (B, T)."""
+        """Next-token logits (B, T, vocab_size) for token ids (B, T)."""
         return self.net(idx)
 
     def flops_per_batch(self, batch: tuple[Tensor, Tensor]) -> float:
@@ -123,7 +147,7 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         return float(per_token * inputs.numel())
 
     def _loss(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        inputs, targets = batch  # (B, T) each: targets are the inputs shifted by one character
+        inputs, targets = batch  # (B, T) each: targets are the inputs shifted by one token
         logits = self.net(inputs)  # (B, T, vocab_size)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), logits
 
@@ -137,7 +161,12 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         loss, logits = self._loss(batch)
         self.perplexity.update(logits, batch[1])
         self.log(f"{split}/loss", loss, prog_bar=True, sync_dist=True)
-        self.log(f"{split}/bpc", loss / math.log(2), sync_dist=True)  # bits per character
+        if isinstance(self.vocab, CharVocab):
+            self.log(f"{split}/bpc", loss / math.log(2), sync_dist=True)  # bits per character
+        else:  # bits per byte of UTF-8 text: comparable across tokenizers (and with bpc, on ASCII text)
+            text_bytes = self.token_bytes[batch[1]].sum()
+            self.bits_per_byte.update(loss * batch[1].numel() / math.log(2) / text_bytes, weight=text_bytes)
+            self.log(f"{split}/bpb", self.bits_per_byte)
         self.log(f"{split}/ppl", self.perplexity)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -171,7 +200,7 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         num_samples: int = 1,
         seed: int | None = None,
     ) -> list[str]:
-        """`num_samples` continuations of `prompt`, each `max_new_tokens` characters long (prompt included)."""
+        """`num_samples` continuations of `prompt`, each `max_new_tokens` tokens longer than it."""
         try:
             prompt_ids = self.vocab.encode(prompt)
         except ValueError as err:

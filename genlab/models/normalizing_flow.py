@@ -12,11 +12,14 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
-from genlab.errors import ConfigError
+from genlab.capabilities import ImageShape
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
+from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
+from genlab.models.nets.resolution import check_stages
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES
 from genlab.models.previews.latent_grids import SampleGrid
 from genlab.utils.validation import check_arguments
 
@@ -32,8 +35,8 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
-        num_scales: Annotated[int, Field(ge=1)] = 2,
+        image_shape: ImageShape,
+        num_scales: Annotated[int, Field(ge=1)] | None = None,  # None: by the image size (nets/coupling_flow.py)
         coupling_layers: Annotated[int, Field(ge=1)] = 4,
         hidden_channels: Annotated[int, Field(ge=1)] = 64,
         actnorm: bool = True,
@@ -41,27 +44,18 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         sample_temperature: Annotated[float, Field(gt=0)] = 1.0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=0)] = 64,
+        num_grid_images: Annotated[int, Field(ge=0, le=MAX_GRID_IMAGES)] = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(NormalizingFlow, self.hparams, "model")
-        _, height, width = image_shape
-        if height % 2**num_scales or width % 2**num_scales:  # spans two settings: not one annotation's to say
-            raise ConfigError(
-                f"model.num_scales={num_scales}: each scale halves the image, and {height}x{width} does not halve "
-                f"{num_scales} times; use at most {_halvings(height, width)}"
-            )
+        if num_scales is not None:  # spans two settings: not one annotation's to say
+            check_stages(image_shape, num_scales, f"model.num_scales={num_scales}")
         self.flow = CouplingFlow(image_shape, num_scales, coupling_layers, hidden_channels, actnorm)
 
     @property
     def latent_dim(self) -> int:
         return math.prod(self.hparams.image_shape)  # a flow keeps every dimension
-
-    def dequantize(self, images: Tensor) -> Tensor:
-        """Images in [0, 1] as 8-bit levels v spread over their bins: (v + u) / 256, u ~ U(0, 1) (Theis et al. 2016),
-        so that a density on [0, 1]^D bounds the likelihood of the discrete images."""
-        return (torch.round(images * 255) + torch.rand_like(images)) / 256
 
     def to_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """RealNVP's logit(alpha + (1 - 2 alpha) x) of x in [0, 1]^D (B, C, H, W), away from the infinite logits of 0
@@ -78,15 +72,27 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         alpha = self.hparams.logit_alpha
         return ((torch.sigmoid(logits) - alpha) / (1 - 2 * alpha)).clamp(0, 1)
 
-    def bits_per_dim(self, images: Tensor) -> Tensor:
-        """-log2 p of each 8-bit image (B,), per dimension: change of variables through the whole chain."""
-        logits, log_det_logits = self.to_logits(self.dequantize(images))
+    def log_density(self, x: Tensor) -> Tensor:
+        """log p(x) (B,) in nats of dequantized images x (B, C, H, W) on [0, 1]^D: change of variables through the
+        logit and the flow, exactly."""
+        logits, log_det_logits = self.to_logits(x)
         z, log_det_flow = self.flow(logits)
         log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)  # log N(z; 0, I)
-        log_px = log_pz + log_det_flow + log_det_logits  # density on [0, 1]^D
+        return log_pz + log_det_flow + log_det_logits
+
+    def bits_per_dim(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """-log2 p of each 8-bit image (B,), per dimension, on one draw of the dequantization noise (the training
+        loss, and genlab/models/likelihood.py's scale that every family with a likelihood reports on)."""
         dims = images[0].numel()
-        nll = -log_px + dims * math.log(256)  # on the 256 levels of each dimension: the bins are 1/256 wide
-        return nll / (dims * math.log(2))
+        return bits_per_dim(dequantized_nll(self.log_density(dequantize(images, generator)), dims), dims)
+
+    # --- LikelihoodModel: src.eval's likelihood/bpd ------------------------------------------------------
+    likelihood_bound = "exact (change of variables), on dequantized images"
+
+    @torch.no_grad()
+    def nll_bits_per_dim(self, images: Tensor, importance_samples: int) -> Tensor:
+        """The exact bits/dim of the dequantized images; a flow draws no importance samples."""
+        return self.bits_per_dim(images)
 
     def generate(self, z: Tensor) -> Tensor:
         """Images (B, C, H, W) in [0, 1] for latents z (B, latent_dim): the flow run backwards."""
@@ -122,10 +128,3 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         if not self.hparams.num_grid_images:
             return []
         return [SampleGrid(num_images=self.hparams.num_grid_images)]
-
-
-def _halvings(height: int, width: int) -> int:
-    count = 0
-    while height % 2 == 0 and width % 2 == 0:
-        height, width, count = height // 2, width // 2, count + 1
-    return count

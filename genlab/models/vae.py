@@ -12,15 +12,20 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape, Stages
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
+from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
-from genlab.models.previews.image_grid import ReconstructionGrid
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES, ReconstructionGrid
 from genlab.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 from genlab.utils.validation import check_arguments
+
+# hidden layers of the MLP encoder and decoder: each is a matrix of its width by the next's
+MAX_HIDDEN_LAYERS = 64
 
 
 class VAE(SharedHooks, L.LightningModule):
@@ -34,16 +39,17 @@ class VAE(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         latent_dim: Annotated[int, Field(ge=1)] = 20,
         architecture: Literal["mlp", "conv"] = "mlp",
-        hidden_dims: tuple[Annotated[int, Field(ge=1)], ...] = (400,),
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (32, 64),
+        hidden_dims: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(max_length=MAX_HIDDEN_LAYERS)] = (400,),
+        # None: by the image size (genlab/models/nets/conv.py's `stages`)
+        channels: Stages | None = None,
         beta: Annotated[float, Field(ge=0)] = 1.0,
         kl_warmup_steps: Annotated[int, Field(ge=0)] = 0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=1)] = 32,
+        num_grid_images: Annotated[int, Field(ge=1, le=MAX_GRID_IMAGES)] = 32,
         compile: Compile = False,
     ) -> None:
         super().__init__()
@@ -88,6 +94,42 @@ class VAE(SharedHooks, L.LightningModule):
         recon = F.binary_cross_entropy_with_logits(logits, images, reduction="sum") / len(images)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(images)
         return recon, kl
+
+    # --- LikelihoodModel: src.eval's likelihood/bpd ------------------------------------------------------
+    # The Bernoulli likelihood trained on [0, 1] intensities is not a density of continuous data: its values need not
+    # integrate to 1. The bits/dim are taken under the continuous Bernoulli of the same decoder output (Loaiza-Ganem
+    # & Cunningham 2019), the Bernoulli normalized on [0, 1]: a proper density of dequantized images, whose bound on
+    # -log P(v) is on the scale of the flow's. Its log-density is the training reconstruction term plus log C(lambda).
+    likelihood_bound = "importance-weighted bound (Burda et al. 2016), continuous Bernoulli decoder"
+
+    def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
+        """log p(x|z) + log p(z) - log q(z|x) (num_samples, B) for z ~ q(z|x) of images x (B, C, H, W) in [0, 1]."""
+        mu, logvar = self.encode(x)  # (B, latent_dim) each
+        posterior = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
+        z = posterior.sample((num_samples,))  # (S, B, latent_dim)
+        logits = self.decoder(z.flatten(0, 1)).view(num_samples, *x.shape)  # (S, B, C, H, W)
+        decoded = torch.distributions.ContinuousBernoulli(logits=logits, validate_args=False)
+        log_px_z = decoded.log_prob(x.expand_as(logits)).flatten(2).sum(2)  # (S, B)
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(2)
+        return log_px_z + log_pz - posterior.log_prob(z).sum(2)
+
+    @torch.no_grad()
+    def log_density(self, x: Tensor, importance_samples: int) -> Tensor:
+        """The importance-weighted lower bound on log p(x) (B,) with k = importance_samples (Burda et al. 2016,
+        eq. 8): log (1/k) sum_i p(x, z_i) / q(z_i|x). k = 1 is an ELBO's estimate; it rises to log p(x) as k grows."""
+        # the k samples in chunks of about 4M decoded values, their log-sum-exp accumulated
+        chunk = max(1, 2**22 // x.numel())
+        total = torch.full((len(x),), -math.inf, device=x.device)
+        for start in range(0, importance_samples, chunk):
+            weights = self.log_weights(x, min(chunk, importance_samples - start))
+            total = torch.logaddexp(total, torch.logsumexp(weights, dim=0))
+        return total - math.log(importance_samples)
+
+    def nll_bits_per_dim(self, images: Tensor, importance_samples: int) -> Tensor:
+        """The importance-weighted bound on -log2 P(v) / D of the 8-bit images, on one draw of dequantization."""
+        dims = images[0].numel()
+        x = dequantize(images)
+        return bits_per_dim(dequantized_nll(self.log_density(x, importance_samples), dims), dims)
 
     def kl_weight(self) -> float:
         """beta, ramped up linearly from 0 over the first `kl_warmup_steps` training steps."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import netrc
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,13 @@ from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from genlab.errors import ConfigError, without_passwords
+from genlab.utils.files import replaced_atomically
+from genlab.utils.image_files import count_classes
+from genlab.utils.run_folder import run_identity
+
+log = logging.getLogger(__name__)
 
 # Hydra's configs: inside the package when installed from a wheel (pyproject.toml maps conf/ to genlab.conf), else
 # conf/ beside genlab/ in a clone (and in an editable install of one)
@@ -27,6 +36,8 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
     OmegaConf.register_new_resolver("run_group", run_group, replace=True)
+    # conf/data/image_folder.yaml's num_classes, which model configs read before the data is built
+    OmegaConf.register_new_resolver("image_folder_classes", count_classes, replace=True, use_cache=True)
 
 
 def compose(overrides: list[str], config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
@@ -51,27 +62,6 @@ def wandb_offline() -> bool:
         return True
 
 
-# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
-# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
-NOT_THE_RUN = (
-    "ckpt_path=",
-    "trainer.max_epochs=",
-    "trainer.max_steps=",
-    "trainer.max_time=",
-    "trainer.min_epochs=",
-    "trainer.min_steps=",
-    "trainer.log_every_n_steps=",
-    "trainer.enable_progress_bar=",
-    "extras.",
-    "logger",
-)
-
-
-def run_identity(overrides: list[str]) -> list[str]:
-    """The command line's overrides that make a run what it is (all but NOT_THE_RUN), sorted."""
-    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
-
-
 def run_name(task_name: str) -> str:
     """`task_name` and the overrides that make this run what it is (`vae,model.latent_dim=8,seed=1`): the name
     of its TensorBoard folder and W&B run, where a timestamp would say nothing. For `${run_name:${task_name}}`."""
@@ -93,17 +83,71 @@ def run_group(task_name: str) -> str:
     return task_name
 
 
-def print_config_tree(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
-    """Print the resolved config as a rich tree, one branch per top-level group (if `show`), and save it."""
+PRINT_CONFIG = ("short", "full", False)
+
+
+def check_print_config(value: Any) -> None:
+    """extras.print_config is one of PRINT_CONFIG (checked before the run starts, not when it prints)."""
+    if value not in PRINT_CONFIG:
+        raise ConfigError(f"extras.print_config must be short, full or false, got {value!r}")
+
+
+def print_config(cfg: DictConfig, tree_file: Path | None = None) -> None:
+    """As extras.print_config says: `short`, the command line's overrides and the few resolved values that say what
+    runs, in the log (naming `tree_file`, where the whole tree is saved); `full`, the resolved config as a rich tree."""
+    if cfg.extras.print_config == "full":
+        rich.print(config_tree(cfg))
+    else:
+        log.info(short_config(cfg, tree_file))
+
+
+def save_config_tree(cfg: DictConfig, path: Path) -> None:
+    """The resolved config as a rich tree in `path` (config_tree.log), through the one writer."""
+    with replaced_atomically(path, "w", "the config tree") as file:
+        rich.print(config_tree(cfg), file=file)
+
+
+def config_tree(cfg: DictConfig) -> rich.tree.Tree:
+    """The resolved config as a rich tree, one branch per top-level group."""
     tree = rich.tree.Tree("config", style="dim", guide_style="dim")
     for group, node in cfg.items():
         content = OmegaConf.to_yaml(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else str(node)
+        content = without_passwords(content)  # a sweep's job holds its study's storage, a database URL
         tree.add(str(group), style="bold").add(rich.syntax.Syntax(content, "yaml"))
-    if show:
-        rich.print(tree)
-    if save_to is not None:
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
+    return tree
+
+
+def short_config(cfg: DictConfig, tree_file: Path | None = None) -> str:
+    """The command's overrides (where Hydra ran it) and what they resolved to that says what runs: the model, the
+    data and its batch, the trainer's device, precision and length, the monitored metric, the seed, the callbacks
+    and loggers, the run folder."""
+    t = cfg.trainer
+    where = f"; the whole config: {tree_file} (extras.print_config=full prints it)" if tree_file else ""
+    lines = [f"Config{where}"]
+    if HydraConfig.initialized():
+        # a sweep's job is given its study's storage, a database URL
+        lines.append(f"  command: {without_passwords(command_line(list(HydraConfig.get().overrides.task)))}")
+    lines += [
+        f"  model: {cfg.model._target_}",
+        f"  data: {cfg.data._target_}, batch_size {cfg.data.get('batch_size')}",
+        f"  trainer: accelerator {t.accelerator}, devices {t.devices}, precision {t.precision}, max_epochs "
+        f"{t.max_epochs}, max_steps {t.max_steps}",
+        f"  monitor: {cfg.monitor.metric} ({cfg.monitor.mode}), seed {cfg.seed}",
+        f"  callbacks: {', '.join(_named(cfg.get('callbacks'))) or 'none'}; loggers: "
+        f"{', '.join(_named(cfg.get('logger'))) or 'none'}",
+        f"  run folder: {cfg.paths.output_dir}",
+    ]
+    return "\n".join(lines)
+
+
+def _named(group: DictConfig | None) -> list[str]:
+    """The entries of a callbacks or logger group that are on (a node with a _target_)."""
+    return [str(name) for name, node in (group or {}).items() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def command_line(overrides: list[str], module: str = "src.train") -> str:
+    """`python -m <module> <overrides>`, each override quoted where a POSIX shell needs it."""
+    return shlex.join(["python", "-m", module, *overrides])
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:

@@ -8,7 +8,9 @@ it to Optuna 4, still below the 5 we run, and was unreleased when this was writt
 when a release runs on the Optuna we pin and lets a job report to its trial.
 
 The search-space syntax is that plugin's (Hydra's override grammar): `choice(16, 32)`,
-`range(2, 8, 2)`, `interval(0.0, 0.3)`, `tag(log, interval(1e-4, 1e-2))`.
+`range(2, 8, 2)`, `interval(0.0, 0.3)`, `tag(log, interval(1e-4, 1e-2))`. As in that plugin, the command
+line has the last word: a key it fixes (`model.architecture=mlp`) leaves the search space, and a search it
+gives for a key replaces the config's.
 
 The study: `storage` (an Optuna database URL or a journal file, storage.py), by default
 `<sweep folder>/optuna.db`. Any number of sweep processes, on this machine (`n_workers`) or on others
@@ -32,6 +34,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,8 +47,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.errors import one_line
+from genlab.errors import FileRefusedError, RunInterrupted, one_line, without_passwords
+from genlab.utils.files import write_text_atomically
 from genlab.utils.locks import try_lock
+from genlab.utils.run_folder import MULTIRUN
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
@@ -105,15 +110,16 @@ class OptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        # Hydra's launchers log each job's overrides, the study's storage among them: its password is left out
+        logging.getLogger(type(self.launcher).__module__).addFilter(hide_passwords)
 
     def sweep(self, arguments: list[str]) -> list[Sequence[Any]]:
         check_settings(self)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + arguments)
-        search_space = {o.get_key_element(): to_distribution(o) for o in overrides if o.is_sweep_override()}
-        fixed = [
-            f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in overrides if not o.is_sweep_override()
-        ]
+        search_space, fixed = search_space_and_fixed(
+            parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()]),
+            parser.parse_overrides(arguments),
+        )
 
         sweep_dir = Path(self.config.hydra.sweep.dir).resolve()
         storage_spec = resolve_storage(self.storage, sweep_dir)
@@ -131,7 +137,7 @@ class OptunaSweeper(Sweeper):
         if worker is None:
             with open_dict(self.config):  # the study's storage, resolved, for src.sweep_summary
                 self.config.hydra.sweeper.storage = storage_spec
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            write_record(sweep_dir / MULTIRUN, self.config)
         if self.sampler is not None and (self.storage is not None or study.get_trials(deepcopy=False)):
             # a sampler seeded as the one that began the study (a resume), or as those of other processes sharing
             # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
@@ -154,8 +160,8 @@ class OptunaSweeper(Sweeper):
         try:
             with sigterm_ends_the_sweep():
                 returns = self._run_trials(study, storage, storage_spec, search_space, fixed)
-        except KeyboardInterrupt:  # Ctrl-C between trials, or while waiting for other processes' trials
-            raise SystemExit(128 + signal.SIGINT) from None
+        except (KeyboardInterrupt, RunInterrupted) as stop:  # between trials, or waiting for other processes' trials
+            raise SystemExit(exit_code(stop)) from None
 
         if worker is None:
             self._write_best(study, sweep_dir)
@@ -190,7 +196,7 @@ class OptunaSweeper(Sweeper):
                 try:
                     # job folders are numbered by trial: unique in the study, whichever process runs it
                     results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-                except (KeyboardInterrupt, SystemExit) as stop:  # a job ends an interrupted run with exit 130/143
+                except (KeyboardInterrupt, SystemExit, RunInterrupted) as stop:  # a job's own stop exits 130/143
                     for trial in trials:
                         interrupted(study, trial, stop)
                     raise
@@ -298,11 +304,17 @@ class OptunaSweeper(Sweeper):
             log.warning("No trial completed: no best parameters")
             return
         best = study.best_trial
-        OmegaConf.save(
-            {"best_trial": best.number, "best_value": best.value, "best_params": best.params},
-            sweep_dir / "optimization_results.yaml",
-        )
+        results = {"best_trial": best.number, "best_value": best.value, "best_params": best.params}
+        write_record(sweep_dir / "optimization_results.yaml", OmegaConf.create(results))
         log.info(f"Best trial {best.number}: value {best.value:.5g} with {best.params}")
+
+
+def write_record(path: Path, config: DictConfig) -> None:
+    """Write a sweep's YAML record through genlab's one writer (never through a link); one line if it cannot be."""
+    try:
+        write_text_atomically(path, OmegaConf.to_yaml(config))
+    except FileRefusedError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def check_settings(sweeper: OptunaSweeper) -> None:
@@ -318,6 +330,42 @@ def check_settings(sweeper: OptunaSweeper) -> None:
         )
     if sweeper.max_retry is not None and (not isinstance(sweeper.max_retry, int) or sweeper.max_retry < 0):
         raise SystemExit(f"error: hydra.sweeper.max_retry={sweeper.max_retry}: expected null or a whole number >= 0")
+
+
+def search_space_and_fixed(
+    params: list[Override], arguments: list[Override]
+) -> tuple[dict[str, optuna.distributions.BaseDistribution], list[str]]:
+    """The search space (name: distribution) and the overrides every trial gets, from the config's
+    `hydra.sweeper.params` and then the command line: the last word on a key wins, as in hydra-optuna-sweeper.
+
+    A key the command line fixes is not searched (its value is applied to every trial, not the sampled one after
+    it); a search it gives for a key replaces the config's.
+    """
+    searched: dict[str, Override] = {}
+    fixed: dict[str, Override] = {}
+    for on_command_line, overrides in ((False, params), (True, arguments)):
+        for override in overrides:
+            key = override.key_or_group if override.package is None else f"{override.key_or_group}@{override.package}"
+            if on_command_line and key in searched and not override.is_sweep_override():
+                log.info(f"{override.input_line}: fixed on the command line, so not searched")
+            searched.pop(key, None)
+            fixed.pop(key, None)
+            (searched if override.is_sweep_override() else fixed)[key] = override
+    space = {override.get_key_element(): to_distribution(override) for override in searched.values()}
+    return space, [as_text(override) for override in fixed.values()]
+
+
+def as_text(override: Override) -> str:
+    """A fixed override as the launcher takes it (`~key` without a value deletes whatever the key holds)."""
+    if override.is_delete() and override.value() is None:
+        return override.get_key_element()
+    return f"{override.get_key_element()}={override.get_value_element_as_str()}"
+
+
+def hide_passwords(record: logging.LogRecord) -> bool:
+    """A logging filter: the record's message with the password of any URL in it shown as ***."""
+    record.msg, record.args = without_passwords(record.getMessage()), None
+    return True
 
 
 def quoted(value: str) -> str:
@@ -366,7 +414,7 @@ def finish(
 
 def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -> None:
     """A trial cut off by a signal (Ctrl-C, SIGTERM): failed, with the reason, and queued again for a resume."""
-    code = stop.code if isinstance(stop, SystemExit) else 128 + signal.SIGINT
+    code = exit_code(stop)
     is_signal = isinstance(code, int) and code - 128 in signal.valid_signals()  # 128 + n: ended by signal n
     how = signal.Signals(code - 128).name if is_signal else f"exit {code}"
     try:
@@ -378,6 +426,14 @@ def interrupted(study: optuna.Study, trial: optuna.Trial, stop: BaseException) -
     )
     retry(study, study.get_trials(deepcopy=False)[trial.number])
     log.info(f"Trial {trial.number} was interrupted ({how}): queued again with {trial.params}")
+
+
+def exit_code(stop: BaseException) -> int | str | None:
+    """The exit code a stop ends the process with: a SystemExit's own, 128 + the signal's number of an interruption
+    (genlab's handler raises RunInterrupted, Python's KeyboardInterrupt)."""
+    if isinstance(stop, SystemExit):
+        return stop.code
+    return stop.exit_code if isinstance(stop, RunInterrupted) else 128 + signal.SIGINT
 
 
 @contextlib.contextmanager
@@ -401,36 +457,65 @@ def sigterm_ends_the_sweep() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
+def lock_sweep_folder(sweep_dir: Path) -> IO[bytes]:
     """One sweep command per folder: two would write its results over each other.
 
     An advisory lock on `<sweep>/.sweep.lock`, released by the kernel when its process ends, however it ends.
     Processes that share a study each have their own folder (the workers of n_workers share their
     parent's, which holds the lock).
     """
-    lock, holder = try_lock(sweep_dir / ".sweep.lock")
+    try:
+        lock, holder = try_lock(sweep_dir / ".sweep.lock")
+    except FileRefusedError as err:
+        raise SystemExit(f"error: {err}") from None
     if lock is None:
+        holder = f" (process {holder})" if holder else ""
         raise SystemExit(  # one line, as the entry points' errors
-            f"error: hydra.sweep.dir={sweep_dir}: another sweep (process {holder}) is running in this folder; wait for "
+            f"error: hydra.sweep.dir={sweep_dir}: another sweep{holder} is running in this folder; wait for "
             f"it to end, or give this one another hydra.sweep.dir"
         )
     return lock
 
 
 def to_distribution(override: Override) -> optuna.distributions.BaseDistribution:
-    """An Optuna distribution from a sweep override: choice(...), range(...), interval(...), tag(log, ...)."""
-    value = override.value()
+    """An Optuna distribution from a sweep override: choice(...), range(...), interval(...), tag(log, ...); one line
+    for one that holds no value (a reversed range or interval) or a log scale that reaches 0."""
+    value, where = override.value(), override.input_line
     if isinstance(value, ChoiceSweep):
-        return optuna.distributions.CategoricalDistribution(list(value.list))
+        return checked(where, optuna.distributions.CategoricalDistribution, list(value.list))
     if isinstance(value, RangeSweep):
-        step = value.step if value.step is not None else 1
-        if all(isinstance(x, int) for x in (value.start, value.stop, step)):
-            # Hydra's range excludes the stop, Optuna's includes its high end
-            return optuna.distributions.IntDistribution(value.start, value.stop - step, step=step)
-        return optuna.distributions.FloatDistribution(value.start, value.stop, step=step)
+        # Hydra's range is Python's (start up to, not including, stop; a negative step counts down); Optuna's
+        # distributions run from low to high, both included
+        start, stop, step = (
+            Decimal(str(x)) for x in (value.start, value.stop, 1 if value.step is None else value.step)
+        )
+        if step == 0:
+            raise SystemExit(f"error: {where}: a step of 0 never reaches stop; give a step other than 0")
+        count = math.ceil((stop - start) / step)
+        if count <= 0:
+            raise SystemExit(
+                f"error: {where}: holds no value; range(start, stop, step) counts from start up to stop, not "
+                f"included (give start < stop, or a negative step to count down)"
+            )
+        low, high = sorted((start, start + (count - 1) * step))
+        if all(isinstance(x, int) for x in (value.start, value.stop, value.step or 1)):
+            return checked(where, optuna.distributions.IntDistribution, int(low), int(high), step=int(abs(step)))
+        return checked(where, optuna.distributions.FloatDistribution, float(low), float(high), step=float(abs(step)))
     if isinstance(value, IntervalSweep):
+        if value.start > value.end:
+            raise SystemExit(f"error: {where}: starts above its end; give interval(low, high) with low <= high")
         log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return optuna.distributions.IntDistribution(value.start, value.end, log=log_scale)
-        return optuna.distributions.FloatDistribution(value.start, value.end, log=log_scale)
-    raise ValueError(f"{override.input_line}: a search parameter is choice(...), range(...) or interval(...)")
+        if log_scale and value.start <= 0:
+            raise SystemExit(f"error: {where}: a log scale takes only values > 0; give an interval that starts above 0")
+        is_int = isinstance(value.start, int) and isinstance(value.end, int)
+        distribution = optuna.distributions.IntDistribution if is_int else optuna.distributions.FloatDistribution
+        return checked(where, distribution, value.start, value.end, log=log_scale)
+    raise SystemExit(f"error: {where}: a search is choice(...), range(...), interval(...) or tag(log, interval(...))")
+
+
+def checked(where: str, distribution: type, *args: Any, **kwargs: Any) -> optuna.distributions.BaseDistribution:
+    """`distribution(*args, **kwargs)`, Optuna's word on values it cannot search as one line naming the override."""
+    try:
+        return distribution(*args, **kwargs)
+    except (ValueError, TypeError) as err:
+        raise SystemExit(f"error: {where}: {one_line(err)}") from None

@@ -11,12 +11,15 @@ never failed.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
@@ -30,7 +33,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from genlab.errors import one_line
+from genlab.errors import FileRefusedError, one_line, without_passwords
+from genlab.utils.files import MiB
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +46,32 @@ def is_url(spec: str) -> bool:
 
 
 def shown(spec: str) -> str:
-    """The storage for a log line or an error: a database URL without its password."""
-    if not is_url(spec):
-        return spec
-    try:
-        return sqlalchemy.engine.make_url(spec).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return spec
+    """The storage for a log line or an error: a database URL without its password (also one that cannot be
+    parsed)."""
+    return without_passwords(spec)
 
 
 def resolve_storage(storage: str | None, sweep_dir: Path) -> str:
-    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path."""
+    """The storage as every process and job of the sweep names it: an absolute SQLite or journal path; one line
+    (its password hidden) for a URL that names no database."""
     if storage is None:
         return f"sqlite:///{sweep_dir / 'optuna.db'}"
     if not is_url(storage):  # a journal file
         return str(Path(storage).expanduser().resolve())
     try:
         url = sqlalchemy.engine.make_url(storage)
-    except sqlalchemy.exc.ArgumentError as err:
-        raise SystemExit(f"error: hydra.sweeper.storage={storage}: not a database URL ({one_line(err)})") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as err:  # SQLAlchemy reads the port with int()
+        raise SystemExit(
+            f"error: hydra.sweeper.storage={shown(storage)}: not a database URL ({one_line(err)})"
+        ) from None
+    if url.port is not None and not 0 < url.port < 2**16:
+        raise SystemExit(
+            f"error: hydra.sweeper.storage={shown(storage)}: port {url.port} is not a port number (1 to 65535)"
+        )
     if url.drivername.startswith("sqlite"):
         if not url.database or url.database == ":memory:":
             raise SystemExit(
-                f"error: hydra.sweeper.storage={storage}: an in-memory SQLite database is not shared "
+                f"error: hydra.sweeper.storage={shown(storage)}: an in-memory SQLite database is not shared "
                 f"with the jobs; give a file (sqlite:///path/to/study.db)"
             )
         url = url.set(database=str(Path(url.database).expanduser().resolve()))
@@ -85,6 +92,7 @@ def open_storage(
     """
     if spec is None:  # outside a sweep: no study to report to
         return None
+    check_storage_file(spec)
     if not is_url(spec):
         Path(spec).parent.mkdir(parents=True, exist_ok=True)
         return JournalHeartbeatStorage(JournalFileBackend(spec), heartbeat_interval, grace_period, on_stale_trial)
@@ -109,6 +117,56 @@ def open_storage(
                     raise
                 time.sleep(1.0)
     raise AssertionError("unreachable")
+
+
+# tables that every Optuna database has (optuna/storages/_rdb/models.py), however old
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+
+
+def check_storage_file(spec: str) -> None:
+    """Refuse, in one line, a storage file that is there and is not Optuna's: Optuna would create its tables inside
+    another application's SQLite database, or append its records to any file named as a journal. The file is only
+    read to tell (SQLite opened read-only and immutable: not a byte of it changes). A file not there is new: Optuna
+    makes it."""
+    if is_url(spec):
+        url = sqlalchemy.engine.make_url(spec)
+        if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+            return  # a database server's: its administrator's to keep apart
+        path, kind = Path(url.database), "SQLite database"
+    else:
+        path, kind = Path(spec), "journal file"
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise FileRefusedError(f"{shown(spec)}: not a file; an Optuna storage is a {kind} (or a database URL)")
+    if path.stat().st_size == 0:
+        return  # empty: as good as new
+    if kind == "journal file":
+        with open(path, "rb") as file:
+            first = file.readline(MiB)
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise FileRefusedError(
+                f"{path}: not an Optuna journal (its first line is no Optuna record); genlab appends only to Optuna's "
+                f"own: name a new file, or Optuna's"
+            )
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise FileRefusedError(
+            f"{path}: not an SQLite database ({one_line(err)}); name a new file, or Optuna's"
+        ) from None
+    if tables and not OPTUNA_TABLES <= tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise FileRefusedError(
+            f"{path}: the SQLite database of another application (tables {shown_tables}), not an Optuna study's; "
+            f"genlab leaves it untouched: name a new file, or Optuna's"
+        )
 
 
 class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from genlab.models.nets.resolution import stage_widths
+
+FIRST_WIDTH = 32  # the first stage's width where the stages follow the image size: 32, 64, 128, ...
+
 
 class ConvClassifier(nn.Module):
     """Images (B, C, H, W) -> class logits (B, num_classes).
 
     `features` maps images to the `feature_dim`-dimensional penultimate layer, `head` maps those to
     logits: the sample-quality metrics use the first as their feature space and the second for the
-    Inception-Score analogue.
+    Inception-Score analogue. `channels` are the stages' widths; None: one stage per halving of the image down to 8
+    pixels or fewer (`resolution.depth`), doubling from 32.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int],
         num_classes: int,
-        channels: tuple[int, ...] = (32, 64),
+        channels: tuple[int, ...] | None = None,
         feature_dim: int = 64,
         dropout: float = 0.25,
     ) -> None:
         super().__init__()
+        if channels is None:
+            channels = stage_widths(image_shape, FIRST_WIDTH, "the classifier")
         layers: list[nn.Module] = []
         in_channels, height, width = image_shape
         for out_channels in channels:  # each stage: two 3x3 convs, then halve the resolution

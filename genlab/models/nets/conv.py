@@ -4,33 +4,42 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from genlab.models.nets.resolution import check_stages, stage_widths
+
+FIRST_WIDTH = 32  # the first stage's width where the stages follow the image size: 32, 64, 128, ...
+
+
+def stages(image_shape: tuple[int, int, int], channels: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The stride-2 stages' widths: `channels` as given (the image must halve evenly that many times), or with None one
+    per halving of the image down to 8 pixels or fewer (`resolution.depth`), doubling from 32."""
+    if channels is None:
+        return stage_widths(image_shape, FIRST_WIDTH, "the convolutional encoder and decoder")
+    check_stages(image_shape, len(channels), f"channels={list(channels)}")
+    return tuple(channels)
+
 
 def _feature_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -> tuple[int, int, int]:
     """Shape (C, H, W) of the feature map after one stride-2 stage per entry of `channels`."""
     _, height, width = image_shape
-    stride = 2 ** len(channels)
-    if height % stride or width % stride:
-        raise ValueError(
-            f"images of {height}x{width} do not halve cleanly {len(channels)} times; "
-            f"use fewer channel stages than {list(channels)}"
-        )
-    return channels[-1], height // stride, width // stride
+    return channels[-1], height >> len(channels), width >> len(channels)
 
 
 class ConvEncoder(nn.Module):
     """Images (B, C, H, W) -> vectors (B, out_dim): stride-2 conv stages, then linear layers.
 
-    With `hidden_dim`, a hidden fully connected layer of that width comes before the output.
+    `channels` are the stages' widths (None: by the image size, see `stages`); with `hidden_dim`, a hidden fully
+    connected layer of that width comes before the output.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int],
         out_dim: int,
-        channels: tuple[int, ...] = (32, 64),
+        channels: tuple[int, ...] | None = None,
         hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
+        channels = stages(image_shape, channels)
         layers: list[nn.Module] = []
         in_channels = image_shape[0]
         for out_channels in channels:
@@ -56,18 +65,19 @@ class ConvDecoder(nn.Module):
         self,
         image_shape: tuple[int, int, int],
         in_dim: int,
-        channels: tuple[int, ...] = (32, 64),
+        channels: tuple[int, ...] | None = None,
         hidden_dim: int | None = None,
     ) -> None:
         super().__init__()
+        channels = stages(image_shape, channels)
         c, h, w = _feature_shape(image_shape, channels)
         hidden = [nn.Linear(in_dim, hidden_dim), nn.ReLU()] if hidden_dim else []
         self.head = nn.Sequential(
             *hidden, nn.Linear(hidden_dim or in_dim, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))
         )
         layers: list[nn.Module] = []
-        stages = list(reversed(channels))  # e.g. (32, 64) -> 64 -> 32 -> image channels
-        for in_channels, out_channels in zip(stages, stages[1:] + [image_shape[0]], strict=True):
+        widths = list(reversed(channels))  # e.g. (32, 64) -> 64 -> 32 -> image channels
+        for in_channels, out_channels in zip(widths, widths[1:] + [image_shape[0]], strict=True):
             layers += [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=4, stride=2, padding=1), nn.ReLU()]
         self.upsample = nn.Sequential(*layers[:-1])  # the last stage outputs logits: no ReLU
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from genlab.models.nets.resolution import check_stages, depth
+
 
 class ActNorm(nn.Module):
     """Per-channel affine y = (x - bias) * exp(-log_scale), initialised from the first training batch to give zero
@@ -123,20 +125,23 @@ class CouplingFlow(nn.Module):
 
     Each scale: `coupling_layers` checkerboard couplings (alternating which half of the pixels they change),
     a squeeze, `coupling_layers` channel couplings (alternating halves); with `actnorm`, an ActNorm before each.
+    `num_scales` None: one scale per halving of the image down to 8 pixels or fewer (`resolution.depth`): 2 at 28x28
+    and 32x32, 3 at 64x64.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int],
-        num_scales: int = 2,
+        num_scales: int | None = None,
         coupling_layers: int = 4,
         hidden_channels: int = 64,
         actnorm: bool = True,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
-        if height % 2**num_scales or width % 2**num_scales:
-            raise ValueError(f"images of {height}x{width} do not halve {num_scales} times; use fewer scales")
+        if num_scales is None:
+            num_scales = depth(image_shape, "the normalizing flow")
+        check_stages(image_shape, num_scales, f"num_scales={num_scales}")
         layers: list[nn.Module] = []
 
         def add(coupling: AffineCoupling, channels: int) -> None:

@@ -1,8 +1,9 @@
 """A small U-Net (Ronneberger et al., 2015) as DDPM uses it (Ho et al., 2020): the network of the diffusion family.
 
 Sinusoidal time embedding, residual blocks with group norm that add the time (and class) embedding,
-self-attention at the lowest resolution, and a stride-2 downsampling after every level, so that with
-channel multipliers (1, 2) a 28x28 image is processed at 28x28, 14x14 and, in the middle, 7x7.
+self-attention in the middle and at the levels of the resolutions asked for (DDPM's 16x16), and a stride-2
+downsampling after every level, so that with channel multipliers (1, 2) a 28x28 image is processed at 28x28, 14x14
+and, in the middle, 7x7. Without multipliers given, the image size picks them (`ddpm_multipliers`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.errors import ConfigError
+from genlab.models.nets.resolution import check_stages, depth
+
 # Groups of group norm: 8, not DDPM's 32, because these nets are narrow (16-64 channels) and 32 groups of
 # one or two channels would normalise each channel on its own.
 NORM_GROUPS = 8
+
+
+# DDPM's channel multipliers per level (Ho et al. 2020, appendix B): CIFAR-10's (1, 2, 2, 2) at 32 pixels, the 256-pixel
+# datasets' (1, 1, 2, 2, 4, 4). DDPM's lowest level is 4x4 at 32 pixels and 8x8 at 256; this U-Net has one level per
+# halving of the image down to 8 pixels or fewer (resolution.depth) and its middle one halving further down, where
+# DDPM's last level is: an image of L halvings takes the first L multipliers, CIFAR-10's up to 3 levels (64x64),
+# the 256-pixel ones' from 4 (128x128) to 6 (512x512).
+CIFAR10_MULTIPLIERS = (1, 2, 2, 2)
+LARGE_IMAGE_MULTIPLIERS = (1, 1, 2, 2, 4, 4)
+
+
+def ddpm_multipliers(image_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The channel multipliers DDPM would give an image of this size: (1, 2) at 28x28 and 32x32, (1, 2, 2) at 64x64,
+    (1, 1, 2, 2, 4) at 256x256."""
+    levels = depth(image_shape, "the U-Net")
+    if levels > len(LARGE_IMAGE_MULTIPLIERS):
+        _, height, width = image_shape
+        raise ConfigError(
+            f"the U-Net picks its channel multipliers for images of up to {len(LARGE_IMAGE_MULTIPLIERS)} halvings "
+            f"(512x512); {height}x{width} halves {levels} times: give model.channel_multipliers"
+        )
+    return (CIFAR10_MULTIPLIERS if levels <= 3 else LARGE_IMAGE_MULTIPLIERS)[:levels]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -118,27 +144,30 @@ class UNet(nn.Module):
     """Noisy images (B, C, H, W), times (B,) in [0, 1] [, class labels (B,)] -> (B, C, H, W).
 
     What the output means (the noise, or a velocity) is the training objective's business, not the net's.
-    Level i works at H/2^i with base_channels * channel_multipliers[i] channels; the middle, at
-    H/2^len(channel_multipliers), has self-attention. A conditional net (num_classes > 0) adds a learned
-    class embedding to the time embedding; label `num_classes` (or labels=None) is "no class", the
-    unconditional model that classifier-free guidance needs.
+    Level i works at H/2^i with base_channels * channel_multipliers[i] channels (None: `ddpm_multipliers`); the
+    middle, at H/2^len(channel_multipliers), has self-attention, and so does each residual block of a level whose
+    resolution (its height) is in `attention_resolutions`. A conditional net (num_classes > 0) adds a learned class
+    embedding to the time embedding; label `num_classes` (or labels=None) is "no class", the unconditional model that
+    classifier-free guidance needs.
     """
 
     def __init__(
         self,
         image_shape: tuple[int, int, int],
         base_channels: int = 32,
-        channel_multipliers: tuple[int, ...] = (1, 2),
+        channel_multipliers: tuple[int, ...] | None = None,
         num_res_blocks: int = 2,
         attention_heads: int = 4,
         dropout: float = 0.0,
         num_classes: int = 0,
+        attention_resolutions: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         image_channels, height, width = image_shape
+        if channel_multipliers is None:
+            channel_multipliers = ddpm_multipliers(image_shape)
         num_levels = len(channel_multipliers)
-        if height % 2**num_levels or width % 2**num_levels:
-            raise ValueError(f"{num_levels} levels halve {height}x{width} {num_levels} times: not a whole size")
+        check_stages(image_shape, num_levels, f"channel_multipliers={list(channel_multipliers)}")
         self.num_classes = num_classes
         embedding_dim = 4 * base_channels
         self.time_embedding = nn.Sequential(
@@ -153,14 +182,22 @@ class UNet(nn.Module):
 
         channels = base_channels
         level_channels = [base_channels * multiplier for multiplier in channel_multipliers]
+        attends = [(height >> level) in attention_resolutions for level in range(num_levels)]
+
+        def attention(channels: int, level: int) -> nn.Module:  # an Identity holds no weights: no state-dict keys
+            return SelfAttention(channels, attention_heads) if attends[level] else nn.Identity()
+
         self.down_levels = nn.ModuleList()
+        self.down_attention = nn.ModuleList()  # after each block of the level, in step with down_levels
         self.downsamples = nn.ModuleList()
-        for out_channels in level_channels:
-            blocks = nn.ModuleList()
+        for level, out_channels in enumerate(level_channels):
+            blocks, attentions = nn.ModuleList(), nn.ModuleList()
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(channels, out_channels, embedding_dim, dropout))
+                attentions.append(attention(out_channels, level))
                 channels = out_channels
             self.down_levels.append(blocks)
+            self.down_attention.append(attentions)
             self.downsamples.append(Downsample(channels))
 
         self.middle_block1 = ResidualBlock(channels, channels, embedding_dim, dropout)
@@ -170,13 +207,16 @@ class UNet(nn.Module):
         # the mirror image: each level upsamples, then each block takes the skip of its twin on the way down
         self.upsamples = nn.ModuleList()
         self.up_levels = nn.ModuleList()
-        for out_channels in reversed(level_channels):
+        self.up_attention = nn.ModuleList()
+        for level, out_channels in reversed(list(enumerate(level_channels))):
             self.upsamples.append(Upsample(channels, out_channels))
             channels = out_channels
-            blocks = nn.ModuleList()
+            blocks, attentions = nn.ModuleList(), nn.ModuleList()
             for _ in range(num_res_blocks):
                 blocks.append(ResidualBlock(2 * channels, channels, embedding_dim, dropout))
+                attentions.append(attention(channels, level))
             self.up_levels.append(blocks)
+            self.up_attention.append(attentions)
 
         self.out_norm = group_norm(channels)
         self.out_conv = zero_init(nn.Conv2d(channels, image_channels, 3, padding=1))  # predicts 0 at the start
@@ -190,9 +230,9 @@ class UNet(nn.Module):
 
         h = self.stem(x)  # (B, base, H, W)
         skips = []
-        for blocks, downsample in zip(self.down_levels, self.downsamples, strict=True):
-            for block in blocks:
-                h = block(h, embedding)  # (B, base * mult[i], H/2^i, W/2^i)
+        for blocks, attentions, downsample in zip(self.down_levels, self.down_attention, self.downsamples, strict=True):
+            for block, attention in zip(blocks, attentions, strict=True):
+                h = attention(block(h, embedding))  # (B, base * mult[i], H/2^i, W/2^i)
                 skips.append(h)
             h = downsample(h)  # (B, base * mult[i], H/2^(i+1), W/2^(i+1))
 
@@ -200,10 +240,10 @@ class UNet(nn.Module):
         h = self.middle_attention(h)
         h = self.middle_block2(h, embedding)
 
-        for upsample, blocks in zip(self.upsamples, self.up_levels, strict=True):
+        for upsample, blocks, attentions in zip(self.upsamples, self.up_levels, self.up_attention, strict=True):
             h = upsample(h)  # (B, base * mult[i], H/2^i, W/2^i)
-            for block in blocks:
+            for block, attention in zip(blocks, attentions, strict=True):
                 # with the skip of its twin on the way down: (B, 2 base mult[i], ...) -> (B, base mult[i], ...)
-                h = block(torch.cat([h, skips.pop()], dim=1), embedding)
+                h = attention(block(torch.cat([h, skips.pop()], dim=1), embedding))
 
         return self.out_conv(F.silu(self.out_norm(h)))  # (B, C, H, W)
