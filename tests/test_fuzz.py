@@ -191,7 +191,7 @@ def test_fast_dev_run_trains_valid_settings_and_refuses_a_bad_one_naming_its_key
         pytest.skip("Tiny Shakespeare is not under $DATA_DIR")
     base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else [f"model={family}", *IMAGES]
 
-    @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(overrides(family))
     def check(drawn: tuple[dict[str, Any], str | None]) -> None:
         values, broken = drawn
@@ -223,13 +223,13 @@ def test_fast_dev_run_trains_valid_settings_and_refuses_a_bad_one_naming_its_key
     check()
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="bug: NaN weights reach the validation's text sample")
+
 def test_a_gpt_diverging_at_its_first_step_stops_with_one_line(data_dir: Path, tmp_path: Path) -> None:
-    """lr=1e9 turns the weights NaN in the first step (its loss was finite); the validation that follows samples text
-    from them and torch.multinomial raises, where StopOnNonFiniteLoss, which checks the weights only as a checkpoint
-    is saved, should stop the run in one line. Strict: fails once fixed, so that this becomes a plain test."""
+    """lr=1e9 makes the weights, still finite, so large in the first step (its loss was finite) that the validation's
+    text sample would draw from infinite scores, where torch.multinomial raised a traceback: one line instead."""
     if not (data_dir / "tinyshakespeare").exists():
         pytest.skip("Tiny Shakespeare is not under $DATA_DIR")
     overrides = [*TEST_OVERRIDES, "experiment=gpt_shakespeare_cpu", "debug=fdr", f"paths.data_dir={data_dir}"]
-    with pytest.raises(NonFiniteLossError, match="^weights became NaN or infinite by step 1"):
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite") as stopped:
         train(compose_config([*overrides, "model.lr=1e9"], tmp_path))
+    assert "\n" not in str(stopped.value)
