@@ -223,7 +223,6 @@ def test_fast_dev_run_trains_valid_settings_and_refuses_a_bad_one_naming_its_key
     check()
 
 
-
 def test_a_gpt_diverging_at_its_first_step_stops_with_one_line(data_dir: Path, tmp_path: Path) -> None:
     """lr=1e9 makes the weights, still finite, so large in the first step (its loss was finite) that the validation's
     text sample would draw from infinite scores, where torch.multinomial raised a traceback: one line instead."""
