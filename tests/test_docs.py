@@ -3,6 +3,7 @@ added and left out of the docs, a page moved, or a module renamed fails here, na
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import re
 import shlex
@@ -142,3 +143,16 @@ def test_every_training_command_composes_and_passes_the_declared_checks(command:
         check_config(cfg)
     finally:
         HydraConfig.instance().cfg = hydra_config
+
+
+def test_no_test_module_imports_another() -> None:
+    # the README's claim: what tests share lives in tests/helpers.py and tests/conftest.py
+    for module in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            assert not [name for name in names if name.startswith("tests.test_")], f"{module.name} imports {names}"

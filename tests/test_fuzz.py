@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from genlab.callbacks.finite_loss import NonFiniteLossError
 from genlab.errors import ConfigError
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config, shared_data_dir, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, compose_config, families, shared_data_dir, write_mnist_raw
 
 IMAGES = ["data=mnist", "data.val_size=100"]
 # 1e9 is valid, and diverges: a run ends, or stops with NonFiniteLossError (test_a_gpt_diverging_...: the GPT's)
@@ -181,6 +181,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shared and (shared / "tinyshakespeare").is_dir():
         (root / "tinyshakespeare").symlink_to(shared / "tinyshakespeare")
     return root
+
+
+def test_fuzzed_families_are_the_registry() -> None:
+    assert FAMILIES.keys() == families().keys(), "FAMILIES: conf/model/"
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
