@@ -2,6 +2,7 @@
 # make test:  set up .venv and run the fast tier (unit tests and one-process runs; a few minutes on 2 cores).
 # make test-integration: the tests that start genlab's commands as processes (signals, sweeps, kill-and-resume).
 # make test-slow: the tests marked slow (DDP of every family, torch.compile, the GPU suite's CPU smoke run).
+# make test-gpu: the tests marked gpu (16-mixed precision and its gradient scaler), on a machine with a CUDA GPU.
 # make lint: ruff's checks and formatting.
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ ifeq ($(DATA_DIR),)
   endif
 endif
 
-.PHONY: train test test-integration test-all test-slow lint bench clean
+.PHONY: train test test-integration test-all test-slow test-gpu lint bench clean
 
 $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ test-all: $(BIN)/.installed
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -m "slow and not gpu" $(ARGS)
+
+test-gpu: $(BIN)/.installed
+	$(BIN)/python -m pytest -m gpu $(ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check genlab src tests benchmarks hydra_plugins setup.py

@@ -7,6 +7,7 @@ import ast
 import importlib.util
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,10 @@ def test_no_test_module_imports_another() -> None:
             else:
                 continue
             assert not [name for name in names if name.startswith("tests.test_")], f"{module.name} imports {names}"
+
+
+def test_every_declared_marker_is_used() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+    tests = "".join(path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+    for marker in (line.split(":")[0] for line in declared):
+        assert f"pytest.mark.{marker}" in tests, f"pyproject.toml declares the marker {marker}; no test uses it"
