@@ -3,6 +3,7 @@ FSDP (2 CPU processes, resumed bit-exact), SLURM and submitit configs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -39,6 +40,23 @@ class SaveReplica(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(pl_module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
+
+
+class SaveSeenSamples(Callback):
+    """Each process writes a fingerprint (SHA-1 of its bytes) of every training image it trained on to
+    `<folder>/rank<r>.json`: the test compares what the processes saw."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.seen: list[str] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        images = batch[0].cpu()  # (B, C, H, W)
+        self.seen += [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images]
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
 
 
 def assert_replicas_equal(folder: Path, num_processes: int = 2) -> dict[str, torch.Tensor]:
@@ -90,13 +108,20 @@ def ddp_run(tmp_path: Path, *overrides: str) -> tuple[Path, dict[str, float]]:
 def test_autoencoder_under_ddp_writes_each_file_once_and_ends_with_equal_replicas(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
-    run_dir, metrics = ddp_run(tmp_path, "model=ae", *IMAGES, f"paths.data_dir={mnist_dir}")
+    seen = [f"+callbacks.seen._target_={__name__}.SaveSeenSamples", f"+callbacks.seen.folder={tmp_path / 'seen'}"]
+    run_dir, metrics = ddp_run(tmp_path, "model=ae", *IMAGES, f"paths.data_dir={mnist_dir}", *seen)
     assert_replicas_equal(tmp_path / "replicas")
+    # the two processes trained on different halves of the data (Lightning's DistributedSampler): 4 batches of 25
+    # distinct images each, none of them seen by both
+    first, second = (json.loads((tmp_path / "seen" / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert len(set(first)) == len(first) == 100 and len(set(second)) == len(second) == 100
+    shared = set(first) & set(second)
+    assert not shared, f"{len(shared)} of the 100 images each process trained on were trained on by both"
     assert {"val/loss", "test/loss", "test/mse"} <= metrics.keys()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert [p.name for p in (run_dir / "images").iterdir()] == ["reconstructions_epoch000.png"]
     assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
-    # the two processes saw different halves of the data: 4 batches each, and both counted once in the step
+    # and both counted once in the step
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4
 
