@@ -38,7 +38,14 @@ from genlab.sample import main as sample_main
 from genlab.sweep_summary import main as sweep_summary_main
 from genlab.train import main as train_main
 from genlab.utils import run_folder
-from genlab.utils.files import MiB, check_replaceable, read_bytes, replaced_atomically, write_text_atomically
+from genlab.utils.files import (
+    MiB,
+    check_replaceable,
+    read_bytes,
+    replaced_atomically,
+    write_bytes_atomically,
+    write_text_atomically,
+)
 from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import write_record
 from tests.helpers import run_main, write_mnist_raw
 
@@ -646,6 +653,10 @@ def test_check_replaceable_refuses_before_the_work_and_makes_no_folder(tmp_path:
         check_replaceable(target, "the metrics")
     with pytest.raises(FileRefusedError, match=rf"^refused to write {re.escape(str(target))}: a link \("):
         check_replaceable(target)
+    target.unlink()
+    target.mkdir()
+    with pytest.raises(FileRefusedError, match=r": a folder is in its place; genlab replaces only a regular file"):
+        check_replaceable(target, "the metrics")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")
     linked_target = tmp_path / "linked" / "metrics.json"
@@ -680,3 +691,19 @@ def test_a_file_past_the_readers_limit_is_refused_with_both_sizes(tmp_path: Path
     with pytest.raises(FileRefusedError) as refused:
         read_bytes(path, limit)
     assert str(refused.value) == f"refused to read {path}: {said} genlab reads of it"
+
+
+@pytest.mark.parametrize("what", ["", "the picture"])
+def test_a_bytes_writer_names_what_it_writes_when_refused(tmp_path: Path, what: str) -> None:
+    target = tmp_path / "grid.png"
+    target.mkdir()
+    with pytest.raises(FileRefusedError) as refused:
+        write_bytes_atomically(target, b"png", *([what] if what else []))
+    assert str(refused.value).startswith(f"refused to write {what} {target}: a folder".replace("  ", " ", 1).lstrip())
+
+
+def test_a_folder_in_a_read_files_place_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").mkdir()
+    with pytest.raises(FileRefusedError) as refused:
+        read_bytes(tmp_path / "metrics.json", MiB)
+    assert str(refused.value) == f"refused to read {tmp_path / 'metrics.json'}: it is a folder, not a regular file"
