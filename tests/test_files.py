@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -702,8 +703,17 @@ def test_a_bytes_writer_names_what_it_writes_when_refused(tmp_path: Path, what: 
     assert str(refused.value).startswith(f"refused to write {what} {target}: a folder".replace("  ", " ", 1).lstrip())
 
 
-def test_a_folder_in_a_read_files_place_is_refused_naming_it(tmp_path: Path) -> None:
+def test_a_folder_or_a_device_in_a_read_files_place_is_refused_naming_it(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").mkdir()
-    with pytest.raises(FileRefusedError) as refused:
-        read_bytes(tmp_path / "metrics.json", MiB)
-    assert str(refused.value) == f"refused to read {tmp_path / 'metrics.json'}: it is a folder, not a regular file"
+    for path, kind in [(tmp_path / "metrics.json", "a folder"), (Path("/dev/null"), "a device")]:
+        with pytest.raises(FileRefusedError) as refused:
+            read_bytes(path, MiB)
+        assert str(refused.value) == f"refused to read {path}: it is {kind}, not a regular file"
+
+
+def test_a_socket_in_a_written_files_place_is_refused_naming_it(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(target))
+        with pytest.raises(FileRefusedError, match=r"^refused to write the metrics .*: a socket is in its place"):
+            check_replaceable(target, "the metrics")
