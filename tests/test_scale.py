@@ -3,8 +3,10 @@ FSDP (2 CPU processes, resumed bit-exact), SLURM and submitit configs."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import hydra
@@ -211,6 +213,13 @@ FSDP_GPT = [
 ]
 
 
+def val_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, val/loss) of each validation in a run's CSV log."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/loss")]
+    return [(int(row["step"]), float(row["val/loss"])) for row in rows]
+
+
 @pytest.mark.slow
 def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoint_evaluates(
     tmp_path: Path, shakespeare_dir: Path
@@ -222,6 +231,23 @@ def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoin
     assert "Starting with 2 processes" in unbroken.stdout + unbroken.stderr
     (run_dir,) = (tmp_path / "unbroken").glob("*/runs/*")
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000003.txt", "step_000006.txt"]
+
+    # it learns: the validation loss falls from chance (ln 65, a uniform guess at 65 characters), and it is DDP's
+    # (the same two processes, batches, seeds and bf16-mixed, replicas in place of shards) up to bf16's rounding
+    ddp_command = [option for option in command if option != "trainer=fsdp"]
+    ddp = run_train(
+        *ddp_command,
+        "trainer=ddp_sim",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_steps=6",
+        f"paths.log_dir={tmp_path / 'ddp'}",
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    (ddp_dir,) = (tmp_path / "ddp").glob("*/runs/*")
+    fsdp_losses, ddp_losses = val_losses(run_dir), val_losses(ddp_dir)
+    assert len(fsdp_losses) == 2 and [step for step, _ in fsdp_losses] == [step for step, _ in ddp_losses]
+    assert math.log(65) > fsdp_losses[0][1] > fsdp_losses[1][1]
+    assert [loss for _, loss in fsdp_losses] == pytest.approx([loss for _, loss in ddp_losses], rel=1e-3)
 
     # stopped after its first validation, then resumed for the rest
     first = run_train(*command, "trainer.max_steps=3", f"paths.log_dir={tmp_path / 'resumed'}")
