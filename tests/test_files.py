@@ -717,3 +717,18 @@ def test_a_socket_in_a_written_files_place_is_refused_naming_it(tmp_path: Path) 
         listening.bind(str(target))
         with pytest.raises(FileRefusedError, match=r"^refused to write the metrics .*: a socket is in its place"):
             check_replaceable(target, "the metrics")
+
+
+def test_a_link_planted_at_the_temporary_files_name_is_never_opened(tmp_path: Path, monkeypatch) -> None:
+    """The temporary name is random; one guessed and planted as a link (here: the guess made certain) is passed over
+    for a fresh name, and what it points at is left as it was."""
+    names = iter(["00000000", "11111111"])
+    monkeypatch.setattr("secrets.token_hex", lambda _: next(names))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".metrics.json.00000000.tmp").symlink_to(outside)
+    write_text_atomically(run / "metrics.json", "ours")
+    assert outside.read_text() == "theirs" and (run / "metrics.json").read_text() == "ours"
+    assert (run / "metrics.json").is_file() and not (run / "metrics.json").is_symlink()
