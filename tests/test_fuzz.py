@@ -62,9 +62,11 @@ FAMILIES: dict[str, tuple[dict[Any, st.SearchStrategy], dict[str, st.SearchStrat
     "gan": (
         {
             "model.latent_dim": st.integers(min_value=1, max_value=40),
-            "model.loss": st.sampled_from(["bce", "hinge", "wgan-gp"]),
+            # label smoothing applies to the BCE loss only
+            ("model.loss", "model.label_smoothing"): st.sampled_from(
+                [("bce", "0"), ("bce", "0.1"), ("bce", "0.49"), ("hinge", "0"), ("wgan-gp", "0")]
+            ),
             "model.n_critic": st.integers(min_value=1, max_value=40),
-            "model.label_smoothing": st.sampled_from(["0", "0.1", "0.49"]),
             "model.conditional": st.booleans(),
             "model.lr_generator": LR,
         },
