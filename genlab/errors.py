@@ -34,6 +34,10 @@ class FileRefusedError(GenlabError, OSError):
     failed while writing it (full, read-only): nothing was written in its place."""
 
 
+class NonFiniteLossError(GenlabError):
+    """A model's loss, weights or outputs became NaN or infinite."""
+
+
 class RunInterrupted(BaseException):
     """A command stopped by a signal (Ctrl-C, a preemption's SIGTERM); the message says what was saved.
 

@@ -166,6 +166,12 @@ def options(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
+def families() -> dict[str, str]:
+    """The registry of model families (conf/model/, one YAML per family): each `model=` option and the class it
+    builds. Every list of families in tests and benchmarks is held to it, by the test beside the list."""
+    return {name: OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")._target_ for name in options("model")}
+
+
 # every family of conf/model/ but the text one: what the refusals of an image dataset name as working with it
 IMAGE_MODELS = [model for model in options("model") if model != "gpt"]
 

@@ -1,9 +1,12 @@
 """A checkpoint is data, at every depth: nothing named inside it runs, whichever loader reads it.
 
 The matrix: a `_target_` (with `_args_`, `_partial_` or keyword arguments) planted at every node of a real
-checkpoint's `config` and `hyper_parameters` down to depth 4, and in place of every value down to depth 3, read
-by every loader genlab has. A run of code would create a marker file; none may exist afterwards, and a refusal is
-one CheckpointError line naming the file. Then the other classes of untrusted bytes: resource bombs (views
+checkpoint's `config` and `hyper_parameters` (an autoencoder's, a GPT's with its vocabulary) down to depth 4, and
+in place of every value down to depth 3, read by every loader genlab has; and in every mapping of the entries
+Lightning restores (loops, callbacks, optimizer states, ...), read by a resumed fit. A run of code would create a
+marker file (each payload is shown to create it when run); none may exist afterwards, and a refusal is one
+CheckpointError line naming the file. Classes that can be imported but are not genlab's are refused unimported.
+Then the other classes of untrusted bytes: resource bombs (views
 larger than their storage, zip and pickle-memo bombs, hyperparameters describing a network larger than the
 file's weights), vocabularies with control characters, paths that are not checkpoint files, and callback
 state naming files outside the run.
@@ -15,20 +18,26 @@ import copy
 import io
 import resource
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
+import hydra
 import pytest
 import torch
+from annotated_types import Le, Lt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lightning.pytorch.demos.boring_classes import BoringModel
 
 from genlab.checkpoints import CheckpointError, datamodule_from, load_model, model_from, read_checkpoint
+from genlab.checkpoints.rebuild import checked_arguments
 from genlab.checkpoints.resume import check_resumable
 from genlab.data.vocab import CharVocab
 from genlab.eval import main as eval_main
+from genlab.models.autoencoder import Autoencoder
 from genlab.models.gpt import GPT
 from genlab.sample import main as sample_main
 from genlab.sample import terminal_safe
@@ -61,12 +70,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def payloads(marker: Path) -> list[dict[str, Any]]:
-    """Config nodes that Hydra's instantiate would run, each creating or filling `marker`."""
+    """Config nodes that Hydra's instantiate would run, each creating `marker` (test_each_payload_creates_its_marker
+    runs them): a call, a method called on an object that a nested node builds, keyword arguments."""
     return [
         {"_target_": "builtins.open", "_args_": [str(marker), "w"]},
-        {"_target_": "pathlib.Path.write_text", "_args_": [str(marker), "ran"], "_partial_": False},
+        {
+            "_target_": "pathlib.Path.write_text",
+            "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "ran"],
+        },
         {"_target_": "shutil.copyfile", "src": __file__, "dst": str(marker)},
     ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_each_payload_creates_its_marker_when_run(tmp_path: Path, index: int) -> None:
+    """The planted nodes are real attacks: run by Hydra's instantiate, as a loader that trusted them would, each
+    creates the marker whose absence the tests below take as proof that nothing ran."""
+    marker = tmp_path / "ran.txt"
+    result = hydra.utils.instantiate(payloads(marker)[index])
+    if hasattr(result, "close"):
+        result.close()
+    assert marker.exists()
 
 
 def positions(tree: dict[str, Any], max_depth: int = 4) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -125,10 +149,16 @@ def read_or_refuse(loader: Callable[[Path], Any], path: Path) -> str | None:
 
 
 @pytest.mark.parametrize("max_depth", [2, pytest.param(4, marks=pytest.mark.slow)], ids=["depth 1-2", "depth 1-4"])
-@pytest.mark.parametrize("section", ["config", "hyper_parameters"])
-def test_a_target_planted_anywhere_never_runs(trained: dict[str, Path], tmp_path: Path, section: str, max_depth: int):
+@pytest.mark.parametrize(
+    ("model", "section"),
+    [("ckpt", "config"), ("ckpt", "hyper_parameters"), ("gpt", "hyper_parameters")],
+    ids=["config", "hyper_parameters", "GPT hyper_parameters (its vocabulary)"],
+)
+def test_a_target_planted_anywhere_never_runs(
+    trained: dict[str, Path], tmp_path: Path, model: str, section: str, max_depth: int
+) -> None:
     marker = tmp_path / "ran.txt"
-    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    checkpoint = torch.load(trained[model], weights_only=True)
     nodes = payloads(marker)
     cases = [
         (path, how, nodes[i % len(nodes)]) for i, (path, how) in enumerate(positions(checkpoint[section], max_depth))
@@ -147,6 +177,8 @@ def test_a_target_planted_anywhere_never_runs(trained: dict[str, Path], tmp_path
     if section == "config":
         assert {("src.eval", ("data", "planted")), ("src.eval", ("data", "seed"))} <= refused
         assert {("load_model", ("model", "_target_")), ("resume", ("model", "_target_"))} <= refused
+    elif model == "gpt":
+        assert {("load_model", ("planted",)), ("load_model", ("vocab",)), ("load_model", ("n_head",))} <= refused
     else:
         assert {("load_model", ("planted",)), ("load_model", ("latent_dim",)), ("src.eval", ("channels", 0))} <= refused
 
@@ -235,6 +267,53 @@ def planted_file(trained: dict[str, Path], tmp_path: Path, where: str) -> Path:
     return tmp_path / "planted.ckpt"
 
 
+# what genlab builds its model and data from: the matrix above; the rest is read by Lightning's restore of a fit
+BUILT_FROM = {"state_dict", "config", "hyper_parameters"}
+
+
+def plant_in_every_mapping(tree: Any, nodes: list[dict[str, Any]], count: int = 0) -> int:
+    """A `planted` key in every mapping of `tree` and below, holding the payloads in turn; the number planted.
+    Not among the file names of ModelCheckpoint's best_k_models: a key there is a path, refused as one."""
+    if isinstance(tree, dict):
+        for key, value in list(tree.items()):
+            if key != "best_k_models":
+                count = plant_in_every_mapping(value, nodes, count)
+        tree["planted"] = nodes[count % len(nodes)]
+        count += 1
+    elif isinstance(tree, list):
+        for value in tree:
+            count = plant_in_every_mapping(value, nodes, count)
+    return count
+
+
+def test_a_resumed_fit_runs_nothing_planted_in_the_states_lightning_restores(
+    trained: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other entry of a checkpoint (loops, callbacks' states, optimizer and scheduler states, the random
+    generators, the datamodule's hyperparameters, whatever Lightning writes next) with a node planted in each of its
+    mappings: every loader reads the file, and a resumed fit restores it all and trains on, running none of them."""
+    monkeypatch.chdir(ROOT)
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    sections = sorted(key for key, value in checkpoint.items() if key not in BUILT_FROM and isinstance(value, dict))
+    assert {"loops", "callbacks", "rng_states", "datamodule_hyper_parameters"} <= set(sections)
+    planted_count = plant_in_every_mapping({key: checkpoint[key] for key in sections}, payloads(tmp_path / "ran.txt"))
+    for optimizer in checkpoint["optimizer_states"]:  # a list: its mappings, the parameters' states and groups
+        planted_count += plant_in_every_mapping(optimizer, payloads(tmp_path / "ran.txt"))
+    assert planted_count > 60
+    file = tmp_path / "planted.ckpt"
+    torch.save(checkpoint, file)
+    for name, loader in loaders(trained["data"]).items():
+        assert read_or_refuse(loader, file) is None, name  # data that nothing reads: taken as it is
+        assert not (tmp_path / "ran.txt").exists(), f"{name} ran what was planted"
+    _, overrides = ENTRY_POINTS["src.train (resume)"]
+    arguments = [o.format(ckpt=file) for o in overrides] + ["trainer.max_epochs=2", "test=false"]
+    result = run_main(train_main, *arguments, f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={trained['data']}")
+    assert not (tmp_path / "ran.txt").exists(), "a resumed fit ran what was planted"
+    assert result.returncode == 0, result.stderr[-3000:]
+    (resumed,) = (tmp_path / "logs").glob("*/runs/*/checkpoints/last.ckpt")
+    assert read_checkpoint(resumed)["global_step"] == 8  # it restored the states and trained its second epoch
+
+
 @pytest.mark.slow  # a second or two each in this process; src.train trains on what it is given
 @pytest.mark.parametrize("where", list(PLANTED))
 @pytest.mark.parametrize("entry_point", list(ENTRY_POINTS))
@@ -284,8 +363,8 @@ def bomb(case: str, good: Path, folder: Path) -> Path:
         for _ in range(200):  # deeper than any genlab checkpoint nests, as deep as torch.save writes
             tree = [tree]
         checkpoint["hyper_parameters"]["channels"] = tree
-    elif case == "network larger than its weights":  # an 8 GB encoder layer described by one number
-        checkpoint["hyper_parameters"]["latent_dim"] = 2**31
+    elif case == "network larger than its weights":  # up to an 8 GB encoder layer described by one number
+        checkpoint["hyper_parameters"]["latent_dim"] = largest_allowed(Autoencoder, "latent_dim", 2**31)
     elif case == "zip bomb":  # entries compressed: a few KB unpacking to 100 MB of zeros
         torch.save(checkpoint, path)
         buffer = io.BytesIO()
@@ -301,14 +380,26 @@ def bomb(case: str, good: Path, folder: Path) -> Path:
     return path
 
 
-BOMBS = [
-    "expanded weights",
-    "expanded optimizer state",
-    "shared lists",
-    "deep nesting",
-    "zip bomb",
-    "network larger than its weights",
-]
+def largest_allowed(cls: type, name: str, otherwise: int) -> int:
+    """The largest whole number that `cls`'s declaration of the parameter `name` allows, `otherwise` if unbounded:
+    a value past a declared bound is refused by that bound (test_hyperparameters_past_a_declared_bound...)."""
+    (hint,) = [hint for key, hint in get_type_hints(cls.__init__, include_extras=True).items() if key == name]
+    bounds = [bound for declared in get_args(hint)[1:] for bound in getattr(declared, "metadata", [])]
+    return min(
+        [otherwise, *(b.le for b in bounds if isinstance(b, Le)), *(b.lt - 1 for b in bounds if isinstance(b, Lt))]
+    )
+
+
+# each bomb and the start of its refusal (after "<file>: "): the check that is there for it, not any check
+TOO_LARGE = "holds over 1000000 entries or nests deeper than 64; not a genlab checkpoint"
+BOMBS = {
+    "expanded weights": "holds a tensor of shape (3000000000,) over a storage of 4 bytes (a view larger than its data)",
+    "expanded optimizer state": "holds a tensor of shape (10000000000000,) over a storage of 4 bytes",
+    "shared lists": TOO_LARGE,
+    "deep nesting": TOO_LARGE,
+    "zip bomb": "unpacks to 10",  # a hundred million bytes and more, from a few
+    "network larger than its weights": "its hyperparameters describe a Autoencoder other than its weights (shapes ",
+}
 
 
 @pytest.mark.parametrize("case", BOMBS)
@@ -319,7 +410,8 @@ def test_a_resource_bomb_is_refused_before_it_allocates(trained: dict[str, Path]
     for name, loader in loaders(trained["data"]).items():
         if case == "network larger than its weights" and name == "resume":
             continue  # a resumed run builds the network its own config describes, not the checkpoint's
-        assert read_or_refuse(loader, path) is not None, f"{name} took the {case}"
+        message = read_or_refuse(loader, path)
+        assert message is not None and message.startswith(f"{path}: {BOMBS[case]}"), f"{name} on the {case}: {message}"
     assert _peak_rss_mb() - before < 500, "the refusal itself allocated what the file described"
 
 
@@ -399,6 +491,116 @@ def test_checkpoints_of_genlab_0_1_load_and_the_old_prefix_names_nothing_new(
     else:
         with pytest.raises(CheckpointError, match="not one of genlab's models"):
             load_model(path)
+
+
+# importable classes that are not genlab's: each file below would load were the loader to import what it names
+# (its hyperparameters and weights are the named class's own). `planted.Planted` is a LightningModule whose module,
+# imported, creates the marker; the others are a LightningModule of Lightning's, a torch module, genlab classes that
+# are no model family, and a function
+FOREIGN_MODELS = {
+    "lightning.pytorch.demos.boring_classes.BoringModel": ({}, lambda: BoringModel().state_dict()),
+    "planted.Planted": ({}, lambda: torch.nn.Linear(2, 2).state_dict()),
+    "torch.nn.Linear": ({"in_features": 2, "out_features": 2}, lambda: torch.nn.Linear(2, 2).state_dict()),
+    "genlab.models.hooks.SharedHooks": ({}, dict),
+    "genlab.data.text.ShakespeareDataModule": ({}, dict),
+    "builtins.eval": ({"source": "1"}, dict),
+}
+FOREIGN_DATA = [
+    "lightning.pytorch.demos.boring_classes.BoringDataModule",
+    "planted.PlantedData",
+    "torchvision.datasets.MNIST",
+    "genlab.models.autoencoder.Autoencoder",
+    "builtins.eval",
+]
+
+PLANTED_MODULE = """
+from pathlib import Path
+
+import lightning as L
+import torch
+
+Path({marker!r}).write_text("imported")
+
+
+class Planted(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+
+
+class PlantedData(L.LightningDataModule):
+    def __init__(self, data_dir=None, batch_size=None):
+        super().__init__()
+"""
+
+
+@pytest.fixture
+def planted_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A module `planted` that creates tmp_path/imported.txt when imported (yields that path), on sys.path."""
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "planted.py").write_text(PLANTED_MODULE.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield marker
+    sys.modules.pop("planted", None)
+
+
+@pytest.mark.parametrize("target", FOREIGN_MODELS)
+def test_an_importable_class_that_is_no_genlab_model_is_refused_unimported(
+    trained: dict[str, Path], tmp_path: Path, planted_module: Path, target: str
+) -> None:
+    hyper_parameters, state_dict = FOREIGN_MODELS[target]
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    checkpoint["config"]["model"] = {"_target_": target, **hyper_parameters}
+    checkpoint["hyper_parameters"], checkpoint["state_dict"] = hyper_parameters, state_dict()
+    path = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, path)
+    refused = f"{path}: names the model class {target!r}, which is not one of genlab's models"
+    for name, loader in [
+        *loaders(trained["data"]).items(),
+        ("resume as its class", lambda p: check_resumable(p, target)),
+    ]:
+        message = read_or_refuse(loader, path)
+        assert message is not None and message.startswith(refused), f"{name}: {message}"
+    assert not planted_module.exists() and "planted" not in sys.modules
+
+
+@pytest.mark.parametrize("target", FOREIGN_DATA)
+def test_an_importable_class_that_is_no_genlab_datamodule_is_refused_unimported(
+    trained: dict[str, Path], tmp_path: Path, planted_module: Path, target: str
+) -> None:
+    checkpoint = torch.load(trained["ckpt"], weights_only=True)
+    checkpoint["config"]["data"] = {"_target_": target}
+    path = tmp_path / "foreign.ckpt"
+    torch.save(checkpoint, path)
+    message = read_or_refuse(loaders(trained["data"])["src.eval"], path)
+    assert message == (
+        f"{path}: names the data class {target!r}, which is not one of genlab's datamodules; refused without "
+        f"importing it"
+    )
+    assert not planted_module.exists() and "planted" not in sys.modules
+
+
+class TakesAnything:
+    """A constructor that declares a parameter of any type: what pydantic's check lets through, the plain-value
+    check must refuse (genlab's own constructors declare narrower types today, which would refuse it too)."""
+
+    def __init__(self, anything: Any = None) -> None:
+        self.anything = anything
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"_target_": "os.system", "_args_": ["touch ran.txt"]}, [1, {"_target_": "os.system"}], torch.zeros(1), print],
+    ids=["mapping", "mapping in a list", "tensor", "function"],
+)
+def test_only_plain_values_reach_a_constructor(value: Any) -> None:
+    with pytest.raises(CheckpointError) as refusal:
+        checked_arguments(TakesAnything, {"anything": value}, "hyper_parameters", "model.ckpt")
+    assert str(refusal.value) == (
+        f"model.ckpt: its hyper_parameters.anything holds a {type(value).__name__} where TakesAnything takes text, "
+        f"numbers or lists of them; refused without using it"
+    )
+    assert checked_arguments(TakesAnything, {"anything": [1, "a", None]}, "hyper_parameters", "model.ckpt")
 
 
 # --- paths that are not checkpoint files -------------------------------------------------------------------------

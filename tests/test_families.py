@@ -1,6 +1,8 @@
-"""Every list of the model families is held to the one registry, conf/model/ (one YAML per family): a family added
-there and forgotten in a list fails here, naming the list (docs/adding-a-family.md, step 7). Prose that only
-needs the families' pattern says `genlab/models/<family>.py` and points at conf/model/ instead of listing them."""
+"""Every list of the model families is held to the one registry, conf/model/ (one YAML per family; `families()` in
+tests/helpers.py): a family added there and forgotten in a list fails, naming the list, here or, for a test module's
+own list, in a test beside it (tests/test_fuzz.py, tests/test_resume.py: no test module imports another), as
+docs/adding-a-family.md, step 7, says. Prose that only needs the families' pattern says `genlab/models/<family>.py`
+and points at conf/model/ instead of listing them."""
 
 from __future__ import annotations
 
@@ -8,30 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from benchmarks.leaderboard import ENTRIES, NOT_ON_THE_BOARD
-from genlab.utils.config import CONF_DIR
-from tests import test_fuzz, test_resume
-from tests.helpers import ROOT, compose_config
-
-
-def options(group: str) -> set[str]:
-    return {path.stem for path in (CONF_DIR / group).glob("*.yaml")}
-
-
-def families() -> dict[str, str]:
-    """The registry: each `model=` option and the class it builds."""
-    return {name: OmegaConf.load(CONF_DIR / "model" / f"{name}.yaml")._target_ for name in options("model")}
-
-
-def test_fuzzed_families_are_the_registry() -> None:
-    assert set(test_fuzz.FAMILIES) == set(families()), "tests/test_fuzz.py FAMILIES"
-
-
-def test_resumed_families_and_the_excused_ones_are_the_registry() -> None:
-    assert not set(test_resume.FAMILIES) & set(test_resume.NOT_RESUMED), "tests/test_resume.py: both lists"
-    assert set(test_resume.FAMILIES) | set(test_resume.NOT_RESUMED) == set(families()), "tests/test_resume.py"
+from tests.helpers import ROOT, compose_config, families, options
 
 
 def test_leaderboard_entries_cover_every_family_not_excused(tmp_path: Path) -> None:
@@ -58,4 +39,4 @@ def readme_row(group: str) -> set[str]:
 
 @pytest.mark.parametrize("group", ["model", "data", "experiment"])
 def test_readme_config_groups_table_lists_every_option(group: str) -> None:
-    assert readme_row(group) == options(group), f"README.md, config groups table, row `{group}`"
+    assert readme_row(group) == set(options(group)), f"README.md, config groups table, row `{group}`"

@@ -20,6 +20,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -38,7 +39,14 @@ from genlab.sample import main as sample_main
 from genlab.sweep_summary import main as sweep_summary_main
 from genlab.train import main as train_main
 from genlab.utils import run_folder
-from genlab.utils.files import read_bytes, replaced_atomically, write_text_atomically
+from genlab.utils.files import (
+    MiB,
+    check_replaceable,
+    read_bytes,
+    replaced_atomically,
+    write_bytes_atomically,
+    write_text_atomically,
+)
 from hydra_plugins.genlab_optuna_sweeper.optuna_sweeper import write_record
 from tests.helpers import run_main, write_mnist_raw
 
@@ -627,3 +635,100 @@ def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     check_one_line(result, f"{database}: the SQLite database of another application (tables accounts)")
     assert (database.read_bytes(), database.stat().st_mtime_ns) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "sweep"]  # no journal, no -shm beside it
+
+
+# --- the messages and the early check (mutation testing: make mutate found these unpinned) ------------------------
+def test_check_replaceable_refuses_before_the_work_and_makes_no_folder(tmp_path: Path) -> None:
+    """src.eval and src.sample refuse a bad target before their long work: the refusal the write would give at the
+    end, naming what is written and where, while an absent folder is left to the write to make."""
+    target = tmp_path / "run" / "metrics.json"
+    check_replaceable(target, "the metrics")
+    assert not target.parent.exists()
+    target.parent.mkdir()
+    check_replaceable(target, "the metrics")  # absent: written later
+    target.write_text("{}")
+    check_replaceable(target)  # a regular file: replaced later
+    target.unlink()
+    target.symlink_to(tmp_path / "outside.json")
+    with pytest.raises(FileRefusedError, match=rf"^refused to write the metrics {re.escape(str(target))}: a link \("):
+        check_replaceable(target, "the metrics")
+    with pytest.raises(FileRefusedError, match=rf"^refused to write {re.escape(str(target))}: a link \("):
+        check_replaceable(target)
+    target.unlink()
+    target.mkdir()
+    with pytest.raises(FileRefusedError, match=r": a folder is in its place; genlab replaces only a regular file"):
+        check_replaceable(target, "the metrics")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")
+    linked_target = tmp_path / "linked" / "metrics.json"
+    with pytest.raises(FileRefusedError, match=rf"^refused to write the metrics {re.escape(str(linked_target))}: its"):
+        check_replaceable(linked_target, "the metrics")
+
+
+@pytest.mark.parametrize(
+    ("error", "cause"),
+    [
+        (OSError("the device went away"), "the device went away"),  # no errno: the message itself
+        (OSError(errno.EIO, os.strerror(errno.EIO)), os.strerror(errno.EIO)),
+        (OSError(errno.EIO, os.strerror(errno.EIO), "/dev/sdz"), f"{os.strerror(errno.EIO)} (/dev/sdz)"),
+    ],
+)
+def test_a_failed_write_names_its_cause_in_one_line(tmp_path: Path, error: OSError, cause: str) -> None:
+    target = tmp_path / "metrics.json"
+    expected = f"could not write the metrics {target}: {cause}; the previous one, if any, is unchanged"
+    with pytest.raises(FileRefusedError) as refused, replaced_atomically(target, "w", "the metrics"):
+        raise error
+    assert str(refused.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "limit", "said"),
+    [(2_000, 1_000, "2,000 bytes, more than the 1,000 bytes"), (3 * MiB, MiB, "3.0 MiB, more than the 1.0 MiB")],
+)
+def test_a_file_past_the_readers_limit_is_refused_with_both_sizes(tmp_path: Path, size: int, limit: int, said: str):
+    path = tmp_path / "big"
+    with open(path, "wb") as file:
+        file.truncate(size)  # sparse
+    with pytest.raises(FileRefusedError) as refused:
+        read_bytes(path, limit)
+    assert str(refused.value) == f"refused to read {path}: {said} genlab reads of it"
+
+
+@pytest.mark.parametrize("what", ["", "the picture"])
+def test_a_bytes_writer_names_what_it_writes_when_refused(tmp_path: Path, what: str) -> None:
+    target = tmp_path / "grid.png"
+    target.mkdir()
+    with pytest.raises(FileRefusedError) as refused:
+        write_bytes_atomically(target, b"png", *([what] if what else []))
+    assert str(refused.value).startswith(f"refused to write {what} {target}: a folder".replace("  ", " ", 1).lstrip())
+
+
+def test_a_folder_or_a_device_in_a_read_files_place_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").mkdir()
+    for path, kind in [(tmp_path / "metrics.json", "a folder"), (Path("/dev/null"), "a device")]:
+        with pytest.raises(FileRefusedError) as refused:
+            read_bytes(path, MiB)
+        assert str(refused.value) == f"refused to read {path}: it is {kind}, not a regular file"
+
+
+def test_a_socket_in_a_written_files_place_is_refused_naming_it(tmp_path: Path) -> None:
+    target = tmp_path / "metrics.json"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(target))
+        with pytest.raises(FileRefusedError, match=r"^refused to write the metrics .*: a socket is in its place"):
+            check_replaceable(target, "the metrics")
+
+
+def test_a_link_planted_at_the_temporary_files_name_is_never_opened(tmp_path: Path, monkeypatch) -> None:
+    """The temporary name is random; one guessed and planted as a link (here: the guess made certain) is passed over
+    for a fresh name, and what it points at is left as it was."""
+    names = iter(["00000000", "11111111"])
+    monkeypatch.setattr("secrets.token_hex", lambda _: next(names))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("theirs")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".metrics.json.00000000.tmp").symlink_to(outside)
+    write_text_atomically(run / "metrics.json", "ours")
+    assert outside.read_text() == "theirs" and (run / "metrics.json").read_text() == "ours"
+    assert (run / "metrics.json").is_file() and not (run / "metrics.json").is_symlink()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from genlab.callbacks.discriminator_balance import DiscriminatorBalanceStopping
 from genlab.checkpoints import load_model
@@ -84,6 +87,67 @@ def test_each_update_changes_only_its_own_network(tmp_path: Path, mnist_dir: Pat
     g, d = snapshot(model.generator), snapshot(model.discriminator)
     model.generator_step(fake, None)
     assert changed(g, model.generator) and not changed(d, model.discriminator) and changed(ema, model.ema_generator)
+
+
+class PrecisionProbe(Callback):
+    """What a training did under its precision, into <run>/precision.json: the dtypes of the generator's outputs, the
+    gradient scaler's scale, whether each optimizer is fused, the weights that stayed finite and those that moved."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+        self.dtypes: set[str] = set()
+        self.hook = pl_module.generator.register_forward_hook(lambda *call: self.dtypes.add(str(call[-1].dtype)))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.hook.remove()
+        end = dict(pl_module.named_parameters())
+        scaler = trainer.precision_plugin.scaler if hasattr(trainer.precision_plugin, "scaler") else None
+        probe: dict[str, Any] = {
+            "output_dtypes": sorted(self.dtypes),
+            "scale": None if scaler is None else float(scaler.get_scale()),
+            "fused": [bool(optimizer.param_groups[0]["fused"]) for optimizer in trainer.optimizers],
+            "finite": all(bool(p.isfinite().all()) for p in end.values()),
+            "moved": sorted({name.split(".")[0] for name, p in end.items() if not torch.equal(p, self.start[name])}),
+        }
+        (Path(trainer.default_root_dir) / "precision.json").write_text(json.dumps(probe))
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "precision", "dtype", "fused"),
+    [
+        # Lightning runs 16-mixed on a CPU as bf16-mixed (it warns): fp16 and its gradient scaler need a GPU
+        pytest.param("cpu", "bf16-mixed", "torch.bfloat16", True, id="bf16-mixed-cpu"),
+        pytest.param(
+            "gpu",
+            "16-mixed",
+            "torch.float16",
+            False,  # the scaler unscales before clipping: a fused step would unscale itself, too late
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+            id="16-mixed-gpu",
+        ),
+    ],
+)
+def test_mixed_precision_trains_both_networks_with_clipping(
+    tmp_path: Path, mnist_dir: Path, accelerator: str, precision: str, dtype: str, fused: bool
+) -> None:
+    """The GAN (two optimizers stepped by hand, gradients clipped, EMA) under mixed precision: the generator runs in
+    the precision's dtype, the optimizers are fused unless a gradient scaler must unscale first, and both networks
+    train to finite weights."""
+    cfg = _gan_config(
+        tmp_path,
+        mnist_dir,
+        f"trainer.accelerator={accelerator}",
+        f"trainer.precision={precision}",
+        "model.gradient_clip_val=1.0",
+        "test=false",
+        "+callbacks.precision._target_=tests.test_gan.PrecisionProbe",
+    )
+    train(cfg)
+    probe = json.loads((tmp_path / "run" / "precision.json").read_text())
+    assert probe["output_dtypes"] == [dtype]
+    assert (probe["scale"] is None) == fused and (fused or probe["scale"] > 0)
+    assert probe["fused"] == [fused, fused]
+    assert probe["finite"] and {"generator", "discriminator"} <= set(probe["moved"])
 
 
 def test_gradient_penalty_is_zero_for_a_unit_gradient_critic() -> None:

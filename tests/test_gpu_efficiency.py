@@ -4,6 +4,7 @@ the same resumed order and the same training as on the host; and `model.compile`
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from genlab.checkpoints import load_model, read_checkpoint
@@ -19,7 +21,7 @@ from genlab.data.images import MNISTDataModule
 from genlab.data.text import ShakespeareDataModule, TokenWindows
 from genlab.errors import ConfigError
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config
+from tests.helpers import TEST_OVERRIDES, compose_config, families, family_config, model_class
 
 
 # --- images held on the device ------------------------------------------------------------------------------
@@ -141,6 +143,55 @@ def test_training_on_device_held_images_ends_with_the_same_weights(tmp_path: Pat
 
 
 # --- model.compile ------------------------------------------------------------------------------------------
+# the networks that `model.compile` compiles, of each family that takes the setting: those that train (the EMA copies,
+# which validate and sample, stay eager); the GAN's critic too, but for WGAN-GP (its double backward)
+COMPILED_NETWORKS = {
+    "ae": ["encoder", "decoder"],
+    "vae": ["encoder", "decoder"],
+    "gan": ["generator", "discriminator"],
+    "diffusion": ["unet"],
+    "gpt": ["net"],
+    "classifier": ["net"],
+}
+
+
+def test_compiled_networks_are_every_family_that_takes_model_compile() -> None:
+    takes = {name for name in families() if "compile" in inspect.signature(model_class(name)).parameters}
+    assert COMPILED_NETWORKS.keys() == takes, "COMPILED_NETWORKS: the families whose constructor takes compile"
+
+
+@pytest.mark.parametrize("setting", [True, "max-autotune"])
+@pytest.mark.parametrize("family", COMPILED_NETWORKS)
+def test_model_compile_compiles_each_trained_network_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, family: str, setting: bool | str
+) -> None:
+    """Each network that trains goes through torch.compile, with the mode asked, in place: the model's own module
+    then runs its forward traced by dynamo. torch.compile's backend is swapped for "eager" (dynamo's tracing without
+    inductor's code generation: seconds, not minutes); the slow tier's tests train with the real one."""
+    compiled = []
+    real_compile = torch.compile
+
+    def recording(function, *args, **kwargs):
+        compiled.append((function.__self__, kwargs.get("mode")))  # nn.Module.compile compiles its bound _call_impl
+        return real_compile(function, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch, "compile", recording)
+    cfg = family_config(family, tmp_path / "run")
+    cfg.model.compile = setting
+    if family == "gpt":  # its network is built once the vocabulary is known
+        cfg.model.vocab = "abc"
+    model = instantiate(cfg.model)
+    model.configure_model()
+    expected = [getattr(model, name) for name in COMPILED_NETWORKS[family]]
+    assert [module for module, _ in compiled] == expected
+    assert {mode for _, mode in compiled} == {None if setting is True else setting}
+    if family == "ae":  # and the compiled forward is the one that runs
+        traced = []
+        model.encoder.register_forward_hook(lambda *call: traced.append(torch.compiler.is_compiling()))
+        model.encoder(torch.rand(2, *cfg.data.image_shape))
+        assert traced == [True]
+
+
 class LossCurve(Callback):
     """Every training batch's loss, read on the host (a test may wait for the device) into <run>/losses.json."""
 

@@ -16,10 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from genlab.checkpoints import read_checkpoint
 from genlab.utils.locks import try_lock
-from tests.helpers import compose_config, run_train, start_train
-
-# subprocesses and whole runs: the integration tier (make test-integration)
-pytestmark = pytest.mark.integration
+from tests.helpers import compose_config, families, run_train, start_train
 
 KILL_AT_STEP = "GENLAB_TEST_KILL_AT_STEP"
 
@@ -112,7 +109,7 @@ FAMILIES = {
 }
 
 
-# the other families of conf/model/ (tests/test_families.py holds the two lists to it), and why each is not killed here
+# the other families of conf/model/ (held to it below with FAMILIES), and why each is not killed here
 NOT_RESUMED = {
     "vae": "its per-step randomness (reparameterisation noise from torch's generator) is the kind diffusion's checks",
     "classifier": "dropout and a one-cycle LR by step: the kinds diffusion's (dropout, warm-up) and gpt's check",
@@ -121,6 +118,12 @@ NOT_RESUMED = {
 }
 
 
+def test_resumed_families_and_the_excused_ones_are_the_registry() -> None:
+    assert not FAMILIES.keys() & NOT_RESUMED.keys(), "both FAMILIES and NOT_RESUMED"
+    assert FAMILIES.keys() | NOT_RESUMED.keys() == families().keys(), "FAMILIES and NOT_RESUMED: conf/model/"
+
+
+@pytest.mark.integration  # subprocesses and whole runs (make test-integration)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     tmp_path: Path, request: pytest.FixtureRequest, family: str
@@ -167,6 +170,7 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
             assert all(torch.equal(value, got_optimizer["state"][index][key]) for key, value in state.items())
 
 
+@pytest.mark.integration
 def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path, shakespeare_dir: Path) -> None:
     # a checkpoint of about 80 MB written after every step: a save is nearly always under way
     command = [
@@ -210,6 +214,7 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path,
     assert torch.load(last, weights_only=True)["optimizer_states"]  # the resume state too, not only weights
 
 
+@pytest.mark.integration
 def test_periodic_checkpoints_by_steps_or_by_time(tmp_path: Path) -> None:
     by_steps = compose_config(["callbacks=[default,periodic_checkpoint]"], tmp_path)
     by_time = compose_config(
@@ -224,6 +229,7 @@ def test_periodic_checkpoints_by_steps_or_by_time(tmp_path: Path) -> None:
     assert instantiate(by_time.callbacks.periodic_checkpoint)._train_time_interval == timedelta(minutes=30)
 
 
+@pytest.mark.integration
 def test_ckpt_path_last_with_no_earlier_run_starts_anew(tmp_path: Path, mnist_dir: Path) -> None:
     result = run_train(
         "model=ae",
@@ -241,6 +247,7 @@ def test_ckpt_path_last_with_no_earlier_run_starts_anew(tmp_path: Path, mnist_di
     assert "ckpt_path=last: no earlier run of these overrides" in result.stdout and "starting anew" in result.stdout
 
 
+@pytest.mark.integration
 def test_a_missing_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:
     result = run_train(f"ckpt_path={tmp_path / 'nope.ckpt'}", f"paths.log_dir={tmp_path}", "extras.print_config=false")
     assert result.returncode == 1
@@ -248,6 +255,7 @@ def test_a_missing_ckpt_path_is_refused_before_training(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.integration
 def test_ckpt_path_last_finds_the_run_when_it_should_train_longer(tmp_path: Path, mnist_dir: Path) -> None:
     """The same command again, with a longer trainer.max_epochs: the finished run is found and goes on."""
     command = [

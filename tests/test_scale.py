@@ -3,7 +3,10 @@ FSDP (2 CPU processes, resumed bit-exact), SLURM and submitit configs."""
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import math
 from pathlib import Path
 
 import hydra
@@ -39,6 +42,23 @@ class SaveReplica(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(pl_module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
+
+
+class SaveSeenSamples(Callback):
+    """Each process writes a fingerprint (SHA-1 of its bytes) of every training image it trained on to
+    `<folder>/rank<r>.json`: the test compares what the processes saw."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.seen: list[str] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        images = batch[0].cpu()  # (B, C, H, W)
+        self.seen += [hashlib.sha1(image.numpy().tobytes()).hexdigest() for image in images]
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
 
 
 def assert_replicas_equal(folder: Path, num_processes: int = 2) -> dict[str, torch.Tensor]:
@@ -90,13 +110,20 @@ def ddp_run(tmp_path: Path, *overrides: str) -> tuple[Path, dict[str, float]]:
 def test_autoencoder_under_ddp_writes_each_file_once_and_ends_with_equal_replicas(
     tmp_path: Path, mnist_dir: Path
 ) -> None:
-    run_dir, metrics = ddp_run(tmp_path, "model=ae", *IMAGES, f"paths.data_dir={mnist_dir}")
+    seen = [f"+callbacks.seen._target_={__name__}.SaveSeenSamples", f"+callbacks.seen.folder={tmp_path / 'seen'}"]
+    run_dir, metrics = ddp_run(tmp_path, "model=ae", *IMAGES, f"paths.data_dir={mnist_dir}", *seen)
     assert_replicas_equal(tmp_path / "replicas")
+    # the two processes trained on different halves of the data (Lightning's DistributedSampler): 4 batches of 25
+    # distinct images each, none of them seen by both
+    first, second = (json.loads((tmp_path / "seen" / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    assert len(set(first)) == len(first) == 100 and len(set(second)) == len(second) == 100
+    shared = set(first) & set(second)
+    assert not shared, f"{len(shared)} of the 100 images each process trained on were trained on by both"
     assert {"val/loss", "test/loss", "test/mse"} <= metrics.keys()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert [p.name for p in (run_dir / "images").iterdir()] == ["reconstructions_epoch000.png"]
     assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
-    # the two processes saw different halves of the data: 4 batches each, and both counted once in the step
+    # and both counted once in the step
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4
 
@@ -186,6 +213,13 @@ FSDP_GPT = [
 ]
 
 
+def val_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, val/loss) of each validation in a run's CSV log."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/loss")]
+    return [(int(row["step"]), float(row["val/loss"])) for row in rows]
+
+
 @pytest.mark.slow
 def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoint_evaluates(
     tmp_path: Path, shakespeare_dir: Path
@@ -197,6 +231,23 @@ def test_gpt_under_fsdp_on_two_cpu_processes_resumes_bit_exact_and_its_checkpoin
     assert "Starting with 2 processes" in unbroken.stdout + unbroken.stderr
     (run_dir,) = (tmp_path / "unbroken").glob("*/runs/*")
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000003.txt", "step_000006.txt"]
+
+    # it learns: the validation loss falls from chance (ln 65, a uniform guess at 65 characters), and it is DDP's
+    # (the same two processes, batches, seeds and bf16-mixed, replicas in place of shards) up to bf16's rounding
+    ddp_command = [option for option in command if option != "trainer=fsdp"]
+    ddp = run_train(
+        *ddp_command,
+        "trainer=ddp_sim",
+        "trainer.precision=bf16-mixed",
+        "trainer.max_steps=6",
+        f"paths.log_dir={tmp_path / 'ddp'}",
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    (ddp_dir,) = (tmp_path / "ddp").glob("*/runs/*")
+    fsdp_losses, ddp_losses = val_losses(run_dir), val_losses(ddp_dir)
+    assert len(fsdp_losses) == 2 and [step for step, _ in fsdp_losses] == [step for step, _ in ddp_losses]
+    assert math.log(65) > fsdp_losses[0][1] > fsdp_losses[1][1]
+    assert [loss for _, loss in fsdp_losses] == pytest.approx([loss for _, loss in ddp_losses], rel=1e-3)
 
     # stopped after its first validation, then resumed for the rest
     first = run_train(*command, "trainer.max_steps=3", f"paths.log_dir={tmp_path / 'resumed'}")

@@ -23,9 +23,6 @@ from genlab.errors import RunInterrupted
 from genlab.train import train
 from tests.helpers import TEST_OVERRIDES, compose_config, run_main, write_mnist_raw
 
-# subprocesses and whole runs: the integration tier (make test-integration)
-pytestmark = pytest.mark.integration
-
 SIGNALS_OFF = "GENLAB_TEST_SIGNALS_OFF"  # set: SignalAt sends nothing (a resumed command keeps its overrides)
 
 
@@ -171,17 +168,20 @@ def test_a_signal_at_any_point_resumes_as_the_unbroken_run(
     assert validation_losses(resumed) == expected_losses
 
 
+@pytest.mark.integration  # three whole runs
 @pytest.mark.parametrize(("point", "signum"), [("after_backward", signal.SIGINT), ("validation", signal.SIGTERM)])
 def test_ctrl_c_mid_step_and_sigterm_mid_validation_resume_as_the_unbroken_run(
     mnist_data: Path, unbroken: Path, tmp_path: Path, point: str, signum: int
 ) -> None:
-    """The fast tier's two cases of the matrix above: where a person's Ctrl-C lands, and a preemption's SIGTERM
-    in a validation (before it: the stop waits for the validation's end, its checkpoints, its logged val/loss)."""
+    """The integration tier's two cases of the matrix above: where a person's Ctrl-C lands, and a preemption's
+    SIGTERM in a validation (before it: the stop waits for the validation's end, its checkpoints, its logged
+    val/loss)."""
     resumed = interrupt_and_resume(mnist_data, tmp_path, *POINTS[point], signum)
     assert_same_training(unbroken / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
     assert validation_losses(resumed) == validation_losses(unbroken)
 
 
+@pytest.mark.integration
 def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(mnist_data: Path, tmp_path: Path) -> None:
     # two SIGINTs in one training step, after the validation at step 3 wrote last.ckpt
     fault = "+callbacks.fault={_target_:tests.test_signals.SignalAt,hook:on_after_backward,step:4,signum:2,times:2}"
@@ -195,6 +195,27 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(mnist_data:
     )
     assert read_checkpoint(last)["global_step"] == 3  # the half-done step 4 was not saved over it
     assert not list(last.parent.glob(".*.partial"))
+
+
+def test_sigterm_mid_validation_stops_after_that_validations_best_checkpoint(mnist_data: Path, tmp_path: Path) -> None:
+    """The fast tier's signal test, in this process: a preemption's SIGTERM in the first validation (after step 3)
+    ends the run once ModelCheckpoint has written that validation's best checkpoint, with its score, and last.ckpt."""
+    fault = "+callbacks.fault={_target_:tests.test_signals.SignalAt,hook:on_validation_batch_start,step:3,signum:15}"
+    with pytest.raises(RunInterrupted) as interruption:
+        train(compose_config(vae_overrides(mnist_data, fault), tmp_path / "run"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    assert interruption.value.exit_code == 143
+    assert str(interruption.value).startswith(f"SIGTERM during validation at step 3; saved {last}.")
+    (state,) = [
+        state
+        for key, state in read_checkpoint(last)["callbacks"].items()
+        if key.startswith("ModelCheckpoint") and state["monitor"] == "val/loss"
+    ]
+    assert state["best_model_path"] == str(checkpoints / "epoch_000.ckpt")
+    assert read_checkpoint(checkpoints / "epoch_000.ckpt")["global_step"] == 3
+    (validated,) = validation_losses(tmp_path / "run").values()  # the one validation, logged in full
+    assert state["best_model_score"].item() == pytest.approx(validated, rel=1e-6)
 
 
 # --- outside fit: one signal ends src.eval and src.sample in every phase --------------------------------------------
@@ -262,6 +283,7 @@ ENTRY_POINT_PHASES = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("case", ENTRY_POINT_PHASES)
 def test_one_signal_ends_eval_and_sample_in_every_phase_even_when_started_ignoring_sigint(

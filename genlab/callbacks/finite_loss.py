@@ -11,12 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.distributed.tensor import DTensor
 
-from genlab.errors import GenlabError
+from genlab.errors import NonFiniteLossError
 from genlab.models.logged_steps import logs_this_step
-
-
-class NonFiniteLossError(GenlabError):
-    """The training loss became NaN or infinite."""
 
 
 class StopOnNonFiniteLoss(Callback):

@@ -107,10 +107,11 @@ def read_bytes(path: Path, limit: int) -> bytes:
             raise FileRefusedError(f"could not read {path}: {_cause(err)}") from None
     finally:
         os.close(folder)
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):  # before open(): it refuses a folder with an IsADirectoryError
+        os.close(descriptor)
+        raise FileRefusedError(f"refused to read {path}: it is {_kind(status.st_mode)}, not a regular file")
     with open(descriptor, "rb") as file:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise FileRefusedError(f"refused to read {path}: it is {_kind(status.st_mode)}, not a regular file")
         if status.st_size > limit:
             raise FileRefusedError(
                 f"refused to read {path}: {_size(status.st_size)}, more than the {_size(limit)} genlab reads of it"

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genlab.errors import NonFiniteLossError
+
 
 class KVCache:
     """The keys and values of one attention layer for every position seen so far, preallocated to the block."""
@@ -194,6 +196,13 @@ def sample_next_token(
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
+    # finite weights too large (a learning rate of 1e9) overflow to infinite scores: torch.multinomial would end in a
+    # traceback (a device-side assert on a GPU), at a validation's text sample or in src.sample
+    if not torch.isfinite(logits).all():
+        raise NonFiniteLossError(
+            "the next-token scores are NaN or infinite: the model's weights overflow (finite, but far too large: a "
+            "learning rate too high?). Lower model.lr or clip gradients (trainer.gradient_clip_val=1.0)"
+        )
     if top_k is not None and top_k < logits.size(-1):
         kth_largest = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1)
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
