@@ -32,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.progress import track
 
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
-from genlab.capabilities import Denoiser, ImageSampler, LikelihoodModel, Reconstructor, use_sampling_options
+from genlab.capabilities import Denoiser, ImageSampler, LikelihoodModel, Reconstructor, require, use_sampling_options
 from genlab.checkpoints import datamodule_from, model_from, read_checkpoint
 from genlab.data.images import ImageDataModule
 from genlab.errors import ConfigError
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
-    model = model_from(checkpoint, cfg.ckpt_path)
+    model = model_from(checkpoint, cfg.ckpt_path, cfg.model)  # model.first_stage=...: what it builds on, elsewhere
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
     # the data given on the command line, else the run's (an image folder's decoded images from this machine's cache)
@@ -135,7 +135,7 @@ def score_images(
     """FID, KID, IS, precision and recall of the model's samples (against the protocol's reference split), or of
     its reconstructions of the test split (against the test split); with seeds > 1, their mean and std over seeds."""
     device = model.device
-    generative = isinstance(model, ImageSampler)
+    generative = scores_samples(model, cfg.metrics.score)
     features = feature_space(
         cfg.metrics.feature, datamodule.name, cfg.metrics.classifier_ckpt, cfg.metrics.inception_weights
     ).to(device)
@@ -184,12 +184,23 @@ def score_images(
     }
 
 
+def scores_samples(model: L.LightningModule, score: str | None) -> bool:
+    """Whether src.eval scores the model's samples (else its reconstructions of the test split): metrics.score, or
+    with null samples where the model draws them. A first stage's reconstructions are the floor of the latent model
+    built on it."""
+    if score is None:
+        return isinstance(model, ImageSampler)
+    capability = ImageSampler if score == "samples" else Reconstructor
+    require(model, capability, f"metrics.score={score}")
+    return score == "samples"
+
+
 @torch.no_grad()
 def likelihood(model: LikelihoodModel, datamodule: ImageDataModule, num_images: int | None, cfg: DictConfig) -> dict:
     """The model's bound on -log2 P of the test split's 8-bit images, in bits/dim (genlab/models/likelihood.py):
     on its first `num_images` (None: all of them), one scale for every family."""
     if model.likelihood_bound is None:
-        log.info(f"{type(model).__name__}: no likelihood (flow matching's is not offered); likelihood/bpd left out")
+        log.info(f"{type(model).__name__}: offers no likelihood bound (flow matching, latent diffusion)")
         return {}
     bits, seen = [], 0
     log.info(f"Likelihood: {model.likelihood_bound}, k={cfg.likelihood.importance_samples}")
@@ -256,6 +267,8 @@ def check_scoring_options(cfg: DictConfig) -> None:
     """Refuse counts and times of the wrong type or range before the checkpoint is read."""
     if cfg.metrics.protocol not in PROTOCOLS:
         raise ConfigError(f"metrics.protocol={cfg.metrics.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if cfg.metrics.score not in (None, "samples", "reconstructions"):
+        raise ConfigError(f"metrics.score={cfg.metrics.score!r}: expected samples, reconstructions or null")
     counts = {
         "num_samples": 4,
         "batch_size": 1,

@@ -41,7 +41,7 @@ def sample(cfg: DictConfig) -> Path:
     if "data" in cfg:
         log.info(f"src.sample draws from the checkpoint alone: data ({cfg.data.get('_target_')}) is not used")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-    model = load_model(cfg.ckpt_path, map_location=device)
+    model = load_model(cfg.ckpt_path, map_location=device, trained=cfg.model)  # model.first_stage=...: see conf
     if not isinstance(model, (TextGenerator, ImageSampler)):
         raise ConfigError(
             f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it is neither an "

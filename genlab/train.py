@@ -33,6 +33,7 @@ from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.callbacks.resume import ExactResume
 from genlab.callbacks.validate_at_end import ValidateAtEnd
+from genlab.checkpoints.rebuild import build_model
 from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
 from genlab.errors import ConfigError
 from genlab.utils.before_run import searches_given_as_their_key
@@ -77,7 +78,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: L.LightningModule = instantiate(cfg.model, "model")
+    model: L.LightningModule = build_model(cfg.model)  # with the trained models it builds on, read from their files
     start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
         check_state_dict_fits(model, resumed.pop("state_dict"))

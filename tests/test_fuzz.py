@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from genlab.errors import GenlabError
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config, write_mnist_raw
+from tests.helpers import TEST_OVERRIDES, built_on, compose_config, model_class, write_mnist_raw
 
 IMAGES = ["data=mnist", "data.val_size=100"]
 SMALL_INT = st.integers(min_value=-2, max_value=40)
@@ -58,6 +58,19 @@ FAMILIES = {
             "model.conditional": st.booleans(),
             "model.num_grid_images": st.sampled_from([10, 0, -1]),
             "model.lr": LR,
+        }
+    ),
+    "latent_diffusion": st.fixed_dictionaries(
+        {
+            "model.objective": st.sampled_from(["ddpm", "flow", "score"]),
+            "model.base_channels": st.sampled_from([4, 0]),
+            # 14x14 latents halve once
+            "model.channel_multipliers": st.sampled_from(["[1]", "[1,2]", "[]"]),
+            "model.sampler": st.sampled_from(["null", "ddim", "heun"]),
+            "model.guidance_scale": st.sampled_from(["1", "3"]),
+            "model.conditional": st.booleans(),
+            "model.first_stage_hash": st.sampled_from(["null", "0" * 64]),
+            "model.num_grid_images": st.sampled_from([4, 0]),
         }
     ),
     "classifier": st.fixed_dictionaries(
@@ -109,7 +122,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fast_dev_run_succeeds_or_fails_clearly(family: str, data_dir: Path, tmp_path_factory) -> None:
     if family == "gpt" and not (data_dir / "tinyshakespeare").exists():
         pytest.skip("Tiny Shakespeare is not under $DATA_DIR")
-    base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else [f"model={family}", *IMAGES]
+    images = [f"model={family}", *IMAGES, *built_on(model_class(family))]  # latent diffusion: an untrained 1st stage
+    base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else images
 
     @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(FAMILIES[family])
