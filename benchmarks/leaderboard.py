@@ -407,7 +407,10 @@ def main() -> None:
     try:
         for number, name in enumerate(families, start=1):
             say = f"[{number}/{len(families)}] {name}"
+            failed_before = [row for _, row in ENTRIES[name].builds_on if row in failures]
             try:
+                if failed_before:  # nothing to build on: said as such, not as a missing checkpoint
+                    raise RuntimeError(f"not trained: it builds on {', '.join(failed_before)}, which failed")
                 rows.append(run_family(name, args, say))
             except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others'
                 failures[name] = str(err)
