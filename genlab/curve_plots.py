@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import matplotlib
 from matplotlib.ticker import MaxNLocator
 
-from genlab.run_folder import Curves
+from genlab.run_logs import Curves
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

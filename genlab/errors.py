@@ -29,6 +29,11 @@ class CorruptDatasetError(GenlabError, ValueError):
     """A dataset file exists but is truncated or is not the file expected."""
 
 
+class FileRefusedError(GenlabError, OSError):
+    """A file genlab reads or writes is not what it may touch (a link, a FIFO, a folder, too large), or the disk
+    failed while writing it (full, read-only): nothing was written in its place."""
+
+
 class RunInterrupted(BaseException):
     """A command stopped by a signal (Ctrl-C, a preemption's SIGTERM); the message says what was saved.
 

@@ -14,7 +14,6 @@ prints a table.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,8 +41,9 @@ from genlab.metrics.reference import reference_images, reference_statistics
 from genlab.metrics.sample_quality import SampleQuality
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
+from genlab.utils.files import check_replaceable
 from genlab.utils.instantiate import instantiate
+from genlab.utils.run_folder import METRICS, write_metrics
 from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config, read_from_data
 
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test metrics of the checkpoint, plus sample-quality metrics where the model makes images."""
+    output_dir = Path(cfg.paths.output_dir)
+    check_replaceable(output_dir / METRICS, "the metrics")  # not after the whole evaluation
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
     model = model_from(checkpoint, cfg.ckpt_path, cfg.model)  # model.first_stage=...: what it builds on, elsewhere
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
@@ -60,7 +62,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = evaluation_data(cfg, checkpoint, model)
     del checkpoint
 
-    output_dir = Path(cfg.paths.output_dir)
     interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -90,9 +91,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             metrics |= likelihood(model.to(trainer.strategy.root_device), datamodule, num_images, cfg)
 
     _print_table(metrics, title=f"{type(model).__name__} · {cfg.ckpt_path}")
-    output_dir.mkdir(parents=True, exist_ok=True)  # written last: a signal before it leaves no metrics.json
-    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    path = write_metrics(output_dir, metrics)  # written last: a signal before it leaves no metrics.json
+    log.info(f"Metrics: {path}")
     return metrics
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
+import io
 import logging
+import os
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -31,22 +33,24 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from genlab.curve_plots import Panel, comparison_panels, identical_series, label, plot_png, run_colors, run_panels
-from genlab.errors import ConfigError, one_line
+from genlab.errors import ConfigError, FileRefusedError, one_line
 from genlab.models.previews import CAPTION_KEY
-from genlab.run_folder import (
-    PartlyRead,
+from genlab.run_logs import PICTURE, PartlyRead, files_below, read_curves, read_text
+from genlab.utils.config import CONF_DIR
+from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import read_bytes, write_text_atomically
+from genlab.utils.run_folder import (
+    CONFIG,
+    CONFIG_FILE,
+    ERROR,
+    SMALL_FILE,
     as_params,
     find_runs,
     is_run,
-    read_curves,
     read_metrics,
     read_overrides,
-    read_text,
     varying,
 )
-from genlab.utils.config import CONF_DIR
-from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
 from genlab.utils.signals import signals_end_the_command
 
 log = logging.getLogger(__name__)
@@ -130,7 +134,12 @@ def curves_html(panels: list[Panel], source: str) -> str:
 def latest_pictures(run_dir: Path) -> list[Path]:
     """The last image of each kind in <run>/images (their names end in _epochNNN.png)."""
     latest: dict[str, Path] = {}
-    for path in sorted((run_dir / "images").glob("*.png")):
+    try:
+        found = files_below(run_dir / "images", "*.png")
+    except FileRefusedError as err:
+        warnings.warn(PartlyRead(f"{err}; its pictures are left out"), stacklevel=2)
+        found = []
+    for path in found:
         latest[path.stem.rsplit("_epoch", 1)[0]] = path  # sorted: the last epoch wins
     return list(latest.values())
 
@@ -138,7 +147,8 @@ def latest_pictures(run_dir: Path) -> list[Path]:
 def picture_html(path: Path) -> str:
     """The picture at a legible size, with the caption its callback wrote into the file ("" for a damaged file)."""
     try:
-        with Image.open(path) as image:
+        png = read_bytes(path, PICTURE)  # a regular file within the limit, not a link or a FIFO
+        with Image.open(io.BytesIO(png)) as image:
             width, caption = image.width, image.info.get(CAPTION_KEY, "")
             image.verify()  # every chunk's checksum: a file cut short (a callback still writing it) fails here
     except Exception as err:  # PIL raises OSError, SyntaxError or struct.error, by where the file is damaged
@@ -146,14 +156,20 @@ def picture_html(path: Path) -> str:
         return ""
     shown = min(width * max(1, round(MIN_PICTURE_WIDTH / width)), MAX_PICTURE_WIDTH)
     kind = path.stem.rsplit("_epoch", 1)[0]
-    img = png_tag(path.read_bytes(), f"{kind} ({path.name})", width=shown, **{"class": "picture"})
+    img = png_tag(png, f"{kind} ({path.name})", width=shown, **{"class": "picture"})
     text = f"<b>{html.escape(kind)}</b> ({html.escape(path.name)}). {html.escape(caption)}"
     return f'<figure style="max-width:{shown}px">{img}<figcaption>{text}</figcaption></figure>'
 
 
 def latest_texts(run_dir: Path, count: int = 3) -> list[tuple[str, str]]:
-    """The last `count` text samples in <run>/samples."""
-    return [(path.name, read_text(path)) for path in sorted((run_dir / "samples").glob("*.txt"))[-count:]]
+    """The last `count` text samples in <run>/samples (those that can be read: the others are warned of)."""
+    try:
+        found = files_below(run_dir / "samples", "*.txt")
+    except FileRefusedError as err:
+        warnings.warn(PartlyRead(f"{err}; its text samples are left out"), stacklevel=2)
+        return []
+    texts = [(path.name, read_text(path)) for path in found[-count:]]
+    return [(name, text) for name, text in texts if text is not None]
 
 
 def render_run(run_dir: Path) -> str:
@@ -175,10 +191,11 @@ def task_name(config_file: Path, config: str) -> str | None:
 
 
 def _run_sections(run_dir: Path) -> list[str]:
-    metrics = read_metrics(run_dir / "metrics.json")
-    config_file = run_dir / "config.yaml"
-    config = read_text(config_file) if config_file.is_file() else "(no config.yaml)"
-    task = (task_name(config_file, config) if config_file.is_file() else None) or run_dir.parent.parent.name
+    metrics = read_metrics(run_dir)
+    config_file = run_dir / CONFIG
+    config = read_text(config_file, CONFIG_FILE) if os.path.lexists(config_file) else None
+    task = (task_name(config_file, config) if config is not None else None) or run_dir.parent.parent.name
+    config = "(no config.yaml)" if config is None else config
     # a metric equal to another (test/loss and test/nelbo of a VAE whose beta is 1) is shown once
     same = identical_series(metrics)
     rows = "".join(f"<tr><td>{html.escape(label(k, same[k]))}</td><td>{metrics[k]:.6g}</td></tr>" for k in same)
@@ -221,7 +238,7 @@ def run_labels(names: list[str], differing: list[dict[str, str]]) -> list[str]:
 
 def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str]], colors: list[str]) -> str:
     """One row per run: its colour in the plots, its folder, the overrides that set it apart, its final metrics."""
-    metrics = [read_metrics(run / "metrics.json") for run in runs]
+    metrics = [read_metrics(run) for run in runs]
     keys = sorted({key for m in metrics for key in m})
     # a column equal to another in every run (test/loss and test/nelbo of a VAE) is shown once; test/ first, then
     # val/, train/, the rest (a learning rate)
@@ -247,8 +264,9 @@ def runs_table(runs: list[Path], names: list[str], differing: list[dict[str, str
 
 def run_note(run: Path) -> str:
     """Why a run has no final metrics: a failed job of a sweep says why in error.txt."""
-    error = run / "error.txt"
-    return read_text(error).strip() if error.is_file() else "no metrics.json: still running, pruned or stopped"
+    error = run / ERROR
+    text = read_text(error, SMALL_FILE) if os.path.lexists(error) else None
+    return text.strip() if text else "no metrics.json: still running, pruned or stopped"
 
 
 def render_comparison(folder: Path, runs: list[Path]) -> str:
@@ -295,7 +313,7 @@ def write_report(folder: Path) -> Path:
             f"and no run folders below it"
         )
     path = folder / "report.html"
-    write_text_atomically(path, text)
+    write_text_atomically(path, text, "the report")
     log.info(f"Wrote {path}")
     return path
 
@@ -304,7 +322,7 @@ def write_report(folder: Path) -> Path:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="report")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    write_report(Path(cfg.run_dir))
+    write_report(Path(cfg.run_dir).resolve())  # the folder named, links and all: what lies inside is never followed
 
 
 if __name__ == "__main__":

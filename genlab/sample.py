@@ -26,7 +26,7 @@ from genlab.errors import ConfigError
 from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
+from genlab.utils.files import check_replaceable, replaced_atomically, write_text_atomically
 from genlab.utils.signals import interruptible, signals_end_the_command
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def sample(cfg: DictConfig) -> Path:
         )
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed)
-    output_dir = Path(cfg.paths.output_dir)
+    path = Path(cfg.paths.output_dir) / ("samples.txt" if isinstance(model, TextGenerator) else "samples.png")
+    check_replaceable(path, "the samples")  # not after the sampling
     with interruptible("sampling", "Run the same command again"), torch.no_grad():
         if isinstance(model, TextGenerator):
             prompt = Path(cfg.prompt_file).read_text() if cfg.prompt_file else cfg.prompt  # nanoGPT's start=FILE:
@@ -65,17 +66,15 @@ def sample(cfg: DictConfig) -> Path:
                     for start in range(0, num_samples, BATCH_SIZE)
                 ]
             )
-    output_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TextGenerator):
-        path = output_dir / "samples.txt"
         separator = "\n\n" + "-" * 40 + "\n\n"
         print(terminal_safe(separator.join(texts)))
-        write_text_atomically(path, separator.join(texts) + "\n")
+        write_text_atomically(path, separator.join(texts) + "\n", "the samples")
         log.info(f"Wrote {len(texts)} text(s) of {cfg.max_new_tokens} new tokens to {path}")
     else:
-        path = output_dir / "samples.png"
         # (N, C, H, W) in [0, 1], tiles drawn at a legible size as the training pictures are
-        save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), path)
+        with replaced_atomically(path, "wb", "the samples") as file:
+            save_image(tile_grid(images, nrow=cfg.nrow or math.ceil(math.sqrt(len(images)))), file, format="png")
         log.info(f"Wrote {len(images)} samples to {path}")
     return path
 

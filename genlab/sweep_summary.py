@@ -11,8 +11,10 @@ importances, slices: optuna_*.png) and the command that opens the study in optun
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +24,24 @@ import matplotlib
 import numpy as np
 import optuna
 import sqlalchemy.exc
-import yaml
 from matplotlib.ticker import MaxNLocator
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from genlab.curve_plots import PLAIN_TEXT
 from genlab.errors import ConfigError, one_line
-from genlab.run_folder import as_params, read_metrics, read_overrides, varying
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
+from genlab.utils.files import write_bytes_atomically, write_text_atomically
+from genlab.utils.run_folder import (
+    MULTIRUN,
+    as_params,
+    read_error,
+    read_metrics,
+    read_multirun,
+    read_overrides,
+    varying,
+)
 from genlab.utils.signals import signals_end_the_command
 from hydra_plugins.genlab_optuna_sweeper.storage import failure_reason, open_storage, retried_as, shown
 
@@ -63,19 +73,19 @@ class Sweep:
 
 def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
     """The sweep's trials, what they were ranked by, and (an Optuna sweep) its study."""
-    multirun = sweep_dir / "multirun.yaml"
+    multirun = sweep_dir / MULTIRUN
     if not sweep_dir.is_dir():
         raise ConfigError(f"sweep_dir={sweep_dir}: not a folder (give a sweep's: outputs/<task>/multiruns/<sweep>)")
-    if not multirun.is_file():
+    if not os.path.lexists(multirun):
         raise ConfigError(f"{sweep_dir}: not a sweep folder (no multirun.yaml; run `python -m src.train -m ...`)")
+    config = read_multirun(sweep_dir)
     try:
-        config = OmegaConf.load(multirun)
         metric = metric or config.monitor.metric
         sweeper = config.hydra.sweeper
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as err:  # damaged, hand-edited
+    except OmegaConfBaseException as err:  # damaged, hand-edited
         raise ConfigError(f"{multirun}: not the record Hydra writes of a sweep ({one_line(err)})") from None
     if "study_name" in sweeper:  # an Optuna sweep: its storage, or that of a sweep from before it was recorded
-        storage = sweeper.get("storage") or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}"
+        storage = sweeper.get("storage") or f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
         study = load_study(sweeper.study_name, storage)
         trials = study.get_trials(deepcopy=False)
         retries = retried_as(trials)
@@ -94,7 +104,7 @@ def read_sweep(sweep_dir: Path, metric: str | None) -> Sweep:
 def load_study(study_name: str, storage: str) -> optuna.Study:
     """The study, read where the sweep stored it; one line if it is not there (nothing is created to read it)."""
     path = storage.removeprefix("sqlite:///") if storage.startswith("sqlite:///") else storage
-    if "://" not in path and not Path(path).is_file():
+    if "://" not in path and not os.path.lexists(path):
         raise ConfigError(f"the sweep's study {study_name!r} was stored in {path}, which is not there any more")
     try:
         return optuna.load_study(study_name=study_name, storage=open_storage(storage))
@@ -116,9 +126,8 @@ def _job_trials(sweep_dir: Path, metric: str) -> list[Trial]:
     jobs = sorted((p for p in sweep_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     trials = []
     for job_dir in jobs:
-        value = read_metrics(job_dir / "metrics.json").get(metric)
-        error_file = job_dir / "error.txt"
-        error = error_file.read_text().strip() if error_file.is_file() else ""
+        value = read_metrics(job_dir).get(metric)
+        error = read_error(job_dir) or ""
         trials.append(Trial(int(job_dir.name), "COMPLETE" if value is not None else "FAIL", value, error=error))
     # keep only the parameters that vary: the others are the sweep's fixed overrides
     params = varying([as_params(read_overrides(job_dir) or []) for job_dir in jobs])
@@ -142,17 +151,26 @@ def write_summary(sweep: Sweep, sweep_dir: Path) -> tuple[Path, Path]:
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
+    table = io.StringIO(newline="")
+    csv.writer(table).writerows([header, *rows])
     csv_path = sweep_dir / "summary.csv"
-    with csv_path.open("w", newline="") as file:
-        csv.writer(file).writerows([header, *rows])
+    write_text_atomically(csv_path, table.getvalue(), "the summary")
     png_path = sweep_dir / "summary.png"
-    _plot(trials, metric, sign, f"{sweep.name}: {len(trials)} trials", png_path)
+    figure = _plot(trials, metric, sign, f"{sweep.name}: {len(trials)} trials")
+    write_bytes_atomically(png_path, figure_png(figure), "the summary's plot")
     log.info(f"Wrote {csv_path} and {png_path}")
     return csv_path, png_path
 
 
-@matplotlib.rc_context(PLAIN_TEXT)
-def _plot(trials: list[Trial], metric: str, sign: int, title: str, path: Path) -> None:
+def figure_png(figure: plt.Figure, **savefig: object) -> bytes:
+    """The figure as PNG bytes (to be written through the one writer, never in place), and closed."""
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100, **savefig)
+    plt.close(figure)
+    return png.getvalue()
+
+
+def _plot(trials: list[Trial], metric: str, sign: int, title: str) -> plt.Figure:
     done = sorted((t for t in trials if t.value is not None and math.isfinite(t.value)), key=lambda t: t.number)
     figure, axes = plt.subplots(figsize=(7, 4))
     for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
@@ -169,8 +187,7 @@ def _plot(trials: list[Trial], metric: str, sign: int, title: str, path: Path) -
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trial numbers: no tick at trial 2.5
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 # Optuna's own plots (optuna.visualization.matplotlib: the plotly versions need plotly, not installed here), and
@@ -209,8 +226,7 @@ def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
                 if axis is each.xaxis and axis.get_scale() == "log":  # a learning rate's labels run into each other
                     each.tick_params(axis="x", which="both", labelrotation=60, labelsize="small")
         figure.suptitle(f"{sweep.name}: {what}")
-        figure.savefig(sweep_dir / file_name, dpi=100, bbox_inches="tight")
-        plt.close(figure)
+        write_bytes_atomically(sweep_dir / file_name, figure_png(figure, bbox_inches="tight"), f"Optuna's {what}")
     return notes
 
 
@@ -218,7 +234,7 @@ def write_optuna_plots(sweep: Sweep, sweep_dir: Path) -> list[str]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="sweep_summary")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    sweep_dir = Path(cfg.sweep_dir)
+    sweep_dir = Path(cfg.sweep_dir).resolve()  # the folder named, links and all: what lies inside is never followed
     sweep = read_sweep(sweep_dir, cfg.metric)
     if not sweep.trials:
         raise ConfigError(f"{sweep_dir}: the sweep has no trials yet")

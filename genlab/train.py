@@ -7,7 +7,6 @@ check config -> seed -> datamodule -> model -> callbacks -> loggers -> trainer -
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -25,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
@@ -34,15 +33,15 @@ from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.callbacks.resume import ExactResume
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.rebuild import build_model
-from genlab.checkpoints.resume import check_resumable, resume_path, run_folder_of
-from genlab.errors import ConfigError
+from genlab.checkpoints.resume import check_resumable, resume_path
+from genlab.errors import ConfigError, GenlabError
+from genlab.utils import run_folder
 from genlab.utils.before_run import searches_given_as_their_key
 from genlab.utils.checkpoint_reader import check_state_dict_fits
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, check_print_config, command_line, print_config, register_resolvers, to_plain
 from genlab.utils.devices import check_devices, check_sharding
 from genlab.utils.failed_runs import exit_on_user_error
-from genlab.utils.files import write_text_atomically
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
@@ -62,21 +61,17 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     resumed = None
     if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
         resumed = check_resumable(ckpt_path, cfg.model._target_)
-        continue_in_run_folder(cfg, ckpt_path, resumed["global_step"])
+        continue_in_run_folder(cfg, ckpt_path)
+    output_dir = open_run_folder(cfg, resumed["global_step"] if resumed else 0)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate(cfg.data, "data")
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    run_lock = lock_run_folder(output_dir)  # held until train() returns (or its frame goes, or the process ends)
-    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one writes the run's files
+    if rank_zero_only.rank == 0:  # under DDP, every process runs this script; one downloads and prints
         datamodule.prepare_data()  # missing data is said before the config tree, not after it (Lightning: a no-op)
-        if cfg.extras.print_config:  # in a sweep, printed for its first job only (every job's folder keeps it)
-            print_config(cfg, save_to=output_dir / "config_tree.log", show=sweep_job() in (None, 0))
-        OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
-
+        if cfg.extras.print_config and sweep_job() in (None, 0):  # in a sweep, for its first job only
+            print_config(cfg, tree_file=output_dir / run_folder.CONFIG_TREE)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: L.LightningModule = build_model(cfg.model)  # with the trained models it builds on, read from their files
     start_step = 0
@@ -92,6 +87,10 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins()
     )
     check_sharding(trainer, model, cfg.trainer)
+
+    # the checks before training are behind us; SaveRunConfig writes config.yaml once the checkpoint to resume is
+    # restored and the sanity check has passed (a refused resume leaves the run it was asked to resume as it was)
+    run_lock = lock_run_folder(output_dir)  # held until train() returns (or its frame goes, or the process ends)
     for logger in trainer.loggers:
         logger.log_hyperparams(to_plain(cfg))
 
@@ -127,9 +126,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     finally:
         finish_loggers(trainer.loggers)
 
-    if trainer.is_global_zero:
-        write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        log.info(f"Metrics: {output_dir / 'metrics.json'}")
+    if trainer.is_global_zero and (metrics or not os.path.lexists(output_dir / run_folder.METRICS)):
+        # (a finished run resumed with nothing to train measures nothing: its metrics.json stays as it was)
+        log.info(f"Metrics: {run_folder.write_metrics(output_dir, metrics)}")
     if run_lock is not None:
         run_lock.close()
     return monitored_value(cfg, metrics, trained), metrics
@@ -142,7 +141,7 @@ def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> li
     monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
     comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
     return [
-        SaveRunConfig(to_plain(cfg)),
+        SaveRunConfig(to_plain(cfg), Path(cfg.paths.output_dir), config_tree=cfg.extras.print_config),
         ExactResume(),
         interrupt,
         StopOnNonFiniteLoss(),
@@ -156,25 +155,48 @@ def always_on_plugins() -> list[CheckpointIO]:
     return [AtomicCheckpointIO()]
 
 
-def lock_run_folder(output_dir: Path) -> IO[str] | None:
+def open_run_folder(cfg: DictConfig, start_step: int) -> Path:
+    """The run folder, as an absolute path without links (set as `paths.output_dir`), claimed (genlab/utils/
+    run_folder.py: what it holds already is never removed) and checked before anything is built: a folder that exists
+    already (a resumed run's, one the user named) holds no link or FIFO where a writer of genlab's or Lightning's goes.
+    Each training session's CSV log gets a folder of its own, since Lightning's CSVLogger appends to, and rewrites, a
+    metrics.csv it finds: csv/ for a new run's first, csv/from_step_<N>/ for one that goes on from step N."""
+    output_dir = run_folder.claim(Path(cfg.paths.output_dir).resolve())
+    cfg.paths.output_dir = str(output_dir)
+    if rank_zero_only.rank == 0 and output_dir.is_dir():
+        run_folder.check_nothing_planted(output_dir)
+    for node in (cfg.get("logger") or {}).values():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(".CSVLogger"):
+            segments = Path(node.save_dir) / node.name
+            if os.path.lexists(segments / str(node.version or "")):  # "": no version folder
+                version, again = f"from_step_{start_step}", 1
+                while os.path.lexists(segments / version):  # resumed from this step before: each keeps its log
+                    again += 1
+                    version = f"from_step_{start_step}_{again}"
+                node.version = version
+    return output_dir
+
+
+def lock_run_folder(output_dir: Path) -> IO[bytes] | None:
     """One process trains in a run folder at a time: a second `ckpt_path=last` (or one while the run itself still
     trains) would interleave two trainings' checkpoints and logs. Rank 0's lock: a DDP run's ranks share it."""
     if rank_zero_only.rank != 0:
         return None
-    lock, holder = try_lock(output_dir / ".run.lock")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock, holder = try_lock(output_dir / run_folder.LOCK)
     if lock is None:
+        who = f"process {holder}" if holder else "another process"
         raise ConfigError(
-            f"{output_dir}: process {holder} is training this run; wait for it to end (then ckpt_path=last goes on "
+            f"{output_dir}: {who} is training this run; wait for it to end (then ckpt_path=last goes on "
             f"from its last checkpoint), or start a new run"
         )
     return lock
 
 
-def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
+def continue_in_run_folder(cfg: DictConfig, ckpt_path: str) -> None:
     """Resuming a run's last checkpoint: point `paths.output_dir` at that run's folder, so that its checkpoints,
-    logs and metrics go on there (Hydra's new folder keeps this session's log and overrides). Lightning's
-    CSVLogger empties an existing log folder: the continuation gets a folder of its own beside it."""
-    run_dir = run_folder_of(ckpt_path)
+    logs and metrics go on there (Hydra's new folder keeps this session's log and overrides)."""
+    run_dir = run_folder.run_of_last_checkpoint(ckpt_path)
     if run_dir is None:
         return
     if not os.access(run_dir, os.W_OK):  # someone else's run, a read-only copy: this run branches off from it
@@ -184,14 +206,6 @@ def continue_in_run_folder(cfg: DictConfig, ckpt_path: str, step: int) -> None:
     cfg.paths.output_dir = str(run_dir)
     # expected here, and said above: Lightning's warning is for a new run that writes into an old one's folder
     warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(str(run_dir))}.* is not empty")
-    for node in (cfg.get("logger") or {}).values():
-        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith(".CSVLogger"):
-            segments = Path(node.save_dir) / node.name
-            version, again = f"from_step_{step}", 1
-            while (segments / version).exists():  # resumed from this step before: each session keeps its log
-                again += 1
-                version = f"from_step_{step}_{again}"
-            node.version = version
 
 
 def resume_command() -> str:
@@ -234,11 +248,11 @@ def chosen_by_the_sweep() -> list[str]:
     nor the Optuna sweeper's bookkeeping. All of the job's overrides where that file cannot be read."""
     job = list(HydraConfig.get().overrides.task)
     try:  # not sys.argv: a job launched elsewhere (submitit, SLURM) has another command line
-        command_line = OmegaConf.load(Path(HydraConfig.get().sweep.dir) / "multirun.yaml").hydra.overrides.task
+        command_line = run_folder.read_multirun(Path(HydraConfig.get().sweep.dir)).hydra.overrides.task
         parser = OverridesParser.create()
         fixed = {o.key_or_group for o in parser.parse_overrides(list(command_line)) if not o.is_sweep_override()}
         keys = [o.key_or_group for o in parser.parse_overrides(job)]
-    except (OSError, OmegaConfBaseException, OverrideParseException):
+    except (OSError, GenlabError, OmegaConfBaseException, OverrideParseException):
         fixed, keys = set(), [override.partition("=")[0] for override in job]
     return [text for text, key in zip(job, keys, strict=True) if key not in fixed and not key.startswith("optuna.")]
 

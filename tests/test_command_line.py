@@ -21,6 +21,7 @@ from genlab.report import main as report_main
 from genlab.sample import main as sample_main
 from genlab.sweep_summary import main as sweep_summary_main
 from genlab.train import main as train_main
+from genlab.utils import run_folder
 from genlab.utils.before_run import CheckBeforeRun
 from genlab.utils.config import compose
 from tests.helpers import ROOT, Breach, declared_breaches, family_config, model_class, options, run_main, run_module
@@ -148,6 +149,7 @@ def test_train_refuses_a_value_past_a_declared_bound_with_one_line_and_no_run_fo
     breach: Breach, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
+    run_folder.claim(run)  # as the check Hydra runs before it makes the run folder (CheckBeforeRun) notes it
     (run / ".hydra").mkdir(parents=True)  # what Hydra has made by the time src.train's main starts
     cfg = family_config(breach.model, run)
     cfg.model[breach.name] = breach.value  # as `model.<name>=<value>` on the command line

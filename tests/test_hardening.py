@@ -299,6 +299,7 @@ def test_a_checkpoint_saved_by_an_interruption_resumes_exactly(run: dict[str, Pa
 
 
 def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_path: Path) -> None:
+    from genlab.errors import FileRefusedError
     from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
@@ -307,8 +308,8 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_pa
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where a folder should be")
     with pytest.raises(
-        CheckpointError,
-        match=r"could not write the checkpoint .*not_a_folder/last.ckpt: File exists \(.*not_a_folder\)",
+        FileRefusedError,
+        match=r"refused to write the checkpoint .*not_a_folder/last.ckpt: .*not_a_folder is a file, not a folder",
     ):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, blocker / "last.ckpt")
 
@@ -318,12 +319,12 @@ def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_previous_one(tmp_pa
     original = torch.save
     torch.save = write_fails
     try:
-        with pytest.raises(CheckpointError, match="No space left on device; the previous one, if any, is unchanged"):
+        with pytest.raises(FileRefusedError, match="No space left on device; the previous one, if any, is unchanged"):
             io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, target)
     finally:
         torch.save = original
     assert torch.equal(torch.load(target, weights_only=True)["state_dict"]["w"], torch.ones(3))
-    assert not list(tmp_path.glob(".*.partial"))
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_an_interruption_without_checkpoints_says_nothing_was_saved(run: dict[str, Path], tmp_path: Path) -> None:

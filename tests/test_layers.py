@@ -28,7 +28,7 @@ LAYERS = {
         "genlab.report",
         "genlab.sweep_summary",
         "genlab.fid_stats",
-        "genlab.run_folder",
+        "genlab.run_logs",
         "genlab.curve_plots",
     ],
     "callbacks/metrics/checkpoints": ["genlab.callbacks", "genlab.metrics", "genlab.checkpoints"],

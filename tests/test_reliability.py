@@ -188,7 +188,7 @@ def test_mode_collapse_is_warned_from_the_classifier_label_entropy(
         ),
         (
             ["model=gpt", "data=shakespeare", "data.block_size=200000"],
-            "data.block_size=200000 is not smaller than the validation split (111540 characters",
+            "data.block_size=200000 is not smaller than the validation split (111,540 characters",
         ),
     ],
 )

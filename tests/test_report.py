@@ -251,7 +251,7 @@ def test_a_damaged_file_that_the_report_can_do_without_is_shown_as_a_warning(
 
 
 def test_a_csv_cut_inside_a_number_drops_that_row_instead_of_reading_a_shorter_number(tmp_path: Path) -> None:
-    from genlab.run_folder import PartlyRead, read_curves
+    from genlab.run_logs import PartlyRead, read_curves
 
     run_dir = a_run(tmp_path / "run")
     cut(run_dir / "csv" / "metrics.csv", len((run_dir / "csv" / "metrics.csv").read_bytes()) - 3)  # "...,1.23"

@@ -213,7 +213,7 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path,
         # wait for a save to be half-way: last.ckpt from an earlier one, and the next one's bytes arriving
         while not any(
             p.stat().st_size > 1_000_000
-            for p in tmp_path.glob("train/runs/*/checkpoints/.last.ckpt.partial")
+            for p in tmp_path.glob("train/runs/*/checkpoints/.last.ckpt.*.tmp")
             if (p.parent / "last.ckpt").is_file()
         ):
             assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was being written"
@@ -224,8 +224,8 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_whole(tmp_path: Path,
         process.communicate()
 
     (checkpoints,) = tmp_path.glob("train/runs/*/checkpoints")
-    partial, last = checkpoints / ".last.ckpt.partial", checkpoints / "last.ckpt"
-    assert partial.is_file(), "the kill did not land during a save"
+    last = checkpoints / "last.ckpt"
+    assert list(checkpoints.glob(".last.ckpt.*.tmp")), "the kill did not land during a save"
     checkpoint = read_checkpoint(last)  # whole: it loads, with all its weights
     assert checkpoint["global_step"] >= 1 and len(checkpoint["state_dict"]) > 10
     assert torch.load(last, weights_only=True)["optimizer_states"]  # the resume state too, not only weights

@@ -9,23 +9,48 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
 
 from genlab.errors import ConfigError
 from genlab.utils.checkpoint_reader import read_checkpoint
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
+from genlab.utils.config import save_config_tree
+from genlab.utils.files import write_text_atomically
+from genlab.utils.run_folder import CONFIG, CONFIG_TREE
 
 log = logging.getLogger(__name__)
 
 
 class SaveRunConfig(Callback):
-    """Store the run's resolved config (plain containers) in every checkpoint under "config".
+    """Store the run's resolved config (plain containers) in every checkpoint under "config", and in the run
+    `folder` as config.yaml (and config_tree.log, if `config_tree`) when its training or its test starts.
 
     With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and,
     for eval, the data) from `config["model"]` and `config["data"]`, with no config files at hand.
+    The files are written after every check of the run, Lightning's restoring of a checkpoint and the sanity check
+    included: a resume that is refused leaves the run folder it was asked to continue as it was.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], folder: Path | None = None, config_tree: bool = False) -> None:
         self.config = config
+        self.folder = folder
+        self.config_tree = config_tree
+        self.written = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer)
+
+    def _write(self, trainer: L.Trainer) -> None:
+        if self.folder is None or self.written or not trainer.is_global_zero:
+            return
+        config = OmegaConf.create(self.config)
+        if self.config_tree:
+            save_config_tree(config, self.folder / CONFIG_TREE)
+        write_text_atomically(self.folder / CONFIG, OmegaConf.to_yaml(config), "the config")
+        self.written = True  # once: the test after training finds it written
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         checkpoint["config"] = self.config

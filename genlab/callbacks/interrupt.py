@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from genlab.errors import RunInterrupted
+from genlab.utils.run_folder import LAST_CHECKPOINT
 from genlab.utils.signals import handling
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ class CheckpointOnInterrupt(Callback):
             return
         if checkpoints.dirpath is None or (trainer.sanity_checking and trainer.ckpt_path is not None):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
-        name = ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION  # last.ckpt
-        path = Path(checkpoints.dirpath) / name
+        path = Path(checkpoints.dirpath) / LAST_CHECKPOINT
         # the run's own last.ckpt, as its ModelCheckpoint writes one: with the optimizer and loop states that a
         # resume needs, unless the user's callbacks.model_checkpoint.save_weights_only asked for weights alone
         trainer.save_checkpoint(path, checkpoints.save_weights_only)
@@ -164,7 +164,7 @@ class CheckpointOnInterrupt(Callback):
         checkpoints = trainer.checkpoint_callback
         last = None
         if isinstance(checkpoints, ModelCheckpoint):  # its folder is known once the Trainer has set it up
-            last = Path(checkpoints.dirpath or trainer.default_root_dir) / "last.ckpt"
+            last = Path(checkpoints.dirpath or trainer.default_root_dir) / LAST_CHECKPOINT
         fit = trainer.state.fn == "fit"
         how = "stopped at once, without saving this step" if self.forced and fit and not self.outside_loops else None
         if self.path:

@@ -6,13 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.hydra_config import HydraConfig
 
 from genlab.checkpoints.rebuild import model_class
 from genlab.errors import ConfigError
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint
-from genlab.utils.config import run_identity
+from genlab.utils.run_folder import earlier_runs
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     """The checkpoint to resume from: `ckpt_path` as given, or for `last` the newest `checkpoints/last.ckpt`
     among the earlier runs under `task_dir` (runs/ and multiruns/) started with this run's overrides, aside
-    from those in NOT_THE_RUN (genlab/utils/config.py): re-running the same command continues it, and so does the
+    from those in NOT_THE_RUN (genlab/utils/run_folder.py): re-running the same command continues it, and so does the
     same command with a longer trainer.max_steps or max_epochs. None, with a log line, when there is none.
     """
     if ckpt_path != "last":
@@ -29,13 +28,7 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
         return ckpt_path
     if not HydraConfig.initialized():
         raise ConfigError("ckpt_path=last finds earlier runs of the same command line: run through `python -m`")
-    overrides = run_identity(HydraConfig.get().overrides.task)
-    candidates = []
-    for pattern in ("runs/*/.hydra/overrides.yaml", "multiruns/*/*/.hydra/overrides.yaml"):
-        for overrides_file in task_dir.glob(pattern):
-            last = overrides_file.parent.parent / "checkpoints" / "last.ckpt"
-            if last.is_file() and run_identity(_read_overrides(overrides_file)) == overrides:
-                candidates.append(last)
+    candidates = earlier_runs(task_dir, list(HydraConfig.get().overrides.task))
     if not candidates:
         log.warning(
             f"ckpt_path=last: no earlier run of these overrides under {task_dir} has a last.ckpt; starting anew"
@@ -44,15 +37,6 @@ def resume_path(ckpt_path: str | None, task_dir: Path) -> str | None:
     newest = max(candidates, key=lambda path: path.stat().st_mtime)
     log.info(f"ckpt_path=last: resuming from {newest}")
     return str(newest)
-
-
-def _read_overrides(overrides_file: Path) -> list[str]:
-    """An earlier run's overrides; a file that is not a list of them (damaged, hand-edited) matches no run."""
-    try:
-        overrides = yaml.safe_load(overrides_file.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    return overrides if isinstance(overrides, list) and all(isinstance(o, str) for o in overrides) else []
 
 
 def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
@@ -67,14 +51,3 @@ def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
     if not isinstance(checkpoint.get("global_step"), int):
         raise CheckpointError(f"{path}: has no training step count ('global_step'); not a checkpoint of a fit")
     return checkpoint
-
-
-def run_folder_of(ckpt_path: str) -> Path | None:
-    """The genlab run folder whose latest state `ckpt_path` is (`<run>/checkpoints/last.ckpt`): resuming it goes
-    on writing there, so that one training is one folder and one line in TensorBoard. None for any other
-    checkpoint: resuming from an earlier one branches off, into the new run's own folder."""
-    path = Path(ckpt_path).resolve()
-    run = path.parent.parent
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints" and (run / ".hydra").is_dir():
-        return run
-    return None

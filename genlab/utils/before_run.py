@@ -20,8 +20,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError, GenlabError
+from genlab.utils import run_folder
+from genlab.utils.files import kind_of
 from genlab.utils.validation import check_task_name
 
+# what Hydra writes in <run>/.hydra at the start of every run
+HYDRA_RECORDS = ("config.yaml", "hydra.yaml", "overrides.yaml")
 # what a missing value looks like, shown in the message (the comment at the top of each conf/<entry>.yaml)
 EXAMPLES = {
     "ckpt_path": "outputs/<task>/runs/<run>/checkpoints/last.ckpt",
@@ -62,6 +66,8 @@ class CheckBeforeRun(Callback):
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         _refuse_on_error(config, config_name, "hydra.run.dir")
+        if config.hydra.output_subdir is not None:  # Hydra makes the folder next: what was in it is never removed
+            run_folder.claim(config.hydra.run.dir)
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         _refuse_on_error(config, config_name, "hydra.sweep.dir")
@@ -101,6 +107,8 @@ def check_before_run(config: DictConfig, config_name: str, folder_key: str) -> N
         folder = OmegaConf.select(config, key, throw_on_resolution_failure=False)
         if isinstance(folder, str) and folder:
             check_folder_can_be_made(Path(folder), key, writes)
+    if writes and folder_key == "hydra.run.dir":
+        check_hydra_writes(Path(config.hydra.run.dir), config.hydra.output_subdir, config.get("task_name"))
 
 
 def missing_keys(config: DictConfig) -> list[str]:
@@ -120,6 +128,21 @@ def missing_keys(config: DictConfig) -> list[str]:
 
     visit({k: v for k, v in OmegaConf.to_container(config, resolve=False).items() if k != "hydra"}, "")
     return missing
+
+
+def check_hydra_writes(run_dir: Path, output_subdir: str, task_name: str | None) -> None:
+    """In a run folder that exists already (hydra.run.dir given): nothing in place of the files Hydra writes there
+    (its .hydra/*.yaml, the log file) but regular files. Hydra opens them as they are, and would write through a link
+    planted in a copied run folder."""
+    record = run_dir / output_subdir
+    for path in (record, *(record / name for name in HYDRA_RECORDS), run_dir / f"{task_name}.log"):
+        kind = kind_of(path)
+        if kind is None and path.exists() and path.is_dir() != (path == record):
+            kind = "a file" if path == record else "a folder"
+        if kind is not None:
+            raise ConfigError(
+                f"hydra.run.dir={run_dir}: {path} is {kind}; Hydra writes a file there (never through a link)"
+            )
 
 
 def check_folder_can_be_made(folder: Path, key: str, writes: bool = True) -> None:

@@ -19,7 +19,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError, without_passwords
+from genlab.utils.files import replaced_atomically
 from genlab.utils.image_files import count_classes
+from genlab.utils.run_folder import run_identity
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +62,6 @@ def wandb_offline() -> bool:
         return True
 
 
-# overrides that leave what a run trains as it was, so that `ckpt_path=last` finds the run across them: how
-# long it trains (to train longer is the commonest reason to resume) and how it is shown and logged
-NOT_THE_RUN = (
-    "ckpt_path=",
-    "trainer.max_epochs=",
-    "trainer.max_steps=",
-    "trainer.max_time=",
-    "trainer.min_epochs=",
-    "trainer.min_steps=",
-    "trainer.log_every_n_steps=",
-    "trainer.enable_progress_bar=",
-    "extras.",
-    "logger",
-)
-
-
-def run_identity(overrides: list[str]) -> list[str]:
-    """The command line's overrides that make a run what it is (all but NOT_THE_RUN), sorted."""
-    return sorted(override for override in overrides if not override.lstrip("+~").startswith(NOT_THE_RUN))
-
-
 def run_name(task_name: str) -> str:
     """`task_name` and the overrides that make this run what it is (`vae,model.latent_dim=8,seed=1`): the name
     of its TensorBoard folder and W&B run, where a timestamp would say nothing. For `${run_name:${task_name}}`."""
@@ -111,17 +92,19 @@ def check_print_config(value: Any) -> None:
         raise ConfigError(f"extras.print_config must be short, full or false, got {value!r}")
 
 
-def print_config(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
-    """As extras.print_config says (if `show`): `short`, the command line's overrides and the few resolved values that
-    say what runs, in the log; `full`, the resolved config as a rich tree. The tree is saved to `save_to` either way."""
-    tree = config_tree(cfg)
-    if save_to is not None:
-        with open(save_to, "w") as f:
-            rich.print(tree, file=f)
-    if show and cfg.extras.print_config == "full":
-        rich.print(tree)
-    elif show:
-        log.info(short_config(cfg, save_to))
+def print_config(cfg: DictConfig, tree_file: Path | None = None) -> None:
+    """As extras.print_config says: `short`, the command line's overrides and the few resolved values that say what
+    runs, in the log (naming `tree_file`, where the whole tree is saved); `full`, the resolved config as a rich tree."""
+    if cfg.extras.print_config == "full":
+        rich.print(config_tree(cfg))
+    else:
+        log.info(short_config(cfg, tree_file))
+
+
+def save_config_tree(cfg: DictConfig, path: Path) -> None:
+    """The resolved config as a rich tree in `path` (config_tree.log), through the one writer."""
+    with replaced_atomically(path, "w", "the config tree") as file:
+        rich.print(config_tree(cfg), file=file)
 
 
 def config_tree(cfg: DictConfig) -> rich.tree.Tree:

@@ -1,8 +1,8 @@
-"""How an entry point ends when the user must fix something: one `error:` line and exit code 1, and its run folder
-removed when nothing came of the run (in a sweep, kept with the reason in error.txt)."""
+"""How an entry point ends when the user must fix something: one `error:` line and exit code 1, and what it made of
+its run folder removed when nothing came of the run (in a sweep, kept with the reason in error.txt)."""
 
+import errno
 import functools
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,17 +12,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import GenlabError, RunInterrupted
+from genlab.errors import FileRefusedError, GenlabError, RunInterrupted
+from genlab.utils import run_folder
 
 T = TypeVar("T")
 
-# what an entry point writes before its work starts: a run folder holding only these has no results in it
-SETUP_FILES = {".hydra", ".run.lock", "config.yaml", "config_tree.log", "csv", "tensorboard", "wandb"}
+# what a full or failing disk raises from writers genlab does not own (Lightning's CSV and TensorBoard loggers)
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
 def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
-    """Wrap an entry point `main(cfg)` so that a GenlabError ends it as `error: <message>` and exit code 1, with
-    no traceback, and removes its run folder when nothing came of the run.
+    """Wrap an entry point `main(cfg)` so that a GenlabError (or a full disk) ends it as `error: <message>` and exit
+    code 1, with no traceback, and removes what it made of its run folder when nothing came of the run.
 
     An interrupted run exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a shell would.
     In a sweep (`--multirun`) the error is printed and raised on: Hydra records the job as failed and the
@@ -36,33 +37,38 @@ def exit_on_user_error(entry_point: Callable[..., T]) -> Callable[..., T]:
         except RunInterrupted as err:
             print(f"interrupted: {err}", file=sys.stderr)
             raise SystemExit(err.exit_code) from None
-        except GenlabError as err:
+        except (GenlabError, OSError) as err:
+            if not isinstance(err, GenlabError):
+                if err.errno not in DISK_ERRORS:
+                    raise
+                err = FileRefusedError(f"could not write {err.filename or 'a file'}: {err.strerror}")
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
                 print(f"error: {err}", file=sys.stderr)
                 record_failure(cfg, err)  # the job's folder stays, saying why: src.sweep_summary lists it
-                raise
+                raise err from None
             discard_run_folder(cfg)
             raise SystemExit(f"error: {err}") from None
+        finally:
+            run_folder.forget_claims()
 
     return wrapper
 
 
 def record_failure(cfg: DictConfig, err: GenlabError) -> None:
-    """Write the reason a sweep's job failed to `<job folder>/error.txt`."""
+    """Write the reason a sweep's job failed to `<job folder>/error.txt` (not at all if that fails too: the
+    reason is printed already)."""
     output_dir = OmegaConf.select(cfg, "paths.output_dir")
     if output_dir is not None and _rank_zero() and Path(output_dir).is_dir():
-        (Path(output_dir) / "error.txt").write_text(f"{err}\n")
+        try:
+            run_folder.write_error(Path(output_dir), str(err))
+        except FileRefusedError:
+            pass
 
 
 def discard_run_folder(cfg: DictConfig) -> None:
-    """Remove the run folder of a refused run, if it holds nothing but what every run writes before it starts."""
-    output_dir = OmegaConf.select(cfg, "paths.output_dir")  # src.report and src.sweep_summary write into the user's
-    if output_dir is None:
-        return
-    output_dir = Path(output_dir)
-    if _rank_zero() and output_dir.is_dir():
-        if {path.name for path in output_dir.iterdir()} <= SETUP_FILES | {f"{cfg.task_name}.log"}:
-            shutil.rmtree(output_dir)
+    """Remove what this process made of its run folders (Hydra's, and paths.output_dir), if nothing came of it."""
+    if run_folder.claimed() and _rank_zero():
+        run_folder.discard_unfinished(also_setup={f"{OmegaConf.select(cfg, 'task_name')}.log"})
 
 
 def _rank_zero() -> bool:

@@ -47,8 +47,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.errors import RunInterrupted, one_line, without_passwords
+from genlab.errors import FileRefusedError, RunInterrupted, one_line, without_passwords
+from genlab.utils.files import write_text_atomically
 from genlab.utils.locks import try_lock
+from genlab.utils.run_folder import MULTIRUN
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
@@ -135,7 +137,7 @@ class OptunaSweeper(Sweeper):
         if worker is None:
             with open_dict(self.config):  # the study's storage, resolved, for src.sweep_summary
                 self.config.hydra.sweeper.storage = storage_spec
-            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+            write_record(sweep_dir / MULTIRUN, self.config)
         if self.sampler is not None and (self.storage is not None or study.get_trials(deepcopy=False)):
             # a sampler seeded as the one that began the study (a resume), or as those of other processes sharing
             # it, would ask the same first parameters again: it takes a seed of its own (as Optuna's optimize(n_jobs
@@ -302,11 +304,17 @@ class OptunaSweeper(Sweeper):
             log.warning("No trial completed: no best parameters")
             return
         best = study.best_trial
-        OmegaConf.save(
-            {"best_trial": best.number, "best_value": best.value, "best_params": best.params},
-            sweep_dir / "optimization_results.yaml",
-        )
+        results = {"best_trial": best.number, "best_value": best.value, "best_params": best.params}
+        write_record(sweep_dir / "optimization_results.yaml", OmegaConf.create(results))
         log.info(f"Best trial {best.number}: value {best.value:.5g} with {best.params}")
+
+
+def write_record(path: Path, config: DictConfig) -> None:
+    """Write a sweep's YAML record through genlab's one writer (never through a link); one line if it cannot be."""
+    try:
+        write_text_atomically(path, OmegaConf.to_yaml(config))
+    except FileRefusedError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def check_settings(sweeper: OptunaSweeper) -> None:
@@ -449,17 +457,21 @@ def sigterm_ends_the_sweep() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def lock_sweep_folder(sweep_dir: Path) -> IO[str]:
+def lock_sweep_folder(sweep_dir: Path) -> IO[bytes]:
     """One sweep command per folder: two would write its results over each other.
 
     An advisory lock on `<sweep>/.sweep.lock`, released by the kernel when its process ends, however it ends.
     Processes that share a study each have their own folder (the workers of n_workers share their
     parent's, which holds the lock).
     """
-    lock, holder = try_lock(sweep_dir / ".sweep.lock")
+    try:
+        lock, holder = try_lock(sweep_dir / ".sweep.lock")
+    except FileRefusedError as err:
+        raise SystemExit(f"error: {err}") from None
     if lock is None:
+        holder = f" (process {holder})" if holder else ""
         raise SystemExit(  # one line, as the entry points' errors
-            f"error: hydra.sweep.dir={sweep_dir}: another sweep (process {holder}) is running in this folder; wait for "
+            f"error: hydra.sweep.dir={sweep_dir}: another sweep{holder} is running in this folder; wait for "
             f"it to end, or give this one another hydra.sweep.dir"
         )
     return lock

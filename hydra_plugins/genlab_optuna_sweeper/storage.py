@@ -11,12 +11,15 @@ never failed.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import sqlite3
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
@@ -30,7 +33,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from genlab.errors import one_line, without_passwords
+from genlab.errors import FileRefusedError, one_line, without_passwords
+from genlab.utils.files import MiB
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ def open_storage(
     """
     if spec is None:  # outside a sweep: no study to report to
         return None
+    check_storage_file(spec)
     if not is_url(spec):
         Path(spec).parent.mkdir(parents=True, exist_ok=True)
         return JournalHeartbeatStorage(JournalFileBackend(spec), heartbeat_interval, grace_period, on_stale_trial)
@@ -112,6 +117,56 @@ def open_storage(
                     raise
                 time.sleep(1.0)
     raise AssertionError("unreachable")
+
+
+# tables that every Optuna database has (optuna/storages/_rdb/models.py), however old
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
+
+
+def check_storage_file(spec: str) -> None:
+    """Refuse, in one line, a storage file that is there and is not Optuna's: Optuna would create its tables inside
+    another application's SQLite database, or append its records to any file named as a journal. The file is only
+    read to tell (SQLite opened read-only and immutable: not a byte of it changes). A file not there is new: Optuna
+    makes it."""
+    if is_url(spec):
+        url = sqlalchemy.engine.make_url(spec)
+        if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
+            return  # a database server's: its administrator's to keep apart
+        path, kind = Path(url.database), "SQLite database"
+    else:
+        path, kind = Path(spec), "journal file"
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise FileRefusedError(f"{shown(spec)}: not a file; an Optuna storage is a {kind} (or a database URL)")
+    if path.stat().st_size == 0:
+        return  # empty: as good as new
+    if kind == "journal file":
+        with open(path, "rb") as file:
+            first = file.readline(MiB)
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "op_code" not in record:
+            raise FileRefusedError(
+                f"{path}: not an Optuna journal (its first line is no Optuna record); genlab appends only to Optuna's "
+                f"own: name a new file, or Optuna's"
+            )
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise FileRefusedError(
+            f"{path}: not an SQLite database ({one_line(err)}); name a new file, or Optuna's"
+        ) from None
+    if tables and not OPTUNA_TABLES <= tables:
+        shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise FileRefusedError(
+            f"{path}: the SQLite database of another application (tables {shown_tables}), not an Optuna study's; "
+            f"genlab leaves it untouched: name a new file, or Optuna's"
+        )
 
 
 class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):

@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 
 from genlab.capabilities import Denoiser, Reconstructor, require
 from genlab.models.previews import CAPTION_KEY
+from genlab.utils.files import replaced_atomically
 
 # Tiles are drawn at least this many pixels high and wide: a 28x28 digit shown 1:1 is a smudge on a
 # modern screen. Enlarged by a whole factor, nearest neighbour, so every pixel stays a sharp square.
@@ -52,11 +53,12 @@ def save_and_log_grid(trainer: L.Trainer, name: str, grid: Tensor, caption: str)
     picture keeps its explanation wherever it is copied, and to W&B beside the image.
     """
     path = Path(trainer.default_root_dir) / "images" / f"{name}_epoch{trainer.current_epoch:03d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = PngInfo()
     metadata.add_text(CAPTION_KEY, caption)
     # rounded to 8 bits as torchvision's save_image does, which cannot pass PNG metadata on
-    to_pil_image(grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8)).save(path, pnginfo=metadata)
+    picture = to_pil_image(grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8))
+    with replaced_atomically(path, "wb", "the picture") as file:
+        picture.save(file, format="png", pnginfo=metadata)
     step = logger_step(trainer)
     for logger in trainer.loggers:  # CSV cannot show images; these two can
         if isinstance(logger, TensorBoardLogger):

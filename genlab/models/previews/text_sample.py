@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from genlab.capabilities import TextGenerator, require
 from genlab.models.previews.image_grid import logger_step
+from genlab.utils.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class TextSample(Callback):
     def _write(self, trainer: L.Trainer, text: str) -> None:
         step = trainer.global_step
         path = Path(trainer.default_root_dir) / "samples" / f"step_{step:06d}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text_atomically(path, text, "the text sample")
         log.info(f"Sample at step {step}:\n{text}")
         for logger in trainer.loggers:  # beside the validation scalars: at the loggers' step (image_grid.py)
             if isinstance(logger, TensorBoardLogger):  # markdown: a code block keeps the line breaks
