@@ -29,7 +29,7 @@ def main() -> None:
     datamodule.prepare_data()
     datamodule.setup("test")
     images = datamodule.data_test.images[: args.num_images].float() / 255  # (N, 1, 28, 28)
-    quality = SampleQuality(ClassifierFeatures(load_feature_classifier(None, "fashion_mnist")))
+    quality = SampleQuality(ClassifierFeatures(load_feature_classifier(None, "fashion_mnist", (1, 28, 28))))
 
     start = time.perf_counter()
     for real in (True, False):

@@ -8,12 +8,23 @@ that fit it and gets those tools for free. Images are float tensors (B, C, H, W)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError
+
+# (C, H, W) of the images a family makes or reads, declared in its signature as every range is: bounded, so that a
+# checkpoint's three numbers cannot describe terabytes of pixels for a network whose weights do not grow with them
+MAX_CHANNELS, MAX_SIDE = 64, 8192
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+ImageShape = tuple[Annotated[int, Field(ge=1, le=MAX_CHANNELS)], Side, Side]
+# the most stages a family's network may have that each halve the image (its `channels`): 2**16 is past MAX_SIDE;
+# Stages: one width (or multiplier) per stage, at least one
+MAX_STAGES = 16
+Stages = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1, max_length=MAX_STAGES)]
 
 
 @runtime_checkable

@@ -15,10 +15,10 @@ prints a table.
 from __future__ import annotations
 
 import logging
-import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import hydra
 import lightning as L
@@ -28,6 +28,7 @@ import rich.table
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from pydantic import Field
 from rich.progress import track
 
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
@@ -35,7 +36,7 @@ from genlab.capabilities import Denoiser, ImageSampler, LikelihoodModel, Reconst
 from genlab.checkpoints import datamodule_from, model_from, read_checkpoint
 from genlab.data.images import ImageDataModule
 from genlab.errors import ConfigError
-from genlab.metrics.features import feature_space
+from genlab.metrics.features import FeatureSpace, feature_space
 from genlab.metrics.protocols import PROTOCOLS, Protocol
 from genlab.metrics.reference import reference_images, reference_statistics
 from genlab.metrics.sample_quality import SampleQuality
@@ -45,7 +46,7 @@ from genlab.utils.files import check_replaceable
 from genlab.utils.instantiate import instantiate
 from genlab.utils.run_folder import METRICS, write_metrics
 from genlab.utils.signals import interruptible, signals_end_the_command
-from genlab.utils.validation import check_config, read_from_data
+from genlab.utils.validation import check_config, check_options, read_from_data
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,22 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     check_replaceable(output_dir / METRICS, "the metrics")  # not after the whole evaluation
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
-    model = model_from(checkpoint, cfg.ckpt_path, cfg.model)  # model.first_stage=...: what it builds on, elsewhere
+    # within limits.*; model.first_stage=...: what it builds on, elsewhere
+    model = model_from(checkpoint, cfg.ckpt_path, instantiate(cfg.limits, "limits"), cfg.model)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
     # the data given on the command line, else the run's (an image folder's decoded images from this machine's cache)
     datamodule = evaluation_data(cfg, checkpoint, model)
     del checkpoint
+    scores_images = isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor))
+    if scores_images:  # read before the test: a classifier that cannot score these images is refused before any work
+        features = feature_space(
+            cfg.metrics.feature,
+            datamodule.name,
+            datamodule.image_shape,
+            cfg.metrics.classifier_ckpt,
+            cfg.metrics.inception_weights,
+        )
 
     interrupt = CheckpointOnInterrupt()
     trainer = L.Trainer(
@@ -77,9 +88,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         else:  # text: the fixed validation windows, as training measured them
             metrics = dict(trainer.validate(model, datamodule=datamodule, verbose=False)[0])
     protocol = PROTOCOLS[cfg.metrics.protocol]
-    if isinstance(datamodule, ImageDataModule) and isinstance(model, (ImageSampler, Reconstructor)):
+    if scores_images:
         with interruptible("the scoring of images", "Run the same command again"):
-            metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, cfg, protocol)
+            metrics |= score_images(model.to(trainer.strategy.root_device), datamodule, features, cfg, protocol)
     elif isinstance(model, (ImageSampler, Reconstructor)):
         log.info(
             f"No FID, KID or IS: they score against the test split of one of genlab's image datamodules, which "
@@ -130,15 +141,18 @@ def _plain(value: Any) -> Any:
 
 @torch.no_grad()
 def score_images(
-    model: L.LightningModule, datamodule: ImageDataModule, cfg: DictConfig, protocol: Protocol
+    model: L.LightningModule,
+    datamodule: ImageDataModule,
+    features: FeatureSpace,
+    cfg: DictConfig,
+    protocol: Protocol,
 ) -> dict[str, float]:
     """FID, KID, IS, precision and recall of the model's samples (against the protocol's reference split), or of
-    its reconstructions of the test split (against the test split); with seeds > 1, their mean and std over seeds."""
+    its reconstructions of the test split (against the test split), in the feature space `features`; with seeds > 1,
+    their mean and std over seeds."""
     device = model.device
     generative = scores_samples(model, cfg.metrics.score)
-    features = feature_space(
-        cfg.metrics.feature, datamodule.name, cfg.metrics.classifier_ckpt, cfg.metrics.inception_weights
-    ).to(device)
+    features = features.to(device)
     split = protocol.reference_split if generative else "test"
     real = reference_images(datamodule, split)
     reference = reference_statistics(
@@ -220,6 +234,10 @@ def likelihood(model: LikelihoodModel, datamodule: ImageDataModule, num_images: 
 # num_samples=null: as many samples as the model draws in sampling_minutes, within these bounds (10,000: FID's usual
 # count; below 1,000 FID's bias with the count outgrows the differences between models)
 MIN_SAMPLES, MAX_SAMPLES = 1_000, 10_000
+MAX_SCORED = 100_000  # num_samples given
+MAX_BATCH_SIZE = 10_000
+MAX_SEEDS = 100
+MAX_IMPORTANCE_SAMPLES = 100_000  # twenty times the 5,000 of Burda et al.
 
 
 def first_samples(model: ImageSampler, cfg: DictConfig, protocol_count: int | None = None) -> tuple[torch.Tensor, int]:
@@ -263,28 +281,43 @@ def kid_subset_size(wanted: int, num_real: int, num_fake: int) -> int:
     return wanted
 
 
-def check_scoring_options(cfg: DictConfig) -> None:
-    """Refuse counts and times of the wrong type or range before the checkpoint is read."""
-    if cfg.metrics.protocol not in PROTOCOLS:
-        raise ConfigError(f"metrics.protocol={cfg.metrics.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    if cfg.metrics.score not in (None, "samples", "reconstructions"):
-        raise ConfigError(f"metrics.score={cfg.metrics.score!r}: expected samples, reconstructions or null")
-    counts = {
-        "num_samples": 4,
-        "batch_size": 1,
-        "metrics.kid_subset_size": 2,
-        "seeds": 1,
-        "likelihood.num_images": 0,
-        "likelihood.importance_samples": 1,
-    }
-    for key, minimum in counts.items():
-        value = OmegaConf.select(cfg, key)
-        optional = key in ("num_samples", "likelihood.num_images")
-        if not (value is None and optional) and (type(value) is not int or value < minimum):
-            raise ConfigError(f"{key}={value!r}: expected a whole number >= {minimum}")
-    minutes = cfg.sampling_minutes
-    if type(minutes) not in (int, float) or not (math.isfinite(minutes) and minutes > 0):
-        raise ConfigError(f"sampling_minutes={minutes!r}: expected a finite number of minutes > 0")
+@dataclass(frozen=True)
+class EvalOptions:
+    """What src.eval's command line may ask for, each type and range declared once: checked before the checkpoint
+    is read (genlab/utils/validation.py's check_options), stepped past by tests/helpers.py's declared_breaches. A
+    stepwise sampler checks its own steps, sampler and guidance."""
+
+    # KID needs 4 images of each kind; past MAX_SCORED, twice the 50,000 of FID in the literature
+    num_samples: Annotated[int, Field(ge=4, le=MAX_SCORED, strict=True)] | None = None
+    # the seeds scored, from seed on: papers quote the mean and std over a few
+    seeds: Annotated[int, Field(ge=1, le=MAX_SEEDS, strict=True)] = 1
+    sampling_minutes: Annotated[float, Field(gt=0, strict=True)] = 5
+    # images generated and scored together, and the test split's batches
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE, strict=True)] = 500
+    steps: Annotated[int, Field(ge=1, strict=True)] | None = None
+    sampler: str | None = None
+    guidance_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """src.eval's `metrics.*`, declared as EvalOptions are."""
+
+    protocol: Literal[tuple(PROTOCOLS)] = "quick"
+    # null: samples where the model draws them, else reconstructions (a first stage's: the floor of a latent model)
+    score: Literal["samples", "reconstructions"] | None = None
+    feature: Literal["classifier", "inception"] = "classifier"
+    classifier_ckpt: str | None = None
+    inception_weights: str | None = None
+    kid_subset_size: Annotated[int, Field(ge=2, strict=True)] = 1000
+
+
+@dataclass(frozen=True)
+class LikelihoodOptions:
+    """src.eval's `likelihood.*`, declared as EvalOptions are."""
+
+    num_images: Annotated[int, Field(ge=0, strict=True)] | None = None
+    importance_samples: Annotated[int, Field(ge=1, le=MAX_IMPORTANCE_SAMPLES, strict=True)] = 5000
 
 
 def _synchronize(device: torch.device) -> None:
@@ -309,7 +342,10 @@ def _print_table(metrics: dict[str, float], title: str) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    check_scoring_options(cfg)
+    check_options(EvalOptions, cfg, "src.eval")
+    check_options(MetricsOptions, cfg.metrics, "src.eval", prefix="metrics")
+    check_options(LikelihoodOptions, cfg.likelihood, "src.eval", prefix="likelihood")
+    check_config(cfg.limits, "limits")
     # every phase stops on one signal; the test and the scoring below name themselves
     with interruptible("loading the checkpoint and data, or writing metrics.json", "Run the same command again"):
         evaluate(cfg)

@@ -40,7 +40,11 @@ def write_statistics(cfg: DictConfig) -> Path:
         raise ConfigError(f"data={datamodule.name}: reference statistics are of images; this dataset holds none")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     features = feature_space(
-        cfg.metrics.feature, datamodule.name, cfg.metrics.classifier_ckpt, cfg.metrics.inception_weights
+        cfg.metrics.feature,
+        datamodule.name,
+        datamodule.image_shape,
+        cfg.metrics.classifier_ckpt,
+        cfg.metrics.inception_weights,
     ).to(device)
     datamodule.prepare_data()
     images = reference_images(datamodule, cfg.split)[: cfg.num_images]

@@ -27,10 +27,11 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genlab.callbacks.checkpoint import RequireMonitoredMetric, SaveRunConfig
+from genlab.callbacks.checkpoint import RequireMonitoredMetric, RunCheckpointIO, SaveRunConfig
 from genlab.callbacks.finite_loss import StopOnNonFiniteLoss
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
-from genlab.callbacks.resume import ExactResume
+from genlab.callbacks.resume import ExactResume, ResumedStatesFit
+from genlab.callbacks.size_limits import LazyNetworkLimits
 from genlab.callbacks.validate_at_end import ValidateAtEnd
 from genlab.checkpoints.rebuild import build_model
 from genlab.checkpoints.resume import check_resumable, resume_path
@@ -38,13 +39,13 @@ from genlab.errors import ConfigError, GenlabError
 from genlab.utils import run_folder
 from genlab.utils.before_run import searches_given_as_their_key
 from genlab.utils.checkpoint_reader import check_state_dict_fits
-from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from genlab.utils.config import CONF_DIR, check_print_config, command_line, print_config, register_resolvers, to_plain
 from genlab.utils.devices import check_devices, check_sharding
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.instantiate import instantiate, instantiate_all, lightning_config_errors
 from genlab.utils.locks import try_lock
 from genlab.utils.loggers import finish_loggers, log_final_metrics
+from genlab.utils.model_size import ModelTooLarge, SizeLimits, built_within
 from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config
 
@@ -57,6 +58,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     check_print_config(cfg.extras.print_config)
     check_devices(cfg.trainer)
+    limits = instantiate(cfg.limits, "limits")
+    check_model_size(cfg.model, limits)  # before the data is downloaded or read
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
     if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
@@ -73,7 +76,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         if cfg.extras.print_config and sweep_job() in (None, 0):  # in a sweep, for its first job only
             print_config(cfg, tree_file=output_dir / run_folder.CONFIG_TREE)
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: L.LightningModule = build_model(cfg.model)  # with the trained models it builds on, read from their files
+    # with the trained models it builds on, read from their files (within limits.* too)
+    model: L.LightningModule = build_model(cfg.model, limits=limits)
     start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
         check_state_dict_fits(model, resumed.pop("state_dict"))
@@ -84,7 +88,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     loggers = instantiate_all(cfg.get("logger"), "logger")
     log.info(f"Instantiating trainer <{cfg.trainer['_target_']}>")  # a Hydra key, read by name
     trainer: L.Trainer = instantiate(
-        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins()
+        cfg.trainer, "trainer", callbacks=callbacks, logger=loggers, plugins=always_on_plugins(cfg)
     )
     check_sharding(trainer, model, cfg.trainer)
 
@@ -134,25 +138,39 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     return monitored_value(cfg, metrics, trained), metrics
 
 
+def check_model_size(model_config: DictConfig, limits: SizeLimits) -> None:
+    """The model that `model_config` describes, counted as it is built on the meta device (no memory): refused in one
+    line past `limits`, before it exists. A network built later, in configure_model: LazyNetworkLimits."""
+    try:
+        # the trained models it builds on (latent diffusion's first stage) read as build_model reads them
+        built_within(limits, lambda: build_model(model_config, "model", limits))
+    except ModelTooLarge as err:
+        raise ConfigError(f"model: the {model_config._target_.rsplit('.', 1)[-1]} of these settings {err}") from None
+
+
 def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
-    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: the
-    resolved config in each checkpoint (src.eval and src.sample need nothing else), what resuming needs to continue
-    exactly, a last checkpoint on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a
-    monitor.metric that is really logged, a validation at the end. The one list: conf/callbacks/default.yaml's
-    comment (why each) and docs/architecture.md are tested against it (tests/test_layers.py)."""
+    """The callbacks of every run, whatever `callbacks=` says, since other guarantees of a run depend on each: what
+    resuming needs to continue exactly (and a refusal of optimizer states that are not this run's), a last checkpoint
+    on Ctrl-C or SIGTERM, a stop at the first NaN or infinite loss or weight, a monitor.metric that is really logged,
+    a validation at the end, the size limits on a network built once the data is known. The one list, with
+    always_on_plugins: conf/callbacks/default.yaml's comment (why each) and docs/architecture.md are tested against
+    it (tests/test_layers.py)."""
     return [
         SaveRunConfig(to_plain(cfg), Path(cfg.paths.output_dir), config_tree=cfg.extras.print_config),
         ExactResume(),
+        ResumedStatesFit(),
         interrupt,
         StopOnNonFiniteLoss(),
         RequireMonitoredMetric(cfg.monitor.metric),
         ValidateAtEnd(),
+        LazyNetworkLimits(instantiate(cfg.limits, "limits")),
     ]
 
 
-def always_on_plugins() -> list[CheckpointIO]:
-    """The Trainer plugins of every run: checkpoints written atomically (listed with the callbacks above)."""
-    return [AtomicCheckpointIO()]
+def always_on_plugins(cfg: DictConfig) -> list[CheckpointIO]:
+    """The Trainer plugins of every run: checkpoints written atomically, each with the resolved config (src.eval and
+    src.sample need nothing else); listed with the callbacks above."""
+    return [RunCheckpointIO(to_plain(cfg))]
 
 
 def open_run_folder(cfg: DictConfig, start_step: int) -> Path:

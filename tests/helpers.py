@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import annotated_types
+import lightning
 import numpy as np
 import PIL.Image
 import pydantic
@@ -34,7 +35,9 @@ from benchmarks.commands import ROOT as ROOT  # the repository root, for the tes
 from benchmarks.commands import run, start
 from genlab.checkpoints.rebuild import builds_on
 from genlab.data.images import CIFAR10DataModule, MNISTDataModule
+from genlab.models.gpt import GPT
 from genlab.models.vae import VAE
+from genlab.train import train
 from genlab.utils.config import CONF_DIR, compose
 from genlab.utils.validation import signature
 
@@ -191,23 +194,28 @@ def model_class(model: str) -> type:
     return get_object(OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml")._target_)
 
 
-def declared_breaches(model: str) -> list[Breach]:
-    """A Breach for each bound and choice declared in the signature of `model`'s constructor: read from the
-    annotations, so that a constraint declared tomorrow is tested with no test written for it."""
-    cls = model_class(model)
-    # a subclass that passes **kwargs on (latent diffusion) declares its parent's parameters too, as check_config reads
+def declared_breaches(model: str, declaration: type | None = None) -> list[Breach]:
+    """A Breach for each bound and choice declared in the signature of `model`'s constructor (or of `declaration`,
+    an entry point's options, `model` then naming it): read from the annotations, so that a constraint declared
+    tomorrow is tested with no test written for it."""
+    return [
+        Breach(model, name, value, bound)
+        for name, hint, default in _annotated(declaration or model_class(model))
+        for value, bound in _outside(hint, None if default is inspect.Parameter.empty else default)
+    ]
+
+
+def _annotated(cls: type) -> Iterator[tuple[str, Any, Any]]:
+    """(name, type hint, default or inspect.Parameter.empty) of each parameter of `cls` that has a type hint; a
+    subclass that passes **kwargs on (latent diffusion) declares its parent's parameters too, as check_config reads."""
     _, hints, _ = signature(cls)
     parameters = {}
     for klass in reversed(inspect.getmro(cls)):
         if "__init__" in vars(klass):
             parameters |= inspect.signature(klass.__init__).parameters
-    breaches = []
     for name, hint in hints.items():
         if name in parameters:
-            default = parameters[name].default
-            default = None if default is inspect.Parameter.empty else default
-            breaches += [Breach(model, name, value, bound) for value, bound in _outside(hint, default)]
-    return breaches
+            yield name, hint, parameters[name].default
 
 
 def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
@@ -248,7 +256,46 @@ def _past(bound: Any, base: Any, default: Any) -> tuple[Any, str]:
         return (bound.le + 1 if whole else math.nextafter(bound.le, math.inf)), f"<= {bound.le}"
     if isinstance(bound, annotated_types.MinLen):
         return list(default or [])[: bound.min_length - 1], f"at least {bound.min_length} item(s)"
+    if isinstance(bound, annotated_types.MaxLen):
+        return (list(default or []) or [1])[:1] * (bound.max_length + 1), f"at most {bound.max_length} items"
     raise AssertionError(f"declared_breaches cannot step past {bound!r}: teach tests/helpers.py._past this kind")
+
+
+# --- every number a signature declares, at an absurd size ---------------------------------------------------------
+
+ABSURD_INT, ABSURD_FLOAT, ABSURD_LENGTH = 2**40, 1e300, 1_000
+
+
+def absurd_sizes(model: str, given: dict[str, Any], declaration: type | None = None) -> list[Breach]:
+    """A Breach for each number in the signature of `model`'s constructor (or of `declaration`) set to an absurd size:
+    a whole number to 2**40, any other to 1e300, each item of a tuple in turn, and a tuple of any length to 1,000
+    items. Tuples start from their default, or from `given` (the config's values) where there is none."""
+    return [
+        Breach(model, name, value, what)
+        for name, hint, default in _annotated(declaration or model_class(model))
+        for value, what in _absurd(hint, given.get(name) if default in (inspect.Parameter.empty, None) else default)
+    ]
+
+
+def _absurd(hint: Any, base: Any) -> Iterator[tuple[Any, str]]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        yield from _absurd(args[0], base)
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _absurd(arg, base)
+    elif hint is int:
+        yield ABSURD_INT, "absurd"
+    elif hint is float:
+        yield ABSURD_FLOAT, "absurd"
+    elif origin is tuple and (base or args[-1] is Ellipsis):
+        base = list(base) if base else [1]  # a tuple null by default (stages by the image size): from one item
+        items = [args[0]] * len(base) if args[-1] is Ellipsis else args
+        for i, item in enumerate(items):
+            for value, what in _absurd(item, base[i]):
+                yield [*base[:i], value, *base[i + 1 :]], f"[{i}] {what}"
+        if args[-1] is Ellipsis:
+            yield base[:1] * ABSURD_LENGTH, "absurd length"
 
 
 # what each family needs of its data beyond the default dataset
@@ -293,3 +340,45 @@ def first_stage(image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) 
     config = {"model": {"_target_": "genlab.models.vae.VAE", **hyper_parameters}}
     torch.save({"state_dict": vae.state_dict(), "hyper_parameters": hyper_parameters, "config": config}, path)
     return path
+
+
+# --- small checkpoints of real runs and models, for the tests of what reads them ---------------------------------
+
+
+def short_autoencoder_run(root: Path) -> Path:
+    """A short autoencoder run on MNIST-format files written to root/data (src.train's defaults, TEST_OVERRIDES, its
+    channels given as a list: by default null, by the image size, and a list in the hyperparameters to plant into);
+    its last checkpoint."""
+    write_mnist_raw(root / "data" / "MNIST" / "raw")
+    overrides = [
+        *TEST_OVERRIDES,
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={root / 'data'}",
+        "test=false",
+        "model.channels=[32,64]",
+    ]
+    train(compose_config(overrides, root / "run"))
+    return root / "run" / "checkpoints" / "last.ckpt"
+
+
+def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
+    """A one-layer GPT's checkpoint as src.train writes one, with `hyper_parameters` written over its own."""
+    model = GPT(block_size=8, vocab=vocab, n_layer=1, n_head=2, n_embd=16)
+    model.configure_model()
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
+            "config": {
+                "model": {"_target_": "genlab.models.gpt.GPT"},
+                "data": {"_target_": "genlab.data.text.ShakespeareDataModule", "block_size": 8},
+            },
+            "global_step": 0,
+            "epoch": 0,
+            "pytorch-lightning_version": lightning.__version__,
+            "optimizer_states": [],  # a full checkpoint's keys (a weights-only one has none): resumable
+            "lr_schedulers": [],
+        },
+        path,
+    )

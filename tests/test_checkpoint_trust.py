@@ -33,17 +33,16 @@ from genlab.models.gpt import GPT
 from genlab.sample import main as sample_main
 from genlab.sample import terminal_safe
 from genlab.train import main as train_main
-from genlab.train import train
 from genlab.utils.checkpoint_writer import AtomicCheckpointIO
 from tests.helpers import (
     ROOT,
     TEST_OVERRIDES,
     Breach,
-    compose_config,
     declared_breaches,
     run_main,
     run_module,
-    write_mnist_raw,
+    save_gpt,
+    short_autoencoder_run,
 )
 
 AE = "genlab.models.autoencoder.Autoencoder"
@@ -53,32 +52,9 @@ AE = "genlab.models.autoencoder.Autoencoder"
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A short autoencoder run on MNIST-format files (its data folder and last checkpoint), and a GPT checkpoint."""
     root = tmp_path_factory.mktemp("trust")
-    write_mnist_raw(root / "data" / "MNIST" / "raw")
-    data = ["data=mnist", "data.val_size=100", f"paths.data_dir={root / 'data'}"]
-    # channels given as a list (by default null, by the image size): a list in the hyperparameters to plant into
-    train(compose_config([*TEST_OVERRIDES, *data, "test=false", "model.channels=[32,64]"], root / "run"))
     gpt = root / "gpt.ckpt"
     save_gpt(gpt, vocab="\n !,.:;?abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    return {"data": root / "data", "ckpt": root / "run" / "checkpoints" / "last.ckpt", "gpt": gpt}
-
-
-def save_gpt(path: Path, vocab: str, **hyper_parameters: Any) -> None:
-    """A one-layer GPT's checkpoint as src.train writes one, with `hyper_parameters` written over its own."""
-    model = GPT(block_size=8, vocab=vocab, n_layer=1, n_head=2, n_embd=16)
-    model.configure_model()
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "hyper_parameters": {**dict(model.hparams), **hyper_parameters},
-            "config": {
-                "model": {"_target_": "genlab.models.gpt.GPT"},
-                "data": {"_target_": "genlab.data.text.ShakespeareDataModule", "block_size": 8},
-            },
-            "global_step": 0,
-            "epoch": 0,
-        },
-        path,
-    )
+    return {"data": root / "data", "ckpt": short_autoencoder_run(root), "gpt": gpt}
 
 
 # --- the matrix: a _target_ planted at every depth, read by every loader -------------------------------------

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.capabilities import ImageSampler, StepwiseSampler, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
@@ -276,7 +276,7 @@ def test_a_checkpoint_reloads_to_the_same_samples_and_losses(tmp_path: Path, obj
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        callbacks=[SaveRunConfig(config)],
+        plugins=[RunCheckpointIO(config)],
         default_root_dir=tmp_path,
     )
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
@@ -390,7 +390,7 @@ def test_sample_refuses_what_the_model_cannot_use(tmp_path: Path, trained: dict[
     ckpt = trained["flow"] / "checkpoints" / "last.ckpt"
     with pytest.raises(ConfigError, match=r"^sampler=ddim does not fit model.objective=flow"):
         sample(compose([f"ckpt_path={ckpt}", "sampler=ddim", f"paths.output_dir={tmp_path}"], config_name="sample"))
-    with pytest.raises(ConfigError, match=r"^steps=0: expected a whole number >= 1"):
+    with pytest.raises(ConfigError, match=r"^steps=0 is not valid for src.sample: expected int or null"):
         sample(compose([f"ckpt_path={ckpt}", "steps=0", f"paths.output_dir={tmp_path}"], config_name="sample"))
 
 
@@ -458,7 +458,7 @@ def test_conditional_samples_are_of_the_asked_classes(tmp_path: Path, fashion_mn
     train(cfg)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     model.set_sampling(steps=20, guidance_scale=2.0)
-    classifier = load_feature_classifier(None, "fashion_mnist")
+    classifier = load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
     labels = torch.arange(10).repeat(20)
     with torch.no_grad():
         predicted = classifier(model.sample(len(labels), labels, torch.Generator().manual_seed(0))).argmax(1)

@@ -102,16 +102,14 @@ def test_kid_std_over_subsets_of_the_whole_set_is_zero_and_over_halves_is_not() 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("num_samples=0", "num_samples=0: expected a whole number >= 4"),
-        ("num_samples=3", "num_samples=3: expected a whole number >= 4"),
-        ("num_samples=nan", "num_samples=nan: expected a whole number >= 4"),
-        ("num_samples=abc", "num_samples='abc': expected a whole number >= 4"),
-        ("batch_size=0", "batch_size=0: expected a whole number >= 1"),
-        ("metrics.kid_subset_size=1", "metrics.kid_subset_size=1: expected a whole number >= 2"),
-        ("sampling_minutes=nan", "sampling_minutes=nan: expected a finite number of minutes > 0"),
-        ("sampling_minutes=inf", "sampling_minutes=inf: expected a finite number of minutes > 0"),
-        ("sampling_minutes=-1", "sampling_minutes=-1: expected a finite number of minutes > 0"),
-        ("sampling_minutes=soon", "sampling_minutes='soon': expected a finite number of minutes > 0"),
+        ("num_samples=3", "num_samples=3 is not valid for src.eval: expected int or null (Input should be greater "),
+        ("num_samples=nan", "num_samples=nan: must be a finite number"),
+        ("num_samples=abc", "num_samples='abc' is not valid for src.eval: expected int or null (Input should be a "),
+        ("batch_size=0", "batch_size=0 is not valid for src.eval: expected int (Input should be greater than or "),
+        ("metrics.kid_subset_size=1", "metrics.kid_subset_size=1 is not valid for src.eval: expected int (Input "),
+        ("sampling_minutes=inf", "sampling_minutes=inf: must be a finite number"),
+        ("sampling_minutes=-1", "sampling_minutes=-1 is not valid for src.eval: expected float (Input should be "),
+        ("sampling_minutes=soon", "sampling_minutes='soon' is not valid for src.eval: expected float (Input should "),
     ],
 )
 def test_a_bad_count_or_time_is_refused_in_one_line_before_the_checkpoint_is_read(
@@ -122,5 +120,6 @@ def test_a_bad_count_or_time_is_refused_in_one_line_before_the_checkpoint_is_rea
     cfg = compose(["ckpt_path=/nonexistent.ckpt", f"paths.output_dir={tmp_path / 'run'}", override], "eval")
     with pytest.raises(SystemExit) as exit_info:
         main.__wrapped__(cfg)  # the entry point as Hydra calls it
-    assert exit_info.value.code == f"error: {message}"  # not the missing checkpoint: refused before it is read
+    # not the missing checkpoint: refused before it is read (every declared bound: tests/test_bounds.py)
+    assert exit_info.value.code.startswith(f"error: {message}") and "\n" not in exit_info.value.code
     assert capsys.readouterr().err == "" and list(tmp_path.iterdir()) == []

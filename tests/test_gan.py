@@ -142,7 +142,7 @@ def test_conditional_generator_learns_garments_of_the_asked_classes(tmp_path: Pa
     _, metrics = train(cfg)
     trained = load_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
-    classifier = load_feature_classifier(None, "fashion_mnist")
+    classifier = load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
     datamodule = FashionMNISTDataModule(str(fashion_mnist_dir), image_shape=(1, 28, 28), num_classes=10)
     datamodule.setup("test")
     real = datamodule.data_test.images[:500].float() / 255

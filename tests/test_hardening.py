@@ -161,7 +161,7 @@ BAD_INPUTS = {
     "report on a missing folder": ("src.report", ["run_dir={tmp}/nope"], "error: run_dir={tmp}/nope: not a folder"),
     "report on odd contents": ("src.report", ["run_dir={tmp}/odd"], "error: {tmp}/odd/metrics.json: not the JSON"),
     "summary of a non-sweep": ("src.sweep_summary", ["sweep_dir={tmp}/odd"], "error: {tmp}/odd: not a sweep folder"),
-    "sample zero nrow": ("src.sample", ["ckpt_path={vae}", "nrow=0"], "error: nrow=0: expected a whole number"),
+    "sample zero nrow": ("src.sample", ["ckpt_path={vae}", "nrow=0"], "error: nrow=0 is not valid for src.sample"),
     "sample too many": (
         "src.sample",
         ["ckpt_path={vae}", "num_samples=1000000000000"],

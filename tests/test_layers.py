@@ -137,7 +137,7 @@ def test_config_groups_and_checkpoint_allow_lists_name_the_same_classes(group: s
 
 def always_on_names(tmp_path: Path) -> list[str]:
     cfg = compose_config([], tmp_path)
-    built = [*always_on_callbacks(cfg, CheckpointOnInterrupt()), *always_on_plugins()]
+    built = [*always_on_callbacks(cfg, CheckpointOnInterrupt()), *always_on_plugins(cfg)]
     return [type(item).__name__ for item in built]
 
 

@@ -33,7 +33,8 @@ def fashion_mnist_images() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def classifier() -> ConvClassifier:
-    return load_feature_classifier(None, "fashion_mnist")  # the committed genlab/metrics/classifiers/fashion_mnist.ckpt
+    # the committed genlab/metrics/classifiers/fashion_mnist.ckpt
+    return load_feature_classifier(None, "fashion_mnist", (1, 28, 28))
 
 
 def scores(classifier: ConvClassifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
@@ -82,4 +83,4 @@ def test_missing_classifier_says_which_command_makes_it(tmp_path: Path) -> None:
         CheckpointError,
         match=r"No feature classifier for cifar10 at .*python -m src.train experiment=classifier_cifar10",
     ):
-        load_feature_classifier(tmp_path / "cifar10.ckpt", "cifar10")
+        load_feature_classifier(tmp_path / "cifar10.ckpt", "cifar10", (3, 32, 32))

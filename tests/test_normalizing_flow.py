@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genlab.callbacks.checkpoint import SaveRunConfig
+from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.capabilities import ImageSampler, LatentDecoder
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
@@ -138,7 +138,7 @@ def test_checkpoint_reloads_to_the_same_outputs(tmp_path: Path) -> None:
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
-        callbacks=[SaveRunConfig(config)],
+        plugins=[RunCheckpointIO(config)],
     )
     trainer.fit(model, train_dataloaders=loader)
     trainer.save_checkpoint(tmp_path / "flow.ckpt")

@@ -21,12 +21,28 @@ from genlab.utils.run_folder import CONFIG, CONFIG_TREE
 log = logging.getLogger(__name__)
 
 
-class SaveRunConfig(Callback):
-    """Store the run's resolved config (plain containers) in every checkpoint under "config", and in the run
-    `folder` as config.yaml (and config_tree.log, if `config_tree`) when its training or its test starts.
+class RunCheckpointIO(AtomicCheckpointIO):
+    """A Trainer plugin: the run's checkpoints, written atomically (AtomicCheckpointIO), each holding the run's
+    resolved config (plain containers) under "config".
 
-    With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and,
-    for eval, the data) from `config["model"]` and `config["data"]`, with no config files at hand.
+    With it a checkpoint is self-contained: `src.eval` and `src.sample` rebuild the model (and, for eval, the data)
+    from `config["model"]` and `config["data"]`, with no config files at hand. Here rather than in a callback's
+    on_save_checkpoint, which Lightning skips for `callbacks.model_checkpoint.save_weights_only=true`: a weights-only
+    checkpoint serves src.eval and src.sample as well (a resume needs a full one, and says so).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.config = config
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        super().save_checkpoint({**checkpoint, "config": self.config}, path, storage_options)
+
+
+class SaveRunConfig(Callback):
+    """Write the run's resolved config in the run `folder` as config.yaml (and config_tree.log, if `config_tree`)
+    when its training or its test starts (RunCheckpointIO puts it in every checkpoint).
+
     The files are written after every check of the run, Lightning's restoring of a checkpoint and the sanity check
     included: a resume that is refused leaves the run folder it was asked to continue as it was.
     """
@@ -51,9 +67,6 @@ class SaveRunConfig(Callback):
             save_config_tree(config, self.folder / CONFIG_TREE)
         write_text_atomically(self.folder / CONFIG, OmegaConf.to_yaml(config), "the config")
         self.written = True  # once: the test after training finds it written
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        checkpoint["config"] = self.config
 
 
 class ExportBestCheckpoint(Callback):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from genlab.errors import GenlabError
 from genlab.models.logged_steps import logs_this_step
@@ -51,6 +52,13 @@ class StopOnNonFiniteLoss(Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._check(trainer)
+            # a step whose loss was finite can still make the weights infinite (a learning rate of 1e300), and a
+            # validation's pictures and text samples of such a model crash (a sampler's NaN probabilities). Not
+            # sharded weights (trainer=fsdp): a shard's own verdict would stop one process and leave the others
+            # waiting for it; their checkpoint's full weights are checked as it is saved
+            parameters = list(pl_module.named_parameters())
+            if not any(isinstance(tensor, DTensor) for _, tensor in parameters):
+                self._check_weights(trainer, parameters)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
@@ -59,17 +67,18 @@ class StopOnNonFiniteLoss(Callback):
         # before anything is written, so that the previous checkpoint stays the last one: the loss, and the
         # weights themselves (an infinite learning rate turns them NaN in one step whose loss was finite)
         self._check(trainer)
-        bad = [
-            name
-            for name, tensor in checkpoint["state_dict"].items()
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all()
-        ]
-        if bad:
-            last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-            raise NonFiniteLossError(
-                f"weights became NaN or infinite by step {trainer.global_step} ({', '.join(bad[:3])}); stopped without "
-                f"saving them. Last good checkpoint: {last or 'none yet'}. Lower the learning rate or clip gradients."
-            )
+        self._check_weights(trainer, checkpoint["state_dict"].items())
+
+    def _check_weights(self, trainer: L.Trainer, named: Iterable[tuple[str, Tensor]]) -> None:
+        floating = [(name, tensor.detach()) for name, tensor in named if tensor.is_floating_point()]
+        if not floating or torch.stack([torch.isfinite(tensor).all() for _, tensor in floating]).all():
+            return  # one read on the host
+        bad = [name for name, tensor in floating if not torch.isfinite(tensor).all()]
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        raise NonFiniteLossError(
+            f"weights became NaN or infinite by step {trainer.global_step} ({', '.join(bad[:3])}); stopped without "
+            f"saving them. Last good checkpoint: {last or 'none yet'}. Lower the learning rate or clip gradients."
+        )
 
     def _check(self, trainer: L.Trainer) -> None:
         if self.first_bad_step is None or (step := int(self.first_bad_step.item())) < 0:

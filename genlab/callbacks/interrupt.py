@@ -125,9 +125,10 @@ class CheckpointOnInterrupt(Callback):
         if checkpoints.dirpath is None or (trainer.sanity_checking and trainer.ckpt_path is not None):
             return  # a resumed run's sanity check: its checkpoint is still the state to resume from
         path = Path(checkpoints.dirpath) / LAST_CHECKPOINT
-        # the run's own last.ckpt, as its ModelCheckpoint writes one: with the optimizer and loop states that a
-        # resume needs, unless the user's callbacks.model_checkpoint.save_weights_only asked for weights alone
-        trainer.save_checkpoint(path, checkpoints.save_weights_only)
+        # the run's own last.ckpt, with the optimizer and loop states that a resume needs whatever the
+        # ModelCheckpoint's save_weights_only says: this one is written to be resumed from, and the line says how.
+        # (Lightning's option of what to save, not torch.load's of what to unpickle: said, or Lightning logs a notice)
+        trainer.save_checkpoint(path, weights_only=False)
         self.path = path
         log.warning(f"{self.signal.name} at step {trainer.global_step}: saved {self.path}")
 

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from genlab.utils.checkpoint_reader import CheckpointError
+
 
 class ExactResume(Callback):
     """Make a resumed run draw the same numbers and see the same batches as the run it continues.
@@ -59,6 +61,84 @@ class ExactResume(Callback):
         if self._to_restore is not None:
             set_rng_states(self._to_restore)
             self._to_restore = None
+
+
+class ResumedStatesFit(Callback):
+    """Refuse, in one line and before Lightning restores them, optimizer and scheduler states that are not those of
+    the optimizers and schedulers this run builds: another optimizer's (torch takes them and fails inside the first
+    step, with its own traceback), another number of them, of parameter groups or of parameters, states of other
+    shapes. The weights are checked before any of this (genlab/checkpoints/resume.py, check_state_dict_fits)."""
+
+    def __init__(self) -> None:
+        self._saved: tuple[Any, Any] | None = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # before the strategy's setup builds the optimizers: kept until on_fit_start, which follows it
+        self._saved = (checkpoint.get("optimizer_states", []), checkpoint.get("lr_schedulers", []))
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._saved is None:
+            return
+        optimizer_states, scheduler_states = self._saved
+        self._saved = None
+        mismatch = optimizers_mismatch(optimizer_states, trainer.optimizers) or schedulers_mismatch(
+            scheduler_states, [config.scheduler for config in trainer.lr_scheduler_configs]
+        )
+        if mismatch:
+            raise CheckpointError(
+                f"{trainer.ckpt_path}: {mismatch}; resume with the model options it was trained with, or start anew"
+            )
+
+
+def optimizers_mismatch(saved: Any, optimizers: list[torch.optim.Optimizer]) -> str:
+    """How the saved optimizer states differ from those `optimizers` would load, in a few words ('' if they fit)."""
+    if not isinstance(saved, list) or len(saved) != len(optimizers):
+        return f"holds {_count(saved)} optimizer state(s), and this run has {len(optimizers)} optimizer(s)"
+    for i, (state, optimizer) in enumerate(zip(saved, optimizers, strict=True)):
+        name = f"optimizer {i} ({type(optimizer).__name__})"
+        groups = state.get("param_groups") if isinstance(state, dict) else None
+        if not isinstance(groups, list) or not isinstance(state.get("state"), dict):
+            return f"its state of {name} is not an optimizer's state"
+        if len(groups) != len(optimizer.param_groups):
+            return f"its {name} has {len(groups)} parameter group(s), and this run's {len(optimizer.param_groups)}"
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+        for g, (group, own) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+            if not isinstance(group, dict) or len(group.get("params", ())) != len(own["params"]):
+                return f"its {name}'s parameter group {g} holds other parameters than this run's"
+            # another optimizer's settings (SGD's momentum in Adam's state); a newer torch's extra ones have defaults
+            foreign = sorted(map(str, group.keys() - own.keys()))
+            if foreign:
+                return f"its {name} state is another optimizer's (settings {', '.join(foreign[:4])})"
+        for index, values in state["state"].items():
+            if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(values, dict)):
+                return f"its {name} state names a parameter {index!r} this run's optimizer does not have"
+            shape = params[index].shape
+            wrong = [key for key, value in values.items() if not _fits(value, shape)]
+            if wrong:
+                return f"its {name} state of parameter {index} ({', '.join(map(str, wrong[:3]))}) is not of its shape"
+    return ""
+
+
+def schedulers_mismatch(saved: Any, schedulers: list[Any]) -> str:
+    """How the saved scheduler states differ from those `schedulers` would load ('' if they fit): torch loads any
+    mapping into any scheduler, silently."""
+    if not isinstance(saved, list) or len(saved) != len(schedulers):
+        return f"holds {_count(saved)} learning-rate scheduler state(s), and this run has {len(schedulers)}"
+    for i, (state, scheduler) in enumerate(zip(saved, schedulers, strict=True)):
+        if not isinstance(state, dict) or state.keys() != scheduler.state_dict().keys():
+            return f"its scheduler state {i} is not a {type(scheduler).__name__}'s"
+    return ""
+
+
+def _fits(value: Any, shape: torch.Size) -> bool:
+    """A parameter's optimizer state: a tensor of its shape (Adam's moments), a scalar (the step), or a number."""
+    if isinstance(value, torch.Tensor):
+        return value.shape == shape or value.dim() == 0
+    return isinstance(value, (int, float, bool)) or value is None
+
+
+def _count(saved: Any) -> str:
+    return str(len(saved)) if isinstance(saved, list) else "no list of"
 
 
 def rng_states() -> dict[str, Any]:

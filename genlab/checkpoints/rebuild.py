@@ -37,6 +37,7 @@ from genlab.models.normalizing_flow import NormalizingFlow
 from genlab.models.vae import VAE
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint, state_dict_mismatch
 from genlab.utils.instantiate import instantiate
+from genlab.utils.model_size import DEFAULT_LIMITS, ModelTooLarge, SizeLimits, built_within
 from genlab.utils.validation import check_finite, check_type, signature
 
 
@@ -76,14 +77,21 @@ def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.Lightnin
 
 
 def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu", trained: Mapping[str, Any] | None = None
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    limits: SizeLimits = DEFAULT_LIMITS,
+    trained: Mapping[str, Any] | None = None,
 ) -> L.LightningModule:
-    """The model of a genlab checkpoint file, in eval mode, on `map_location` (`trained`: as model_from's)."""
-    return model_from(read_checkpoint(path), path, trained).to(map_location)
+    """The model of a genlab checkpoint file, in eval mode, on `map_location` (`trained`: as model_from's); one past
+    `limits` is refused."""
+    return model_from(read_checkpoint(path), path, limits, trained).to(map_location)
 
 
 def model_from(
-    checkpoint: dict[str, Any], path: str | Path, trained: Mapping[str, Any] | None = None
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    limits: SizeLimits = DEFAULT_LIMITS,
+    trained: Mapping[str, Any] | None = None,
 ) -> L.LightningModule:
     """The model of a checkpoint read by `read_checkpoint`, in eval mode, built from its checked hyperparameters,
     holding its weights. The trained models it builds on are read from the paths its hyperparameters recorded, or
@@ -96,14 +104,19 @@ def model_from(
             f"model.{', model.'.join(sorted(given.keys() - set(builds_on(cls))))}: {path} holds a {cls.__name__}, "
             f"which builds on {'model.' + ', model.'.join(builds_on(cls)) if builds_on(cls) else 'no trained model'}"
         )
-    arguments |= trained_models(cls, arguments | given, f"{path}: its model")
-    # first without memory (on the meta device): the network its hyperparameters describe must be the one whose
-    # weights the file holds, so a checkpoint cannot make genlab allocate more than the file's own size
-    with torch.device("meta"):
-        mismatch = state_dict_mismatch(_build(cls, arguments, path), checkpoint["state_dict"])
+    arguments |= trained_models(cls, arguments | given, f"{path}: its model", limits)
+    # first without memory (on the meta device), counted as it is built: a model past the limits is refused before
+    # it exists (a million GPT layers is a few numbers in a small file), and the network its hyperparameters
+    # describe must be the one whose weights the file holds, so a checkpoint cannot make genlab allocate more
+    # than the file's own size
+    try:
+        described = built_within(limits, lambda: _build(cls, arguments, path))
+    except ModelTooLarge as err:
+        raise CheckpointError(f"{path}: its hyperparameters describe a {cls.__name__} that {err}") from None
+    mismatch = state_dict_mismatch(described, checkpoint["state_dict"])
     if mismatch:
         raise CheckpointError(
-            f"{path}: its hyperparameters describe a {cls.__name__} other than its weights ({mismatch})"
+            f"{path}: its weights are not those of the {cls.__name__} its hyperparameters describe ({mismatch})"
         )
     model = _build(cls, arguments, path)
     model.on_load_checkpoint(checkpoint)
@@ -178,6 +191,8 @@ def _build(cls: type, arguments: dict[str, Any], path: str | Path) -> Any:
         built = cls(**arguments)
         if isinstance(built, L.LightningModule) and is_overridden("configure_model", built):
             built.configure_model()
+    except ModelTooLarge:  # the limits' refusal, which says more itself (and a signal's is no GenlabError)
+        raise
     except (GenlabError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return built
@@ -190,9 +205,12 @@ def builds_on(cls: type) -> list[str]:
     return [name for name, hint in hints.items() if hint is TrainedModel]
 
 
-def trained_models(cls: type, paths: Mapping[str, Any], where: str) -> dict[str, TrainedModel]:
+def trained_models(
+    cls: type, paths: Mapping[str, Any], where: str, limits: SizeLimits = DEFAULT_LIMITS
+) -> dict[str, TrainedModel]:
     """The trained models that `cls` builds on, each read from the checkpoint path that `paths` gives for its
-    argument and rebuilt by model_from, frozen in eval mode; errors name the argument as `<where>.<argument>`."""
+    argument and rebuilt by model_from (within `limits`), frozen in eval mode; errors name the argument as
+    `<where>.<argument>`."""
     built = {}
     for name in builds_on(cls):
         path = paths.get(name)
@@ -202,7 +220,7 @@ def trained_models(cls: type, paths: Mapping[str, Any], where: str) -> dict[str,
             checkpoint = read_checkpoint(path)
             if builds_on(model_class(checkpoint, path)):  # one level: no chain (nor cycle) of files to follow
                 raise CheckpointError(f"{path}: builds on a trained model itself, which a model built on may not")
-            model = model_from(checkpoint, path).requires_grad_(False)
+            model = model_from(checkpoint, path, limits).requires_grad_(False)
         except CheckpointError as err:
             raise CheckpointError(f"{where}.{name}: {err} (model.{name}=PATH names another)") from None
         built[name] = TrainedModel(model, str(Path(path).resolve()), content_hash(checkpoint["state_dict"]))
@@ -219,12 +237,12 @@ def content_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def build_model(node: DictConfig, key: str = "model") -> L.LightningModule:
+def build_model(node: DictConfig, key: str = "model", limits: SizeLimits = DEFAULT_LIMITS) -> L.LightningModule:
     """The model a config node describes, built as src.train builds it: the trained models it builds on read from
-    their checkpoints (`trained_models`), everything else instantiated from the config."""
+    their checkpoints (`trained_models`, within `limits`), everything else instantiated from the config."""
     cls = MODEL_CLASSES.get(_target(OmegaConf.to_container(node, resolve=False)))  # a model of your own: none
     missing = [name for name in builds_on(cls) if OmegaConf.is_missing(node, name)] if cls else []
     if missing:
         raise ConfigError(f"{key}.{missing[0]}: missing, the path of the checkpoint that {cls.__name__} builds on")
-    given = trained_models(cls, node, key) if cls else {}
+    given = trained_models(cls, node, key, limits) if cls else {}
     return instantiate(node, key, **given)

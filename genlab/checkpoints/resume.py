@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from packaging.version import InvalidVersion, Version
 
 from genlab.checkpoints.rebuild import model_class
 from genlab.errors import ConfigError
@@ -50,4 +51,23 @@ def check_resumable(path: str | Path, target: str) -> dict[str, Any]:
         )
     if not isinstance(checkpoint.get("global_step"), int):
         raise CheckpointError(f"{path}: has no training step count ('global_step'); not a checkpoint of a fit")
+    if not _is_version(checkpoint.get("pytorch-lightning_version")):  # what Lightning's resume reads first
+        raise CheckpointError(
+            f"{path}: has no Lightning version ('pytorch-lightning_version'), which a resume reads; not a checkpoint "
+            f"of a fit"
+        )
+    if "optimizer_states" not in checkpoint:  # what Lightning leaves out of a weights-only checkpoint
+        raise CheckpointError(
+            f"ckpt_path={path}: holds weights only (written with save_weights_only=true), and a resume needs the "
+            f"optimizer and loop states of a full checkpoint; evaluate or sample it (src.eval, src.sample), or start "
+            f"anew without ckpt_path"
+        )
     return checkpoint
+
+
+def _is_version(value: Any) -> bool:
+    try:
+        Version(value)
+    except (InvalidVersion, TypeError):
+        return False
+    return True

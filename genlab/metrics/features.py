@@ -73,11 +73,16 @@ class InceptionFeatures(FeatureSpace):
 
 
 def feature_space(
-    feature: str, dataset: str, classifier_ckpt: str | None, inception_weights: str | None
+    feature: str,
+    dataset: str,
+    image_shape: tuple[int, int, int],
+    classifier_ckpt: str | None,
+    inception_weights: str | None,
 ) -> FeatureSpace:
-    """metrics.feature's space: `classifier` (the dataset's, or metrics.classifier_ckpt) or `inception`."""
+    """metrics.feature's space for images of `image_shape` (C, H, W): `classifier` (the dataset's, or
+    metrics.classifier_ckpt) or `inception` (any shape: it resizes to 299x299)."""
     if feature == "classifier":
-        return ClassifierFeatures(load_feature_classifier(classifier_ckpt, dataset))
+        return ClassifierFeatures(load_feature_classifier(classifier_ckpt, dataset, image_shape))
     if feature == "inception":
         return InceptionFeatures(weights_path(inception_weights))
     raise ConfigError(f"metrics.feature={feature!r}: expected 'classifier' or 'inception'")
@@ -95,8 +100,9 @@ def default_classifier_path(dataset: str) -> Path:
     return exported if exported.is_file() else SHIPPED_CLASSIFIERS / f"{dataset}.ckpt"
 
 
-def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassifier:
-    """The frozen classifier network of `path` (default: `default_classifier_path(dataset)`)."""
+def load_feature_classifier(path: str | Path | None, dataset: str, image_shape: tuple[int, int, int]) -> ConvClassifier:
+    """The frozen classifier network of `path` (default: `default_classifier_path(dataset)`), which must take images
+    of `image_shape` (C, H, W): the data's, whose images it scores."""
     path = Path(path) if path else default_classifier_path(dataset)
     if not path.is_file():
         export = path if path.parent != SHIPPED_CLASSIFIERS else EXPORTED_CLASSIFIERS / path.name
@@ -108,4 +114,9 @@ def load_feature_classifier(path: str | Path | None, dataset: str) -> ConvClassi
     model = load_model(path)
     if not isinstance(model, Classifier):
         raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a Classifier")
+    if tuple(model.hparams.image_shape) != tuple(image_shape):
+        raise CheckpointError(
+            f"{path}: its classifier takes images of shape {tuple(model.hparams.image_shape)}, and {dataset}'s are "
+            f"{tuple(image_shape)}: give metrics.classifier_ckpt a classifier trained on {dataset}"
+        )
     return model.net

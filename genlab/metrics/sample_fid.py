@@ -58,7 +58,10 @@ class SampleFID(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         require(pl_module, ImageSampler, type(self).__name__)
-        features = feature_space(self.feature, trainer.datamodule.name, self.classifier_ckpt, self.inception_weights)
+        datamodule = trainer.datamodule
+        features = feature_space(
+            self.feature, datamodule.name, datamodule.image_shape, self.classifier_ckpt, self.inception_weights
+        )
         self.quality = SampleQuality(features, kid_subset_size=min(1000, self.num_samples))
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

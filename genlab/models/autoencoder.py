@@ -11,12 +11,13 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape, Stages
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
-from genlab.models.previews.image_grid import ReconstructionGrid
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES, ReconstructionGrid
 from genlab.utils.validation import check_arguments
 
 
@@ -32,16 +33,16 @@ class Autoencoder(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         latent_dim: Annotated[int, Field(ge=1)] = 32,
         # None: by the image size (genlab/models/nets/conv.py's `stages`)
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
+        channels: Stages | None = None,
         loss: Literal["bce", "mse"] = "bce",
         noise: Literal["none", "gaussian", "masking"] = "none",
         noise_level: Annotated[float, Field(ge=0, le=1)] = 0.3,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=1)] = 32,
+        num_grid_images: Annotated[int, Field(ge=1, le=MAX_GRID_IMAGES)] = 32,
         compile: Compile = False,
     ) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
+from genlab.capabilities import MAX_STAGES, ImageShape
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
@@ -24,10 +25,10 @@ class Classifier(SharedHooks, L.LightningModule):
 
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_classes: int,
         # None: by the image size (genlab/models/nets/classifier.py)
-        channels: tuple[Annotated[int, Field(ge=1)], ...] | None = None,
+        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(max_length=MAX_STAGES)] | None = None,
         # ranges declared once: a config (genlab/utils/validation.py), a checkpoint and this constructor are checked
         # against them, and the message names the key
         feature_dim: Annotated[int, Field(ge=1)] = 64,

@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape, Stages
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
@@ -43,6 +44,7 @@ from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.resolution import check_stages
 from genlab.models.nets.unet import UNet, ddpm_multipliers
 from genlab.models.previews.denoising import FixedNoiseSamples
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES
 from genlab.utils.validation import check_arguments, check_type, signature
 
 Objective = Literal["ddpm", "flow"]
@@ -53,6 +55,9 @@ Sampler = Literal["ddpm", "ddim", "euler", "heun"]
 # and DDIM's deterministic paths speckled ones, 75%: fresh noise at each step washes out the noise predictor's
 # errors, which a deterministic sampler carries along (Karras et al. 2022, section 4)
 SAMPLERS: dict[str, tuple[str, ...]] = {"ddpm": ("ddpm", "ddim"), "flow": ("euler", "heun")}
+# DDPM trains on 1,000 timesteps and samples in 50 to 1,000 (Ho et al.; Nichol & Dhariwal 4,000): a hundred times
+# more is never needed, and every sample costs a network pass per step (a checkpoint's sample_steps=1e9: for ever)
+MAX_TIMESTEPS, MAX_SAMPLE_STEPS = 100_000, 10_000
 
 
 # --- the forward process of DDPM ---------------------------------------------------------------------
@@ -260,14 +265,14 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
 
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_classes: int,
         objective: Objective = "ddpm",
         schedule: Schedule = "cosine",
-        num_timesteps: Annotated[int, Field(ge=1)] = 1000,
+        num_timesteps: Annotated[int, Field(ge=1, le=MAX_TIMESTEPS)] = 1000,
         base_channels: Annotated[int, Field(ge=1)] = 32,
         # None: DDPM's for the image size (genlab/models/nets/unet.py's ddpm_multipliers)
-        channel_multipliers: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
+        channel_multipliers: Stages | None = None,
         num_res_blocks: Annotated[int, Field(ge=1)] = 2,
         attention_heads: Annotated[int, Field(ge=1)] = 4,
         # (): attention in the middle only, the U-Net of checkpoints written before this setting; conf/model/ gives
@@ -278,13 +283,13 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         label_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1,
         sampler: Sampler | None = None,
         # strict: set_sampling is held to these too, and a step count of 2.5 or true is no count
-        sample_steps: Annotated[int, Field(ge=1, strict=True)] = 50,
+        sample_steps: Annotated[int, Field(ge=1, le=MAX_SAMPLE_STEPS, strict=True)] = 50,
         guidance_scale: Annotated[float, Field(ge=0, strict=True)] = 1.0,  # 1: no guidance
         ema_decay: Annotated[float, Field(gt=0, lt=1)] | None = 0.999,  # null: sample from the trained weights
         lr: Annotated[float, Field(gt=0)] = 2e-4,
         warmup_steps: Annotated[int, Field(ge=0)] = 500,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=0)] = 40,  # 0: no grid
+        num_grid_images: Annotated[int, Field(ge=0, le=MAX_GRID_IMAGES)] = 40,  # 0: no grid
         compile: Compile = False,
     ) -> None:
         super().__init__()

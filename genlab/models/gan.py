@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
@@ -69,7 +70,7 @@ class GAN(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key; _check_together holds what spans several settings
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_classes: int,
         latent_dim: Annotated[int, Field(ge=1)] = 64,
         generator_channels: Annotated[int, Field(ge=1)] = 64,

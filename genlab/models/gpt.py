@@ -30,7 +30,7 @@ from genlab.models.fused import AdamBetas, ClipsFusedGradients, fused_optimizer_
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
 from genlab.models.nets.transformer import Transformer
-from genlab.models.previews.text_sample import TextSample
+from genlab.models.previews.text_sample import MAX_SAMPLE_LENGTH, TextSample
 from genlab.utils.checkpoint_reader import CheckpointError, check_state_dict_fits
 from genlab.utils.validation import check_arguments
 
@@ -65,7 +65,7 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         weight_decay: Annotated[float, Field(ge=0)] = 0.1,
         compile: Compile = False,
         sample_prompt: str = "\n",
-        sample_length: Annotated[int, Field(ge=0)] = 200,  # 0: no text samples while training
+        sample_length: Annotated[int, Field(ge=0, le=MAX_SAMPLE_LENGTH)] = 200,  # 0: no text samples while training
         periodic_val_batches: Annotated[int, Field(ge=1)] | None = None,  # null: all of them
     ) -> None:
         super().__init__()

@@ -12,12 +12,14 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
 from genlab.models.nets.resolution import check_stages
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES
 from genlab.models.previews.latent_grids import SampleGrid
 from genlab.utils.validation import check_arguments
 
@@ -33,7 +35,7 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         num_scales: Annotated[int, Field(ge=1)] | None = None,  # None: by the image size (nets/coupling_flow.py)
         coupling_layers: Annotated[int, Field(ge=1)] = 4,
         hidden_channels: Annotated[int, Field(ge=1)] = 64,
@@ -42,7 +44,7 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
         sample_temperature: Annotated[float, Field(gt=0)] = 1.0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=0)] = 64,
+        num_grid_images: Annotated[int, Field(ge=0, le=MAX_GRID_IMAGES)] = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from pydantic import Field
 from torch import Tensor
 
+from genlab.capabilities import ImageShape, Stages
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
@@ -24,9 +25,12 @@ from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
 from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder, SpatialDecoder, SpatialEncoder, stages
 from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
-from genlab.models.previews.image_grid import ReconstructionGrid
+from genlab.models.previews.image_grid import MAX_GRID_IMAGES, ReconstructionGrid
 from genlab.models.previews.latent_grids import LatentInterpolation, LatentManifold, SampleGrid
 from genlab.utils.validation import check_arguments
+
+# hidden layers of the MLP encoder and decoder: each is a matrix of its width by the next's
+MAX_HIDDEN_LAYERS = 64
 
 
 class VAE(SharedHooks, L.LightningModule):
@@ -42,18 +46,18 @@ class VAE(SharedHooks, L.LightningModule):
     # checked against it, and the message names the key
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: ImageShape,
         # the latent vector's length; spatial: the latent map's channels
         latent_dim: Annotated[int, Field(ge=1)] = 20,
         architecture: Literal["mlp", "conv", "spatial"] = "mlp",
-        hidden_dims: tuple[Annotated[int, Field(ge=1)], ...] = (400,),
+        hidden_dims: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(max_length=MAX_HIDDEN_LAYERS)] = (400,),
         # None: by the image size (genlab/models/nets/conv.py's `stages`)
-        channels: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] | None = None,
+        channels: Stages | None = None,
         beta: Annotated[float, Field(ge=0)] = 1.0,
         kl_warmup_steps: Annotated[int, Field(ge=0)] = 0,
         lr: Annotated[float, Field(gt=0)] = 1e-3,
         weight_decay: Annotated[float, Field(ge=0)] = 0.0,
-        num_grid_images: Annotated[int, Field(ge=1)] = 32,
+        num_grid_images: Annotated[int, Field(ge=1, le=MAX_GRID_IMAGES)] = 32,
         compile: Compile = False,
     ) -> None:
         super().__init__()

@@ -25,6 +25,16 @@ from genlab.errors import GenlabError, one_line
 MAX_ENTRIES = 1_000_000
 MAX_DEPTH = 64
 PLAIN = (str, int, float, bool, type(None))
+# the element types a checkpoint's tensors may have: the weights' floating types (any of them: a precision's cast),
+# integer counters and generator states (NumPy's keys are uint32), and complex numbers (no genlab model has any:
+# refused against the model's own types, once finite). Not float8, nor the quantized types: no check (finite or
+# not) is defined on them
+DTYPES = frozenset(
+    {
+        *(torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128),
+        *(torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint32),
+    }
+)
 
 
 class CheckpointError(GenlabError):
@@ -38,8 +48,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     - read with `torch.load(weights_only=True)`, which builds tensors and plain containers only;
     - no more bytes unpacked than the file holds, and no tensor larger than its storage (an expanded view
       of one number would make any later check allocate terabytes);
+    - every tensor dense and strided (not sparse, nested or quantized), on the CPU, of one of DTYPES;
     - 'state_dict', 'hyper_parameters' and 'config' present, the latter two trees of plain values;
-    - finite weights, and paths in its checkpoint-callback state inside the checkpoint's own folder.
+    - finite weights (complex ones too), and paths in its checkpoint-callback state inside the checkpoint's own
+      folder.
+    Whether each weight has the type and shape of the model's: `state_dict_mismatch`, once the model is known.
     """
     path = _local_file(path)
     checkpoint = _load(path)
@@ -130,6 +143,7 @@ def _check_tree(checkpoint: dict[str, Any], path: Path) -> None:
                 f"{path}: holds over {MAX_ENTRIES} entries or nests deeper than {MAX_DEPTH}; not a genlab checkpoint"
             )
         if isinstance(node, torch.Tensor):
+            _check_tensor_kind(node, path)
             _check_tensor_size(node, path)
         elif isinstance(node, dict):
             if not all(isinstance(key, PLAIN) for key in node):
@@ -137,6 +151,23 @@ def _check_tree(checkpoint: dict[str, Any], path: Path) -> None:
             stack.extend((value, depth + 1) for value in node.values())
         elif isinstance(node, (list, tuple)):
             stack.extend((value, depth + 1) for value in node)
+
+
+def _check_tensor_kind(tensor: torch.Tensor, path: Path) -> None:
+    # torch.save keeps what torch.load(weights_only=True) rebuilds: sparse and nested tensors have no storage to
+    # bound, and every other check would crash on them (or on float8's and quantized types, which none defines)
+    if tensor.layout != torch.strided or tensor.is_nested:
+        kind = "nested" if tensor.is_nested else str(tensor.layout).removeprefix("torch.")
+        raise CheckpointError(
+            f"{path}: holds a tensor of layout {kind}; genlab checkpoints hold dense tensors only, refused unused"
+        )
+    if tensor.is_quantized or tensor.dtype not in DTYPES:
+        raise CheckpointError(
+            f"{path}: holds a tensor of type {str(tensor.dtype).removeprefix('torch.')}, which no genlab checkpoint "
+            f"has; refused unused"
+        )
+    if tensor.device.type != "cpu":  # read with map_location="cpu": a tensor elsewhere (meta) has no data at all
+        raise CheckpointError(f"{path}: holds a tensor on the {tensor.device.type} device, without data; refused")
 
 
 def _check_tensor_size(tensor: torch.Tensor, path: Path) -> None:
@@ -158,13 +189,16 @@ def _is_plain(tree: Any) -> bool:
 
 
 def _check_state_dict(state_dict: Any, path: Path) -> None:
-    """Named tensors, each finite: every output of a network with NaN or infinite weights is NaN."""
+    """Named tensors, each finite (complex ones too): every output of a network with NaN or infinite weights is
+    NaN."""
     if not isinstance(state_dict, dict) or not all(
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state_dict.items()
     ):
         raise CheckpointError(f"{path}: its 'state_dict' is not a mapping of names to tensors")
     bad = [
-        name for name, tensor in state_dict.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+        name
+        for name, tensor in state_dict.items()
+        if (tensor.is_floating_point() or tensor.is_complex()) and not torch.isfinite(tensor).all()
     ]
     if bad:
         raise CheckpointError(
@@ -230,7 +264,7 @@ def _inside(named: Path, folder: Path, dirpath: Any) -> bool:
 
 def check_state_dict_fits(model: torch.nn.Module, state_dict: dict[str, Any]) -> None:
     """Every weight the model has (so far: a lazily built network checks when built) is in the checkpoint, with
-    the same shape: a resumed run continues the same network."""
+    the same shape and type: a resumed run continues the same network."""
     mismatch = state_dict_mismatch(model, state_dict)
     if mismatch:
         raise CheckpointError(
@@ -240,15 +274,45 @@ def check_state_dict_fits(model: torch.nn.Module, state_dict: dict[str, Any]) ->
 
 
 def state_dict_mismatch(model: torch.nn.Module, state_dict: dict[str, Any]) -> str:
-    """The model's weights that `state_dict` lacks or holds in another shape, said in a few words ('' if none)."""
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    found = {name: tuple(tensor.shape) for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
+    """The model's weights that `state_dict` lacks, or holds in another shape or type, said in a few words ('' if
+    none). A floating weight may come in any floating type (a precision's: load_state_dict casts it) whose values
+    stay finite in the model's; any other type must be the model's own (an integer weight would load silently)."""
+    expected = model.state_dict()
+    found = {name: tensor for name, tensor in state_dict.items() if isinstance(tensor, torch.Tensor)}
     missing = sorted(expected.keys() - found.keys())
-    wrong = [
-        f"{name} {found[name]} instead of {shape}"
-        for name, shape in expected.items()
-        if name in found and found[name] != shape
+    both = [name for name in expected if name in found]
+    shapes = [
+        f"{name} {tuple(found[name].shape)} instead of {tuple(expected[name].shape)}"
+        for name in both
+        if found[name].shape != expected[name].shape
+    ]
+    types = [
+        f"{name} {_type_name(found[name])} instead of {_type_name(expected[name])}"
+        for name in both
+        if not _castable(found[name], expected[name].dtype)
     ]
     return "; ".join(
-        filter(None, [wrong and "shapes " + ", ".join(wrong[:3]), missing and "missing " + ", ".join(missing[:3])])
+        filter(
+            None,
+            [
+                shapes and "shapes " + ", ".join(shapes[:3]),
+                types and "types " + ", ".join(types[:3]),
+                missing and "missing " + ", ".join(missing[:3]),
+            ],
+        )
     )
+
+
+def _castable(found: torch.Tensor, expected: torch.dtype) -> bool:
+    if found.dtype == expected:
+        return True
+    if not (found.dtype.is_floating_point and expected.is_floating_point):
+        return False
+    # a float64 weight of 1e300 is finite, and infinite once cast to float32
+    return torch.finfo(found.dtype).max <= torch.finfo(expected).max or bool(
+        found.abs().max() <= torch.finfo(expected).max if found.numel() else True
+    )
+
+
+def _type_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")

@@ -65,6 +65,7 @@ NOT_THE_RUN = (
     "trainer.enable_progress_bar=",
     "extras.",
     "logger",
+    "limits.",  # how large a model this machine may build: a run that needed a raised limit is still the run
 )
 
 

@@ -140,6 +140,16 @@ def check_arguments(target: Any, values: Mapping[str, Any], prefix: str) -> None
             check_type(value, hints[name], f"{prefix}.{name}", target.__name__)
 
 
+def check_options(declaration: type, node: Mapping[str, Any], command: str, prefix: str = "") -> None:
+    """The entries of a config node that `declaration`'s fields name (an entry point's options: src.sample's
+    SampleOptions), each against its declared type and range, named `prefix.name` (`name` at the top)."""
+    names, hints, _ = signature(declaration)
+    for name in names:
+        key = f"{prefix}.{name}" if prefix else name
+        check_finite(node[name], key)
+        check_type(node[name], hints[name], key, command)
+
+
 def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
     """`value` against a type hint and the range it declares (`Annotated[int, Field(ge=1)]`); ConfigError naming
     `key`, the type expected and the bound broken."""
@@ -150,11 +160,16 @@ def check_type(value: Any, hint: Any, key: str, target_name: str) -> None:
     try:
         adapter.validate_python(value)
     except ValidationError as err:
-        errors = err.errors()
-        # one error says which bound, and of which item; a union's several (one per member) say no more than its name
+        # of a union's errors (one per member), those of a member of the value's type: which bound it breaks
+        errors = [error for error in err.errors() if not error["type"].endswith(_OTHER_TYPE)] or err.errors()
+        # one error says which bound, and of which item; several say no more than the type's name
         where = "".join(f"[{index}]" for index in errors[0]["loc"] if isinstance(index, int))
         why = f" ({f'{where}: ' if where else ''}{errors[0]['msg']})" if len(errors) == 1 else ""
         raise ConfigError(f"{key}={value!r} is not valid for {target_name}: expected {type_name(hint)}{why}") from None
+
+
+# pydantic's error types for a value of another type than a union's member (`int_type`, `none_required`, ...)
+_OTHER_TYPE = ("_type", "_parsing", "none_required", "literal_error", "is_instance_of")
 
 
 def type_name(hint: Any) -> str:

@@ -47,7 +47,8 @@ def depth(image_shape: tuple[int, int, int], network: str) -> int:
 def check_stages(image_shape: tuple[int, int, int], count: int, setting: str) -> None:
     """A depth given by hand (`setting`, as the config spells it) must halve the image evenly `count` times."""
     _, height, width = image_shape
-    if height % 2**count or width % 2**count:
+    # the count first: 2**count of an absurd count (2**40 stages) is a number that never ends being computed
+    if count > most_halvings(height, width) or height % 2**count or width % 2**count:
         raise ConfigError(
             f"{setting} halves the {height}x{width} images {count} times, which does not divide evenly; at most "
             f"{most_halvings(height, width)} for this size"

@@ -23,6 +23,9 @@ from genlab.utils.files import replaced_atomically
 # Tiles are drawn at least this many pixels high and wide: a 28x28 digit shown 1:1 is a smudge on a
 # modern screen. Enlarged by a whole factor, nearest neighbour, so every pixel stays a sharp square.
 MIN_TILE_SIZE = 56
+# the most images a family's training grid may show (its num_grid_images): drawn, or generated, at every validation,
+# and illegible long before this many
+MAX_GRID_IMAGES = 1024
 
 
 def tile_grid(images: Tensor, nrow: int, padding: int = 2) -> Tensor:

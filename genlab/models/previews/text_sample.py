@@ -16,6 +16,10 @@ from genlab.utils.files import write_text_atomically
 
 log = logging.getLogger(__name__)
 
+# the longest text sample a family may write at each validation (the GPT's sample_length), in characters: generated
+# one at a time, and read by eye
+MAX_SAMPLE_LENGTH = 10_000
+
 
 class TextSample(Callback):
     """After each validation, a continuation of `prompt` from the same seed, so that progress reads by eye.
