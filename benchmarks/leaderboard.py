@@ -8,8 +8,10 @@ Then `python -m src.eval` scores --num-samples samples of the last checkpoint (t
 sample: its reconstructions of the test split) in the shipped classifier's features against the test split:
 by default 1,000 per training minute, between 1,000 and 10,000, the same number for every family (FID depends on
 it); with precision and recall, and for the families with a likelihood its bound in bits/dim on --likelihood-images
-test images, one scale for all (src.eval's likelihood/bpd). Prints each family's progress; Ctrl-C stops it with one
-line, the board of the families done kept.
+test images, one scale for all (src.eval's likelihood/bpd). A row that builds on another row's trained model (latent
+diffusion on its first stage) trains after it, on its last checkpoint, for the same budget: the first stage's minutes
+are its own row's, which scores its reconstructions, the floor of the latent model's FID. Prints each family's
+progress; Ctrl-C stops it with one line, the board of the families done kept.
 
 Writes to --out (default outputs/leaderboard/<start time>): leaderboard.md and .json (the table),
 leaderboard.html (through src.report's page machinery: the table, a grid of each family's samples, the curves),
@@ -49,10 +51,14 @@ CURVE_SAMPLES = 500
 @dataclass(frozen=True)
 class Entry:
     """A row of the board: a recipe; `bound`: its likelihood (src.eval's likelihood/bpd, where it has one) is an
-    upper bound on the NLL rather than the NLL itself."""
+    upper bound on the NLL rather than the NLL itself; `score`: src.eval's metrics.score (reconstructions: a first
+    stage's, the floor of the latent model over it); `builds_on`: (argument, row) for each trained model it builds
+    on, the last checkpoint of that row, which trains first (its minutes its own row's, not this one's)."""
 
     overrides: tuple[str, ...]
     bound: bool = False
+    score: str | None = None
+    builds_on: tuple[tuple[str, str], ...] = ()
 
 
 # every image family of conf/model/ (tests/test_families.py holds this to it)
@@ -63,6 +69,11 @@ ENTRIES = {
     "gan-hinge": Entry(("experiment=gan_hinge_fashion_mnist",)),
     "gan-wgan-gp": Entry(("experiment=gan_wgan_gp_fashion_mnist",)),
     "diffusion": Entry(("experiment=diffusion_fashion_mnist",), bound=True),  # the variational bound
+    # latent diffusion at the same budget as diffusion, over the first stage of the row before it (trained first)
+    "vae_first_stage": Entry(("experiment=vae_first_stage_fashion_mnist",), score="reconstructions"),
+    "latent_diffusion": Entry(
+        ("experiment=latent_diffusion_fashion_mnist",), builds_on=(("first_stage", "vae_first_stage"),)
+    ),
     "flow": Entry(("experiment=flow_fashion_mnist",)),  # flow matching: no likelihood
     "normalizing_flow": Entry(("experiment=normalizing_flow_fashion_mnist",)),  # exact
 }
@@ -124,12 +135,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.families.split(",")) - ENTRIES.keys()
     if unknown:
         parser.error(f"--families: unknown {', '.join(sorted(unknown))}; expected some of {', '.join(ENTRIES)}")
+    args.families = ",".join(with_what_they_build_on(args.families.split(",")))
     if args.num_samples is None:
         args.num_samples = default_num_samples(args.budget)
     # absolute: the commands run from the repository root, wherever this one was started
     args.out = (args.out or Path("outputs") / "leaderboard" / f"{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
     args.work = (args.work or args.out).resolve()
     return args
+
+
+def with_what_they_build_on(families: list[str]) -> list[str]:
+    """The families, each row that one builds on placed before it (added where not given)."""
+    ordered: list[str] = []
+    for name in families:
+        for _, row in ENTRIES[name].builds_on:
+            if row not in ordered:
+                ordered.append(row)
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
 
 
 def default_num_samples(budget_min: float) -> int:
@@ -142,8 +166,13 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
     budget_s = args.budget * 60
     interval_s = max(1, round(budget_s / args.curve_points))
     sampler = name != "autoencoder"
+    built_on = [
+        f"model.{argument}={newest_run(args.work / 'runs' / row / 'runs') / 'checkpoints' / 'last.ckpt'}"
+        for argument, row in entry.builds_on  # trained just before, by this board
+    ]
     overrides = [
         *entry.overrides,
+        *built_on,
         f"task_name={name}",
         f"paths.log_dir={args.work / 'runs'}",
         f"trainer.accelerator={args.accelerator}",
@@ -167,8 +196,10 @@ def train(name: str, entry: Entry, args: argparse.Namespace) -> Path:
 def evaluate(name: str, run_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     """src.eval's metrics of the run's last checkpoint."""
     eval_dir = args.work / "eval"
+    score = ENTRIES[name].score
     overrides = [
         f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        *([f"metrics.score={score}"] if score else []),
         f"num_samples={args.num_samples}",
         f"likelihood.num_images={args.likelihood_images}",
         f"accelerator={args.accelerator}",
@@ -205,13 +236,14 @@ def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args:
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     device = "cuda" if args.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
     model = load_model(run_dir / "checkpoints" / "last.ckpt").to(device).eval()
-    prefix = "sample" if isinstance(model, ImageSampler) else "reconstruction"
+    samples = isinstance(model, ImageSampler) and entry.score != "reconstructions"
+    prefix = "sample" if samples else "reconstruction"
     images_per_batch = config["data"]["batch_size"]
     picture = args.out / f"{name}.png"
-    if isinstance(model, ImageSampler):
+    if samples:
         torch.manual_seed(0)
         save_image(tile_grid(model.sample(64).float().cpu(), nrow=8), picture)
-    else:  # the autoencoder's last validation picture: inputs above their reconstructions
+    else:  # the last validation picture of its reconstructions: inputs above them
         picture.write_bytes(max((run_dir / "images").glob("reconstructions_*.png")).read_bytes())
     return {
         "family": name,
@@ -227,7 +259,7 @@ def row(name: str, entry: Entry, run_dir: Path, metrics: dict[str, float], args:
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "train_images_per_s": stats["timed_batches"] * images_per_batch / stats["training_seconds"],
         "train_steps": stats["validations"][-1]["step"] if stats["validations"] else None,
-        "sample_images_per_s": sampling_rate(model) if isinstance(model, ImageSampler) else None,
+        "sample_images_per_s": sampling_rate(model) if samples else None,
         "curve": [(v["train_seconds"], v["val/fid"]) for v in stats["validations"] if "val/fid" in v],
         "picture": picture.name,
     }
@@ -303,7 +335,8 @@ def html_page(rows: list[dict], header: dict[str, Any], out: Path) -> str:
     curves = out / "fid_curves.png"
     sections = [
         f"<h1>{html.escape(title(header))}</h1><p><code>{html.escape(header['command'])}</code></p>",
-        f"<p>{html.escape(description(header))}. Training time excludes validations and their FID measurements.</p>",
+        f"<p>{html.escape(description(header))}. Training time excludes validations and their FID measurements, and a "
+        f"latent model's, its first stage's training (that row's own).</p>",
         f"<table><tr>{head}</tr>{body}</table>",
         f"<h2>FID during training</h2>{png_tag(curves.read_bytes(), 'FID curves') if curves.is_file() else ''}",
         f"<h2>Samples</h2>{grids}",
@@ -374,7 +407,10 @@ def main() -> None:
     try:
         for number, name in enumerate(families, start=1):
             say = f"[{number}/{len(families)}] {name}"
+            failed_before = [row for _, row in ENTRIES[name].builds_on if row in failures]
             try:
+                if failed_before:  # nothing to build on: said as such, not as a missing checkpoint
+                    raise RuntimeError(f"not trained: it builds on {', '.join(failed_before)}, which failed")
                 rows.append(run_family(name, args, say))
             except (RuntimeError, OSError, KeyError, ValueError) as err:  # one family's failure leaves the others'
                 failures[name] = str(err)

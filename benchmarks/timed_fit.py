@@ -153,7 +153,7 @@ class RunStats(StepTimer):
             # where SampleFID keeps its torchmetrics states: they must follow the model onto the GPU
             "sample_fid_device": next(
                 (
-                    str(cb.quality.fid.device)
+                    str(cb.quality.fake_features.device)
                     for cb in trainer.callbacks
                     if isinstance(cb, SampleFID) and cb.quality is not None
                 ),

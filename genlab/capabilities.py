@@ -12,7 +12,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 
@@ -42,7 +42,7 @@ class StepwiseSampler(ImageSampler, Protocol):
     sampler and the classifier-free guidance are chosen when sampling (src.sample, src.eval: steps=, sampler=,
     guidance_scale=), and the path from noise to image can be shown (the denoising-trajectory strip)."""
 
-    image_shape: tuple[int, int, int]  # (C, H, W) of its images, and of the noise they start from
+    noise_shape: tuple[int, int, int]  # (C, H, W) of the noise sampling starts from: its images' own, or its latents'
 
     def set_sampling(
         self, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None
@@ -58,12 +58,12 @@ class StepwiseSampler(ImageSampler, Protocol):
 
 @runtime_checkable
 class LatentDecoder(Protocol):
-    """Decodes latent vectors to images (sample grids from fixed noise, interpolations, the 2-D manifold)."""
+    """Decodes latents to images (sample grids from fixed noise, interpolations, the 2-D manifold)."""
 
-    latent_dim: int
+    latent_shape: tuple[int, ...]  # of one latent: (latent_dim,) for a vector, (C, h, w) for a map
 
     def generate(self, z: Tensor) -> Tensor:
-        """Images (B, C, H, W) in [0, 1] for latents z (B, latent_dim)."""
+        """Images (B, C, H, W) in [0, 1] for latents z (B, *latent_shape)."""
         ...
 
 
@@ -72,8 +72,28 @@ class ImageEncoder(Protocol):
     """Encodes images to the Gaussian posterior over latents (interpolations between two images)."""
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance (B, latent_dim) each."""
+        """Mean and log-variance (B, *latent_shape) each."""
         ...
+
+
+@runtime_checkable
+class FirstStage(ImageEncoder, LatentDecoder, Protocol):
+    """Maps images to latents and back: what a latent model works in (latent diffusion's first stage, Rombach et
+    al. 2022)."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W) of the images it encodes
+
+
+class TrainedModel:
+    """Another family's trained model, which a family builds on (latent diffusion's first stage). A constructor
+    argument of this type is given, in a config and in a checkpoint's hyperparameters, as the path of that model's
+    checkpoint: genlab/checkpoints/rebuild.py reads and rebuilds it and hands it over as this, frozen, in eval mode.
+    (A plain class: Hydra's instantiate would turn a dataclass passed to it into a config.)"""
+
+    def __init__(self, model: nn.Module, path: str, content_hash: str) -> None:
+        self.model = model
+        self.path = path  # the checkpoint it was read from, resolved
+        self.content_hash = content_hash  # sha256 of its weights (names, types, shapes, values): which model it is
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ from pydantic import Field
 from rich.progress import track
 
 from genlab.callbacks.interrupt import CheckpointOnInterrupt
-from genlab.capabilities import Denoiser, ImageSampler, LikelihoodModel, Reconstructor, use_sampling_options
+from genlab.capabilities import Denoiser, ImageSampler, LikelihoodModel, Reconstructor, require, use_sampling_options
 from genlab.checkpoints import datamodule_from, model_from, read_checkpoint
 from genlab.data.images import ImageDataModule
 from genlab.errors import ConfigError
@@ -56,7 +56,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     check_replaceable(output_dir / METRICS, "the metrics")  # not after the whole evaluation
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
-    model = model_from(checkpoint, cfg.ckpt_path, instantiate(cfg.limits, "limits"))
+    # within limits.*; model.first_stage=...: what it builds on, elsewhere
+    model = model_from(checkpoint, cfg.ckpt_path, instantiate(cfg.limits, "limits"), cfg.model)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
     # the data given on the command line, else the run's (an image folder's decoded images from this machine's cache)
@@ -150,7 +151,7 @@ def score_images(
     its reconstructions of the test split (against the test split), in the feature space `features`; with seeds > 1,
     their mean and std over seeds."""
     device = model.device
-    generative = isinstance(model, ImageSampler)
+    generative = scores_samples(model, cfg.metrics.score)
     features = features.to(device)
     split = protocol.reference_split if generative else "test"
     real = reference_images(datamodule, split)
@@ -197,12 +198,23 @@ def score_images(
     }
 
 
+def scores_samples(model: L.LightningModule, score: str | None) -> bool:
+    """Whether src.eval scores the model's samples (else its reconstructions of the test split): metrics.score, or
+    with null samples where the model draws them. A first stage's reconstructions are the floor of the latent model
+    built on it."""
+    if score is None:
+        return isinstance(model, ImageSampler)
+    capability = ImageSampler if score == "samples" else Reconstructor
+    require(model, capability, f"metrics.score={score}")
+    return score == "samples"
+
+
 @torch.no_grad()
 def likelihood(model: LikelihoodModel, datamodule: ImageDataModule, num_images: int | None, cfg: DictConfig) -> dict:
     """The model's bound on -log2 P of the test split's 8-bit images, in bits/dim (genlab/models/likelihood.py):
     on its first `num_images` (None: all of them), one scale for every family."""
     if model.likelihood_bound is None:
-        log.info(f"{type(model).__name__}: no likelihood (flow matching's is not offered); likelihood/bpd left out")
+        log.info(f"{type(model).__name__}: offers no likelihood bound (flow matching, latent diffusion)")
         return {}
     bits, seen = [], 0
     log.info(f"Likelihood: {model.likelihood_bound}, k={cfg.likelihood.importance_samples}")
@@ -292,6 +304,8 @@ class MetricsOptions:
     """src.eval's `metrics.*`, declared as EvalOptions are."""
 
     protocol: Literal[tuple(PROTOCOLS)] = "quick"
+    # null: samples where the model draws them, else reconstructions (a first stage's: the floor of a latent model)
+    score: Literal["samples", "reconstructions"] | None = None
     feature: Literal["classifier", "inception"] = "classifier"
     classifier_ckpt: str | None = None
     inception_weights: str | None = None

@@ -53,7 +53,9 @@ def sample(cfg: DictConfig) -> Path:
     if "data" in cfg:
         log.info(f"src.sample draws from the checkpoint alone: data ({cfg.data.get('_target_')}) is not used")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-    model = load_model(cfg.ckpt_path, map_location=device, limits=instantiate(cfg.limits, "limits"))
+    model = load_model(  # within limits.*; model.first_stage=...: see conf/sample.yaml
+        cfg.ckpt_path, map_location=device, limits=instantiate(cfg.limits, "limits"), trained=cfg.model
+    )
     if not isinstance(model, (TextGenerator, ImageSampler)):
         raise ConfigError(
             f"{cfg.ckpt_path}: its model, {type(model).__name__}, does not generate samples (it is neither an "

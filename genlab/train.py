@@ -33,6 +33,7 @@ from genlab.callbacks.interrupt import CheckpointOnInterrupt
 from genlab.callbacks.resume import ExactResume, ResumedStatesFit
 from genlab.callbacks.size_limits import LazyNetworkLimits
 from genlab.callbacks.validate_at_end import ValidateAtEnd
+from genlab.checkpoints.rebuild import build_model
 from genlab.checkpoints.resume import check_resumable, resume_path
 from genlab.errors import ConfigError, GenlabError
 from genlab.utils import run_folder
@@ -57,7 +58,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     check_print_config(cfg.extras.print_config)
     check_devices(cfg.trainer)
-    check_model_size(cfg.model, instantiate(cfg.limits, "limits"))  # before the data is downloaded or read
+    limits = instantiate(cfg.limits, "limits")
+    check_model_size(cfg.model, limits)  # before the data is downloaded or read
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
     if ckpt_path is not None:  # a foreign, broken or remote file: refused before anything is built
@@ -74,7 +76,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         if cfg.extras.print_config and sweep_job() in (None, 0):  # in a sweep, for its first job only
             print_config(cfg, tree_file=output_dir / run_folder.CONFIG_TREE)
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: L.LightningModule = instantiate(cfg.model, "model")
+    # with the trained models it builds on, read from their files (within limits.* too)
+    model: L.LightningModule = build_model(cfg.model, limits=limits)
     start_step = 0
     if resumed is not None:  # the weights that exist already (a lazily built network checks its own when built)
         check_state_dict_fits(model, resumed.pop("state_dict"))
@@ -139,7 +142,8 @@ def check_model_size(model_config: DictConfig, limits: SizeLimits) -> None:
     """The model that `model_config` describes, counted as it is built on the meta device (no memory): refused in one
     line past `limits`, before it exists. A network built later, in configure_model: LazyNetworkLimits."""
     try:
-        built_within(limits, lambda: instantiate(model_config, "model"))
+        # the trained models it builds on (latent diffusion's first stage) read as build_model reads them
+        built_within(limits, lambda: build_model(model_config, "model", limits))
     except ModelTooLarge as err:
         raise ConfigError(f"model: the {model_config._target_.rsplit('.', 1)[-1]} of these settings {err}") from None
 

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -32,10 +33,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.commands import ROOT as ROOT  # the repository root, for the test modules
 from benchmarks.commands import run, start
+from genlab.checkpoints.rebuild import builds_on
 from genlab.data.images import CIFAR10DataModule, MNISTDataModule
 from genlab.models.gpt import GPT
+from genlab.models.vae import VAE
 from genlab.train import train
 from genlab.utils.config import CONF_DIR, compose
+from genlab.utils.validation import signature
 
 # Overrides that make any training config small and quiet enough for a test.
 TEST_OVERRIDES = [
@@ -208,9 +212,14 @@ def declared_breaches(model: str, declaration: type | None = None) -> list[Breac
 
 
 def _annotated(cls: type) -> Iterator[tuple[str, Any, Any]]:
-    """(name, type hint, default or inspect.Parameter.empty) of each parameter of `cls` that has a type hint."""
-    parameters = inspect.signature(cls).parameters
-    for name, hint in typing.get_type_hints(cls.__init__, include_extras=True).items():
+    """(name, type hint, default or inspect.Parameter.empty) of each parameter of `cls` that has a type hint; a
+    subclass that passes **kwargs on (latent diffusion) declares its parent's parameters too, as check_config reads."""
+    _, hints, _ = signature(cls)
+    parameters = {}
+    for klass in reversed(inspect.getmro(cls)):
+        if "__init__" in vars(klass):
+            parameters |= inspect.signature(klass.__init__).parameters
+    for name, hint in hints.items():
         if name in parameters:
             yield name, hint, parameters[name].default
 
@@ -300,8 +309,9 @@ PAIRED_DATA = {"gpt": ["data=shakespeare"]}
 
 
 def family_config(model: str, output_dir: Path) -> DictConfig:
-    """`model=<model>`'s training config (with the data it pairs with), writing into output_dir: composed once per
-    process, a copy each call, for matrices that change one value per case."""
+    """`model=<model>`'s training config (with the data it pairs with, and the trained models it builds on),
+    writing into output_dir: composed once per process, a copy each call, for matrices that change one value per
+    case."""
     cfg = copy.deepcopy(_composed(model))
     cfg.paths.output_dir, cfg.paths.log_dir = str(output_dir), str(output_dir.parent)
     return cfg
@@ -309,7 +319,33 @@ def family_config(model: str, output_dir: Path) -> DictConfig:
 
 @functools.cache
 def _composed(model: str) -> DictConfig:
-    return compose_config([f"model={model}", *PAIRED_DATA.get(model, [])], Path("never-made/run"))
+    overrides = [f"model={model}", *PAIRED_DATA.get(model, []), *built_on(model_class(model))]
+    return compose_config(overrides, Path("never-made/run"))
+
+
+# --- the trained models a family builds on (latent diffusion's first stage) ---------------------------------------
+DATA_IMAGE_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+_FIRST_STAGES = tempfile.TemporaryDirectory(prefix="genlab-test-first-stages-")  # removed as the process ends
+
+
+def built_on(cls: type, image_shape: tuple[int, int, int] = (1, 28, 28)) -> list[str]:
+    """The overrides that give a model of class `cls` the trained models it builds on (none for most families): an
+    untrained first stage of images of `image_shape` for each."""
+    return [f"model.{name}={first_stage(tuple(image_shape))}" for name in builds_on(cls)]
+
+
+@functools.cache
+def first_stage(image_shape: tuple[int, int, int] = (1, 28, 28), seed: int = 0) -> Path:
+    """The checkpoint of an untrained first stage of images of `image_shape` (a VAE whose latent is a 2-channel map
+    at half the image's size), written once per process in the form src.train gives its checkpoints: for the tests
+    in which the first stage's training does not matter. Another seed: other weights."""
+    torch.manual_seed(seed)
+    vae = VAE(image_shape, latent_dim=2, architecture="spatial", channels=(8,))
+    hyper_parameters = dict(vae.hparams)
+    path = Path(_FIRST_STAGES.name) / f"first_stage-{'x'.join(map(str, image_shape))}-{seed}.ckpt"
+    config = {"model": {"_target_": "genlab.models.vae.VAE", **hyper_parameters}}
+    torch.save({"state_dict": vae.state_dict(), "hyper_parameters": hyper_parameters, "config": config}, path)
+    return path
 
 
 # --- small checkpoints of real runs and models, for the tests of what reads them ---------------------------------

@@ -35,7 +35,7 @@ from torch.nn.modules.module import register_module_module_registration_hook
 from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.callbacks.finite_loss import NonFiniteLossError
 from genlab.callbacks.size_limits import LazyNetworkLimits
-from genlab.checkpoints import CheckpointError, load_model, model_from, read_checkpoint
+from genlab.checkpoints import CheckpointError, build_model, load_model, model_from, read_checkpoint
 from genlab.checkpoints.resume import check_resumable
 from genlab.data.text import CharVocab
 from genlab.errors import GenlabError, RunInterrupted
@@ -57,6 +57,7 @@ from tests.helpers import (
     TEST_OVERRIDES,
     Breach,
     absurd_sizes,
+    built_on,
     compose_config,
     declared_breaches,
     family_config,
@@ -123,7 +124,7 @@ def build(node: dict[str, Any], limits: SizeLimits = LIMITS) -> torch.nn.Module:
     """The model a config node describes, as a checkpoint's rebuild makes it: on the meta device, counted."""
 
     def configured() -> torch.nn.Module:
-        model = instantiate(node)
+        model = build_model(OmegaConf.create(node), "model", limits)  # with the first stage it builds on, if any
         if hasattr(model, "configure_model"):
             model.configure_model()
         return model
@@ -242,7 +243,7 @@ def cli_check(breach: Breach, output_dir: Path) -> None:
     check_config(cfg)
     check_model_size(cfg.model, LIMITS)
     with torch.device("meta"):  # the shell src.train builds (a GPT's network waits for the data's vocabulary)
-        shell = instantiate(cfg.model, "model")
+        shell = build_model(cfg.model, "model", LIMITS)
     data = SimpleNamespace(datamodule=SimpleNamespace(vocab=CharVocab("abcdefghij")))
     LazyNetworkLimits(LIMITS).setup(data, shell, "fit")
 
@@ -301,7 +302,13 @@ def test_every_entry_point_refuses_every_huge_model_in_one_line(
 def refuse_a_huge_model_everywhere(breach: Breach, world: dict[str, Path], tmp_path: Path, shakespeare_dir: Path):
     refuse_a_huge_model_at_sample_and_eval(breach, world, tmp_path)
     data = ["model=gpt", "data=shakespeare", f"paths.data_dir={shakespeare_dir}"] if breach.model == "gpt" else []
-    data = data or [f"model={breach.model}", "data=mnist", "data.val_size=100", f"paths.data_dir={world['data']}"]
+    data = data or [
+        f"model={breach.model}",
+        *built_on(model_class(breach.model)),
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={world['data']}",
+    ]
     value = str(breach.value).replace(" ", "")
     common = [*TEST_OVERRIDES, *data, *LIMIT_OVERRIDES, f"paths.log_dir={tmp_path / 'logs'}"]
     line = one_line_refusal(run_main(train_main, *common, f"model.{breach.name}={value}"), "")
@@ -531,7 +538,13 @@ def test_an_absurd_value_that_is_not_a_size_trains_or_stops_in_one_line(
 def train_one_batch(breach: Breach, world: dict[str, Path], tmp_path: Path, shakespeare_dir: Path) -> None:
     # the GPT: its CPU recipe (4 layers of 128 channels, context 64), a tenth of the default's work per batch
     family = ["experiment=gpt_shakespeare_cpu", f"paths.data_dir={shakespeare_dir}"] if breach.model == "gpt" else []
-    family = family or [f"model={breach.model}", "data=mnist", "data.val_size=100", f"paths.data_dir={world['data']}"]
+    family = family or [
+        f"model={breach.model}",
+        *built_on(model_class(breach.model)),
+        "data=mnist",
+        "data.val_size=100",
+        f"paths.data_dir={world['data']}",
+    ]
     cfg = compose_config([*TEST_OVERRIDES, *family, "debug=fdr"], tmp_path / "run")
     cfg.model[breach.name] = breach.value
 

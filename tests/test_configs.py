@@ -15,17 +15,28 @@ import lightning as L
 import pytest
 import torch
 from annotated_types import BaseMetadata
+from hydra.utils import get_object
 from omegaconf import OmegaConf
 from pydantic.types import Strict
 
 from genlab.capabilities import ImageSampler, Reconstructor
-from genlab.checkpoints import CheckpointError
+from genlab.checkpoints import CheckpointError, build_model
 from genlab.checkpoints.rebuild import checked_arguments
 from genlab.errors import ConfigError
 from genlab.utils.config import CONF_DIR
 from genlab.utils.instantiate import instantiate_all
 from genlab.utils.validation import check_config, check_pairing
-from tests.helpers import IMAGE_MODELS, Breach, compose_config, declared_breaches, family_config, model_class, options
+from tests.helpers import (
+    DATA_IMAGE_SHAPES,
+    IMAGE_MODELS,
+    Breach,
+    built_on,
+    compose_config,
+    declared_breaches,
+    family_config,
+    model_class,
+    options,
+)
 
 
 def test_default_config_is_the_autoencoder_on_fashion_mnist(tmp_path: Path) -> None:
@@ -53,9 +64,10 @@ def test_data_options(tmp_path: Path, data: str) -> None:
 @pytest.mark.parametrize("data", ["mnist", "fashion_mnist", "cifar10"])
 @pytest.mark.parametrize("model", sorted(set(options("model")) - {"gpt"}))
 def test_model_options_on_every_image_dataset(tmp_path: Path, model: str, data: str) -> None:
-    cfg = compose_config([f"model={model}", f"data={data}"], tmp_path)
+    first_stages = built_on(model_class(model), DATA_IMAGE_SHAPES[data])  # latent diffusion's, untrained
+    cfg = compose_config([f"model={model}", f"data={data}", *first_stages], tmp_path)
     check_config(cfg)
-    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    module = build_model(cfg.model)
     images = torch.rand(2, *cfg.data.image_shape)
     if model == "classifier":  # images in, logits out
         assert module(images).shape == (2, cfg.data.num_classes)
@@ -175,12 +187,16 @@ def test_debug_options(tmp_path: Path, debug: str) -> None:
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_options(tmp_path: Path, experiment: str) -> None:
-    cfg = compose_config([f"experiment={experiment}"], tmp_path)
-    if OmegaConf.is_missing(cfg.data, "path"):  # a recipe for the user's own images: a folder (an empty one will do)
-        cfg = compose_config([f"experiment={experiment}", f"data.path={tmp_path}"], tmp_path)
+    overrides = [f"experiment={experiment}"]
+    if OmegaConf.is_missing(compose_config(overrides, tmp_path).data, "path"):  # the user's own images: a folder
+        overrides.append(f"data.path={tmp_path}")  # (an empty one will do)
+    cfg = compose_config(overrides, tmp_path)
+    if "image_shape" in cfg.data:  # a recipe over a first stage: an untrained one of the data's images
+        first_stages = built_on(get_object(cfg.model._target_), cfg.data.image_shape)
+        cfg = compose_config([*overrides, *first_stages], tmp_path)
     check_config(cfg)
     assert cfg.task_name == experiment
-    hydra.utils.instantiate(cfg.model, _convert_="all")
+    build_model(cfg.model)
     hydra.utils.instantiate(cfg.data, _convert_="all")
 
 

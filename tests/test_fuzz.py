@@ -15,7 +15,15 @@ from omegaconf import OmegaConf
 from genlab.callbacks.finite_loss import NonFiniteLossError
 from genlab.errors import ConfigError
 from genlab.train import train
-from tests.helpers import TEST_OVERRIDES, compose_config, families, shared_data_dir, write_mnist_raw
+from tests.helpers import (
+    TEST_OVERRIDES,
+    built_on,
+    compose_config,
+    families,
+    model_class,
+    shared_data_dir,
+    write_mnist_raw,
+)
 
 IMAGES = ["data=mnist", "data.val_size=100"]
 # 1e9 is valid, and diverges: a run ends, or stops with NonFiniteLossError (test_a_gpt_diverging_...: the GPT's)
@@ -102,6 +110,27 @@ FAMILIES: dict[str, tuple[dict[Any, st.SearchStrategy], dict[str, st.SearchStrat
             "model.sampler": st.just("euler_a"),
             "model.sample_steps": st.sampled_from([0, 1001]),  # at most num_timesteps, 1000
             "model.guidance_scale": st.just("-1"),
+            "model.num_grid_images": st.just(-1),
+            "model.lr": BAD_LR,
+        },
+    ),
+    "latent_diffusion": (  # over an untrained first stage whose latents are 2 x 14 x 14 (tests/helpers.py)
+        {
+            ("model.objective", "model.sampler"): st.sampled_from(
+                [("ddpm", "null"), ("ddpm", "ddim"), ("flow", "null"), ("flow", "heun")]
+            ),
+            ("model.conditional", "model.guidance_scale"): st.sampled_from([(False, "1"), (True, "3")]),
+            "model.base_channels": st.sampled_from([4, 8]),
+            "model.num_res_blocks": st.just(1),
+            "model.channel_multipliers": st.sampled_from(["[1]", "[1,2]"]),  # 14x14 latents halve once
+            "model.num_grid_images": st.sampled_from([0, 4]),
+            "model.lr": LR,
+        },
+        {
+            "model.objective": st.just("score"),
+            "model.base_channels": BAD_COUNT,
+            "model.channel_multipliers": st.sampled_from(["[]", "[0]"]),
+            "model.sampler": st.just("euler_a"),
             "model.num_grid_images": st.just(-1),
             "model.lr": BAD_LR,
         },
@@ -195,7 +224,8 @@ def test_fast_dev_run_trains_valid_settings_and_refuses_a_bad_one_naming_its_key
 ) -> None:
     if family == "gpt" and not (data_dir / "tinyshakespeare").exists():
         pytest.skip("Tiny Shakespeare is not under $DATA_DIR")
-    base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else [f"model={family}", *IMAGES]
+    images = [f"model={family}", *IMAGES, *built_on(model_class(family))]  # latent diffusion: an untrained 1st stage
+    base = ["experiment=gpt_shakespeare_cpu"] if family == "gpt" else images
 
     @settings(max_examples=5, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(overrides(family))

@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 
 from genlab.checkpoints import read_checkpoint
 from genlab.utils.locks import try_lock
-from tests.helpers import compose_config, families, run_train, start_train
+from tests.helpers import built_on, compose_config, families, model_class, run_train, start_train
 
 KILL_AT_STEP = "GENLAB_TEST_KILL_AT_STEP"
 
@@ -38,6 +38,23 @@ QUIET = [
     "+trainer.enable_progress_bar=false",
     "extras.print_config=false",
     "test=false",
+]
+# the diffusion families' tiny recipe: the pixels' and the latents' process alike
+DIFFUSION = [
+    "data=mnist",
+    "data.val_size=100",
+    "data.batch_size=32",
+    "model.base_channels=8",
+    "model.num_res_blocks=1",
+    "model.attention_heads=2",
+    "model.conditional=true",
+    "model.dropout=0.1",
+    "model.sampler=ddpm",
+    "model.sample_steps=3",
+    "model.num_grid_images=10",
+    "model.warmup_steps=30",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=8",
 ]
 # every family on CPU with deterministic=true, last.ckpt every 10 optimizer steps, killed between two of them
 FAMILIES = {
@@ -68,26 +85,9 @@ FAMILIES = {
         24,
     ),
     # noise, times and dropped labels drawn each step, EMA weights, LR warm-up, ancestral sampling at validation
-    "diffusion": (
-        [
-            "model=diffusion",
-            "data=mnist",
-            "data.val_size=100",
-            "data.batch_size=32",
-            "model.base_channels=8",
-            "model.num_res_blocks=1",
-            "model.attention_heads=2",
-            "model.conditional=true",
-            "model.dropout=0.1",
-            "model.sampler=ddpm",
-            "model.sample_steps=3",
-            "model.num_grid_images=10",
-            "model.warmup_steps=30",
-            "trainer.max_epochs=3",
-            "trainer.limit_train_batches=8",
-        ],
-        14,
-    ),
+    "diffusion": (["model=diffusion", *DIFFUSION], 14),
+    # diffusion's draws, and the first stage's posterior drawn each step; latent_scale measured once, then restored
+    "latent_diffusion": (["model=latent_diffusion", *DIFFUSION], 14),
     # random windows from a 125,000-batch epoch, dropout, warm-up + cosine LR; validations at steps 20 and 40
     "gpt": (
         [
@@ -133,6 +133,7 @@ def test_killed_run_resumed_with_ckpt_path_last_ends_as_the_unbroken_run(
     overrides, kill_at = FAMILIES[family]
     command = [
         *overrides,
+        *built_on(model_class(family)),  # latent diffusion's first stage, untrained
         *QUIET,
         f"paths.data_dir={data_dir}",
         "trainer.deterministic=true",

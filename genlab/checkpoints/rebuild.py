@@ -4,17 +4,25 @@ Nothing a checkpoint names is imported, instantiated or called: a class is looke
 DATA_CLASSES (genlab's classes, imported by this module), and its constructor gets only the parameters it
 declares, each a plain value (text, numbers, lists of them) of the declared type. A `_target_` anywhere below
 is then not a parameter, or not a plain value, and is refused before anything is built.
+
+A family that builds on another family's trained model (latent diffusion on its first stage) declares the argument
+as a TrainedModel; a config and a checkpoint give that model's checkpoint path, which is read and rebuilt here the
+same way (`trained_models`), one level deep, and handed over frozen.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from omegaconf import DictConfig, OmegaConf
 
+from genlab.capabilities import TrainedModel
 from genlab.data.image_folder import ImageFolderDataModule
 from genlab.data.images import CIFAR10DataModule, FashionMNISTDataModule, MNISTDataModule
 from genlab.data.text import ShakespeareDataModule, TextFileDataModule
@@ -24,9 +32,11 @@ from genlab.models.classifier import Classifier
 from genlab.models.diffusion import Diffusion
 from genlab.models.gan import GAN
 from genlab.models.gpt import GPT
+from genlab.models.latent_diffusion import LatentDiffusion
 from genlab.models.normalizing_flow import NormalizingFlow
 from genlab.models.vae import VAE
 from genlab.utils.checkpoint_reader import CheckpointError, read_checkpoint, state_dict_mismatch
+from genlab.utils.instantiate import instantiate
 from genlab.utils.model_size import DEFAULT_LIMITS, ModelTooLarge, SizeLimits, built_within
 from genlab.utils.validation import check_finite, check_type, signature
 
@@ -37,7 +47,7 @@ def _by_name(*classes: type) -> dict[str, type]:
 
 # the classes a checkpoint may name, by the `_target_` that src.train's configs give them; a new family adds its own
 MODEL_CLASSES: dict[str, type[L.LightningModule]] = _by_name(
-    Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow
+    Autoencoder, VAE, GAN, GPT, Diffusion, Classifier, NormalizingFlow, LatentDiffusion
 )
 DATA_CLASSES: dict[str, type[L.LightningDataModule]] = _by_name(
     MNISTDataModule,
@@ -67,17 +77,34 @@ def model_class(checkpoint: dict[str, Any], path: str | Path) -> type[L.Lightnin
 
 
 def load_model(
-    path: str | Path, map_location: str | torch.device = "cpu", limits: SizeLimits = DEFAULT_LIMITS
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    limits: SizeLimits = DEFAULT_LIMITS,
+    trained: Mapping[str, Any] | None = None,
 ) -> L.LightningModule:
-    """The model of a genlab checkpoint file, in eval mode, on `map_location`; one past `limits` is refused."""
-    return model_from(read_checkpoint(path), path, limits).to(map_location)
+    """The model of a genlab checkpoint file, in eval mode, on `map_location` (`trained`: as model_from's); one past
+    `limits` is refused."""
+    return model_from(read_checkpoint(path), path, limits, trained).to(map_location)
 
 
-def model_from(checkpoint: dict[str, Any], path: str | Path, limits: SizeLimits = DEFAULT_LIMITS) -> L.LightningModule:
+def model_from(
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    limits: SizeLimits = DEFAULT_LIMITS,
+    trained: Mapping[str, Any] | None = None,
+) -> L.LightningModule:
     """The model of a checkpoint read by `read_checkpoint`, in eval mode, built from its checked hyperparameters,
-    holding its weights."""
+    holding its weights. The trained models it builds on are read from the paths its hyperparameters recorded, or
+    from those `trained` gives ({argument: path}, the command line's `model.first_stage=...`; None values unset)."""
     cls = model_class(checkpoint, path)
     arguments = checked_arguments(cls, checkpoint["hyper_parameters"], "hyper_parameters", path)
+    given = {name: value for name, value in (trained or {}).items() if value is not None}
+    if given.keys() - set(builds_on(cls)):
+        raise ConfigError(
+            f"model.{', model.'.join(sorted(given.keys() - set(builds_on(cls))))}: {path} holds a {cls.__name__}, "
+            f"which builds on {'model.' + ', model.'.join(builds_on(cls)) if builds_on(cls) else 'no trained model'}"
+        )
+    arguments |= trained_models(cls, arguments | given, f"{path}: its model", limits)
     # first without memory (on the meta device), counted as it is built: a model past the limits is refused before
     # it exists (a million GPT layers is a few numbers in a small file), and the network its hyperparameters
     # describe must be the one whose weights the file holds, so a checkpoint cannot make genlab allocate more
@@ -169,3 +196,53 @@ def _build(cls: type, arguments: dict[str, Any], path: str | Path) -> Any:
     except (GenlabError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its {cls.__name__} ({one_line(err)})") from None
     return built
+
+
+# --- the trained models a family builds on ------------------------------------------------------------------------
+def builds_on(cls: type) -> list[str]:
+    """The arguments of `cls` that are other families' trained models (declared as TrainedModel)."""
+    _, hints, _ = signature(cls)
+    return [name for name, hint in hints.items() if hint is TrainedModel]
+
+
+def trained_models(
+    cls: type, paths: Mapping[str, Any], where: str, limits: SizeLimits = DEFAULT_LIMITS
+) -> dict[str, TrainedModel]:
+    """The trained models that `cls` builds on, each read from the checkpoint path that `paths` gives for its
+    argument and rebuilt by model_from (within `limits`), frozen in eval mode; errors name the argument as
+    `<where>.<argument>`."""
+    built = {}
+    for name in builds_on(cls):
+        path = paths.get(name)
+        if not isinstance(path, str | Path):
+            raise ConfigError(f"{where}.{name}={path!r}: expected the path of a genlab checkpoint to build on")
+        try:
+            checkpoint = read_checkpoint(path)
+            if builds_on(model_class(checkpoint, path)):  # one level: no chain (nor cycle) of files to follow
+                raise CheckpointError(f"{path}: builds on a trained model itself, which a model built on may not")
+            model = model_from(checkpoint, path, limits).requires_grad_(False)
+        except CheckpointError as err:
+            raise CheckpointError(f"{where}.{name}: {err} (model.{name}=PATH names another)") from None
+        built[name] = TrainedModel(model, str(Path(path).resolve()), content_hash(checkpoint["state_dict"]))
+    return built
+
+
+def content_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's weights: each tensor's name, type, shape and bytes, in the names' order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def build_model(node: DictConfig, key: str = "model", limits: SizeLimits = DEFAULT_LIMITS) -> L.LightningModule:
+    """The model a config node describes, built as src.train builds it: the trained models it builds on read from
+    their checkpoints (`trained_models`, within `limits`), everything else instantiated from the config."""
+    cls = MODEL_CLASSES.get(_target(OmegaConf.to_container(node, resolve=False)))  # a model of your own: none
+    missing = [name for name in builds_on(cls) if OmegaConf.is_missing(node, name)] if cls else []
+    if missing:
+        raise ConfigError(f"{key}.{missing[0]}: missing, the path of the checkpoint that {cls.__name__} builds on")
+    given = trained_models(cls, node, key, limits) if cls else {}
+    return instantiate(node, key, **given)

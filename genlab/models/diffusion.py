@@ -12,6 +12,10 @@ Objectives (`objective`):
 Options: an exponential moving average of the weights to sample from, and class-conditional training
 with labels dropped at random, which makes the same net the unconditional model that classifier-free
 guidance (Ho & Salimans, 2022) mixes in at sampling time.
+
+The process is shape-agnostic: it diffuses x0, whatever tensor (B, *noise_shape) that is. `Diffusion` makes x0 of
+the pixels (images in [0, 1] scaled to [-1, 1], predicted x0 clipped there, as Ho et al.); `LatentDiffusion`
+(genlab/models/latent_diffusion.py) of a first stage's latents, unclipped, and decodes what it samples.
 """
 
 from __future__ import annotations
@@ -80,24 +84,31 @@ def spaced_timesteps(num_timesteps: int, steps: int) -> list[int]:
 
 
 # --- samplers: generators of the states from noise (first) to samples (last), steps + 1 in all --------------
-NoisePredictor = Callable[[Tensor, int], Tensor]  # (x_t (B, C, H, W), timestep index t) -> predicted eps
-VelocityPredictor = Callable[[Tensor, float], Tensor]  # (x_t (B, C, H, W), time t in [0, 1]) -> velocity
+NoisePredictor = Callable[[Tensor, int], Tensor]  # (x_t (B, ...), timestep index t) -> predicted eps
+VelocityPredictor = Callable[[Tensor, float], Tensor]  # (x_t (B, ...), time t in [0, 1]) -> velocity
+PIXEL_RANGE = 1.0  # images in [-1, 1]: predicted x0 clipped there (Ho et al.); None for data of no fixed range
 
 
-def _predicted_x0(x: Tensor, noise: Tensor, alpha_cumprod: Tensor) -> Tensor:
-    """x_0 from x_t and the predicted noise, inverting q(x_t | x_0); clipped to the data's [-1, 1] (as Ho et al.)."""
-    return ((x - (1 - alpha_cumprod).sqrt() * noise) / alpha_cumprod.sqrt()).clamp(-1, 1)
+def _predicted_x0(x: Tensor, noise: Tensor, alpha_cumprod: Tensor, clip_x0: float | None) -> Tensor:
+    """x_0 from x_t and the predicted noise, inverting q(x_t | x_0); clipped to [-clip_x0, clip_x0], the data's range
+    (pixels: [-1, 1], as Ho et al.), unless clip_x0 is None (latents: latent diffusion samples unclipped)."""
+    x0 = (x - (1 - alpha_cumprod).sqrt() * noise) / alpha_cumprod.sqrt()
+    return x0 if clip_x0 is None else x0.clamp(-clip_x0, clip_x0)
 
 
 def ddim_trajectory(
-    predict_noise: NoisePredictor, x: Tensor, alphas_cumprod: Tensor, timesteps: list[int]
+    predict_noise: NoisePredictor,
+    x: Tensor,
+    alphas_cumprod: Tensor,
+    timesteps: list[int],
+    clip_x0: float | None = PIXEL_RANGE,
 ) -> Iterator[Tensor]:
     """Deterministic DDIM (eta = 0, Song et al. 2021, eq. 12): x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s) eps_hat."""
     yield x
     for t, s in zip(timesteps, [*timesteps[1:], -1], strict=True):
         alpha_cumprod = alphas_cumprod[t]
         alpha_cumprod_next = alphas_cumprod[s] if s >= 0 else torch.ones_like(alpha_cumprod)  # abar = 1: data
-        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod)
+        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod, clip_x0)
         noise = (x - alpha_cumprod.sqrt() * x0) / (1 - alpha_cumprod).sqrt()  # the noise that fits the clipped x0
         x = alpha_cumprod_next.sqrt() * x0 + (1 - alpha_cumprod_next).sqrt() * noise
         yield x
@@ -109,6 +120,7 @@ def ddpm_trajectory(
     alphas_cumprod: Tensor,
     timesteps: list[int],
     generator: torch.Generator | None = None,
+    clip_x0: float | None = PIXEL_RANGE,
 ) -> Iterator[Tensor]:
     """Ancestral sampling (Ho et al. 2020, Algorithm 2): x_s drawn from the posterior q(x_s | x_t, x0_hat)
     (their eqs. 6-7), with beta = 1 - abar_t / abar_s between the two timesteps of the sub-sequence."""
@@ -117,7 +129,7 @@ def ddpm_trajectory(
         alpha_cumprod = alphas_cumprod[t]
         alpha_cumprod_next = alphas_cumprod[s] if s >= 0 else torch.ones_like(alpha_cumprod)
         beta = 1 - alpha_cumprod / alpha_cumprod_next
-        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod)
+        x0 = _predicted_x0(x, predict_noise(x, t), alpha_cumprod, clip_x0)
         mean = (alpha_cumprod_next.sqrt() * beta / (1 - alpha_cumprod)) * x0 + (
             (1 - beta).sqrt() * (1 - alpha_cumprod_next) / (1 - alpha_cumprod)
         ) * x
@@ -215,15 +227,16 @@ class Sampling:
     guidance_scale: float
 
 
-def _check_together(hp: Mapping[str, Any]) -> None:
-    """The U-Net's settings that constrain each other and the image size, which no one annotation can say (the
-    sampling settings: Diffusion._check_sampling, which set_sampling shares)."""
-    _, height, width = hp["image_shape"]
+def _check_together(hp: Mapping[str, Any], shape: tuple[int, int, int]) -> None:
+    """The U-Net's settings that constrain each other and the size of what it denoises (`shape`: the images', or the
+    latents'), which no one annotation can say (the sampling settings: Diffusion._check_sampling, which set_sampling
+    shares)."""
+    _, height, width = shape
     if hp["channel_multipliers"] is None:
-        multipliers = list(ddpm_multipliers(hp["image_shape"]))
+        multipliers = list(ddpm_multipliers(shape))
     else:
         multipliers = list(hp["channel_multipliers"])
-        check_stages(hp["image_shape"], len(multipliers), f"model.channel_multipliers={multipliers}")
+        check_stages(shape, len(multipliers), f"model.channel_multipliers={multipliers}")
     # the middle attends, and so do the levels at attention_resolutions
     attending = {hp["base_channels"] * multipliers[-1]} | {
         hp["base_channels"] * multiplier
@@ -243,7 +256,12 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
     Logged: train/loss, and val/loss and test/loss: the same mean squared error at times and noise drawn
     from a generator seeded by the batch index, so that they are comparable across epochs and runs (the
     metric that picks the best checkpoint). They are measured with the EMA weights, which are the ones sampled.
+
+    What it diffuses, x0, is the pixels: `x0_from_images` and `images_from_x0` map between them and the images, and
+    `clip_x0` is their range; a subclass that diffuses something else (LatentDiffusion) says so there.
     """
+
+    clip_x0: float | None = PIXEL_RANGE
 
     def __init__(
         self,
@@ -277,7 +295,7 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         check_arguments(Diffusion, self.hparams, "model")
-        _check_together(self.hparams)
+        _check_together(self.hparams, self.noise_shape)
         self.sampling = Sampling(sampler or SAMPLERS[objective][0], sample_steps, guidance_scale)
         self._check_sampling(
             self.sampling,
@@ -285,7 +303,7 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         )
 
         self.unet = UNet(
-            image_shape,
+            self.noise_shape,
             base_channels,
             tuple(channel_multipliers) if channel_multipliers is not None else None,
             num_res_blocks,
@@ -303,6 +321,20 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
             "alphas_cumprod", None if alphas_cumprod is None else alphas_cumprod.float(), persistent=False
         )
 
+    # --- what is diffused: the pixels -------------------------------------------------------------------
+    @property
+    def noise_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of x0, and of the noise that sampling starts from: the images'."""
+        return tuple(self.hparams.image_shape)
+
+    def x0_from_images(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x0 (B, *noise_shape) of images (B, C, H, W) in [0, 1]: [-1, 1], where the noise has unit scale."""
+        return images * 2 - 1
+
+    def images_from_x0(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] of x0 (B, *noise_shape), its values outside [-1, 1] clipped."""
+        return (x.float().clamp(-1, 1) + 1) / 2
+
     # --- the forward process and the loss ------------------------------------------------------------
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t ~ q(x_t | x_0) in closed form (Ho et al. eq. 4): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; t (B,)."""
@@ -313,14 +345,14 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         self, network: torch.nn.Module, images: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
     ) -> Tensor:
         """Mean squared error of `network`'s noise (ddpm) or velocity (flow) prediction at random times."""
-        data = images * 2 - 1  # [0, 1] -> [-1, 1], where the noise has unit scale
-        noise = _random(torch.randn, data.shape, generator=generator, device=data.device)  # (B, C, H, W)
+        data = self.x0_from_images(images, generator)  # (B, *noise_shape)
+        noise = _random(torch.randn, data.shape, generator=generator, device=data.device)  # (B, *noise_shape)
         if self.hparams.objective == "ddpm":
             timestep = _random(
                 torch.randint, self.hparams.num_timesteps, (len(data),), generator=generator, device=data.device
             )  # (B,)
             noisy = self.q_sample(data, timestep, noise)
-            time, target = timestep / self.hparams.num_timesteps, noise  # (B,), (B, C, H, W)
+            time, target = timestep / self.hparams.num_timesteps, noise  # (B,), (B, *noise_shape)
         else:
             time = _random(torch.rand, len(data), generator=generator, device=data.device)  # (B,) in [0, 1)
             t = time[:, None, None, None]
@@ -443,10 +475,10 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
     ) -> Tensor:
         """Images (num_samples, C, H, W) in [0, 1] from noise; a conditional model's cycle through the classes
         unless labels (num_samples,) are given. `generator` (None: torch's global one) makes them reproducible."""
-        noise = _random(torch.randn, (num_samples, *self.hparams.image_shape), generator=generator, device=self.device)
+        noise = _random(torch.randn, (num_samples, *self.noise_shape), generator=generator, device=self.device)
         with torch.no_grad():  # the last state; a deque of one holds no other in memory
-            images = collections.deque(self._trajectory(noise, labels, generator), maxlen=1).pop()
-        return (images.float().clamp(-1, 1) + 1) / 2
+            x0 = collections.deque(self._trajectory(noise, labels, generator), maxlen=1).pop()
+            return self.images_from_x0(x0)
 
     def denoising_trajectory(
         self,
@@ -455,15 +487,15 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """States (num_states, B, C, H, W) in [0, 1], evenly spaced over the sampler's steps, from the noise
-        (B, C, H, W) (first; the pure-noise end, x_T) to the samples (last, x_0); at most steps + 1 of them."""
+        """States (num_states, B, C, H, W) as images in [0, 1], evenly spaced over the sampler's steps, from the noise
+        (B, *noise_shape) (first; the pure-noise end, x_T) to the samples (last, x_0); at most steps + 1 of them."""
         picks = set(torch.linspace(0, self.sampling.steps, num_states).round().long().tolist())
         with torch.no_grad():
             states = [x for i, x in enumerate(self._trajectory(noise, labels, generator)) if i in picks]
-        return (torch.stack(states).float().clamp(-1, 1) + 1) / 2
+            return torch.stack([self.images_from_x0(x) for x in states])
 
     def _trajectory(self, noise: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Iterator[Tensor]:
-        """The chosen sampler's states in [-1, 1] scale, noise first, from the EMA weights."""
+        """The chosen sampler's states x_t (B, *noise_shape), noise first, from the EMA weights."""
         hp, sampling = self.hparams, self.sampling
         if not hp.conditional:
             labels = None
@@ -474,7 +506,7 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         network = self.sampling_network
 
         def predict(x: Tensor, time: float) -> Tensor:
-            """The net's prediction (B, C, H, W), guided: unconditional + s (conditional - unconditional)
+            """The net's prediction (B, *noise_shape), guided: unconditional + s (conditional - unconditional)
             (Ho & Salimans 2022, eq. 6, with s = 1 + w): s = 1 is the conditional model, s = 0 the unconditional."""
             times = torch.full((len(x),), time, device=x.device)  # (B,)
             if labels is None or sampling.guidance_scale == 1:
@@ -496,5 +528,5 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
             return predict(x, t / hp.num_timesteps)  # the net's time: t / T, as in training
 
         if sampling.sampler == "ddim":
-            return ddim_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps)
-        return ddpm_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps, generator)
+            return ddim_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps, self.clip_x0)
+        return ddpm_trajectory(predict_noise, noise, self.alphas_cumprod, timesteps, generator, self.clip_x0)

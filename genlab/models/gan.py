@@ -115,6 +115,10 @@ class GAN(SharedHooks, L.LightningModule):
     def latent_dim(self) -> int:
         return self.hparams.latent_dim
 
+    @property
+    def latent_shape(self) -> tuple[int]:
+        return (self.latent_dim,)
+
     def sample(self, num_samples: int, labels: Tensor | None = None) -> Tensor:
         """Images from noise z ~ N(0, I); a conditional model's cycle through the classes unless labels are given."""
         return self.generate(torch.randn(num_samples, self.latent_dim, device=self.device), labels)

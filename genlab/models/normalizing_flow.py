@@ -57,6 +57,10 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     def latent_dim(self) -> int:
         return math.prod(self.hparams.image_shape)  # a flow keeps every dimension
 
+    @property
+    def latent_shape(self) -> tuple[int]:
+        return (self.latent_dim,)  # generate() takes the flat vector
+
     def to_logits(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """RealNVP's logit(alpha + (1 - 2 alpha) x) of x in [0, 1]^D (B, C, H, W), away from the infinite logits of 0
         and 1, and its log |det| (B,)."""

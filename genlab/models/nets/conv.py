@@ -1,10 +1,11 @@
-"""Convolutional encoder and decoder between images and flat vectors."""
+"""Convolutional encoders and decoders: between images and flat vectors, and between images and latent maps."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from genlab.models.nets.resolution import check_stages, stage_widths
+from genlab.models.nets.unet import group_norm
 
 FIRST_WIDTH = 32  # the first stage's width where the stages follow the image size: 32, 64, 128, ...
 
@@ -83,3 +84,65 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.upsample(self.head(z))  # (B, in_dim) -> (B, c, h, w) -> (B, C, H, W)
+
+
+class ResidualBlock(nn.Module):
+    """(B, C, H, W) -> same: x + conv(SiLU(norm(conv(SiLU(norm(x)))))), 3x3 convs with group norm (the blocks of
+    the latent-diffusion paper's autoencoder, Rombach et al. 2022, without their attention)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class SpatialEncoder(nn.Module):
+    """Images (B, C, H, W) -> maps (B, out_channels, H/2^S, W/2^S), S = len(channels): a 3x3 stem, then for each
+    stage a stride-2 conv to its width and a residual block, then a 3x3 conv. No flattening: the latent keeps its
+    spatial layout, as a latent-diffusion first stage's (Rombach et al. 2022) does for the U-Net that works in it."""
+
+    def __init__(self, image_shape: tuple[int, int, int], out_channels: int, channels: tuple[int, ...] | None) -> None:
+        super().__init__()
+        channels = stages(image_shape, channels)
+        layers: list[nn.Module] = [nn.Conv2d(image_shape[0], channels[0], 3, padding=1)]
+        width = channels[0]
+        for stage_width in channels:
+            layers += [nn.SiLU(), nn.Conv2d(width, stage_width, 4, stride=2, padding=1), ResidualBlock(stage_width)]
+            width = stage_width
+        layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.layers(images)  # (B, C, H, W) -> (B, out_channels, H/2^S, W/2^S)
+
+
+class SpatialDecoder(nn.Module):
+    """Maps (B, in_channels, H/2^S, W/2^S) -> image logits (B, C, H, W): the encoder's mirror, each stage a residual
+    block and then a nearest-neighbour upsampling and a 3x3 conv (no checkerboard of transposed convs), so that, as
+    in the encoder, the residual blocks work at the lower resolutions."""
+
+    def __init__(self, image_shape: tuple[int, int, int], in_channels: int, channels: tuple[int, ...] | None) -> None:
+        super().__init__()
+        widths = list(reversed(stages(image_shape, channels)))  # e.g. (32, 64) -> 64, 32
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+        for width, next_width in zip(widths, [*widths[1:], widths[-1]], strict=True):
+            layers += [
+                ResidualBlock(width),
+                nn.SiLU(),
+                nn.Upsample(scale_factor=2.0, mode="nearest"),
+                nn.Conv2d(width, next_width, 3, padding=1),
+            ]
+        layers += [group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], image_shape[0], 3, padding=1)]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)  # (B, in_channels, h, w) -> (B, C, h * 2^S, w * 2^S)

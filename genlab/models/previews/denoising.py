@@ -32,7 +32,7 @@ class FixedNoiseSamples(Callback):
         if trainer.sanity_checking or not self.num_images:
             return
         generator = torch.Generator().manual_seed(self.seed)  # on the CPU: the same draws on any device
-        noise = torch.randn((self.num_images, *pl_module.image_shape), generator=generator).to(pl_module.device)
+        noise = torch.randn((self.num_images, *pl_module.noise_shape), generator=generator).to(pl_module.device)
         states = pl_module.denoising_trajectory(noise, self.num_states, generator=generator)  # (S, N, C, H, W)
         states = states.float().cpu()
         caption = (

@@ -29,7 +29,7 @@ class SampleGrid(Callback):
         if trainer.sanity_checking:
             return
         generator = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_images, pl_module.latent_dim, generator=generator).to(pl_module.device)
+        z = torch.randn(self.num_images, *pl_module.latent_shape, generator=generator).to(pl_module.device)
         with torch.no_grad():
             images = pl_module.generate(z)
         caption = (
@@ -60,10 +60,11 @@ class LatentInterpolation(Callback):
             return
         pairs = len(self.images) // 2
         with torch.no_grad():
-            mu = pl_module.encode(self.images[: 2 * pairs])[0]  # (2P, latent_dim)
-            start, end = mu[:pairs], mu[pairs:]  # (P, latent_dim) each
-            weights = torch.linspace(0, 1, self.steps, device=mu.device)[None, :, None]  # (1, S, 1)
-            z = start[:, None] + weights * (end - start)[:, None]  # (P, S, latent_dim)
+            mu = pl_module.encode(self.images[: 2 * pairs])[0]  # (2P, *latent_shape)
+            start, end = mu[:pairs], mu[pairs:]  # (P, *latent_shape) each
+            weights = torch.linspace(0, 1, self.steps, device=mu.device)  # (S,)
+            weights = weights.view(1, self.steps, *[1] * (mu.dim() - 1))  # (1, S, 1, ...)
+            z = start[:, None] + weights * (end - start)[:, None]  # (P, S, *latent_shape)
             images = pl_module.generate(z.flatten(0, 1))  # (P*S, C, H, W)
         caption = (
             f"Each row: {self.steps} images decoded from evenly spaced points on the straight line between the "
@@ -86,7 +87,7 @@ class LatentManifold(Callback):
         require(pl_module, LatentDecoder, type(self).__name__)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or pl_module.latent_dim != 2:
+        if trainer.sanity_checking or tuple(pl_module.latent_shape) != (2,):
             return
         quantiles = torch.linspace(0.05, 0.95, self.size)
         coordinates = torch.distributions.Normal(0.0, 1.0).icdf(quantiles)  # (size,)
