@@ -206,12 +206,12 @@ def declared_breaches(model: str, declaration: type | None = None) -> list[Breac
     tomorrow is tested with no test written for it."""
     return [
         Breach(model, name, value, bound)
-        for name, hint, default in _annotated(declaration or model_class(model))
+        for name, hint, default in annotated_parameters(declaration or model_class(model))
         for value, bound in _outside(hint, None if default is inspect.Parameter.empty else default)
     ]
 
 
-def _annotated(cls: type) -> Iterator[tuple[str, Any, Any]]:
+def annotated_parameters(cls: type) -> Iterator[tuple[str, Any, Any]]:
     """(name, type hint, default or inspect.Parameter.empty) of each parameter of `cls` that has a type hint; a
     subclass that passes **kwargs on (latent diffusion) declares its parent's parameters too, as check_config reads."""
     _, hints, _ = signature(cls)
@@ -244,10 +244,11 @@ def _outside(hint: Any, default: Any) -> Iterator[tuple[Any, str]]:
         rest = list(default or [])[1:]  # a default of None (chosen by the data): a tuple of the one item
         for value, bound in _outside(args[0], default[0] if default else None):
             yield [value, *rest], f"[0] {bound}"
-    elif origin is tuple and default:
+    elif origin is tuple:  # a fixed tuple (an image shape, given by the data: no default): from ones, each in turn
+        base = list(default) if default else [1] * len(args)
         for i in range(len(args)):
-            for value, bound in _outside(args[i], default[i]):
-                yield [*default[:i], value, *default[i + 1 :]], f"[{i}] {bound}"
+            for value, bound in _outside(args[i], base[i]):
+                yield [*base[:i], value, *base[i + 1 :]], f"[{i}] {bound}"
 
 
 def _past(bound: Any, base: Any, default: Any) -> tuple[Any, str]:
@@ -278,7 +279,7 @@ def absurd_sizes(model: str, given: dict[str, Any], declaration: type | None = N
     items. Tuples start from their default, or from `given` (the config's values) where there is none."""
     return [
         Breach(model, name, value, what)
-        for name, hint, default in _annotated(declaration or model_class(model))
+        for name, hint, default in annotated_parameters(declaration or model_class(model))
         for value, what in _absurd(hint, given.get(name) if default in (inspect.Parameter.empty, None) else default)
     ]
 

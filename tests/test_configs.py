@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import inspect
 import os
 import re
 import typing
@@ -30,6 +29,7 @@ from tests.helpers import (
     DATA_IMAGE_SHAPES,
     IMAGE_MODELS,
     Breach,
+    annotated_parameters,
     built_on,
     compose_config,
     declared_breaches,
@@ -264,9 +264,7 @@ def test_every_range_a_family_declares_is_stepped_past(model: str) -> None:
     """One Breach per declaration of the family's constructor: a bound or choice that declared_breaches does not
     read (a kind of node it does not walk, a tuple without a default) would be checked by no test."""
     cls = model_class(model)
-    parameters = inspect.signature(cls).parameters
-    hints = typing.get_type_hints(cls.__init__, include_extras=True)
-    declared = {name: declarations(hint) for name, hint in hints.items() if name in parameters}
+    declared = {name: declarations(hint) for name, hint, _ in annotated_parameters(cls)}
     stepped_past = collections.Counter(breach.name for breach in BREACHES if breach.model == model)
     assert sum(declared.values()) > 0, f"{cls.__name__} declares no range"
     assert stepped_past == +collections.Counter(declared), (
