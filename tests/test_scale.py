@@ -15,6 +15,7 @@ import pytest
 import torch
 from hydra import initialize_config_dir
 from lightning.pytorch.callbacks import Callback
+from torchmetrics.utilities import dim_zero_cat
 
 from genlab.checkpoints import read_checkpoint
 from genlab.metrics.sample_fid import SampleFID
@@ -73,8 +74,8 @@ def assert_replicas_equal(folder: Path, num_processes: int = 2) -> dict[str, tor
 
 
 class SaveSampleShares(Callback):
-    """After sample_fid's scoring, each process saves how many real and generated images it fed the metric, and the
-    sum of its generated images' features, to `<folder>/rank<r>.json`."""
+    """After sample_fid's scoring, each process saves how many reference images it scored against, how many generated
+    images it fed the metric, and the sum of its generated images' features, to `<folder>/rank<r>.json`."""
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
@@ -83,11 +84,13 @@ class SaveSampleShares(Callback):
         if trainer.sanity_checking:
             return
         (sample_fid,) = [callback for callback in trainer.callbacks if isinstance(callback, SampleFID)]
-        fid = sample_fid.quality.fid  # after compute(), torchmetrics holds this process's own states again
+        quality = sample_fid.quality
+        # after compute(), torchmetrics holds this process's own states again
+        generated = dim_zero_cat(quality.fake_features.value)  # (M, D)
         share = {
-            "real": int(fid.real_features_num_samples),
-            "generated": int(fid.fake_features_num_samples),
-            "generated_features_sum": fid.fake_features_sum.double().sum().item(),
+            "reference": len(quality.reference.features),
+            "generated": len(generated),
+            "generated_features_sum": generated.double().sum().item(),
         }
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(share))
@@ -167,7 +170,8 @@ def test_sample_fid_under_ddp_scores_an_equal_share_of_distinct_samples_from_eac
     )
     assert metrics["val/fid"] > 0 and 1 <= metrics["val/is"] <= 10
     shares = [json.loads((tmp_path / "shares" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert [(share["real"], share["generated"]) for share in shares] == [(50, 50), (50, 50)]  # 100 of each in all
+    # one reference of 100 validation images on every rank (computed once, by rank 0), half the samples on each
+    assert [(share["reference"], share["generated"]) for share in shares] == [(100, 50), (100, 50)]
     # each rank drew its own samples: the same seed on both would have scored one set twice
     assert shares[0]["generated_features_sum"] != shares[1]["generated_features_sum"]
 
