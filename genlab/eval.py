@@ -44,6 +44,7 @@ from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import check_replaceable
 from genlab.utils.instantiate import instantiate
+from genlab.utils.model_size import SizeLimits
 from genlab.utils.run_folder import METRICS, write_metrics
 from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config, check_options, read_from_data
@@ -57,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_replaceable(output_dir / METRICS, "the metrics")  # not after the whole evaluation
     checkpoint = read_checkpoint(cfg.ckpt_path)  # checked data: genlab's own classes are built from its values
     # within limits.*; model.first_stage=...: what it builds on, elsewhere
-    model = model_from(checkpoint, cfg.ckpt_path, instantiate(cfg.limits, "limits"), cfg.model)
+    model = model_from(checkpoint, cfg.ckpt_path, SizeLimits.of(cfg.limits), cfg.model)
     use_sampling_options(model, cfg)  # steps=, sampler=, guidance_scale=: refused for models that take none
     L.seed_everything(cfg.seed, workers=True)
     # the data given on the command line, else the run's (an image folder's decoded images from this machine's cache)

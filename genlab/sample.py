@@ -31,7 +31,7 @@ from genlab.models.previews.image_grid import tile_grid
 from genlab.utils.config import CONF_DIR
 from genlab.utils.failed_runs import exit_on_user_error
 from genlab.utils.files import check_replaceable, replaced_atomically, write_text_atomically
-from genlab.utils.instantiate import instantiate
+from genlab.utils.model_size import SizeLimits
 from genlab.utils.signals import interruptible, signals_end_the_command
 from genlab.utils.validation import check_config, check_options
 
@@ -54,7 +54,7 @@ def sample(cfg: DictConfig) -> Path:
         log.info(f"src.sample draws from the checkpoint alone: data ({cfg.data.get('_target_')}) is not used")
     device = torch.device("cuda" if cfg.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
     model = load_model(  # within limits.*; model.first_stage=...: see conf/sample.yaml
-        cfg.ckpt_path, map_location=device, limits=instantiate(cfg.limits, "limits"), trained=cfg.model
+        cfg.ckpt_path, map_location=device, limits=SizeLimits.of(cfg.limits), trained=cfg.model
     )
     if not isinstance(model, (TextGenerator, ImageSampler)):
         raise ConfigError(

@@ -58,7 +58,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_config(cfg)
     check_print_config(cfg.extras.print_config)
     check_devices(cfg.trainer)
-    limits = instantiate(cfg.limits, "limits")
+    limits = SizeLimits.of(cfg.limits)
     check_model_size(cfg.model, limits)  # before the data is downloaded or read
     ckpt_path = resume_path(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name)
     resumed = None
@@ -145,7 +145,8 @@ def check_model_size(model_config: DictConfig, limits: SizeLimits) -> None:
         # the trained models it builds on (latent diffusion's first stage) read as build_model reads them
         built_within(limits, lambda: build_model(model_config, "model", limits))
     except ModelTooLarge as err:
-        raise ConfigError(f"model: the {model_config._target_.rsplit('.', 1)[-1]} of these settings {err}") from None
+        model_name = model_config["_target_"].rsplit(".", 1)[-1]  # a Hydra key, read by name
+        raise ConfigError(f"model: the {model_name} of these settings {err}") from None
 
 
 def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> list[Callback]:
@@ -163,7 +164,7 @@ def always_on_callbacks(cfg: DictConfig, interrupt: CheckpointOnInterrupt) -> li
         StopOnNonFiniteLoss(),
         RequireMonitoredMetric(cfg.monitor.metric),
         ValidateAtEnd(),
-        LazyNetworkLimits(instantiate(cfg.limits, "limits")),
+        LazyNetworkLimits(SizeLimits.of(cfg.limits)),
     ]
 
 

@@ -8,7 +8,7 @@ Surprising Subtleties in GAN Evaluation") shows that another resize (PIL's antia
 FID by several points, so genlab never resizes before it: images go in at their own resolution, quantized to 8 bits
 as a PNG file would hold them, and grayscale is repeated to three channels (as published MNIST/Fashion-MNIST FIDs).
 
-torch-fidelity reads a weights file with torch.load(weights_only=False) (it unpickles), and downloads the weights
+torch-fidelity unpickles a weights file it is given (torch.load with pickle's full powers), and downloads the weights
 when given no file: genlab reads the file itself as checked data (genlab/utils/checkpoint_reader.py: tensors only)
 and hands torch-fidelity a copy of those tensors in memory, so nothing is downloaded and nothing from the file is
 unpickled.

@@ -10,9 +10,9 @@ so a build on the meta device (shapes, no memory) is counted as it goes and stop
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Annotated
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
@@ -37,6 +37,12 @@ class SizeLimits:
     max_parameters: Annotated[int, Field(ge=1)] = 1_000_000_000
     # modules (a GPT block has 12): 10,000 take a second or two to build, even on the meta device
     max_modules: Annotated[int, Field(ge=1)] = 10_000
+
+    @classmethod
+    def of(cls, limits: Mapping[str, Any]) -> SizeLimits:
+        """The limits a config's `limits` node gives (checked by check_config first), built from its plain values
+        alone: never through instantiate in a command that reads checkpoints."""
+        return cls(**{entry.name: limits[entry.name] for entry in fields(cls)})
 
 
 DEFAULT_LIMITS = SizeLimits()
