@@ -637,6 +637,39 @@ def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "sweep"]  # no journal, no -shm beside it
 
 
+def test_an_optuna_database_another_sweep_is_still_making_is_taken_and_a_mixed_one_refused(tmp_path: Path) -> None:
+    """Two sweeps started together on a new SQLite study: the second may look while the first's create_all has made
+    only some of Optuna's tables. Every stage of a real Optuna database's making is Optuna's; a table of another
+    application beside Optuna's names is not."""
+    import sqlite3
+
+    from hydra_plugins.genlab_optuna_sweeper.storage import OPTUNA_ALL_TABLES, check_storage_file
+
+    made = tmp_path / "made.db"
+    optuna.storages.RDBStorage(f"sqlite:///{made}")
+    with contextlib.closing(sqlite3.connect(made)) as db:
+        schemas = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid").fetchall()
+    assert {name for name, _ in schemas} <= OPTUNA_ALL_TABLES  # a new Optuna table would be taken for a foreign one
+    for count in range(1, len(schemas) + 1):  # the database after each of create_all's tables
+        partial = tmp_path / f"partial-{count}.db"
+        with contextlib.closing(sqlite3.connect(partial)) as db:
+            for _, sql in schemas[:count]:
+                db.execute(sql)
+            db.commit()
+        check_storage_file(f"sqlite:///{partial}")
+    with contextlib.closing(sqlite3.connect(made)) as db:
+        db.execute("CREATE TABLE accounts (name TEXT)")
+        db.commit()
+    check_storage_file(f"sqlite:///{made}")  # Optuna's own, with a table of the user's beside: Optuna's still
+    mixed = tmp_path / "mixed.db"
+    with contextlib.closing(sqlite3.connect(mixed)) as db:
+        db.execute("CREATE TABLE studies (id INTEGER)")
+        db.execute("CREATE TABLE accounts (name TEXT)")
+        db.commit()
+    with pytest.raises(FileRefusedError, match="another application"):
+        check_storage_file(f"sqlite:///{mixed}")
+
+
 # --- the messages and the early check (mutation testing: make mutate found these unpinned) ------------------------
 def test_check_replaceable_refuses_before_the_work_and_makes_no_folder(tmp_path: Path) -> None:
     """src.eval and src.sample refuse a bad target before their long work: the refusal the write would give at the

@@ -121,6 +121,20 @@ def open_storage(
 
 # tables that every Optuna database has (optuna/storages/_rdb/models.py), however old
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
+# every table Optuna 5 makes, and Alembic's of an upgraded one: a database holding only some of them is one that a
+# sweep started beside this one is still making (create_all makes them one by one), not another application's
+OPTUNA_ALL_TABLES = OPTUNA_TABLES | {
+    "alembic_version",
+    "study_directions",
+    "study_system_attributes",
+    "study_user_attributes",
+    "trial_heartbeats",
+    "trial_intermediate_values",
+    "trial_params",
+    "trial_system_attributes",
+    "trial_user_attributes",
+    "trial_values",
+}
 
 
 def check_storage_file(spec: str) -> None:
@@ -161,7 +175,7 @@ def check_storage_file(spec: str) -> None:
         raise FileRefusedError(
             f"{path}: not an SQLite database ({one_line(err)}); name a new file, or Optuna's"
         ) from None
-    if tables and not OPTUNA_TABLES <= tables:
+    if not (OPTUNA_TABLES <= tables or tables <= OPTUNA_ALL_TABLES):
         shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise FileRefusedError(
             f"{path}: the SQLite database of another application (tables {shown_tables}), not an Optuna study's; "
