@@ -10,6 +10,7 @@ so a build on the meta device (shapes, no memory) is counted as it goes and stop
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
@@ -107,7 +108,10 @@ def built_within(limits: SizeLimits, build: Callable[[], nn.Module]) -> nn.Modul
     """`build()` on the meta device, counted as it goes; ModelTooLarge at the first module or number past `limits`.
     Returns the model built, without memory (on the meta device): the shapes to compare a checkpoint's with."""
     count = _Count(limits)
-    with _registrations(count), torch.device("meta"):
+    with _registrations(count), torch.device("meta"), warnings.catch_warnings():
+        # weights a build loads (latent diffusion's first stage) land nowhere on the meta device, and torch says so
+        # for each tensor: only the count matters here
+        warnings.filterwarnings("ignore", message="for .*: copying from a non-meta parameter", category=UserWarning)
         model = build()
     # counted again whole (parameters() and buffers() name a shared tensor once): copies made without registering
     # anything, as an EMA's deepcopy is, are in it now
