@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
+from benchmarks.families import FAMILIES, Family
 from benchmarks.gpt_throughput import plain_gpt
 from benchmarks.machine import describe_machine
 from genlab.models.fused import fused_optimizer_available
@@ -50,45 +51,6 @@ from genlab.models.gan import discriminator_loss, generator_loss, gradient_penal
 from genlab.utils.config import compose
 
 StepFn = Callable[[torch.Tensor, torch.Tensor, int], None]  # (inputs, targets or labels, batch index)
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    overrides: list[str]  # the recipe
-    unit: str  # what a batch's items are: images or tokens
-    smoke: list[str]  # a net small enough for the CPU smoke run
-
-
-SMALL_UNET = ["model.base_channels=8", "model.channel_multipliers=[1,2]", "model.attention_heads=2"]
-SMALL_GAN = ["model.generator_channels=8", "model.discriminator_channels=8"]
-FAMILIES = [
-    Family("ae", ["experiment=ae_denoising_fashion_mnist"], "images", ["model.channels=[8,16]"]),
-    Family("vae", ["experiment=vae_fashion_mnist"], "images", ["model.hidden_dims=[64]"]),
-    Family("gan-bce", ["experiment=gan_fashion_mnist"], "images", SMALL_GAN),
-    Family("gan-hinge", ["experiment=gan_hinge_fashion_mnist"], "images", SMALL_GAN),
-    Family("gan-wgan-gp", ["experiment=gan_wgan_gp_fashion_mnist"], "images", SMALL_GAN),
-    Family("diffusion", ["experiment=diffusion_fashion_mnist", "model.num_grid_images=0"], "images", SMALL_UNET),
-    Family("flow", ["experiment=flow_fashion_mnist", "model.num_grid_images=0"], "images", SMALL_UNET),
-    Family(
-        "classifier",
-        ["experiment=classifier_fashion_mnist", "~callbacks.export_best"],
-        "images",
-        ["model.channels=[8,16]", "model.feature_dim=16"],
-    ),
-    Family(
-        "normalizing_flow",
-        ["experiment=normalizing_flow_fashion_mnist", "model.num_grid_images=0"],
-        "images",
-        ["model.hidden_channels=8", "model.coupling_layers=2"],
-    ),
-    Family(
-        "gpt",
-        ["experiment=gpt_shakespeare", "model.sample_length=0"],
-        "tokens",
-        ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.block_size=32", "data.num_val_windows=16"],
-    ),
-]
 
 
 @dataclass(frozen=True)
@@ -205,8 +167,8 @@ def genlab_config(
     total = settings.warmup + settings.batches
     return compose(
         [
-            *family.overrides,
-            *(family.smoke if smoke else []),
+            *family.recipe,
+            *(family.tiny if smoke else []),
             f"data.batch_size={batch_size}",
             f"trainer.accelerator={settings.accelerator}",
             f"trainer.precision={settings.precision}",
@@ -586,7 +548,7 @@ def run(
     }
     rows: list[dict[str, Any]] = []
     for family in families:
-        recipe_batch = compose([*family.overrides]).data.batch_size
+        recipe_batch = compose([*family.recipe]).data.batch_size
         for batch_size in batch_sizes(family, settings, recipe_batch):
             started = time.perf_counter()
             try:

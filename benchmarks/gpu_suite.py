@@ -9,9 +9,9 @@ skipped, and says so):
                 validation loss, wall time to val/loss <= 1.47 (nanoGPT: about 3 minutes on an A100),
                 tokens/s, peak GPU memory
   overhead      the same GPT trained by benchmarks.gpt_throughput's plain loop and by genlab, paired rounds
-  families      ae, vae, gan (bce, hinge, wgan-gp) and classifier on Fashion-MNIST in fp32 and bf16-mixed, the
-                GAN (manual optimization: its own loss scaling) also in 16-mixed; images/s, final losses, all
-                finite; one sample_fid validation on the GPU
+  families      every image family of benchmarks/families.py (the GAN with each of its losses) on Fashion-MNIST in
+                fp32 and bf16-mixed, the GAN (manual optimization: its own loss scaling) also in 16-mixed;
+                images/s, final losses, all finite; one sample_fid validation on the GPU
   ddp           `trainer=ddp trainer.devices=1` for the GAN: the NCCL path in one process
   fsdp          `experiment=gpt_shakespeare trainer=fsdp trainer.devices=1` (FSDP2): trained, resumed half way (compared
                 with the unbroken run weight for weight), its checkpoint scored by src.eval
@@ -43,6 +43,7 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks.commands import CommandFailed, run_logged
+from benchmarks.families import image_families
 from benchmarks.gpt_throughput import paired_rounds, throughput_config
 from benchmarks.machine import describe_machine
 from genlab.utils.config import compose
@@ -205,24 +206,17 @@ def overhead_part(suite: Suite, record: dict, deadline: float) -> str:
     )
 
 
-# name, overrides, the metrics that stand for its loss in the table
-FAMILIES = [
-    ("ae", ["model=ae"], ["val/loss"]),
-    ("vae", ["model=vae"], ["val/nelbo"]),
-    ("gan-bce", ["experiment=gan_fashion_mnist"], ["train/d_loss", "train/g_loss"]),
-    ("gan-hinge", ["experiment=gan_hinge_fashion_mnist"], ["train/d_loss", "train/g_loss"]),
-    ("gan-wgan-gp", ["experiment=gan_wgan_gp_fashion_mnist"], ["train/d_loss", "train/g_loss"]),
-    ("classifier", ["model=classifier"], ["val/loss", "val/acc"]),
-]
 # the GAN steps its optimizers itself, so 16-mixed's loss scaling goes through manual_backward there
 PRECISIONS = {"gan": ["32", "bf16-mixed", "16-mixed"]}
 
 
 def families_part(suite: Suite, record: dict, deadline: float) -> str:
-    """Every image family on Fashion-MNIST in each precision, through src.train.train(cfg) in this process."""
+    """Every image family (benchmarks/families.py) on Fashion-MNIST in each precision, through src.train.train(cfg)
+    in this process; the smoke run with their tiny nets."""
     record["rows"] = rows = []
-    for name, overrides, loss_keys in FAMILIES:
-        for precision in PRECISIONS.get(name.split("-")[0], ["32", "bf16-mixed"]):
+    for family in image_families():
+        name, overrides = family.name, family.tiny_recipe if suite.smoke else family.recipe
+        for precision in PRECISIONS.get(family.option, ["32", "bf16-mixed"]):
             row = {"run": f"{name} / {precision}", "status": "running"}
             rows.append(row)
             suite.write()
@@ -230,7 +224,7 @@ def families_part(suite: Suite, record: dict, deadline: float) -> str:
             try:
                 if time.perf_counter() > deadline:
                     raise PartSkipped("the part's budget is spent")
-                row.update(_family_run(suite, f"{name}_{precision}", overrides, precision, loss_keys, with_fid))
+                row.update(_family_run(suite, f"{name}_{precision}", overrides, precision, family.losses, with_fid))
                 row["status"] = "ok"
             except PartSkipped as skip:
                 row.update(status="skipped", reason=str(skip))
@@ -261,6 +255,7 @@ def _family_run(
             "trainer.max_steps=-1",
             f"trainer.limit_train_batches={batches}",
             f"trainer.limit_val_batches={val_batches}",
+            "trainer.val_check_interval=1.0",  # at the epoch's end: a recipe's every-500-steps is past its batches
             f"trainer.log_every_n_steps={1 if suite.smoke else 50}",
             "test=false",
             "extras.print_config=false",

@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from torch.nn.modules.module import register_module_module_registration_hook
 
+from benchmarks.families import tiny_net
 from genlab.callbacks.checkpoint import RunCheckpointIO
 from genlab.callbacks.finite_loss import NonFiniteLossError
 from genlab.callbacks.size_limits import LazyNetworkLimits
@@ -545,6 +546,7 @@ def train_one_batch(breach: Breach, world: dict[str, Path], tmp_path: Path, shak
         "data.val_size=100",
         f"paths.data_dir={world['data']}",
     ]
+    family += tiny_net(breach.model)  # the breach's own value is set after: it wins
     cfg = compose_config([*TEST_OVERRIDES, *family, "debug=fdr"], tmp_path / "run")
     cfg.model[breach.name] = breach.value
 

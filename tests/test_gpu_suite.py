@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.gpu_efficiency import FAMILIES
+from benchmarks.families import FAMILIES
 from benchmarks.gpu_suite import PARTS
 from tests.helpers import run_module
 

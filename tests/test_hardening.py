@@ -144,7 +144,7 @@ def run_under(log_dir: Path, module: str, *overrides: str) -> subprocess.Complet
 BAD_INPUTS = {
     "train non-finite": ("src.train", ["model.lr=inf"], "error: model.lr=inf"),
     "train range (Lightning)": ("src.train", ["trainer.max_epochs=-5"], "error: trainer: "),
-    "train range (ours)": ("src.train", ["data.num_workers=-1"], "error: data.num_workers must be >= 0"),
+    "train range (ours)": ("src.train", ["data.num_workers=-1"], "error: data.num_workers=-1 is not valid"),
     "train choice": ("src.train", ["callbacks.model_checkpoint.mode=sideways"], "error: callbacks.model_checkpoint:"),
     "train too many devices": ("src.train", ["trainer.devices=999"], "error: trainer.devices=999 asks for 999 CPU"),
     "train missing GPU": ("src.train", ["trainer.accelerator=gpu"], "error: trainer.accelerator=gpu, but this machine"),

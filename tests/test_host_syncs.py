@@ -27,6 +27,7 @@ from omegaconf import open_dict
 from torch.optim.swa_utils import AveragedModel
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.families import FAMILIES, Family
 from genlab.models.ema import averaged_copy
 from genlab.train import train
 from tests.helpers import compose_config
@@ -150,29 +151,13 @@ class HostSyncCounter(Callback):
 
 
 SMALL_IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=16"]
-SMALL_UNET = [
-    "model.base_channels=8",
-    "model.channel_multipliers=[1,2]",
-    "model.attention_heads=2",
-    "model.num_grid_images=0",
+SMALL_TEXT = [
+    "trainer=cpu",
+    "trainer.precision=32",
+    "data.batch_size=8",
+    "model.sample_length=8",
+    "trainer.val_check_interval=7",
 ]
-FAMILIES = {
-    "ae": ["model=ae"],
-    "vae": ["model=vae"],
-    "gan-bce": ["model=gan", "model.loss=bce", "model.generator_channels=8", "model.discriminator_channels=8"],
-    "gan-hinge": ["model=gan", "model.loss=hinge", "model.generator_channels=8", "model.discriminator_channels=8"],
-    "gan-wgan-gp": [
-        "model=gan",
-        "model.loss=wgan-gp",
-        "model.generator_channels=8",
-        "model.discriminator_channels=8",
-        "model.gradient_clip_val=1.0",
-    ],
-    "diffusion": ["experiment=diffusion_fashion_mnist", *SMALL_UNET],
-    "flow": ["experiment=flow_fashion_mnist", *SMALL_UNET],
-    "classifier": ["model=classifier"],
-    "normalizing_flow": ["model=normalizing_flow"],
-}
 
 
 def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]]:
@@ -204,33 +189,20 @@ def count_host_syncs(overrides: list[str], run_dir: Path) -> list[dict[str, Any]
 
 
 @pytest.mark.slow  # 7 batches through a dispatch mode that sees every operator: 5 to 25 s a family on 2 cores
-@pytest.mark.parametrize("family", FAMILIES)
-def test_steps_that_log_nothing_never_wait_for_the_device(family: str, tmp_path: Path, mnist_dir: Path) -> None:
-    overrides = [*FAMILIES[family], *SMALL_IMAGES, f"paths.data_dir={mnist_dir}"]
-    batches = count_host_syncs(overrides, tmp_path / "run")
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+def test_steps_that_log_nothing_never_wait_for_the_device(
+    family: Family, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Every family of benchmarks/families.py, its tiny net: the images on a small MNIST, the GPT on Tiny Shakespeare
+    with a validation (its text sample included) at the last batch."""
+    if family.unit == "images":
+        data = [*SMALL_IMAGES, f"paths.data_dir={request.getfixturevalue('mnist_dir')}"]
+    else:
+        data = [*SMALL_TEXT, f"paths.data_dir={request.getfixturevalue('shakespeare_dir')}"]
+    batches = count_host_syncs([*family.tiny_recipe, *data], tmp_path / "run")
     assert len(batches) == 7
     quiet = [batch for batch in batches if not batch["logs"]]
     assert len(quiet) == 4  # batches 1, 2, 4, 5
-    assert [batch for batch in quiet if batch["syncs"]] == []
-
-
-@pytest.mark.slow
-def test_gpt_steps_that_log_nothing_never_wait_for_the_device(tmp_path: Path, shakespeare_dir: Path) -> None:
-    overrides = [
-        "experiment=gpt_shakespeare_cpu",
-        f"paths.data_dir={shakespeare_dir}",
-        "model.n_layer=1",
-        "model.n_head=2",
-        "model.n_embd=32",
-        "data.block_size=32",
-        "data.batch_size=8",
-        "data.num_val_windows=16",
-        "model.sample_length=8",
-        "trainer.val_check_interval=7",
-    ]
-    batches = count_host_syncs(overrides, tmp_path / "run")
-    quiet = [batch for batch in batches if not batch["logs"]]
-    assert len(quiet) == 4
     assert [batch for batch in quiet if batch["syncs"]] == []
 
 

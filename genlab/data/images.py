@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Annotated, Literal
 
 import lightning as L
 import torch
 import torchvision
+from pydantic import Field
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.utils import check_integrity, download_and_extract_archive
@@ -20,6 +22,10 @@ from torchvision.datasets.utils import check_integrity, download_and_extract_arc
 from genlab.data.batching import batch_loader, check_on_device, data_device
 from genlab.data.folders import removed_if_failed
 from genlab.errors import ConfigError, CorruptDatasetError, DatasetNotFoundError, one_line
+from genlab.utils.validation import check_arguments
+
+# a count of images, or a fraction of them
+ValSize = Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, lt=1)]
 
 
 class TensorImageDataset(Dataset):
@@ -65,15 +71,18 @@ class ImageDataModule(L.LightningDataModule):
         data_dir: str,
         image_shape: tuple[int, int, int],
         num_classes: int,
-        batch_size: int = 128,
-        val_size: int | float = 5000,
-        num_workers: int = 0,
+        batch_size: Annotated[int, Field(ge=1)] = 128,
+        val_size: ValSize = 5000,
+        num_workers: Annotated[int, Field(ge=0)] = 0,
         download: bool = True,
         seed: int = 42,
-        on_device: bool | str = "auto",
+        on_device: bool | Literal["auto"] = "auto",
         random_flip: bool = False,
     ) -> None:
         super().__init__()
+        # the ranges declared above, as a config's are held to them (genlab/utils/validation.py)
+        ranges = {"batch_size": batch_size, "val_size": val_size, "num_workers": num_workers, "on_device": on_device}
+        check_arguments(ImageDataModule, ranges, "data")
         # image_shape and num_classes are in the data config so that model configs can
         # interpolate them (${data.image_shape}); here we only check they are this dataset's.
         if tuple(image_shape) != self.image_shape or num_classes != self.num_classes:
@@ -81,13 +90,6 @@ class ImageDataModule(L.LightningDataModule):
                 f"data.image_shape={list(image_shape)}, data.num_classes={num_classes} do not match "
                 f"{self.dataset_name}: its images are {list(self.image_shape)} in {self.num_classes} classes"
             )
-        if batch_size < 1 or not val_size > 0:
-            raise ConfigError(
-                f"data.batch_size must be >= 1 and data.val_size a count or a fraction > 0, got {batch_size} and "
-                f"{val_size}"
-            )
-        if num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0 (0 loads in the main process), got {num_workers}")
         check_on_device(on_device, num_workers)
         self.save_hyperparameters(logger=False)
         self.root = Path(data_dir).expanduser().resolve()

@@ -15,7 +15,6 @@ from genlab.capabilities import ImageShape, Stages
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder
 from genlab.models.previews.image_grid import MAX_GRID_IMAGES, ReconstructionGrid
 from genlab.utils.validation import check_arguments
@@ -75,8 +74,7 @@ class Autoencoder(SharedHooks, L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch  # labels are not used
         loss, _ = self._loss(images)
-        if logs_this_step(self.trainer):
-            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
+        self.log_training_values({"train/loss": loss})
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:

@@ -15,7 +15,6 @@ from genlab.capabilities import MAX_STAGES, ImageShape
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.classifier import ConvClassifier
 from genlab.utils.validation import check_arguments
 
@@ -56,8 +55,7 @@ class Classifier(SharedHooks, L.LightningModule):
         loss = F.cross_entropy(logits, labels)
         self.train_acc.update(logits, labels)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)  # over the epoch
-        if logs_this_step(self.trainer):
-            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
+        self.log_training_values({"train/loss": loss})
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:

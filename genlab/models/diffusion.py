@@ -40,7 +40,6 @@ from genlab.models.ema import averaged_copy
 from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.likelihood import bits_per_dim
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.resolution import check_stages
 from genlab.models.nets.unet import UNet, ddpm_multipliers
 from genlab.models.previews.denoising import FixedNoiseSamples
@@ -363,8 +362,7 @@ class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
         images, labels = batch
         labels = self._drop_labels(labels) if self.hparams.conditional else None
         loss = self.loss(self.unet, images, labels)
-        if logs_this_step(self.trainer):
-            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
+        self.log_training_values({"train/loss": loss})
         return loss
 
     def _drop_labels(self, labels: Tensor) -> Tensor:

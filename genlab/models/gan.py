@@ -24,7 +24,6 @@ from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
 from genlab.models.fused import AdamBetas, clip_gradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.dcgan import Discriminator, Generator
 from genlab.models.previews.latent_grids import SampleGrid
 from genlab.utils.validation import check_arguments
@@ -132,15 +131,13 @@ class GAN(SharedHooks, L.LightningModule):
         fake = self.generator(z, labels)
         d_loss, real_logits, fake_logits = self.discriminator_step(real, fake.detach(), labels)
         g_loss = self.generator_step(fake, labels) if (batch_idx + 1) % self.hparams.n_critic == 0 else None
-        # on the batches whose logs are written only (the epoch means are over those), in one copy to the host
-        if logs_this_step(self.trainer):
-            metrics = {**self._discriminator_metrics(real_logits, fake_logits), "d_loss": d_loss}
-            if g_loss is not None:
-                metrics["g_loss"] = g_loss
-            metrics = {f"train/{name}": value for name, value in on_host(**metrics).items()}
-            if "train/g_loss" in metrics:
-                self.log("train/g_loss", metrics.pop("train/g_loss"), on_step=True, on_epoch=True, prog_bar=True)
-            self.log_dict(metrics, on_step=True, on_epoch=True)
+
+        def logged() -> dict[str, Tensor]:  # D's accuracies cost work: computed on the batches that log only
+            metrics = {**self._discriminator_metrics(real_logits, fake_logits), "d_loss": d_loss, "g_loss": g_loss}
+            return {f"train/{name}": value for name, value in metrics.items() if value is not None}
+
+        # the epoch means are over the batches whose logs are written
+        self.log_training_values(logged, prog_bar=("train/g_loss",), on_epoch=True)
         # detached: for the callbacks that watch the losses (a NaN stops the run)
         return d_loss if g_loss is None else d_loss + g_loss
 

@@ -28,7 +28,7 @@ from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import AdamBetas, ClipsFusedGradients, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
-from genlab.models.logged_steps import is_last_validation, logs_this_step, on_host
+from genlab.models.logged_steps import is_last_validation
 from genlab.models.nets.transformer import Transformer
 from genlab.models.previews.text_sample import MAX_SAMPLE_LENGTH, TextSample
 from genlab.utils.checkpoint_reader import CheckpointError, check_state_dict_fits
@@ -153,8 +153,7 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self._loss(batch)
-        if logs_this_step(self.trainer):
-            self.log_dict(on_host(**{"train/loss": loss}), prog_bar=True)
+        self.log_training_values({"train/loss": loss})
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:

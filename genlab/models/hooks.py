@@ -1,11 +1,16 @@
 """The Lightning hooks that read the same in every family, written once: a family says what its evaluation computes
-(`_evaluate`) and which pictures it shows (`previews`), and these call them."""
+(`_evaluate`) and which pictures it shows (`previews`), and these call them; and how a training step logs
+(`log_training_values`), so that a family's `training_step` reads as its loss."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from genlab.models.logged_steps import logs_this_step, on_host
 
 
 class SharedHooks:
@@ -22,6 +27,23 @@ class SharedHooks:
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+    def log_training_values(
+        self,
+        values: Mapping[str, Tensor] | Callable[[], Mapping[str, Tensor]],
+        prog_bar: Collection[str] = ("train/loss",),
+        on_epoch: bool = False,
+    ) -> None:
+        """Log a training step's `values` ({"train/loss": loss}) on the batches whose logs the Trainer writes
+        (`logs_this_step`), copied to the host in one transfer (`on_host`); nothing on the others. `values` may be a
+        function giving them, for values that cost work of their own (the GAN's discriminator accuracies): called
+        on those batches only. `prog_bar`: the names the progress bar shows; `on_epoch`: means over the epoch
+        too (of the logged batches)."""
+        if not logs_this_step(self.trainer):
+            return
+        logged = on_host(**(values() if callable(values) else values))
+        for name, value in logged.items():
+            self.log(name, value, on_step=True, on_epoch=on_epoch, prog_bar=name in prog_bar)
 
     def previews(self) -> list[Callback]:
         """The callbacks (`genlab/models/previews/`) showing the model while it trains; none unless the family says."""

@@ -16,7 +16,6 @@ from genlab.capabilities import ImageShape
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.coupling_flow import CouplingFlow
 from genlab.models.nets.resolution import check_stages
 from genlab.models.previews.image_grid import MAX_GRID_IMAGES
@@ -110,8 +109,7 @@ class NormalizingFlow(SharedHooks, L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, _ = batch
         loss = self.bits_per_dim(images).mean()
-        if logs_this_step(self.trainer):
-            self.log_dict(on_host(**{"train/loss": loss}), on_step=True, on_epoch=False, prog_bar=True)
+        self.log_training_values({"train/loss": loss})
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:

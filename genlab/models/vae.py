@@ -22,7 +22,6 @@ from genlab.models.compiling import Compile, compile_networks
 from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.likelihood import bits_per_dim, dequantize, dequantized_nll
-from genlab.models.logged_steps import logs_this_step, on_host
 from genlab.models.nets.conv import ConvDecoder, ConvEncoder, SpatialDecoder, SpatialEncoder, stages
 from genlab.models.nets.mlp import MLPDecoder, MLPEncoder
 from genlab.models.previews.image_grid import MAX_GRID_IMAGES, ReconstructionGrid
@@ -167,26 +166,25 @@ class VAE(SharedHooks, L.LightningModule):
         images, _ = batch
         recon, kl = self.elbo_terms(images)
         loss = recon + self.kl_weight() * kl
-        if logs_this_step(self.trainer):
-            self._log_terms("train", images, **on_host(loss=loss, recon=recon, kl=kl), on_step=True, on_epoch=False)
+        self.log_training_values(lambda: self._terms("train", images, loss, recon, kl), prog_bar=("train/nelbo",))
         return loss
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], batch_idx: int, split: str) -> None:
         images, _ = batch
         recon, kl, z, logits = self._elbo(images)
         # means over the epoch, across devices; the KL weight is beta, its value after any warm-up
-        self._log_terms(
-            split, images, recon + self.kl_weight() * kl, recon, kl, on_step=False, on_epoch=True, sync_dist=True
-        )
+        terms = self._terms(split, images, recon + self.kl_weight() * kl, recon, kl)
+        for name, value in terms.items():
+            self.log(name, value, prog_bar=name == f"{split}/nelbo", on_step=False, on_epoch=True, sync_dist=True)
         quality = {"mse": F.mse_loss(torch.sigmoid(logits), images), "latent_mean": z.mean(), "latent_std": z.std()}
         self.log_dict({f"{split}/{name}": value for name, value in quality.items()}, sync_dist=True)
 
-    def _log_terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor, **options) -> None:
+    def _terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor) -> dict[str, Tensor]:
+        """The logged terms of the ELBO: {"<split>/loss", ...}; the negative ELBO (beta 1) in nats and bits/dim."""
         nelbo = recon + kl
         bpd = nelbo / (images[0].numel() * math.log(2))  # nats per image -> bits per dimension
-        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd}
-        self.log_dict({f"{split}/{name}": value for name, value in terms.items()}, **options)
-        self.log(f"{split}/nelbo", nelbo, prog_bar=True, **options)
+        terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd, "nelbo": nelbo}
+        return {f"{split}/{name}": value for name, value in terms.items()}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
