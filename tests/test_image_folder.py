@@ -58,6 +58,36 @@ def class_folders(root: Path, per_class: int = 8, size: tuple[int, int] = (40, 4
     return root
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_images_decoded_in_worker_processes_are_those_decoded_here_in_the_same_order(
+    tmp_path: Path, start_method: str
+) -> None:
+    """decode_into_memory's workers write into one block of memory shared with this process (forked), or hand their
+    batches back (a start method that shares none); decode_listing hands batches to its caller (the chunks). All
+    three give the images and labels decoded in this process, an unreadable file skipped in each."""
+    from genlab.data.image_decode import DecodeSettings, decode_into_memory, decode_listing
+    from genlab.utils.image_files import list_images
+
+    folder = class_folders(tmp_path / "images", per_class=150, size=(20, 24))
+    (folder / "dog" / "077.png").write_bytes(b"not a picture")
+    listing, settings = list_images(folder, "auto"), DecodeSettings(16, 3, "center_crop")
+    skipped: list[str] = []
+    here = decode_into_memory(listing, settings, 0, lambda name, why: skipped.append(name))
+    context = torch.multiprocessing.get_context(start_method)
+    with pytest.MonkeyPatch.context() as patch:  # the start method the DataLoader's workers are made with
+        patch.setattr(torch.multiprocessing, "get_start_method", context.get_start_method)
+        patch.setattr(
+            torch.utils.data.DataLoader, "multiprocessing_context", property(lambda _: context, lambda *_: None)
+        )
+        workers = decode_into_memory(listing, settings, 2, lambda name, why: skipped.append(name))
+    batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    decode_listing(listing, settings, 2, lambda name, why: skipped.append(name), lambda *batch: batches.append(batch))
+    assert skipped == ["dog/077.png"] * 3 and here[0].shape == (299, 3, 16, 16) and here[2].kept == 299
+    assert torch.equal(workers[0], here[0]) and torch.equal(workers[1], here[1])
+    positions, images, labels = (torch.cat(parts) for parts in zip(*batches, strict=True))
+    assert torch.equal(images, here[0]) and torch.equal(labels, here[1]) and listing.names.index("dog/077.png") not in positions
+
+
 # --- the same batches as a built-in dataset --------------------------------------------------------------------------
 
 
@@ -415,7 +445,22 @@ def test_throughput_benchmark_measures_every_pipeline(tmp_path: Path) -> None:
     from benchmarks.image_folder_throughput import main
 
     out = tmp_path / "result.json"
-    main(["--images", "300", "--workers", "1", "--epochs", "1", "--work", str(tmp_path), "--out", str(out)])
+    main(
+        [
+            "--images",
+            "300",
+            "--workers",
+            "1",
+            "--epochs",
+            "1",
+            "--rounds",
+            "1",
+            "--work",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
     rates = json.loads(out.read_text())["images_per_second"]
     pipelines = ("torchvision", "genlab", "litdata")
     assert {name.split()[0] for name in rates} == set(pipelines) and len(rates) == 8

@@ -11,6 +11,9 @@ white; 16-bit grayscale keeps its top 8 bits.
 
 from __future__ import annotations
 
+import functools
+import math
+import mmap
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -92,21 +95,23 @@ class DecodeSummary:
 
 @dataclass
 class _Batch:
-    """What one worker decoded of a batch of the listing: the images it could read (one tensor, so that one
-    block of shared memory carries them) and the others' reasons."""
+    """What one worker decoded of a batch of the listing: the positions of the images it could read, with the images
+    (one tensor, so that one block of shared memory carries them) unless it wrote them in place, and the others'
+    reasons."""
 
-    indices: Tensor  # (B',) positions in the listing
-    images: Tensor  # (B', C, S, S) uint8
+    indices: list[int]  # positions in the listing (plain: a tensor would travel through a file descriptor of its own)
+    images: Tensor | None  # (B', C, S, S) uint8; None: written into the tensor decode_into_memory gave
     unreadable: list[tuple[int, str]]
     upscaled: list[int]
 
 
 class _DecodedFiles(Dataset):
-    """Item i: the i-th image of the listing, decoded, or why it cannot be."""
+    """Item i: the i-th image of the listing, decoded (or written into `into[i]`), or why it cannot be."""
 
-    def __init__(self, listing: ImageListing, settings: DecodeSettings) -> None:
+    def __init__(self, listing: ImageListing, settings: DecodeSettings, into: Tensor | None) -> None:
         self.listing = listing
         self.settings = settings
+        self.into = into  # (N, C, S, S) uint8 in shared memory, or None: the images travel with their batch
         self._archive: zipfile.ZipFile | None = None  # opened in each worker process
 
     def __len__(self) -> int:
@@ -122,6 +127,8 @@ class _DecodedFiles(Dataset):
             return index, None, f"over PIL's decompression-bomb limit: {one_line(err)}", False
         except Exception as err:  # noqa: BLE001 (whatever a malformed file makes PIL, zlib or struct raise names it)
             return index, None, one_line(err), False
+        if self.into is not None:
+            self.into[index].numpy()[...] = image
         return index, image, "", upscaled
 
     def _open(self, name: str) -> IO[bytes]:
@@ -132,11 +139,14 @@ class _DecodedFiles(Dataset):
         return self._archive.open(name)
 
 
-def _batch(items: list[tuple[int, np.ndarray | None, str, bool]]) -> _Batch:
+def _batch(items: list[tuple[int, np.ndarray | None, str, bool]], in_place: bool) -> _Batch:
     read = [(index, image) for index, image, _, _ in items if image is not None]
+    images = None
+    if not in_place:
+        images = torch.from_numpy(np.stack([image for _, image in read])) if read else torch.empty(0, dtype=torch.uint8)
     return _Batch(
-        indices=torch.tensor([index for index, _ in read], dtype=torch.int64),
-        images=torch.from_numpy(np.stack([image for _, image in read])) if read else torch.empty(0, dtype=torch.uint8),
+        indices=[index for index, _ in read],
+        images=images,
         unreadable=[(index, why) for index, image, why, _ in items if image is None],
         upscaled=[index for index, _, _, upscaled in items if upscaled],
     )
@@ -146,18 +156,67 @@ def decode_listing(
     listing: ImageListing,
     settings: DecodeSettings,
     num_workers: int,
-    keep: Callable[[Tensor, Tensor, Tensor], None],
     on_unreadable: Callable[[str, str], None],
+    keep: Callable[[Tensor, Tensor, Tensor], None],
 ) -> DecodeSummary:
     """Decode every image of `listing` in order, in `num_workers` processes (0: in this one), handing each batch
-    of readable images to `keep(positions in the listing (B,), images (B, C, S, S) uint8, labels (B,) int64)`. A
-    file that cannot be read goes to `on_unreadable(name, why)`, which raises to stop or returns to skip it."""
+    of readable images to `keep(positions in the listing (B,), images (B, C, S, S) uint8, labels (B,) int64)`: for
+    images that do not fit in memory (litdata's chunks). A file that cannot be read goes to
+    `on_unreadable(name, why)`, which raises to stop or returns to skip it."""
     labels = torch.tensor(listing.labels, dtype=torch.int64)
+    return _decode(listing, settings, num_workers, on_unreadable, None, lambda at, images: keep(at, images, labels[at]))
+
+
+def decode_into_memory(
+    listing: ImageListing, settings: DecodeSettings, num_workers: int, on_unreadable: Callable[[str, str], None]
+) -> tuple[Tensor, Tensor, DecodeSummary]:
+    """Every readable image of `listing`, in order, as one (N, C, S, S) uint8 tensor, with their labels (N,) int64;
+    decoded in `num_workers` processes that write each image straight into it (one block of shared memory made
+    first: no batch is copied from process to process). `on_unreadable` as decode_listing's."""
+    count, side = len(listing.names), settings.image_size
+    shape = (count, settings.channels, side, side)
+    readable = torch.zeros(count, dtype=torch.bool)
+    if num_workers and torch.multiprocessing.get_start_method() != "fork":  # workers that do not share the memory
+        images = torch.empty(shape, dtype=torch.uint8)
+
+        def keep(positions: Tensor, batch: Tensor) -> None:
+            images[positions], readable[positions] = batch, True
+
+        summary = _decode(listing, settings, num_workers, on_unreadable, None, keep)
+    else:
+        images = _shared(shape) if num_workers else torch.empty(shape, dtype=torch.uint8)
+
+        def keep(positions: Tensor, _: None) -> None:
+            readable[positions] = True
+
+        summary = _decode(listing, settings, num_workers, on_unreadable, images, keep)
+    labels = torch.tensor(listing.labels, dtype=torch.int64)
+    if summary.kept < count:  # images were left out: a copy, or the cache file would hold the whole storage
+        return images[readable], labels[readable], summary
+    return images, labels, summary
+
+
+def _shared(shape: tuple[int, ...]) -> Tensor:
+    """A uint8 tensor in anonymous shared memory: the DataLoader's worker processes, forked after it is made, write
+    into this process's memory. Anonymous (mmap of no file), not torch's share_memory_: /dev/shm, which a container
+    often limits to 64 MB, would fail a large folder with a bus error."""
+    buffer = mmap.mmap(-1, max(1, math.prod(shape)))  # MAP_SHARED | MAP_ANONYMOUS; the tensor keeps it alive
+    return torch.frombuffer(buffer, dtype=torch.uint8, count=math.prod(shape)).view(shape)
+
+
+def _decode(
+    listing: ImageListing,
+    settings: DecodeSettings,
+    num_workers: int,
+    on_unreadable: Callable[[str, str], None],
+    into: Tensor | None,
+    keep: Callable[[Tensor, Tensor | None], object],
+) -> DecodeSummary:
     loader = DataLoader(
-        _DecodedFiles(listing, settings),
+        _DecodedFiles(listing, settings, into),
         batch_size=64,
         num_workers=num_workers,
-        collate_fn=_batch,
+        collate_fn=functools.partial(_batch, in_place=into is not None),
         worker_init_fn=ignore_sigint,
     )
     summary = DecodeSummary()
@@ -168,7 +227,7 @@ def decode_listing(
         if batch.upscaled and not summary.upscaled:
             summary.first_upscaled = listing.names[batch.upscaled[0]]
         summary.upscaled += len(batch.upscaled)
-        if len(batch.indices):
-            keep(batch.indices, batch.images, labels[batch.indices])
+        if batch.indices:
+            keep(torch.tensor(batch.indices, dtype=torch.int64), batch.images)
             summary.kept += len(batch.indices)
     return summary

@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,8 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from genlab.data import streaming
-from genlab.data.image_decode import DecodeSettings, DecodeSummary, decode_listing
-from genlab.data.images import ImageDataModule, TensorImageDataset
+from genlab.data.image_decode import DecodeSettings, DecodeSummary, decode_into_memory, decode_listing
+from genlab.data.images import ImageDataModule, TensorImageDataset, ValSize
 from genlab.errors import ConfigError, CorruptDatasetError
 from genlab.utils.files import replaced_atomically
 from genlab.utils.image_files import ImageListing, list_images
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1  # what a cache file holds; a new number makes old caches miss
 MEMORY_SHARE = 0.75  # of the memory available, the most that the decoded images may take
 IMAGES_PER_PROCESS = 256  # decoded per process at least: fewer decode in this process
-
-ValSize = Annotated[int, Field(ge=1)] | Annotated[float, Field(gt=0, lt=1)]
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -170,22 +168,13 @@ class ImageFolderDataModule(ImageDataModule):
         return cached
 
     def _decode(self, listing: ImageListing) -> dict[str, Any]:
-        images = torch.empty((len(listing.names), *self.image_shape), dtype=torch.uint8)  # (N, C, S, S)
-        labels = torch.empty(len(listing.names), dtype=torch.int64)
-        kept = 0
+        images, labels, summary = decode_into_memory(listing, self.settings, *self._decoding(listing))
+        self._check_any_read(listing, summary)
+        return {"images": images, "labels": labels, "found": dataclasses.asdict(summary)}  # plain: kept in the cache
 
-        def keep(positions: Tensor, batch: Tensor, batch_labels: Tensor) -> None:
-            nonlocal kept
-            images[kept : kept + len(batch)], labels[kept : kept + len(batch)] = batch, batch_labels
-            kept += len(batch)
-
-        found = dataclasses.asdict(self._decode_listing(listing, keep))  # plain: kept in the cache file
-        if kept < len(images):  # images were left out: a copy, or the cache file would hold the whole storage
-            images, labels = images[:kept].clone(), labels[:kept].clone()
-        return {"images": images, "labels": labels, "found": found}
-
-    def _decode_listing(self, listing: ImageListing, keep: Any) -> DecodeSummary:
-        """decode_listing with this folder's settings: an unreadable image stops it (named) unless skipped."""
+    def _decoding(self, listing: ImageListing) -> tuple[int, Callable[[str, str], None]]:
+        """The decode processes for this listing, and what an unreadable image does: stops the run (named) unless
+        data.skip_unreadable; said in the log."""
 
         def on_unreadable(name: str, why: str) -> None:
             if not self.hparams.skip_unreadable:
@@ -201,7 +190,10 @@ class ImageFolderDataModule(ImageDataModule):
             f"uint8 ({_in_bytes(len(listing.names) * math.prod(self.image_shape))}), in "
             f"{f'{workers} processes' if workers else 'this process'}"
         )
-        summary = decode_listing(listing, self.settings, workers, keep, on_unreadable)
+        return workers, on_unreadable
+
+    @staticmethod
+    def _check_any_read(listing: ImageListing, summary: DecodeSummary) -> DecodeSummary:
         if summary.kept == 0:
             raise CorruptDatasetError(f"{listing.root}: none of its {len(listing.names):,} images can be read")
         return summary
@@ -252,7 +244,9 @@ class ImageFolderDataModule(ImageDataModule):
             streaming.write_chunks(
                 folder,
                 listing.fingerprint,
-                lambda keep: self._decode_listing(listing, keep),
+                lambda keep: self._check_any_read(
+                    listing, decode_listing(listing, self.settings, *self._decoding(listing), keep)
+                ),
                 part_of=lambda position: "val" if position in val else split,
             )
         return folder
