@@ -33,7 +33,6 @@ from tests.helpers import (
     built_on,
     compose_config,
     declared_breaches,
-    families,
     family_config,
     model_class,
     options,
@@ -374,16 +373,3 @@ def test_model_settings_follow_the_chosen_model(
 
 def test_model_settings_are_named_after_model_options() -> None:
     assert set(options("model_settings")) <= set(options("model"))
-
-
-def test_the_families_that_benchmarks_and_tests_loop_over_are_every_family_of_conf_model() -> None:
-    """benchmarks/families.py: the GPU suite, the efficiency benchmark and the host-sync test run what it lists; a
-    family of conf/model/ that is neither there nor in NOT_LISTED (with its reason) would be run by none of them."""
-    from benchmarks.families import FAMILIES, NOT_LISTED
-
-    listed = {family.option for family in FAMILIES}
-    assert not listed & NOT_LISTED.keys(), "both in FAMILIES and in NOT_LISTED"
-    assert listed | NOT_LISTED.keys() == families().keys(), "benchmarks/families.py: conf/model/"
-    assert len({family.name for family in FAMILIES}) == len(FAMILIES)
-    for family in FAMILIES:  # each recipe is an experiment of that family's option, and composes with its tiny net
-        assert compose_config(family.tiny_recipe, Path("unused")).model._target_ == families()[family.option]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.families import FAMILIES, NOT_LISTED
 from benchmarks.leaderboard import ENTRIES, NOT_ON_THE_BOARD
 from tests.helpers import ROOT, compose_config, families, options
 
@@ -24,6 +25,17 @@ def test_leaderboard_entries_cover_every_family_not_excused(tmp_path: Path) -> N
         on_board.add(by_target[cfg.model._target_])
     assert not on_board & NOT_ON_THE_BOARD.keys(), "benchmarks/leaderboard.py: both ENTRIES and NOT_ON_THE_BOARD"
     assert on_board | NOT_ON_THE_BOARD.keys() == set(families()), "benchmarks/leaderboard.py ENTRIES"
+
+
+def test_the_families_that_benchmarks_and_tests_loop_over_are_every_family_of_conf_model(tmp_path: Path) -> None:
+    """benchmarks/families.py: the GPU suite, the efficiency benchmark and the host-sync test run what it lists; a
+    family of conf/model/ that is neither there nor in NOT_LISTED (with its reason) would be run by none of them."""
+    listed = {family.option for family in FAMILIES}
+    assert not listed & NOT_LISTED.keys(), "both in FAMILIES and in NOT_LISTED"
+    assert listed | NOT_LISTED.keys() == families().keys(), "benchmarks/families.py: conf/model/"
+    assert len({family.name for family in FAMILIES}) == len(FAMILIES)
+    for family in FAMILIES:  # each recipe is an experiment of that family's option, and composes with its tiny net
+        assert compose_config(family.tiny_recipe, tmp_path).model._target_ == families()[family.option]
 
 
 def readme_row(group: str) -> set[str]:

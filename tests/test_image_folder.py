@@ -85,7 +85,11 @@ def test_images_decoded_in_worker_processes_are_those_decoded_here_in_the_same_o
     assert skipped == ["dog/077.png"] * 3 and here[0].shape == (299, 3, 16, 16) and here[2].kept == 299
     assert torch.equal(workers[0], here[0]) and torch.equal(workers[1], here[1])
     positions, images, labels = (torch.cat(parts) for parts in zip(*batches, strict=True))
-    assert torch.equal(images, here[0]) and torch.equal(labels, here[1]) and listing.names.index("dog/077.png") not in positions
+    assert (
+        torch.equal(images, here[0])
+        and torch.equal(labels, here[1])
+        and listing.names.index("dog/077.png") not in positions
+    )
 
 
 # --- the same batches as a built-in dataset --------------------------------------------------------------------------
