@@ -531,7 +531,7 @@ class Part:
 PARTS = [
     Part("gpt", 270, gpt_part),
     Part("overhead", 60, overhead_part),
-    Part("families", 120, families_part),
+    Part("families", 180, families_part),  # 9 image families, 21 runs of 300 batches
     Part("ddp", 45, ddp_part),
     # three training commands (two processes' worth of start-up each on the CPU) and one src.eval
     Part("fsdp", 100, fsdp_part, smoke_budget_s=300),

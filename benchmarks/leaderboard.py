@@ -70,7 +70,7 @@ ENTRIES = {
     "gan-wgan-gp": Entry(("experiment=gan_wgan_gp_fashion_mnist",)),
     "diffusion": Entry(("experiment=diffusion_fashion_mnist",), bound=True),  # the variational bound
     # latent diffusion at the same budget as diffusion, over the first stage of the row before it (trained first)
-    "vae_first_stage": Entry(("experiment=vae_first_stage_fashion_mnist",), score="reconstructions"),
+    "vae_first_stage": Entry(("experiment=vae_first_stage_fashion_mnist",), bound=True, score="reconstructions"),
     "latent_diffusion": Entry(
         ("experiment=latent_diffusion_fashion_mnist",), builds_on=(("first_stage", "vae_first_stage"),)
     ),

@@ -639,35 +639,44 @@ def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
 
 def test_an_optuna_database_another_sweep_is_still_making_is_taken_and_a_mixed_one_refused(tmp_path: Path) -> None:
     """Two sweeps started together on a new SQLite study: the second may look while the first's create_all has made
-    only some of Optuna's tables. Every stage of a real Optuna database's making is Optuna's; a table of another
-    application beside Optuna's names is not."""
+    only some of Optuna's tables. A database caught at any stage of a real Optuna database's making is taken once
+    the other sweep has made it whole; one that stays partial (another application's tables of the same names), or
+    holds a table of another application beside Optuna's names, is refused."""
     import sqlite3
+    import threading
 
     from hydra_plugins.genlab_optuna_sweeper.storage import OPTUNA_ALL_TABLES, check_storage_file
 
     made = tmp_path / "made.db"
     optuna.storages.RDBStorage(f"sqlite:///{made}")
     with contextlib.closing(sqlite3.connect(made)) as db:
-        schemas = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid").fetchall()
-    assert {name for name, _ in schemas} <= OPTUNA_ALL_TABLES  # a new Optuna table would be taken for a foreign one
-    for count in range(1, len(schemas) + 1):  # the database after each of create_all's tables
-        partial = tmp_path / f"partial-{count}.db"
-        with contextlib.closing(sqlite3.connect(partial)) as db:
-            for _, sql in schemas[:count]:
+        schemas = [sql for (sql,) in db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+        names = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY rowid")]
+    assert set(names) <= OPTUNA_ALL_TABLES  # a new Optuna table would be taken for a foreign one
+
+    def make(database: Path, statements: list[str]) -> None:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            for sql in statements:
                 db.execute(sql)
             db.commit()
-        check_storage_file(f"sqlite:///{partial}")
-    with contextlib.closing(sqlite3.connect(made)) as db:
-        db.execute("CREATE TABLE accounts (name TEXT)")
-        db.commit()
-    check_storage_file(f"sqlite:///{made}")  # Optuna's own, with a table of the user's beside: Optuna's still
+
+    for count in (1, len(schemas) // 2, len(schemas) - 1):  # create_all caught after its first, middle, last-but-one
+        partial = tmp_path / f"partial-{count}.db"
+        make(partial, schemas[:count])
+        rest = threading.Timer(0.5, make, (partial, schemas[count:]))  # the other sweep goes on
+        rest.start()
+        check_storage_file(f"sqlite:///{partial}", settle_s=20)
+        rest.join()
+    stays_partial = tmp_path / "stays.db"
+    make(stays_partial, schemas[:2])
+    with pytest.raises(FileRefusedError, match=r"another application .*not made whole within 0.5 s"):
+        check_storage_file(f"sqlite:///{stays_partial}", settle_s=0.5)
+    make(made, ["CREATE TABLE accounts (name TEXT)"])
+    check_storage_file(f"sqlite:///{made}", settle_s=0)  # Optuna's own, with a table of the user's beside
     mixed = tmp_path / "mixed.db"
-    with contextlib.closing(sqlite3.connect(mixed)) as db:
-        db.execute("CREATE TABLE studies (id INTEGER)")
-        db.execute("CREATE TABLE accounts (name TEXT)")
-        db.commit()
+    make(mixed, ["CREATE TABLE studies (id INTEGER)", "CREATE TABLE accounts (name TEXT)"])
     with pytest.raises(FileRefusedError, match="another application"):
-        check_storage_file(f"sqlite:///{mixed}")
+        check_storage_file(f"sqlite:///{mixed}")  # at once: accounts is no table of Optuna's
 
 
 # --- the messages and the early check (mutation testing: make mutate found these unpinned) ------------------------

@@ -181,7 +181,7 @@ class VAE(SharedHooks, L.LightningModule):
 
     def _terms(self, split: str, images: Tensor, loss: Tensor, recon: Tensor, kl: Tensor) -> dict[str, Tensor]:
         """The logged terms of the ELBO: {"<split>/loss", ...}; the negative ELBO (beta 1) in nats and bits/dim."""
-        nelbo = recon + kl
+        nelbo = recon.float() + kl.float()  # summed in float32 whatever the step's precision
         bpd = nelbo / (images[0].numel() * math.log(2))  # nats per image -> bits per dimension
         terms = {"loss": loss, "recon": recon, "kl": kl, "bpd": bpd, "nelbo": nelbo}
         return {f"{split}/{name}": value for name, value in terms.items()}

@@ -121,8 +121,8 @@ def open_storage(
 
 # tables that every Optuna database has (optuna/storages/_rdb/models.py), however old
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
-# every table Optuna 5 makes, and Alembic's of an upgraded one: a database holding only some of them is one that a
-# sweep started beside this one is still making (create_all makes them one by one), not another application's
+# every table Optuna 5 makes, and Alembic's of an upgraded one: a database holding only some of them may be one that
+# a sweep started beside this one is still making (create_all makes them one by one); it is taken once whole
 OPTUNA_ALL_TABLES = OPTUNA_TABLES | {
     "alembic_version",
     "study_directions",
@@ -135,13 +135,18 @@ OPTUNA_ALL_TABLES = OPTUNA_TABLES | {
     "trial_user_attributes",
     "trial_values",
 }
+# how long a database that holds some of Optuna's tables, or is being written, is given to become a whole Optuna
+# database (another sweep's create_all takes well under a second)
+SETTLE_S = 10.0
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def check_storage_file(spec: str) -> None:
+def check_storage_file(spec: str, settle_s: float = SETTLE_S) -> None:
     """Refuse, in one line, a storage file that is there and is not Optuna's: Optuna would create its tables inside
     another application's SQLite database, or append its records to any file named as a journal. The file is only
     read to tell (SQLite opened read-only and immutable: not a byte of it changes). A file not there is new: Optuna
-    makes it."""
+    makes it. An SQLite database with only some of Optuna's tables, or one caught half-written, is looked at again
+    for `settle_s`: a sweep started beside this one may be making it."""
     if is_url(spec):
         url = sqlalchemy.engine.make_url(spec)
         if not url.drivername.startswith("sqlite") or not url.database or url.database == ":memory:":
@@ -168,18 +173,30 @@ def check_storage_file(spec: str) -> None:
                 f"own: name a new file, or Optuna's"
             )
         return
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)) as db:
-            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as err:
-        raise FileRefusedError(
-            f"{path}: not an SQLite database ({one_line(err)}); name a new file, or Optuna's"
-        ) from None
-    if not (OPTUNA_TABLES <= tables or tables <= OPTUNA_ALL_TABLES):
+    deadline = time.monotonic() + settle_s
+    while True:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True)) as db:
+                tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            with open(path, "rb") as file:
+                is_sqlite = file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+            if is_sqlite and time.monotonic() < deadline:  # caught while another sweep writes it
+                time.sleep(0.25)
+                continue
+            raise FileRefusedError(
+                f"{path}: not an SQLite database ({one_line(err)}); name a new file, or Optuna's"
+            ) from None
+        if not tables or OPTUNA_TABLES <= tables:
+            return
+        if tables <= OPTUNA_ALL_TABLES and time.monotonic() < deadline:  # being made by another sweep
+            time.sleep(0.25)
+            continue
         shown_tables = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        made = f" (not made whole within {settle_s:g} s)" if tables <= OPTUNA_ALL_TABLES else ""
         raise FileRefusedError(
-            f"{path}: the SQLite database of another application (tables {shown_tables}), not an Optuna study's; "
-            f"genlab leaves it untouched: name a new file, or Optuna's"
+            f"{path}: the SQLite database of another application (tables {shown_tables}){made}, not an Optuna "
+            f"study's; genlab leaves it untouched: name a new file, or Optuna's"
         )
 
 
