@@ -255,7 +255,7 @@ def _family_run(
             "trainer.max_steps=-1",
             f"trainer.limit_train_batches={batches}",
             f"trainer.limit_val_batches={val_batches}",
-            "trainer.val_check_interval=1.0",  # at the epoch's end: a recipe's every-500-steps is past its batches
+            "++trainer.val_check_interval=1.0",  # at the epoch's end: a recipe's every-500-steps is past its batches
             f"trainer.log_every_n_steps={1 if suite.smoke else 50}",
             "test=false",
             "extras.print_config=false",

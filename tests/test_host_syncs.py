@@ -151,7 +151,7 @@ class HostSyncCounter(Callback):
 
 
 # validated at the epoch's end (a recipe's every-500-steps is past the 7 batches)
-SMALL_IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=16", "trainer.val_check_interval=1.0"]
+SMALL_IMAGES = ["data=mnist", "data.val_size=100", "data.batch_size=16", "++trainer.val_check_interval=1.0"]
 # the GAN clips its own gradients (manual optimization): its clipping checked too, where the loss needs it
 CLIPPED = {"gan-wgan-gp": ["model.gradient_clip_val=1.0"]}
 SMALL_TEXT = [
