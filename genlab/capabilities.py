@@ -25,6 +25,11 @@ ImageShape = tuple[Annotated[int, Field(ge=1, le=MAX_CHANNELS)], Side, Side]
 # Stages: one width (or multiplier) per stage, at least one
 MAX_STAGES = 16
 Stages = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1, max_length=MAX_STAGES)]
+# how a text is drawn, declared once: src.sample's options are of these types, and a TextGenerator holds its
+# arguments to them (temperature 0: the most likely token; top_k / top_p: the k likeliest tokens, the nucleus)
+Temperature = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+TopK = Annotated[int, Field(ge=1)]
+TopP = Annotated[float, Field(gt=0, le=1)]
 
 
 @runtime_checkable
@@ -135,9 +140,9 @@ class TextGenerator(Protocol):
         self,
         prompt: str,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        temperature: Temperature = 1.0,
+        top_k: TopK | None = None,
+        top_p: TopP | None = None,
         num_samples: int = 1,
         seed: int | None = None,
     ) -> list[str]:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from pydantic import Field
 from torchvision.utils import save_image
 
-from genlab.capabilities import ImageSampler, TextGenerator, use_sampling_options
+from genlab.capabilities import ImageSampler, Temperature, TextGenerator, TopK, TopP, use_sampling_options
 from genlab.checkpoints import load_model
 from genlab.errors import ConfigError
 from genlab.models.previews.image_grid import tile_grid
@@ -123,9 +123,9 @@ class SampleOptions:
     prompt: str = "\n"
     prompt_file: str | None = None
     max_new_tokens: Annotated[int, Field(ge=1, le=MAX_NEW_TOKENS, strict=True)] = 500
-    temperature: Annotated[float, Field(ge=0, strict=True)] = 0.8
-    top_k: Annotated[int, Field(ge=1, strict=True)] | None = None
-    top_p: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
+    temperature: Annotated[Temperature, Field(strict=True)] = 0.8  # a TextGenerator's declarations (capabilities)
+    top_k: Annotated[TopK, Field(strict=True)] | None = None
+    top_p: Annotated[TopP, Field(strict=True)] | None = None
     steps: Annotated[int, Field(ge=1, strict=True)] | None = None
     sampler: str | None = None
     guidance_scale: float | None = None

@@ -37,7 +37,7 @@ from genlab.capabilities import ImageShape, Stages
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
 from genlab.models.ema import averaged_copy
-from genlab.models.fused import ClipsFusedGradients, fused_optimizer_available
+from genlab.models.fused import fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.likelihood import bits_per_dim
 from genlab.models.nets.resolution import check_stages
@@ -249,7 +249,7 @@ def _check_together(hp: Mapping[str, Any], shape: tuple[int, int, int]) -> None:
         )
 
 
-class Diffusion(ClipsFusedGradients, SharedHooks, L.LightningModule):
+class Diffusion(SharedHooks, L.LightningModule):
     """A U-Net trained to predict the noise (ddpm) or the velocity (flow); `sample(n)` integrates from noise.
 
     Logged: train/loss, and val/loss and test/loss: the same mean squared error at times and noise drawn

@@ -46,18 +46,3 @@ def clip_gradients(module: L.LightningModule, optimizer, clip_val: float, algori
         torch.nn.utils.clip_grad_value_(parameters, clip_val)
     else:
         torch.nn.utils.clip_grad_norm_(parameters, clip_val)
-
-
-class ClipsFusedGradients:
-    """Mixin for a LightningModule with automatic optimization and a maybe-fused optimizer:
-    `trainer.gradient_clip_val` clips through `clip_gradients` above, which bf16-mixed needs. Listed before
-    L.LightningModule among the bases, so that its hook is the one Lightning calls."""
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        if gradient_clip_val:
-            clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")

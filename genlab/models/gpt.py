@@ -23,10 +23,11 @@ from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
+from genlab.capabilities import Temperature, TopK, TopP
 from genlab.data.vocab import BpeVocab, CharVocab, Vocabulary, vocabulary
 from genlab.errors import ConfigError
 from genlab.models.compiling import Compile, compile_networks
-from genlab.models.fused import AdamBetas, ClipsFusedGradients, fused_optimizer_available
+from genlab.models.fused import AdamBetas, fused_optimizer_available
 from genlab.models.hooks import SharedHooks
 from genlab.models.logged_steps import is_last_validation
 from genlab.models.nets.transformer import Transformer
@@ -41,7 +42,7 @@ def _check_together(hp: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.n_embd={hp['n_embd']} must be divisible by model.n_head={hp['n_head']}")
 
 
-class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
+class GPT(SharedHooks, L.LightningModule):
     """Next-token prediction with cross-entropy; logs loss (nats), perplexity, and bits per character (a
     character vocabulary) or per UTF-8 byte (BPE)."""
 
@@ -193,27 +194,20 @@ class GPT(ClipsFusedGradients, SharedHooks, L.LightningModule):
         self,
         prompt: str,
         max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
+        temperature: Temperature = 1.0,
+        top_k: TopK | None = None,
+        top_p: TopP | None = None,
         num_samples: int = 1,
         seed: int | None = None,
     ) -> list[str]:
         """`num_samples` continuations of `prompt`, each `max_new_tokens` tokens longer than it."""
+        check_arguments(GPT.generate_text, {"temperature": temperature, "top_k": top_k, "top_p": top_p}, "sampling")
         try:
             prompt_ids = self.vocab.encode(prompt)
         except ValueError as err:
             raise ConfigError(f"prompt={prompt!r}: {err}") from None
         if not prompt_ids.numel():
             raise ConfigError("prompt must hold at least one character (try prompt='\\n')")
-        if (
-            not (math.isfinite(temperature) and temperature >= 0)
-            or (top_k is not None and top_k < 1)
-            or (top_p is not None and not 0 < top_p <= 1)
-        ):
-            raise ConfigError(
-                f"need a finite temperature >= 0, top_k >= 1, 0 < top_p <= 1; got {temperature}, {top_k}, {top_p}"
-            )
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         idx = prompt_ids.to(self.device).expand(num_samples, -1)  # (num_samples, T)
         out = self.net.generate(idx, max_new_tokens, temperature, top_k, top_p, generator=generator)

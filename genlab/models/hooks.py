@@ -1,6 +1,7 @@
 """The Lightning hooks that read the same in every family, written once: a family says what its evaluation computes
 (`_evaluate`) and which pictures it shows (`previews`), and these call them; and how a training step logs
-(`log_training_values`), so that a family's `training_step` reads as its loss."""
+(`log_training_values`), so that a family's `training_step` reads as its loss; and `trainer.gradient_clip_val`
+under a fused optimizer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from genlab.models.fused import clip_gradients
 from genlab.models.logged_steps import logs_this_step, on_host
 
 
@@ -44,6 +46,14 @@ class SharedHooks:
         logged = on_host(**(values() if callable(values) else values))
         for name, value in logged.items():
             self.log(name, value, on_step=True, on_epoch=on_epoch, prog_bar=name in prog_bar)
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        # trainer.gradient_clip_val through fused.clip_gradients: Lightning refuses to clip under a fused optimizer
+        # even in bf16-mixed, where there is nothing to unscale (every family steps a maybe-fused Adam)
+        if gradient_clip_val:
+            clip_gradients(self, optimizer, gradient_clip_val, gradient_clip_algorithm or "norm")
 
     def previews(self) -> list[Callback]:
         """The callbacks (`genlab/models/previews/`) showing the model while it trains; none unless the family says."""
