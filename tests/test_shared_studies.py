@@ -134,12 +134,25 @@ def test_storages_are_named_absolutely_and_passwords_are_not_shown(tmp_path: Pat
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"n_workers": 0}, "error: hydra.sweeper.n_workers=0: expected a whole number >= 1"),
+        (
+            {"n_workers": 0},
+            "error: hydra.sweeper.n_workers=0 is not valid for OptunaSweeper: expected int (Input should be greater "
+            "than or equal to 1)",
+        ),
+        (
+            {"n_trials": 2.5},
+            "error: hydra.sweeper.n_trials=2.5 is not valid for OptunaSweeper: expected int (Input should be a valid "
+            "integer, got a number with a fractional part)",
+        ),
         (
             {"heartbeat_interval": 30, "grace_period": 30},
             "error: hydra.sweeper.grace_period=30: expected more than heartbeat_interval=30 (seconds)",
         ),
-        ({"max_retry": -1}, "error: hydra.sweeper.max_retry=-1: expected null or a whole number >= 0"),
+        (
+            {"max_retry": -1},
+            "error: hydra.sweeper.max_retry=-1 is not valid for OptunaSweeper: expected int or null (Input should be "
+            "greater than or equal to 0)",
+        ),
     ],
 )
 def test_settings_a_sweep_cannot_run_with_are_refused_in_one_line(settings: dict, message: str) -> None:

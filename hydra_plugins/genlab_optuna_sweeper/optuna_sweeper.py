@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import optuna
 import sqlalchemy
@@ -46,11 +46,13 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import Field
 
-from genlab.errors import FileRefusedError, RunInterrupted, one_line, without_passwords
+from genlab.errors import ConfigError, FileRefusedError, RunInterrupted, one_line, without_passwords
 from genlab.utils.files import write_text_atomically
 from genlab.utils.locks import try_lock
 from genlab.utils.run_folder import MULTIRUN
+from genlab.utils.validation import check_arguments
 from hydra_plugins.genlab_optuna_sweeper.storage import (
     RetryStaleTrial,
     fail_stale_trials,
@@ -79,14 +81,14 @@ class OptunaSweeper(Sweeper):
     def __init__(
         self,
         direction: str = "minimize",
-        n_trials: int = 20,
-        n_jobs: int = 1,
-        n_workers: int = 1,
+        n_trials: Annotated[int, Field(ge=1)] = 20,
+        n_jobs: Annotated[int, Field(ge=1)] = 1,
+        n_workers: Annotated[int, Field(ge=1)] = 1,
         study_name: str = "study",
         storage: str | None = None,
-        heartbeat_interval: int = 20,
-        grace_period: int = 120,
-        max_retry: int | None = 1,
+        heartbeat_interval: Annotated[int, Field(ge=1)] = 20,  # seconds
+        grace_period: Annotated[int, Field(ge=1)] = 120,  # seconds
+        max_retry: Annotated[int, Field(ge=0)] | None = 1,
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
         params: DictConfig | None = None,
@@ -318,18 +320,18 @@ def write_record(path: Path, config: DictConfig) -> None:
 
 
 def check_settings(sweeper: OptunaSweeper) -> None:
-    """One line for a setting the sweep cannot run with."""
-    for key in ("n_trials", "n_jobs", "n_workers", "heartbeat_interval", "grace_period"):
-        value = getattr(sweeper, key)
-        if not isinstance(value, int) or value < 1:
-            raise SystemExit(f"error: hydra.sweeper.{key}={value}: expected a whole number >= 1")
+    """One line for a setting the sweep cannot run with: each against the range its parameter declares (the one
+    check_arguments of every family and data module), then the two that must agree."""
+    settings = ("n_trials", "n_jobs", "n_workers", "heartbeat_interval", "grace_period", "max_retry")
+    try:
+        check_arguments(OptunaSweeper, {key: getattr(sweeper, key) for key in settings}, "hydra.sweeper")
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     if sweeper.grace_period <= sweeper.heartbeat_interval:  # a live trial would be failed between two of its beats
         raise SystemExit(
             f"error: hydra.sweeper.grace_period={sweeper.grace_period}: expected more than "
             f"heartbeat_interval={sweeper.heartbeat_interval} (seconds)"
         )
-    if sweeper.max_retry is not None and (not isinstance(sweeper.max_retry, int) or sweeper.max_retry < 0):
-        raise SystemExit(f"error: hydra.sweeper.max_retry={sweeper.max_retry}: expected null or a whole number >= 0")
 
 
 def search_space_and_fixed(
