@@ -27,7 +27,7 @@ MAX_STAGES = 16
 Stages = Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1, max_length=MAX_STAGES)]
 # how a text is drawn, declared once: src.sample's options are of these types, and a TextGenerator holds its
 # arguments to them (temperature 0: the most likely token; top_k / top_p: the k likeliest tokens, the nucleus)
-Temperature = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Temperature = Annotated[float, Field(ge=0)]  # and finite: check_options and generate_text say so
 TopK = Annotated[int, Field(ge=1)]
 TopP = Annotated[float, Field(gt=0, le=1)]
 

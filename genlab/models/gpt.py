@@ -33,7 +33,7 @@ from genlab.models.logged_steps import is_last_validation
 from genlab.models.nets.transformer import Transformer
 from genlab.models.previews.text_sample import MAX_SAMPLE_LENGTH, TextSample
 from genlab.utils.checkpoint_reader import CheckpointError, check_state_dict_fits
-from genlab.utils.validation import check_arguments
+from genlab.utils.validation import check_arguments, check_finite
 
 
 def _check_together(hp: Mapping[str, Any]) -> None:
@@ -201,6 +201,7 @@ class GPT(SharedHooks, L.LightningModule):
         seed: int | None = None,
     ) -> list[str]:
         """`num_samples` continuations of `prompt`, each `max_new_tokens` tokens longer than it."""
+        check_finite(temperature, "sampling.temperature")
         check_arguments(GPT.generate_text, {"temperature": temperature, "top_k": top_k, "top_p": top_p}, "sampling")
         try:
             prompt_ids = self.vocab.encode(prompt)
